@@ -1,0 +1,114 @@
+"""Write the cost-model presets shipped in data/presets/.
+
+    python scripts/make_presets.py                       # all presets
+    python scripts/make_presets.py --only roofline       # llama-65b.json only
+    python scripts/make_presets.py --profiling-dir DIR   # where the Vidur profiles are
+
+* ``llama-65b.json``: LLaMA-65B on 8 x A100-SXM4-80GB, derived from first
+  principles (workbench.roofline); needs no data.
+* ``llama2-70b-{a100,h100}-tp{2,4,8}.json``: Llama-2-70B fitted to the Vidur
+  operator profiles (workbench.calibrate); needs the vidur-profiling folder,
+  by default ``../shared/data/vidur-profiling`` beside the repository.  The
+  profiles themselves are never copied into the repository.
+
+Re-runnable: the same inputs give byte-identical files (no timestamps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+try:
+    import workbench  # noqa: F401
+except ImportError:  # a source checkout that is not installed
+    sys.path.insert(0, str(REPO_ROOT / "src"))
+
+from workbench.calibrate import PRESET_SLUGS, available_tp, fit_vidur_preset  # noqa: E402
+from workbench.costmodel import save_preset  # noqa: E402
+from workbench.roofline import A100_80GB_X8, LLAMA_65B, roofline_cost_model, roofline_table  # noqa: E402
+
+DEFAULT_PROFILING_DIR = REPO_ROOT.parent / "shared" / "data" / "vidur-profiling"
+DEFAULT_OUT_DIR = REPO_ROOT / "data" / "presets"
+SCRIPT = "scripts/make_presets.py"
+
+VIDUR_MODEL = "meta-llama/Llama-2-70b-hf"
+VIDUR_DEVICES = ("a100", "h100")
+VIDUR_TP = (2, 4, 8)
+
+
+def roofline_preset(out_dir: Path = DEFAULT_OUT_DIR) -> Path:
+    """Write ``llama-65b.json``: LLaMA-65B on 8 x A100 80GB from first principles."""
+    table = roofline_table(LLAMA_65B, A100_80GB_X8)
+    model = roofline_cost_model(LLAMA_65B, A100_80GB_X8, name="llama-65b")
+    provenance = dict(model.provenance)
+    provenance["function"] = "workbench.roofline.roofline_cost_model"
+    provenance["script"] = SCRIPT
+    provenance["derivation"] = [
+        {"symbol": symbol, "quantity": row.quantity, "value": row.value, "unit": row.unit, "how": row.how}
+        for symbol, row in table.iterrows()]
+    model = type(model)(**model.coefficients(), name="llama-65b",
+                        description=("LLaMA-65B on 8 x A100-SXM4-80GB with tensor parallelism (the paper's setting), "
+                                     "derived from first principles: datasheet peaks times stated efficiencies. "
+                                     "See docs/cost-model.md."),
+                        kv_capacity_tokens=model.kv_capacity_tokens, provenance=provenance)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return save_preset(model, out_dir / "llama-65b.json")
+
+
+def vidur_presets(profiling_dir: Path = DEFAULT_PROFILING_DIR, out_dir: Path = DEFAULT_OUT_DIR,
+                  devices: tuple[str, ...] = VIDUR_DEVICES, tps: tuple[int, ...] = VIDUR_TP,
+                  ) -> tuple[list[Path], list[str]]:
+    """Fit and write ``llama2-70b-<device>-tp<N>.json`` for every combination the profiles hold.
+
+    Returns the files written and the names of the combinations the data lacks.
+    """
+    written, missing = [], []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for device in devices:
+        have = set(available_tp(profiling_dir, device, VIDUR_MODEL))
+        for tp in tps:
+            name = f"{PRESET_SLUGS[VIDUR_MODEL]}-{device}-tp{tp}"
+            if tp not in have:
+                missing.append(name)
+                continue
+            result = fit_vidur_preset(profiling_dir, device, tp, VIDUR_MODEL, name=name)
+            written.append(save_preset(result.model, out_dir / f"{name}.json", fit=result.fit_info()))
+    return written, missing
+
+
+def _report(path: Path) -> str:
+    from workbench.costmodel import load_preset
+
+    m = load_preset(path)
+    coef = ", ".join(f"{k}={v * 1e3:.4g} ms" for k, v in m.coefficients().items())
+    return f"{path.name}: {coef}, kv_capacity_tokens={m.kv_capacity_tokens}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profiling-dir", type=Path, default=DEFAULT_PROFILING_DIR,
+                        help="the vidur-profiling folder (default: %(default)s)")
+    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="where to write (default: %(default)s)")
+    parser.add_argument("--only", choices=("all", "roofline", "vidur"), default="all")
+    args = parser.parse_args(argv)
+
+    if args.only in ("all", "roofline"):
+        print(_report(roofline_preset(args.out_dir)))
+    if args.only in ("all", "vidur"):
+        if not args.profiling_dir.is_dir():
+            print(f"vidur presets skipped: '{args.profiling_dir}' does not exist (give --profiling-dir).",
+                  file=sys.stderr)
+            return 2
+        written, missing = vidur_presets(args.profiling_dir, args.out_dir)
+        for path in written:
+            print(_report(path))
+        if missing:
+            print("not in the profiles, so not written: " + ", ".join(missing))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,253 @@
+"""The hardware cost model of MODEL.md section 2.
+
+Iteration times are linear in what the iteration processes::
+
+    t_prefill(P)    = a_p + b_p * sum_{i in P} l_i
+    t_decode(batch) = a_d + b_d * |batch| + c_d * sum_{i in batch} ctx_i
+
+The same object serves the simulator, the MIP, the lower bound and the online
+rule.  Anything with ``prefill_time`` and ``decode_time`` of the same meaning
+may replace it in the simulator; the bounds and the MIP rely on linearity and
+read the five coefficients.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workbench._paths import data_dir
+from workbench.errors import ConfigError
+
+COEFFICIENTS = ("a_p", "b_p", "a_d", "b_d", "c_d")
+COEFFICIENT_UNITS = {
+    "a_p": "s per prefill stage",
+    "b_p": "s per prompt token",
+    "a_d": "s per decode iteration",
+    "b_d": "s per request in the batch",
+    "c_d": "s per context token read",
+}
+
+
+@dataclass(frozen=True)
+class LinearCostModel:
+    """Linear iteration-time model; all coefficients in seconds (see ``COEFFICIENT_UNITS``)."""
+
+    a_p: float
+    b_p: float
+    a_d: float
+    b_d: float
+    c_d: float
+    name: str = "custom"
+    description: str = field(default="", compare=False)
+    kv_capacity_tokens: int | None = field(default=None, compare=False)
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for key in COEFFICIENTS:
+            value = getattr(self, key)
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"must be a number, got {value!r}.", field=key,
+                                  fix="give every coefficient as seconds, a float >= 0.") from None
+            if not np.isfinite(value) or value < 0:
+                raise ConfigError(f"must be finite and >= 0, got {value!r}.", field=key,
+                                  fix="iteration times cannot shrink with more work; refit or correct the preset.")
+            object.__setattr__(self, key, value)
+        if self.a_p + self.b_p <= 0:
+            raise ConfigError("a_p and b_p are both 0, so a prefill would take no time.", field="a_p",
+                              fix="give a positive a_p or b_p.")
+        if self.a_d + self.b_d <= 0:
+            raise ConfigError("a_d and b_d are both 0, so a decode iteration would take no time.", field="a_d",
+                              fix="give a positive a_d or b_d.")
+
+    # -- iteration times (vectorised) ------------------------------------
+    def prefill_time(self, prompt_tokens):
+        """Seconds for a prefill stage over ``prompt_tokens`` = sum of the admitted prompts' lengths."""
+        return self.a_p + self.b_p * np.asarray(prompt_tokens, dtype=float) if np.ndim(prompt_tokens) else \
+            self.a_p + self.b_p * float(prompt_tokens)
+
+    def decode_time(self, batch_size, context_tokens):
+        """Seconds for a decode iteration of ``batch_size`` requests reading ``context_tokens`` in total."""
+        if np.ndim(batch_size) or np.ndim(context_tokens):
+            return (self.a_d + self.b_d * np.asarray(batch_size, dtype=float)
+                    + self.c_d * np.asarray(context_tokens, dtype=float))
+        return self.a_d + self.b_d * float(batch_size) + self.c_d * float(context_tokens)
+
+    # -- per-request decompositions of MODEL.md section 3 ---------------
+    def request_work_s(self, input_tokens, output_tokens) -> np.ndarray:
+        """``v_i``: the schedule-independent work of each request."""
+        l = np.asarray(input_tokens, dtype=float)
+        d = np.asarray(output_tokens, dtype=float) - 1.0
+        return self.b_p * l + self.b_d * d + self.c_d * (d * l + d * (d + 1.0) / 2.0)
+
+    def request_weight_s(self, input_tokens, output_tokens, batch_size) -> np.ndarray:
+        """``w_i = v_i + a_p/B + a_d (o_i-1)/B``: the additive weight used by bin packing."""
+        d = np.asarray(output_tokens, dtype=float) - 1.0
+        return (self.request_work_s(input_tokens, output_tokens)
+                + self.a_p / batch_size + self.a_d * d / batch_size)
+
+    def alone_time_s(self, input_tokens, output_tokens) -> np.ndarray:
+        """Time of each request served alone: one prefill then ``o_i-1`` decodes of batch 1."""
+        d = np.asarray(output_tokens, dtype=float) - 1.0
+        return self.a_p + self.a_d * d + self.request_work_s(input_tokens, output_tokens)
+
+    # -- serialisation ----------------------------------------------------
+    def coefficients(self) -> dict[str, float]:
+        return {key: getattr(self, key) for key in COEFFICIENTS}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if out["kv_capacity_tokens"] is None:
+            del out["kv_capacity_tokens"]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "cost model") -> LinearCostModel:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source} must be a JSON object with keys {', '.join(COEFFICIENTS)}.")
+        missing = [key for key in COEFFICIENTS if key not in data]
+        if missing:
+            raise ConfigError(f"{source} lacks {', '.join(missing)}.", field=missing[0],
+                              fix=f"give all of {', '.join(COEFFICIENTS)} in seconds.")
+        known = {"name", "description", "kv_capacity_tokens", "provenance"}
+        kwargs = {key: data[key] for key in known if key in data}
+        return cls(**{key: data[key] for key in COEFFICIENTS}, **kwargs)
+
+    def with_coefficients(self, **changes: float) -> LinearCostModel:
+        data = self.to_dict()
+        data.update(changes)
+        data["name"] = data.get("name", "custom") + "*" if changes else data.get("name", "custom")
+        return LinearCostModel.from_dict(data)
+
+
+# -- presets ------------------------------------------------------------------
+def presets_dir() -> Path:
+    return data_dir() / "presets"
+
+
+def list_presets() -> list[str]:
+    """Names of the shipped presets."""
+    return sorted(p.stem for p in presets_dir().glob("*.json"))
+
+
+def load_preset(name_or_path: str | Path | LinearCostModel = "llama-65b") -> LinearCostModel:
+    """A shipped preset by name, or a JSON file with the five coefficients."""
+    if isinstance(name_or_path, LinearCostModel):
+        return name_or_path
+    text = str(name_or_path)
+    path = Path(text)
+    if not (path.suffix == ".json" or path.is_file()):
+        path = presets_dir() / f"{text}.json"
+        if not path.is_file():
+            raise ConfigError(f"unknown cost-model preset '{text}'.", field="cost_model",
+                              fix=f"use one of {', '.join(list_presets())} or the path of a JSON file.")
+    if not path.is_file():
+        raise ConfigError(f"cost-model file '{path}' does not exist.", field="cost_model",
+                          fix="check the path.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cost-model file '{path}' is not valid JSON ({exc}).", field="cost_model",
+                          fix="write a JSON object with a_p, b_p, a_d, b_d, c_d in seconds.") from None
+    if isinstance(data, dict):
+        data.setdefault("name", path.stem)
+    return LinearCostModel.from_dict(data, source=f"cost-model file '{path}'")
+
+
+def save_preset(model: LinearCostModel, path: str | Path, **extra: Any) -> Path:
+    """Write ``model`` (and any extra provenance keys) as a preset JSON file."""
+    path = Path(path)
+    data = model.to_dict()
+    data.update(extra)
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+# -- fitting ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class FitResult:
+    """A fitted cost model with its quality on the profile it came from."""
+
+    model: LinearCostModel
+    r2_prefill: float
+    r2_decode: float
+    residuals: pd.DataFrame = field(repr=False)
+
+    def summary(self) -> pd.DataFrame:
+        rows = []
+        for kind, r2 in (("prefill", self.r2_prefill), ("decode", self.r2_decode)):
+            res = self.residuals[self.residuals["kind"] == kind]
+            rel = (res["residual_s"].abs() / res["time_s"]).to_numpy()
+            rows.append({"kind": kind, "rows": len(res), "r2": r2,
+                         "rmse_s": float(np.sqrt(np.mean(res["residual_s"] ** 2))) if len(res) else np.nan,
+                         "max_rel_error": float(rel.max()) if len(rel) else np.nan})
+        return pd.DataFrame(rows).set_index("kind")
+
+
+def _nonnegative_lstsq(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares with coefficients >= 0, exact for the few columns used here.
+
+    An active-set search over all column subsets: with 2-3 columns that is at
+    most 7 small solves, and it needs nothing beyond numpy.
+    """
+    best, best_sse = np.zeros(X.shape[1]), float(np.sum(y**2))
+    for size in range(1, X.shape[1] + 1):
+        for cols in itertools.combinations(range(X.shape[1]), size):
+            coef, *_ = np.linalg.lstsq(X[:, cols], y, rcond=None)
+            if np.any(coef < 0):
+                continue
+            sse = float(np.sum((y - X[:, cols] @ coef) ** 2))
+            if sse < best_sse:
+                best, best_sse = np.zeros(X.shape[1]), sse
+                best[list(cols)] = coef
+    return best
+
+
+def _r2(y: np.ndarray, pred: np.ndarray) -> float:
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    return 1.0 - float(np.sum((y - pred) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
+
+
+PROFILE_COLUMNS = ("kind", "batch_size", "tokens", "time_s")
+
+
+def fit(profile: pd.DataFrame, *, name: str = "fitted", description: str = "",
+        provenance: dict[str, Any] | None = None) -> FitResult:
+    """Least-squares fit of the five coefficients to measured iteration times.
+
+    ``profile`` has one row per measured iteration: ``kind`` (``prefill`` or
+    ``decode``), ``batch_size`` (requests in the iteration), ``tokens``
+    (prompt tokens for a prefill, context tokens read for a decode) and
+    ``time_s``.  Coefficients are constrained to be >= 0.
+    """
+    missing = [c for c in PROFILE_COLUMNS if c not in profile.columns]
+    if missing:
+        raise ConfigError(f"profile lacks column(s) {', '.join(missing)}.", field=missing[0],
+                          fix=f"give columns {', '.join(PROFILE_COLUMNS)}.")
+    frames, coef, r2 = [], {}, {}
+    for kind, columns in (("prefill", ("tokens",)), ("decode", ("batch_size", "tokens"))):
+        rows = profile[profile["kind"] == kind]
+        if len(rows) < len(columns) + 1:
+            raise ConfigError(f"profile has {len(rows)} '{kind}' rows, too few to fit "
+                              f"{len(columns) + 1} coefficients.", field="kind",
+                              fix=f"measure at least {len(columns) + 2} distinct {kind} iterations.")
+        X = np.column_stack([np.ones(len(rows))] + [rows[c].to_numpy(float) for c in columns])
+        y = rows["time_s"].to_numpy(float)
+        beta = _nonnegative_lstsq(X, y)
+        pred = X @ beta
+        r2[kind] = _r2(y, pred)
+        names = ("a_p", "b_p") if kind == "prefill" else ("a_d", "b_d", "c_d")
+        coef.update(dict(zip(names, beta.tolist())))
+        frames.append(rows.assign(predicted_s=pred, residual_s=y - pred)[
+            ["kind", "batch_size", "tokens", "time_s", "predicted_s", "residual_s"]])
+    model = LinearCostModel(**coef, name=name, description=description, provenance=provenance or {})
+    return FitResult(model=model, r2_prefill=r2["prefill"], r2_decode=r2["decode"],
+                     residuals=pd.concat(frames, ignore_index=True))

@@ -1,0 +1,220 @@
+"""The one schedule schema every method produces (MODEL.md section 9).
+
+A :class:`Schedule` is three tables: the per-iteration ``timeline``, the
+per-request ``requests`` table, and ``metrics``.  The simulator, the
+heuristics and the exact MIP all return one, so one Gantt function, one
+metrics function and one validator serve them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workbench import __version__
+from workbench.costmodel import LinearCostModel
+from workbench.errors import ConfigError, ScheduleFileError
+from workbench.metrics import batch_sizes_array, gap, schedule_metrics
+
+TIMELINE_COLUMNS = ("client", "iteration", "kind", "start_s", "end_s", "n_requests", "tokens", "request_ids")
+REQUEST_COLUMNS = ("request_id", "client", "input_tokens", "output_tokens", "arrival_s",
+                   "prefill_start_s", "first_token_s", "finish_s")
+FILES = ("timeline.csv", "requests.csv", "metrics.json")
+
+
+@dataclass
+class Schedule:
+    """A complete schedule: per-iteration timeline, per-request times, metrics."""
+
+    timeline: pd.DataFrame
+    requests: pd.DataFrame
+    metrics: dict[str, Any]
+    #: Optional, not exported: the decode runs as the simulator produced them (see :meth:`compact`).
+    runs: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def makespan_s(self) -> float:
+        return float(self.metrics["makespan_s"])
+
+    @property
+    def policy(self) -> str:
+        return str(self.metrics.get("policy", "?"))
+
+    @property
+    def clients(self) -> int:
+        return int(self.metrics["clients"])
+
+    def compact(self) -> pd.DataFrame:
+        """The timeline for display: consecutive decode iterations with the same requests merged.
+
+        One row per prefill and per run of decodes between two batch changes,
+        with ``iterations`` (how many were merged), ``tokens`` summed and
+        ``first_iteration``/``last_iteration``.  Derived from the timeline, never a
+        replacement for it.
+        """
+        if self.runs is not None:
+            return self.runs
+        return compact_timeline(self.timeline)
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write ``timeline.csv``, ``requests.csv`` and ``metrics.json`` into ``out_dir``, atomically."""
+        with atomic_dir(out_dir) as tmp:
+            self.write_into(tmp)
+        return Path(out_dir)
+
+    def write_into(self, folder: Path) -> None:
+        self.timeline.loc[:, list(TIMELINE_COLUMNS)].to_csv(folder / "timeline.csv", index=False)
+        self.requests.loc[:, list(REQUEST_COLUMNS)].to_csv(folder / "requests.csv", index=False)
+        (folder / "metrics.json").write_text(json.dumps(_jsonable(self.metrics), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, folder: str | Path) -> Schedule:
+        """Read a schedule written by :meth:`write` (or by anyone following MODEL.md section 9)."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ScheduleFileError(f"'{folder}' is not a folder.", fix="give the folder a schedule was written to.")
+        for name in FILES:
+            if not (folder / name).is_file():
+                raise ScheduleFileError(f"'{folder}' has no {name}.", field=name,
+                                        fix="a schedule folder holds timeline.csv, requests.csv and metrics.json.")
+        try:
+            timeline = pd.read_csv(folder / "timeline.csv", dtype={"request_ids": str, "kind": str},
+                                   keep_default_na=False)
+            requests = pd.read_csv(folder / "requests.csv")
+            metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise ScheduleFileError(f"cannot read the schedule in '{folder}': {exc}.") from None
+        if not isinstance(metrics, dict):
+            raise ScheduleFileError("metrics.json is not a JSON object.", field="metrics.json")
+        return cls(timeline=timeline, requests=requests, metrics=metrics)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    return value
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder that replaces ``out_dir`` only if the block completes.
+
+    A failure leaves ``out_dir`` as it was, so a half-written schedule never
+    sits where a finished one is expected.
+    """
+    out_dir = Path(out_dir)
+    parent = out_dir.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
+    except OSError as exc:
+        raise ConfigError(f"cannot write to '{out_dir}': {exc.strerror}.", field="out",
+                          fix="choose a folder you can write to.") from None
+    try:
+        yield tmp
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ConfigError(f"'{out_dir}' exists and is not a folder.", field="out",
+                              fix="choose another output folder.")
+        backup = None
+        if out_dir.exists():
+            backup = parent / f".{out_dir.name}.old-{os.getpid()}"
+            os.replace(out_dir, backup)
+        os.replace(tmp, out_dir)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def compact_timeline(timeline: pd.DataFrame) -> pd.DataFrame:
+    """Merge consecutive decode iterations of a client that serve the same requests."""
+    if len(timeline) == 0:
+        return pd.DataFrame(columns=["client", "kind", "start_s", "end_s", "n_requests", "tokens",
+                                     "iterations", "first_iteration", "last_iteration", "request_ids"])
+    tl = timeline.sort_values(["client", "iteration"], kind="stable")
+    client = tl["client"].to_numpy()
+    kind = tl["kind"].to_numpy()
+    ids = tl["request_ids"].to_numpy()
+    same = np.zeros(len(tl), dtype=bool)
+    same[1:] = (client[1:] == client[:-1]) & (kind[1:] == "decode") & (kind[:-1] == "decode") & (ids[1:] == ids[:-1])
+    run = np.cumsum(~same) - 1
+    grouped = tl.assign(_run=run).groupby("_run", sort=True)
+    out = grouped.agg(client=("client", "first"), kind=("kind", "first"), start_s=("start_s", "first"),
+                      end_s=("end_s", "last"), n_requests=("n_requests", "first"), tokens=("tokens", "sum"),
+                      iterations=("iteration", "size"), first_iteration=("iteration", "first"),
+                      last_iteration=("iteration", "last"), request_ids=("request_ids", "first"))
+    return out.reset_index(drop=True)
+
+
+def cost_model_record(cost_model: LinearCostModel) -> dict[str, Any]:
+    record = cost_model.coefficients()
+    record["name"] = cost_model.name
+    return record
+
+
+def build_metrics(timeline: pd.DataFrame, *, clients: int, batch_size, cost_model: LinearCostModel,
+                  policy: str, params: dict[str, Any], lower_bound_s: float,
+                  lower_bound_binding: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``metrics.json`` as MODEL.md section 9 and the foundation issue specify it."""
+    if clients < 1:
+        raise ConfigError(f"clients is {clients}.", field="clients", fix="use at least 1 client.")
+    B = batch_sizes_array(batch_size, clients)
+    base = schedule_metrics(timeline, clients, B)
+    metrics = {
+        "makespan_s": base["makespan_s"],
+        "lower_bound_s": float(lower_bound_s),
+        "gap": gap(base["makespan_s"], float(lower_bound_s)),
+        "slot_utilization": base["slot_utilization"],
+        "busy_utilization": base["busy_utilization"],
+        "clients": int(clients),
+        "batch_size": int(B[0]) if np.all(B == B[0]) else [int(b) for b in B],
+        "cost_model": cost_model_record(cost_model),
+        "policy": policy,
+        "params": params,
+        "version": __version__,
+    }
+    if lower_bound_binding:
+        metrics["lower_bound_binding"] = lower_bound_binding
+    if extra:
+        metrics.update(extra)
+    return metrics
+
+
+def requests_from_timeline(timeline: pd.DataFrame, trace: pd.DataFrame) -> pd.DataFrame:
+    """The ``requests`` table implied by a timeline (for schedules not made by the simulator)."""
+    tl = timeline.sort_values(["client", "iteration"], kind="stable")
+    ids = tl["request_ids"].astype(str).str.split()
+    exploded = tl.assign(request_id=ids).explode("request_id")
+    key = trace["request_id"].astype(str)
+    pre = exploded[exploded["kind"] == "prefill"].drop_duplicates("request_id").set_index("request_id")
+    last = exploded.drop_duplicates("request_id", keep="last").set_index("request_id")
+    out = pd.DataFrame({
+        "request_id": trace["request_id"].to_numpy(),
+        "client": pre["client"].reindex(key).to_numpy(),
+        "input_tokens": trace["input_tokens"].to_numpy(),
+        "output_tokens": trace["output_tokens"].to_numpy(),
+        "arrival_s": trace["arrival_s"].to_numpy(float),
+        "prefill_start_s": pre["start_s"].reindex(key).to_numpy(float),
+        "first_token_s": pre["end_s"].reindex(key).to_numpy(float),
+        "finish_s": last["end_s"].reindex(key).to_numpy(float),
+    })
+    return out

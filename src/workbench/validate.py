@@ -1,0 +1,374 @@
+"""Check a schedule from its exported files alone (MODEL.md section 9).
+
+The validator trusts nothing the simulator knows: it reads ``timeline.csv``,
+``requests.csv`` and ``metrics.json`` (or a :class:`~workbench.schedule.Schedule`
+holding the same tables), optionally the trace, and checks every rule:
+
+========================  ==========================================================
+rule                      what it checks
+========================  ==========================================================
+``schema``                the columns and keys the contract names are present and typed
+``iterations``            per client, iterations are numbered 0, 1, 2, ... in time order
+``no-overlap``            iterations on a client do not overlap and have positive length
+``ids``                   every listed id is a request of ``requests.csv``; n_requests
+                          equals the number of ids; no id twice in one iteration
+``prefill-once``          each request is prefilled exactly once
+``same-client``           all of a request's iterations are on the client requests.csv names
+``decode-count``          each request decodes exactly ``o_i - 1`` times, all after its prefill
+``batch-capacity``        requests holding a slot (from prefill to last decode) never exceed ``B_j``
+``kv-capacity``           when set: the KV tokens they reserve never exceed ``M_j``
+``tokens``                ``tokens`` equals the prompt tokens (prefill) or the context read (decode)
+``duration``              each iteration's length equals the cost model's
+``request-times``         requests.csv times match the timeline; no prefill before arrival
+``metrics``               makespan, utilizations and gap recompute; the lower bound is at least
+                          the closed-form bound and at most the makespan
+``trace``                 when a trace is given: same ids, lengths and arrival times
+========================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workbench.bounds import closed_form_lower_bound
+from workbench.costmodel import COEFFICIENTS, LinearCostModel
+from workbench.errors import ScheduleFileError, WorkbenchError
+from workbench.metrics import batch_sizes_array, schedule_metrics
+from workbench.schedule import REQUEST_COLUMNS, TIMELINE_COLUMNS, Schedule
+from workbench.trace import load_trace
+
+RULES = ("schema", "iterations", "no-overlap", "ids", "prefill-once", "same-client", "decode-count",
+         "batch-capacity", "kv-capacity", "tokens", "duration", "request-times", "metrics", "trace")
+METRIC_KEYS = ("makespan_s", "lower_bound_s", "gap", "slot_utilization", "busy_utilization", "clients",
+               "batch_size", "cost_model", "policy", "params", "version")
+#: Relative tolerance on times: CSV round-trips floats exactly, so this only absorbs summation order.
+REL_TOL = 1e-9
+ABS_TOL_S = 1e-9
+MAX_EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.rule}] {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    """The outcome of :func:`validate`: ``ok`` and the violations found, by rule."""
+
+    violations: list[Violation] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def rules_violated(self) -> list[str]:
+        return sorted({v.rule for v in self.violations}, key=RULES.index)
+
+    def add(self, rule: str, message: str) -> None:
+        self.violations.append(Violation(rule, message))
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"valid: {len(self.checked)} rules checked ({', '.join(self.checked)})"
+        return "invalid:\n" + "\n".join(f"  {v}" for v in self.violations)
+
+    def raise_if_invalid(self) -> None:
+        if not self.ok:
+            raise WorkbenchError(f"the schedule breaks {len(self.violations)} rule(s): "
+                                 + "; ".join(str(v) for v in self.violations[:5]))
+
+
+def _close(a, b) -> np.ndarray:
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    return np.abs(a - b) <= ABS_TOL_S + REL_TOL * np.maximum(np.abs(a), np.abs(b))
+
+
+def _examples(labels) -> str:
+    labels = list(labels)
+    text = ", ".join(str(x) for x in labels[:MAX_EXAMPLES])
+    return text + (f" (and {len(labels) - MAX_EXAMPLES} more)" if len(labels) > MAX_EXAMPLES else "")
+
+
+def _cost_models(metrics: dict, clients: int) -> list[LinearCostModel]:
+    record = metrics["cost_model"]
+    records = record if isinstance(record, list) else [record] * clients
+    if len(records) != clients:
+        raise ValueError(f"cost_model lists {len(records)} models for {clients} clients")
+    return [LinearCostModel(**{k: r[k] for k in COEFFICIENTS}) for r in records]
+
+
+def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | None = None) -> ValidationReport:
+    """Check a schedule (a folder of exported files, or a :class:`Schedule`) against every rule."""
+    report = ValidationReport()
+    if isinstance(source, Schedule):
+        tl, rq, metrics = source.timeline.copy(), source.requests.copy(), dict(source.metrics)
+        # Round-trip exactly as the files would hold them, so both paths check the same thing.
+        tl["request_ids"] = tl["request_ids"].astype(str)
+    else:
+        schedule = Schedule.read(source)
+        tl, rq, metrics = schedule.timeline, schedule.requests, schedule.metrics
+    if trace is not None and not isinstance(trace, pd.DataFrame):
+        trace = load_trace(trace)
+    elif trace is not None:
+        trace = load_trace(trace)
+
+    # -- schema ------------------------------------------------------------------------
+    report.checked.append("schema")
+    missing = [c for c in TIMELINE_COLUMNS if c not in tl.columns]
+    missing += [f"requests.{c}" for c in REQUEST_COLUMNS if c not in rq.columns]
+    missing += [f"metrics.{k}" for k in METRIC_KEYS if k not in metrics]
+    if missing:
+        report.add("schema", f"missing {_examples(missing)}")
+        return report
+    try:
+        clients = int(metrics["clients"])
+        B = batch_sizes_array(metrics["batch_size"], clients)
+        models = _cost_models(metrics, clients)
+        for col in ("client", "iteration", "n_requests", "tokens"):
+            tl[col] = pd.to_numeric(tl[col], errors="raise").astype(np.int64)
+        for col in ("start_s", "end_s"):
+            tl[col] = pd.to_numeric(tl[col], errors="raise").astype(float)
+        for col in ("client", "input_tokens", "output_tokens"):
+            rq[col] = pd.to_numeric(rq[col], errors="raise").astype(np.int64)
+        for col in ("arrival_s", "prefill_start_s", "first_token_s", "finish_s"):
+            rq[col] = pd.to_numeric(rq[col], errors="raise").astype(float)
+    except (ValueError, TypeError, KeyError, WorkbenchError) as exc:
+        report.add("schema", f"cannot read the tables as numbers: {exc}")
+        return report
+    bad_kind = ~tl["kind"].isin(["prefill", "decode"])
+    if bad_kind.any():
+        report.add("schema", f"kind must be prefill or decode; rows {_examples(np.flatnonzero(bad_kind.to_numpy()))}")
+        return report
+    bad_client = (tl["client"] < 0) | (tl["client"] >= clients)
+    if bad_client.any() or ((rq["client"] < 0) | (rq["client"] >= clients)).any():
+        report.add("schema", f"client numbers must be 0..{clients - 1}")
+        return report
+    rq_ids = rq["request_id"].astype(str).to_numpy()
+    if len(set(rq_ids)) != len(rq_ids):
+        report.add("schema", "requests.csv repeats a request_id")
+        return report
+
+    tl = tl.sort_values(["client", "iteration"], kind="stable").reset_index(drop=True)
+    client = tl["client"].to_numpy()
+    start = tl["start_s"].to_numpy()
+    end = tl["end_s"].to_numpy()
+    is_prefill = (tl["kind"] == "prefill").to_numpy()
+    n_req = tl["n_requests"].to_numpy()
+
+    # -- iterations and overlap ---------------------------------------------------------
+    report.checked += ["iterations", "no-overlap"]
+    expected_iter = tl.groupby("client").cumcount().to_numpy()
+    bad = np.flatnonzero(tl["iteration"].to_numpy() != expected_iter)
+    if len(bad):
+        report.add("iterations", "iterations must be numbered 0, 1, 2, ... per client; first break at client "
+                   f"{client[bad[0]]} iteration {tl['iteration'].iloc[bad[0]]}")
+    nonpositive = np.flatnonzero(~(end > start) | (start < -ABS_TOL_S))
+    if len(nonpositive):
+        report.add("no-overlap", "iterations must have start_s >= 0 and end_s > start_s; rows "
+                   + _examples(f"client {client[r]} iteration {tl['iteration'].iloc[r]}" for r in nonpositive))
+    same_client = client[1:] == client[:-1]
+    overlap = np.flatnonzero(same_client & (start[1:] < end[:-1]) & ~_close(start[1:], end[:-1]))
+    if len(overlap):
+        report.add("no-overlap", "an iteration starts before the previous one on its client ends: "
+                   + _examples(f"client {client[r + 1]} iteration {tl['iteration'].iloc[r + 1]}" for r in overlap))
+
+    # -- ids -----------------------------------------------------------------------------
+    report.checked.append("ids")
+    lists = tl["request_ids"].astype(str).str.split()
+    counts = lists.str.len().to_numpy()
+    bad = np.flatnonzero(counts != n_req)
+    if len(bad):
+        report.add("ids", "n_requests differs from the number of request_ids: "
+                   + _examples(f"client {client[r]} iteration {tl['iteration'].iloc[r]}" for r in bad))
+    flat = np.fromiter((x for ids in lists for x in ids), dtype=object, count=int(counts.sum()))
+    row = np.repeat(np.arange(len(tl)), counts)
+    index_of = {rid: k for k, rid in enumerate(rq_ids)}
+    req = np.fromiter((index_of.get(x, -1) for x in flat), dtype=np.int64, count=len(flat))
+    unknown = req < 0
+    if unknown.any():
+        report.add("ids", f"ids not in requests.csv: {_examples(sorted(set(flat[unknown])))}")
+        row, req = row[~unknown], req[~unknown]
+    dup = pd.DataFrame({"row": row, "req": req}).duplicated().to_numpy()
+    if dup.any():
+        report.add("ids", "a request is listed twice in one iteration: "
+                   + _examples(f"{rq_ids[req[d]]} in client {client[row[d]]} iteration {tl['iteration'].iloc[row[d]]}"
+                               for d in np.flatnonzero(dup)))
+
+    l = rq["input_tokens"].to_numpy()
+    o = rq["output_tokens"].to_numpy()
+    n = len(rq)
+    entry_prefill = is_prefill[row]
+    entry_client = client[row]
+    entry_iter = tl["iteration"].to_numpy()[row]
+
+    # -- prefill once, same client, decode count -----------------------------------------
+    report.checked += ["prefill-once", "same-client", "decode-count"]
+    n_prefill = np.bincount(req[entry_prefill], minlength=n)
+    n_decode = np.bincount(req[~entry_prefill], minlength=n)
+    bad = np.flatnonzero(n_prefill != 1)
+    if len(bad):
+        report.add("prefill-once", "each request is prefilled exactly once; not so for "
+                   + _examples(f"{rq_ids[i]} ({n_prefill[i]} prefills)" for i in bad))
+    wrong = np.flatnonzero(entry_client != rq["client"].to_numpy()[req])
+    if len(wrong):
+        report.add("same-client", "requests appear on a client other than requests.csv's: "
+                   + _examples(sorted({rq_ids[req[e]] for e in wrong})))
+    bad = np.flatnonzero(n_decode != o - 1)
+    if len(bad):
+        report.add("decode-count", "each request decodes output_tokens - 1 times; not so for "
+                   + _examples(f"{rq_ids[i]} ({n_decode[i]} decodes, expected {o[i] - 1})" for i in bad))
+    prefill_iter = np.full(n, -1, dtype=np.int64)
+    prefill_iter[req[entry_prefill]] = entry_iter[entry_prefill]
+    last_iter = np.full(n, -1, dtype=np.int64)
+    np.maximum.at(last_iter, req, entry_iter)
+    early = np.flatnonzero(~entry_prefill & (entry_iter <= prefill_iter[req]))
+    if len(early):
+        report.add("decode-count", "a decode comes before its request's prefill: "
+                   + _examples(sorted({rq_ids[req[e]] for e in early})))
+    structural_ok = report.ok
+
+    # -- batch and KV capacity -------------------------------------------------------------
+    report.checked.append("batch-capacity")
+    scheduled = (n_prefill == 1) & (last_iter >= 0)
+    iters_per_client = np.bincount(client, minlength=clients)
+    offset = np.concatenate([[0], np.cumsum(iters_per_client)])
+    req_client = rq["client"].to_numpy()
+
+    def holding(amount: np.ndarray) -> np.ndarray:
+        delta = np.zeros(len(tl) + 1)
+        first = offset[req_client[scheduled]] + prefill_iter[scheduled]
+        last = offset[req_client[scheduled]] + last_iter[scheduled]
+        np.add.at(delta, first, amount[scheduled])
+        np.add.at(delta, last + 1, -amount[scheduled])
+        return np.cumsum(delta)[:-1]
+
+    held = holding(np.ones(n))
+    over = np.flatnonzero(held > B[client])
+    if len(over):
+        report.add("batch-capacity", "more requests hold a slot than the batch size allows: "
+                   + _examples(f"client {client[r]} iteration {tl['iteration'].iloc[r]} ({int(held[r])} > {B[client[r]]})"
+                               for r in over))
+    if metrics.get("kv_capacity_tokens") is not None:
+        report.checked.append("kv-capacity")
+        caps = metrics["kv_capacity_tokens"]
+        caps = caps if isinstance(caps, list) else [caps] * clients
+        cap = np.array([np.inf if c is None else float(c) for c in caps])
+        reserved = holding((l + o).astype(float))
+        over = np.flatnonzero(reserved > cap[client])
+        if len(over):
+            report.add("kv-capacity", "reserved KV tokens exceed the capacity: "
+                       + _examples(f"client {client[r]} iteration {tl['iteration'].iloc[r]}" for r in over))
+
+    # -- tokens and durations ----------------------------------------------------------------
+    report.checked += ["tokens", "duration"]
+    if structural_ok:
+        order = np.lexsort((entry_iter, req))
+        dec_sorted = ~entry_prefill[order]
+        req_sorted = req[order]
+        # d = how many decodes of this request up to and including this one
+        d = np.zeros(len(order), dtype=np.int64)
+        csum = np.cumsum(dec_sorted)
+        first_pos = np.searchsorted(req_sorted, req_sorted, side="left")
+        before = np.where(first_pos > 0, csum[first_pos - 1], 0)
+        d[order] = csum - before
+        contribution = np.where(entry_prefill, l[req], l[req] + d)
+        expected_tokens = np.bincount(row, weights=contribution, minlength=len(tl)).astype(np.int64)
+        bad = np.flatnonzero(expected_tokens != tl["tokens"].to_numpy())
+        if len(bad):
+            report.add("tokens", "tokens must be the prompt tokens (prefill) or the context read (decode): "
+                       + _examples(f"client {client[r]} iteration {tl['iteration'].iloc[r]} "
+                                   f"({tl['tokens'].iloc[r]} != {expected_tokens[r]})" for r in bad))
+    a_p = np.array([m.a_p for m in models])[client]
+    b_p = np.array([m.b_p for m in models])[client]
+    a_d = np.array([m.a_d for m in models])[client]
+    b_d = np.array([m.b_d for m in models])[client]
+    c_d = np.array([m.c_d for m in models])[client]
+    tokens = tl["tokens"].to_numpy(float)
+    expected = np.where(is_prefill, a_p + b_p * tokens, a_d + b_d * n_req + c_d * tokens)
+    bad = np.flatnonzero(~_close(end - start, expected))
+    if len(bad):
+        report.add("duration", "iteration lengths differ from the cost model's: "
+                   + _examples(f"client {client[r]} iteration {tl['iteration'].iloc[r]} "
+                               f"({end[r] - start[r]:.9g} s != {expected[r]:.9g} s)" for r in bad))
+
+    # -- per-request times ------------------------------------------------------------------------
+    report.checked.append("request-times")
+    if structural_ok:
+        pre_rows = np.full(n, 0, dtype=np.int64)
+        pre_rows[req[entry_prefill]] = row[entry_prefill]
+        last_rows = offset[req_client] + last_iter
+        checks = {
+            "prefill_start_s": start[pre_rows],
+            "first_token_s": end[pre_rows],
+            "finish_s": end[last_rows],
+        }
+        for column, value in checks.items():
+            bad = np.flatnonzero(~_close(rq[column].to_numpy(), value))
+            if len(bad):
+                report.add("request-times", f"{column} disagrees with the timeline for "
+                           + _examples(rq_ids[bad]))
+        early = np.flatnonzero((rq["prefill_start_s"].to_numpy() < rq["arrival_s"].to_numpy())
+                               & ~_close(rq["prefill_start_s"].to_numpy(), rq["arrival_s"].to_numpy()))
+        if len(early):
+            report.add("request-times", "prefilled before arrival: " + _examples(rq_ids[early]))
+
+    # -- metrics -------------------------------------------------------------------------------------
+    report.checked.append("metrics")
+    recomputed = schedule_metrics(tl, clients, B)
+    for key, value in recomputed.items():
+        if not _close(metrics[key], value):
+            report.add("metrics", f"{key} is {metrics[key]!r} but recomputes to {value!r}")
+    lb = float(metrics["lower_bound_s"])
+    if np.isfinite(lb):
+        expected_gap = recomputed["makespan_s"] / lb - 1.0 if lb > 0 else float("nan")
+        if not _close(metrics["gap"], expected_gap):
+            report.add("metrics", f"gap is {metrics['gap']!r} but recomputes to {expected_gap!r}")
+        if lb > recomputed["makespan_s"] * (1 + REL_TOL) + ABS_TOL_S:
+            report.add("metrics", f"lower_bound_s {lb} exceeds the makespan {recomputed['makespan_s']}")
+        if all(m == models[0] for m in models):
+            trace_view = rq.rename(columns={})[["input_tokens", "output_tokens", "arrival_s"]]
+            closed = closed_form_lower_bound(trace_view, clients, B, models[0])
+            if lb < closed.value_s * (1 - REL_TOL) - ABS_TOL_S:
+                report.add("metrics", f"lower_bound_s {lb} is below the closed-form bound {closed.value_s}")
+    report.summary = {"clients": clients, "iterations": len(tl), "requests": n, **recomputed}
+
+    # -- trace ---------------------------------------------------------------------------------------
+    if trace is not None:
+        report.checked.append("trace")
+        t_ids = trace["request_id"].astype(str).to_numpy()
+        if set(t_ids) != set(rq_ids) or len(t_ids) != len(rq_ids):
+            report.add("trace", "requests.csv and the trace hold different request ids")
+        else:
+            aligned = trace.set_index(trace["request_id"].astype(str)).loc[rq_ids]
+            for column in ("input_tokens", "output_tokens", "arrival_s"):
+                bad = np.flatnonzero(~_close(aligned[column].to_numpy(float), rq[column].to_numpy(float)))
+                if len(bad):
+                    report.add("trace", f"{column} differs from the trace for {_examples(rq_ids[bad])}")
+    return report
+
+
+def validate_files(folder: str | Path, trace=None) -> ValidationReport:
+    """:func:`validate` on a folder, turning unreadable files into a report instead of an exception."""
+    try:
+        return validate(Path(folder), trace=trace)
+    except ScheduleFileError as exc:
+        report = ValidationReport()
+        report.add("schema", str(exc))
+        return report
+    except json.JSONDecodeError as exc:
+        report = ValidationReport()
+        report.add("schema", f"metrics.json is not valid JSON: {exc}")
+        return report

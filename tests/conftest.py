@@ -1,0 +1,27 @@
+"""Shared fixtures: small cost models with round numbers, and tiny traces."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from workbench.costmodel import LinearCostModel
+
+
+@pytest.fixture
+def unit_cost() -> LinearCostModel:
+    """Round coefficients so golden schedules can be computed by hand."""
+    return LinearCostModel(a_p=1.0, b_p=0.5, a_d=1.0, b_d=0.0, c_d=0.0, name="unit")
+
+
+@pytest.fixture
+def small_cost() -> LinearCostModel:
+    """A cost model with every term non-zero, of LLaMA-65B-like proportions."""
+    return LinearCostModel(a_p=0.015, b_p=1e-4, a_d=0.015, b_d=1e-4, c_d=2e-7, name="small")
+
+
+def make_trace(rows) -> pd.DataFrame:
+    """A trace from (input_tokens, output_tokens[, arrival_s]) tuples; ids are 0..n-1."""
+    data = [dict(request_id=i, input_tokens=r[0], output_tokens=r[1], arrival_s=r[2] if len(r) > 2 else 0.0)
+            for i, r in enumerate(rows)]
+    return pd.DataFrame(data)

@@ -1,0 +1,83 @@
+import json
+
+import pandas as pd
+import pytest
+
+from workbench.cli import main
+
+
+def test_simulate_validate_round_trip(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["simulate", "--trace", "gsm8k-test", "--clients", "4", "--batch-size", "8",
+                 "--policy", "static", "--out", str(out), "--report"]) == 0
+    assert {p.name for p in out.iterdir()} == {"timeline.csv", "requests.csv", "metrics.json", "report.html"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["policy"] == "static" and metrics["clients"] == 4 and metrics["batch_size"] == 8
+    assert main(["validate", str(out), "--trace", "gsm8k-test"]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_compare_writes_report_and_schedules(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--clients", "2", "--batch-size", "4", "--trace", str(_small_trace(tmp_path)),
+                 "--policies", "static,paper-baseline", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "paper-baseline" in text and "Assumptions" in text
+    assert (out / "report.html").stat().st_size > 1000
+    table = pd.read_csv(out / "comparison.csv", index_col=0)
+    assert list(table.index) == ["static", "paper-baseline"]
+    assert main(["report", str(out / "static"), str(out / "paper-baseline"), "--out", str(tmp_path / "r.html")]) == 0
+
+
+def _small_trace(tmp_path):
+    path = tmp_path / "small.csv"
+    pd.DataFrame({"request_id": range(30), "input_tokens": [10 + i for i in range(30)],
+                  "output_tokens": [3 + (i * 7) % 20 for i in range(30)]}).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--batch-size", "0"], "batch_size"),
+    (["--clients", "0"], "clients"),
+    (["--policy", "nope"], "unknown policy"),
+    (["--trace", "nope.csv"], "no trace named"),
+    (["--cost-model", "nope"], "unknown cost-model preset"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, needle):
+    out = tmp_path / "out"
+    assert main(["simulate", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not out.exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_trace_file_names_row_and_keeps_old_output(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous result")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("request_id,input_tokens,output_tokens\n0,5,5\n1,-3,5\n")
+    assert main(["simulate", "--trace", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "input_tokens" in err and "row 1" in err
+    assert (out / "keep.txt").read_text() == "previous result"
+
+
+def test_invalid_schedule_exits_1(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["simulate", "--trace", str(_small_trace(tmp_path)), "--clients", "2", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["makespan_s"] += 1
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["validate", str(out)]) == 1
+    assert "makespan_s" in capsys.readouterr().out
+
+
+def test_listings(capsys):
+    assert main(["policies"]) == 0
+    assert main(["presets"]) == 0
+    assert main(["trace", "list"]) == 0
+    assert main(["trace", "info", "gsm8k-test"]) == 0
+    out = capsys.readouterr().out
+    assert "paper-baseline" in out and "llama-65b" in out and "gsm8k-train" in out
