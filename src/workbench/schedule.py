@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +31,40 @@ REQUEST_COLUMNS = ("request_id", "client", "input_tokens", "output_tokens", "arr
 FILES = ("timeline.csv", "requests.csv", "metrics.json")
 
 
-@dataclass
 class Schedule:
-    """A complete schedule: per-iteration timeline, per-request times, metrics."""
+    """A complete schedule: per-iteration timeline, per-request times, metrics.
 
-    timeline: pd.DataFrame
-    requests: pd.DataFrame
-    metrics: dict[str, Any]
-    #: Optional, not exported: the decode runs as the simulator produced them (see :meth:`compact`).
-    runs: pd.DataFrame | None = field(default=None, repr=False)
+    A schedule from the simulator holds its decode *runs* (consecutive decode
+    iterations over the same requests, see :meth:`compact`) and expands the
+    per-iteration ``timeline`` only when it is asked for, with the very
+    arithmetic the simulator used; a schedule read from files, or built by
+    the MIP, holds the timeline itself.
+    """
+
+    def __init__(self, timeline: pd.DataFrame | None = None, requests: pd.DataFrame | None = None,
+                 metrics: dict[str, Any] | None = None, runs: pd.DataFrame | None = None) -> None:
+        if timeline is None and runs is None:
+            raise ValueError("a Schedule needs a timeline or runs")
+        self._timeline = timeline
+        self.requests = requests
+        self.metrics = metrics if metrics is not None else {}
+        self.runs = runs
+
+    @property
+    def timeline(self) -> pd.DataFrame:
+        """One row per iteration (MODEL.md section 9), expanded from the runs on first use."""
+        if self._timeline is None:
+            self._timeline = expand_runs(self.runs, self.metrics)
+        return self._timeline
+
+    @timeline.setter
+    def timeline(self, value: pd.DataFrame) -> None:
+        self._timeline = value
+
+    def __repr__(self) -> str:
+        m = self.metrics
+        return (f"Schedule(policy={m.get('policy')!r}, clients={m.get('clients')}, requests="
+                f"{0 if self.requests is None else len(self.requests)}, makespan_s={m.get('makespan_s')})")
 
     @property
     def makespan_s(self) -> float:
@@ -64,7 +88,7 @@ class Schedule:
         """
         if self.runs is not None:
             return self.runs
-        return compact_timeline(self.timeline)
+        return compact_timeline(self._timeline)
 
     def write(self, out_dir: str | Path) -> Path:
         """Write ``timeline.csv``, ``requests.csv`` and ``metrics.json`` into ``out_dir``, atomically."""
@@ -218,3 +242,45 @@ def requests_from_timeline(timeline: pd.DataFrame, trace: pd.DataFrame) -> pd.Da
         "finish_s": last["end_s"].reindex(key).to_numpy(float),
     })
     return out
+
+
+def expand_runs(runs: pd.DataFrame, metrics: dict[str, Any]) -> pd.DataFrame:
+    """The per-iteration timeline of a run table, with the simulator's own arithmetic.
+
+    A decode run of ``k`` iterations starting at ``t0`` with ``n`` requests
+    whose first iteration reads ``S`` context tokens has iteration ``r`` from
+    ``t0 + cum(r)`` to ``t0 + cum(r + 1)``, where
+    ``cum(r) = r (a_d + b_d n) + c_d (r S + n r (r-1) / 2)``; the simulator's
+    clock advanced by exactly ``cum(k)``, so every boundary matches bit for
+    bit.  Runs of one iteration (all prefills, and decodes under a cost model
+    that is not linear) keep their recorded times.
+    """
+    k = runs["iterations"].to_numpy(np.int64)
+    total = int(k.sum())
+    seg = np.repeat(np.arange(len(runs)), k)
+    r = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(k) - k, k)
+    client = runs["client"].to_numpy(np.int64)[seg]
+    nr = runs["n_requests"].to_numpy(np.int64)[seg]
+    S = runs["first_tokens"].to_numpy(np.int64)[seg]
+    decode = (runs["kind"].to_numpy() == "decode")[seg]
+    t0 = runs["start_s"].to_numpy(float)[seg]
+    clients = int(metrics["clients"])
+    record = metrics["cost_model"]
+    records = record if isinstance(record, list) else [record] * clients
+    a_d = np.array([m["a_d"] for m in records])[client]
+    b_d = np.array([m["b_d"] for m in records])[client]
+    c_d = np.array([m["c_d"] for m in records])[client]
+    base = a_d + b_d * nr
+    start = t0 + (r * base + c_d * (r * S + nr * (r * (r - 1) // 2)))
+    r1 = r + 1
+    end = t0 + (r1 * base + c_d * (r1 * S + nr * (r1 * (r1 - 1) // 2)))
+    single = (k == 1)[seg]
+    start = np.where(single, t0, start)
+    end = np.where(single, runs["end_s"].to_numpy(float)[seg], end)
+    first_iteration = runs["first_iteration"].to_numpy(np.int64)[seg]
+    return pd.DataFrame({
+        "client": client, "iteration": first_iteration + r,
+        "kind": np.where(decode, "decode", "prefill"), "start_s": start, "end_s": end,
+        "n_requests": nr, "tokens": np.where(decode, S + r * nr, S),
+        "request_ids": runs["request_ids"].to_numpy(object)[seg],
+    })

@@ -15,7 +15,7 @@ cost model a run of ``k`` decodes takes, in closed form,
 where ``S`` is the context read by the first.  The loop advances over the run
 in one step and its events are batch changes, not iterations.  The exported
 timeline still has one row per iteration, rebuilt exactly from the same
-formula (:func:`_expand`), so start and end times agree bit for bit with the
+formula (:func:`workbench.schedule.expand_runs`), so start and end times agree bit for bit with the
 clock the simulator kept.  A run is cut short only when a request arrives at
 a client with free slots, so that the iteration rule can react at the next
 boundary.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from heapq import heappop, heappush
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,8 @@ class ClientState:
 
     __slots__ = ("index", "batch_size", "cost_model", "kv_capacity_tokens", "speed", "waiting", "running",
                  "n_running", "ctx_sum", "decode_count", "clock_s", "outstanding_s", "kv_reserved_tokens",
-                 "current", "version", "pending", "admissible", "_just_prefilled")
+                 "current", "version", "pending", "admissible", "_just_prefilled", "linear",
+                 "a_p", "b_p", "a_d", "b_d", "c_d")
 
     def __init__(self, index: int, batch_size: int, cost_model: LinearCostModel,
                  kv_capacity_tokens: int | None, speed: float) -> None:
@@ -73,6 +75,11 @@ class ClientState:
         self.pending = False
         self.admissible = 0
         self._just_prefilled: list[int] = []
+        # Cached coefficients: the closed-form runs need them at every batch change.
+        self.linear = type(cost_model) is LinearCostModel
+        self.a_p, self.b_p, self.a_d, self.b_d, self.c_d = (
+            (cost_model.a_p, cost_model.b_p, cost_model.a_d, cost_model.b_d, cost_model.c_d)
+            if self.linear else (0.0,) * 5)
 
     @property
     def n_waiting(self) -> int:
@@ -151,9 +158,10 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
 
     l_list, o_list, w_list = l.tolist(), o.tolist(), weights.tolist()
     client_of = np.full(n, -1, dtype=np.int64)
-    prefill_start = np.full(n, np.nan)
-    first_token = np.full(n, np.nan)
-    finish = np.full(n, np.nan)
+    nan = float("nan")
+    prefill_start = [nan] * n
+    first_token = [nan] * n
+    finish = [nan] * n
     segments: list[list] = []  # [client, kind, start_s, end_s, k, n, tokens0, members]
 
     arrival_order = np.argsort(arrival, kind="stable").tolist()
@@ -169,47 +177,51 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
         c.current = None
         m = 0
         if c.waiting and c.n_running < c.batch_size:
-            c.admissible = _admissible(c, l_list, o_list)
-            if c.admissible > 0:
+            c.admissible = admissible = _admissible(c, l_list, o_list)
+            if admissible > 0:
                 m = int(iteration_rule.admit(c))
                 if m <= 0 and c.n_running == 0:
-                    m = c.admissible  # an empty client always refills, or it would idle forever
-                m = min(m, c.admissible)
-        cm = c.cost_model
+                    m = admissible  # an empty client always refills, or it would idle forever
+                elif m > admissible:
+                    m = admissible
         if m > 0:
-            members = [heapq.heappop(c.waiting)[2] for _ in range(m)]
+            waiting, running = c.waiting, c.running
+            members = [heappop(waiting)[2] for _ in range(m)]
             tokens = 0
             done_at_prefill = []
+            count = c.decode_count - 1
             for i in members:
                 li, oi = l_list[i], o_list[i]
                 tokens += li
                 prefill_start[i] = now
                 if oi > 1:
-                    heapq.heappush(c.running, (c.decode_count + oi - 1, i))
+                    heappush(running, (count + oi, i))
                     c.ctx_sum += li + 1
-                    c.n_running += 1
                 else:
                     done_at_prefill.append(i)
                 c.kv_reserved_tokens += li + oi
-            end = now + cm.prefill_time(tokens)
-            c.current = [c.index, _PREFILL, now, end, 1, m, tokens, members]
+            c.n_running = len(running)
+            end = now + (c.a_p + c.b_p * tokens if c.linear else float(c.cost_model.prefill_time(tokens)))
+            c.current = seg = [c.index, _PREFILL, now, end, 1, m, tokens, members]
             c._just_prefilled = done_at_prefill
         elif c.n_running > 0:
-            k = c.running[0][0] - c.decode_count if type(cm) is LinearCostModel else 1
             nr, S = c.n_running, c.ctx_sum
-            if type(cm) is LinearCostModel:
-                end = now + _cum_decode_s(k, cm.a_d + cm.b_d * nr, cm.c_d, S, nr)
+            if c.linear:
+                k = c.running[0][0] - c.decode_count
+                c_d = c.c_d
+                end = now + (k * (c.a_d + c.b_d * nr) + c_d * (k * S + nr * (k * (k - 1) // 2)))
             else:
-                end = now + float(cm.decode_time(nr, S))
-            c.current = [c.index, _DECODE, now, end, k, nr, S, [i for _, i in c.running]]
+                k = 1
+                end = now + float(c.cost_model.decode_time(nr, S))
+            c.current = seg = [c.index, _DECODE, now, end, k, nr, S, [i for _, i in c.running]]
         else:
             c.pending = False
             return
-        segments.append(c.current)
+        segments.append(seg)
         c.version += 1
         c.pending = True
         seq += 1
-        heapq.heappush(events, (c.current[3], seq, c.index, c.version))
+        heappush(events, (end, seq, c.index, c.version))
 
     def finish_current(c: ClientState) -> None:
         seg = c.current
@@ -229,36 +241,37 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
             c.decode_count += k
             c.ctx_sum += nr * k
             d = c.decode_count
-            while c.running and c.running[0][0] <= d:
-                _, i = heapq.heappop(c.running)
+            running = c.running
+            while running and running[0][0] <= d:
+                i = heappop(running)[1]
                 finish[i] = end
-                c.n_running -= 1
-                c.ctx_sum -= l_list[i] + o_list[i]
-                c.kv_reserved_tokens -= l_list[i] + o_list[i]
+                done = l_list[i] + o_list[i]
+                c.ctx_sum -= done
+                c.kv_reserved_tokens -= done
                 c.outstanding_s -= w_list[i]
+            c.n_running = len(running)
 
     def cut_run_at(c: ClientState, t: float) -> None:
         """End the decode run in progress at the first iteration boundary at or after ``t``."""
         nonlocal seq
         seg = c.current
-        if seg is None or seg[1] != _DECODE or seg[4] <= 1 or type(c.cost_model) is not LinearCostModel:
+        if seg is None or seg[1] != _DECODE or seg[4] <= 1 or not c.linear:
             return
-        cm = c.cost_model
         t0, k, nr, S = seg[2], seg[4], seg[5], seg[6]
-        base = cm.a_d + cm.b_d * nr
+        base = c.a_d + c.b_d * nr
         # Solve cum(r) = t - t0 for r, then step to the first boundary at or after t.
         target = t - t0
-        qa, qb = cm.c_d * nr / 2.0, base + cm.c_d * (S - nr / 2.0)
+        qa, qb = c.c_d * nr / 2.0, base + c.c_d * (S - nr / 2.0)
         r = target / qb if qa == 0 else (-qb + math.sqrt(qb * qb + 4 * qa * target)) / (2 * qa)
         r = max(1, min(k, int(math.ceil(r))))
-        while r > 1 and t0 + _cum_decode_s(r - 1, base, cm.c_d, S, nr) >= t:
+        while r > 1 and t0 + _cum_decode_s(r - 1, base, c.c_d, S, nr) >= t:
             r -= 1
-        while r < k and t0 + _cum_decode_s(r, base, cm.c_d, S, nr) < t:
+        while r < k and t0 + _cum_decode_s(r, base, c.c_d, S, nr) < t:
             r += 1
         if r >= k:
             return
         seg[4] = r
-        seg[3] = t0 + _cum_decode_s(r, base, cm.c_d, S, nr)
+        seg[3] = t0 + _cum_decode_s(r, base, c.c_d, S, nr)
         c.version += 1
         seq += 1
         heapq.heappush(events, (seg[3], seq, c.index, c.version))
@@ -318,44 +331,45 @@ def _admissible(c: ClientState, l_list: list[int], o_list: list[int]) -> int:
 
 def _assemble(trace, segments, models, B, n_clients, policy_name, params, client_of, prefill_start,
               first_token, finish, lower_bound_s, kv) -> Schedule:
-    seg_client = np.array([s[0] for s in segments], dtype=np.int64)
-    seg_kind = np.array([s[1] for s in segments], dtype=np.int8)
-    seg_start = np.array([s[2] for s in segments], dtype=float)
-    seg_end = np.array([s[3] for s in segments], dtype=float)
-    seg_k = np.array([s[4] for s in segments], dtype=np.int64)
-    seg_n = np.array([s[5] for s in segments], dtype=np.int64)
-    seg_tok = np.array([s[6] for s in segments], dtype=np.int64)
-    ids = trace["request_id"].astype(str).to_numpy()
-    seg_ids = np.array([" ".join(ids[m] for m in (sorted(s[7]) if s[1] == _DECODE else s[7])) for s in segments],
+    seg_client = np.fromiter((s[0] for s in segments), dtype=np.int64, count=len(segments))
+    seg_kind = np.fromiter((s[1] for s in segments), dtype=np.int8, count=len(segments))
+    seg_start = np.fromiter((s[2] for s in segments), dtype=float, count=len(segments))
+    seg_end = np.fromiter((s[3] for s in segments), dtype=float, count=len(segments))
+    seg_k = np.fromiter((s[4] for s in segments), dtype=np.int64, count=len(segments))
+    seg_n = np.fromiter((s[5] for s in segments), dtype=np.int64, count=len(segments))
+    seg_tok = np.fromiter((s[6] for s in segments), dtype=np.int64, count=len(segments))
+    ids = trace["request_id"].astype(str).tolist()
+    pick = ids.__getitem__
+    # Decode members are listed in trace order, so equal request sets give equal strings.
+    seg_ids = np.array([" ".join(map(pick, sorted(s[7]) if s[1] == _DECODE else s[7])) for s in segments],
                        dtype=object)
-
-    timeline = _expand(seg_client, seg_kind, seg_start, seg_end, seg_k, seg_n, seg_tok, seg_ids, models)
-    order = np.lexsort((seg_start, seg_client))
-    per_client_iters = np.zeros(len(segments), dtype=np.int64)
+    # Segments were appended in event order, which is time order on each client.
+    order = np.argsort(seg_client, kind="stable")
     k_sorted = seg_k[order]
-    first_iter_sorted = np.cumsum(k_sorted) - k_sorted
     client_sorted = seg_client[order]
-    client_offset = np.zeros(n_clients + 1, dtype=np.int64)
-    np.add.at(client_offset, client_sorted + 1, k_sorted)
-    first_iter_sorted -= np.cumsum(client_offset)[client_sorted]
-    per_client_iters[order] = first_iter_sorted
+    ends = np.cumsum(k_sorted)
+    client_first = np.searchsorted(client_sorted, client_sorted, side="left")
+    first_iter = np.empty(len(segments), dtype=np.int64)
+    first_iter[order] = ends - k_sorted - np.where(client_first > 0, ends[client_first - 1], 0)
+    decode = seg_kind == _DECODE
     runs = pd.DataFrame({
-        "client": seg_client, "kind": np.where(seg_kind == _PREFILL, "prefill", "decode"),
+        "client": seg_client, "kind": np.where(decode, "decode", "prefill"),
         "start_s": seg_start, "end_s": seg_end, "n_requests": seg_n,
-        "tokens": seg_tok * seg_k + seg_n * (seg_k * (seg_k - 1) // 2) * (seg_kind == _DECODE),
-        "iterations": seg_k, "first_iteration": per_client_iters,
-        "last_iteration": per_client_iters + seg_k - 1, "request_ids": seg_ids,
+        "tokens": seg_tok * seg_k + seg_n * (seg_k * (seg_k - 1) // 2) * decode,
+        "first_tokens": seg_tok, "iterations": seg_k, "first_iteration": first_iter,
+        "last_iteration": first_iter + seg_k - 1, "request_ids": seg_ids,
     }).iloc[order].reset_index(drop=True)
 
     requests = pd.DataFrame({
         "request_id": trace["request_id"].to_numpy(), "client": client_of,
         "input_tokens": trace["input_tokens"].to_numpy(), "output_tokens": trace["output_tokens"].to_numpy(),
-        "arrival_s": trace["arrival_s"].to_numpy(float), "prefill_start_s": prefill_start,
-        "first_token_s": first_token, "finish_s": finish,
+        "arrival_s": trace["arrival_s"].to_numpy(float), "prefill_start_s": np.array(prefill_start, dtype=float),
+        "first_token_s": np.array(first_token, dtype=float), "finish_s": np.array(finish, dtype=float),
     })
     bound_model = models[0]
+    same = _same_models(models)
     if lower_bound_s is None:
-        bound = best_lower_bound(trace, n_clients, B, bound_model) if _same_models(models) else None
+        bound = best_lower_bound(trace, n_clients, B, bound_model) if same else None
         lower_bound_s = bound.value_s if bound is not None else float("nan")
         binding = bound.binding if bound is not None else None
     else:
@@ -363,44 +377,13 @@ def _assemble(trace, segments, models, B, n_clients, policy_name, params, client
     extra = {}
     if any(v is not None for v in kv):
         extra["kv_capacity_tokens"] = [None if v is None else int(v) for v in kv]
-    cost_record = None if _same_models(models) else [m.coefficients() | {"name": m.name} for m in models]
-    metrics = build_metrics(timeline, clients=n_clients, batch_size=B, cost_model=bound_model, policy=policy_name,
+    # The metrics of the runs equal those of the per-iteration timeline (same durations, summed
+    # per run), so the timeline need not be expanded to report them.
+    metrics = build_metrics(runs, clients=n_clients, batch_size=B, cost_model=bound_model, policy=policy_name,
                             params=params, lower_bound_s=lower_bound_s, lower_bound_binding=binding, extra=extra)
-    if cost_record is not None:
-        metrics["cost_model"] = cost_record
-    return Schedule(timeline=timeline, requests=requests, metrics=metrics, runs=runs)
-
-
-def _expand(seg_client, seg_kind, seg_start, seg_end, seg_k, seg_n, seg_tok, seg_ids, models) -> pd.DataFrame:
-    """One row per iteration from the segments, with the simulator's own arithmetic."""
-    total = int(seg_k.sum())
-    seg = np.repeat(np.arange(len(seg_k)), seg_k)
-    r = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(seg_k) - seg_k, seg_k)
-    nr = seg_n[seg]
-    S = seg_tok[seg]
-    client = seg_client[seg]
-    decode = seg_kind[seg] == _DECODE
-    t0 = seg_start[seg]
-    linear = np.array([type(m) is LinearCostModel for m in models])
-    a_d = np.array([getattr(m, "a_d", 0.0) for m in models])[client]
-    b_d = np.array([getattr(m, "b_d", 0.0) for m in models])[client]
-    c_d = np.array([getattr(m, "c_d", 0.0) for m in models])[client]
-    base = a_d + b_d * nr
-    start = t0 + (r * base + c_d * (r * S + nr * (r * (r - 1) // 2)))
-    r1 = r + 1
-    end = t0 + (r1 * base + c_d * (r1 * S + nr * (r1 * (r1 - 1) // 2)))
-    exact = ~decode | ~linear[client]
-    start = np.where(exact, t0, start)
-    end = np.where(exact, seg_end[seg], end)
-    tokens = np.where(decode, S + r * nr, S)
-    timeline = pd.DataFrame({
-        "client": client, "iteration": np.zeros(total, dtype=np.int64),
-        "kind": np.where(decode, "decode", "prefill"), "start_s": start, "end_s": end,
-        "n_requests": nr, "tokens": tokens, "request_ids": seg_ids[seg],
-    })
-    timeline = timeline.sort_values(["client", "start_s"], kind="stable").reset_index(drop=True)
-    timeline["iteration"] = timeline.groupby("client").cumcount().to_numpy(np.int64)
-    return timeline
+    if not same:
+        metrics["cost_model"] = [m.coefficients() | {"name": m.name} for m in models]
+    return Schedule(requests=requests, metrics=metrics, runs=runs)
 
 
 def _same_models(models) -> bool:
