@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +42,26 @@ class Schedule:
     """
 
     def __init__(self, timeline: pd.DataFrame | None = None, requests: pd.DataFrame | None = None,
-                 metrics: dict[str, Any] | None = None, runs: pd.DataFrame | None = None) -> None:
+                 metrics: dict[str, Any] | None = None, runs: pd.DataFrame | None = None,
+                 run_ids: Callable[[], np.ndarray] | None = None) -> None:
         if timeline is None and runs is None:
             raise ValueError("a Schedule needs a timeline or runs")
         self._timeline = timeline
         self.requests = requests
         self.metrics = metrics if metrics is not None else {}
-        self.runs = runs
+        self._runs = runs
+        self._run_ids = run_ids
+
+    @property
+    def runs(self) -> pd.DataFrame | None:
+        """The simulator's runs with their ``request_ids``, listed on first use (it costs one pass)."""
+        if self._runs is not None and "request_ids" not in self._runs.columns and self._run_ids is not None:
+            self._runs["request_ids"] = self._run_ids()
+        return self._runs
+
+    def runs_without_ids(self) -> pd.DataFrame | None:
+        """The runs as they are, without forcing the request ids (for metrics and bare Gantt bars)."""
+        return self._runs
 
     @property
     def timeline(self) -> pd.DataFrame:
@@ -86,7 +99,7 @@ class Schedule:
         ``first_iteration``/``last_iteration``.  Derived from the timeline, never a
         replacement for it.
         """
-        if self.runs is not None:
+        if self._runs is not None:
             return self.runs
         return compact_timeline(self._timeline)
 
@@ -115,12 +128,25 @@ class Schedule:
             timeline = pd.read_csv(folder / "timeline.csv", dtype={"request_ids": str, "kind": str},
                                    keep_default_na=False)
             requests = pd.read_csv(folder / "requests.csv")
+            if "request_id" in requests.columns:
+                # Ids as written, like timeline.csv's request_ids: the text "01", "+1" or "NaN" is an id,
+                # not a number (pandas would read "01" and "1" both as 1).
+                written = pd.read_csv(folder / "requests.csv", usecols=["request_id"], dtype=str,
+                                      keep_default_na=False)["request_id"]
+                requests["request_id"] = _ids_from_text(written)
             metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
             raise ScheduleFileError(f"cannot read the schedule in '{folder}': {exc}.") from None
         if not isinstance(metrics, dict):
             raise ScheduleFileError("metrics.json is not a JSON object.", field="metrics.json")
         return cls(timeline=timeline, requests=requests, metrics=metrics)
+
+
+def _ids_from_text(ids: pd.Series) -> pd.Series:
+    """Integer ids when every id is written as a plain integer (as integer ids are written), else the text."""
+    if len(ids) and ids.str.fullmatch(r"0|-?[1-9][0-9]{0,17}").all():
+        return ids.astype(np.int64)
+    return ids
 
 
 def _jsonable(value: Any) -> Any:
@@ -145,7 +171,19 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
     sits where a finished one is expected.
     """
     out_dir = Path(out_dir)
-    parent = out_dir.resolve().parent
+    resolved = out_dir.resolve()
+    parent = resolved.parent
+    try:
+        cwd = Path.cwd().resolve()
+    except OSError:
+        cwd = None
+    if resolved == parent or resolved == Path(os.path.expanduser("~")).resolve() or (
+            cwd is not None and cwd.is_relative_to(resolved)):
+        # Replacing the output folder deletes what it held: never the working folder, a parent of it,
+        # the home folder or a root.
+        raise ConfigError(f"'{out_dir}' is the working folder, a parent of it, the home folder or a root; "
+                          "writing the output there would replace everything in it.", field="out",
+                          fix="give a new folder for the output, e.g. runs/my-run.")
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
@@ -161,7 +199,12 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
         if out_dir.exists():
             backup = parent / f".{out_dir.name}.old-{os.getpid()}"
             os.replace(out_dir, backup)
-        os.replace(tmp, out_dir)
+        try:
+            os.replace(tmp, out_dir)
+        except BaseException:
+            if backup is not None:
+                os.replace(backup, out_dir)  # put the previous output back
+            raise
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
     except BaseException:

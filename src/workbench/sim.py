@@ -62,7 +62,7 @@ class ClientState:
         self.cost_model = cost_model
         self.kv_capacity_tokens = kv_capacity_tokens
         self.speed = speed
-        self.waiting: list[tuple[Any, int, int]] = []  # heap of (order key, sequence, request)
+        self.waiting: list[int] = []  # heap of queue ranks (position in queue order; see ``by_rank``)
         self.running: list[tuple[int, int]] = []  # heap of (decode count at which it finishes, request)
         self.n_running = 0
         self.ctx_sum = 0  # context tokens the next decode reads
@@ -144,7 +144,8 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     if assignment is not None:
         from workbench.policies import Assigned
         assignment = np.asarray(assignment)
-        if assignment.shape != (n,) or assignment.min() < 0 or assignment.max() >= n_clients:
+        if (assignment.shape != (n,) or not np.issubdtype(assignment.dtype, np.integer)
+                or assignment.min() < 0 or assignment.max() >= n_clients):
             raise ConfigError(f"assignment must give each of the {n} requests a client in 0..{n_clients - 1}.",
                               field="assignment", fix="pass one client index per trace row.")
         dispatcher = Assigned(assignment)
@@ -154,15 +155,31 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
         dispatcher = DISPATCHERS[policy_obj.dispatch](trace=trace, clients=n_clients, batch_size=B,
                                                      cost_model=reference, params=policy_obj.params)
     iteration_rule = RULES[policy_obj.rule](**policy_obj.params)
-    keys = ORDERS[policy_obj.order](l.astype(float), o.astype(float), arrival).tolist()
+    # Queue order as one integer rank per request (ties broken by trace row), so the waiting
+    # heaps compare plain ints: several times faster than tuples whose keys often tie.
+    by_rank = np.lexsort((np.arange(n), ORDERS[policy_obj.order](l.astype(float), o.astype(float), arrival)))
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_rank] = np.arange(n)
+    rank_list, by_rank_list = rank.tolist(), by_rank.tolist()
 
     l_list, o_list, w_list = l.tolist(), o.tolist(), weights.tolist()
-    client_of = np.full(n, -1, dtype=np.int64)
+    client_of = [-1] * n
     nan = float("nan")
     prefill_start = [nan] * n
     first_token = [nan] * n
     finish = [nan] * n
-    segments: list[list] = []  # [client, kind, start_s, end_s, k, n, tokens0, members]
+    # Each request's prefill segment and the segment at whose end it finished: enough to list the
+    # members of any segment later (see _segment_ids), so none are stored per segment.
+    pre_seg = [-1] * n
+    last_seg = [-1] * n
+    # Segments (a prefill, or a run of decodes between two batch changes), one flat list per field.
+    seg_client: list[int] = []
+    seg_kind: list[int] = []
+    seg_start: list[float] = []
+    seg_end: list[float] = []
+    seg_k: list[int] = []
+    seg_n: list[int] = []
+    seg_tok: list[int] = []
 
     arrival_order = np.argsort(arrival, kind="stable").tolist()
     arrival_list = arrival.tolist()
@@ -177,16 +194,17 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
         c.current = None
         m = 0
         if c.waiting and c.n_running < c.batch_size:
-            c.admissible = admissible = _admissible(c, l_list, o_list)
+            c.admissible = admissible = _admissible(c, l_list, o_list, by_rank_list)
             if admissible > 0:
                 m = int(iteration_rule.admit(c))
                 if m <= 0 and c.n_running == 0:
                     m = admissible  # an empty client always refills, or it would idle forever
                 elif m > admissible:
                     m = admissible
+        index = len(seg_start)
         if m > 0:
             waiting, running = c.waiting, c.running
-            members = [heappop(waiting)[2] for _ in range(m)]
+            members = [by_rank_list[heappop(waiting)] for _ in range(m)]
             tokens = 0
             done_at_prefill = []
             count = c.decode_count - 1
@@ -194,6 +212,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
                 li, oi = l_list[i], o_list[i]
                 tokens += li
                 prefill_start[i] = now
+                pre_seg[i] = index
                 if oi > 1:
                     heappush(running, (count + oi, i))
                     c.ctx_sum += li + 1
@@ -202,42 +221,50 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
                 c.kv_reserved_tokens += li + oi
             c.n_running = len(running)
             end = now + (c.a_p + c.b_p * tokens if c.linear else float(c.cost_model.prefill_time(tokens)))
-            c.current = seg = [c.index, _PREFILL, now, end, 1, m, tokens, members]
-            c._just_prefilled = done_at_prefill
+            kind, k, nr = _PREFILL, 1, m
+            c._just_prefilled = (members, done_at_prefill)
         elif c.n_running > 0:
-            nr, S = c.n_running, c.ctx_sum
+            nr, tokens = c.n_running, c.ctx_sum
             if c.linear:
                 k = c.running[0][0] - c.decode_count
-                c_d = c.c_d
-                end = now + (k * (c.a_d + c.b_d * nr) + c_d * (k * S + nr * (k * (k - 1) // 2)))
+                end = now + (k * (c.a_d + c.b_d * nr) + c.c_d * (k * tokens + nr * (k * (k - 1) // 2)))
             else:
                 k = 1
-                end = now + float(c.cost_model.decode_time(nr, S))
-            c.current = seg = [c.index, _DECODE, now, end, k, nr, S, [i for _, i in c.running]]
+                end = now + float(c.cost_model.decode_time(nr, tokens))
+            kind = _DECODE
         else:
             c.pending = False
             return
-        segments.append(seg)
+        seg_client.append(c.index)
+        seg_kind.append(kind)
+        seg_start.append(now)
+        seg_end.append(end)
+        seg_k.append(k)
+        seg_n.append(nr)
+        seg_tok.append(tokens)
+        c.current = index
         c.version += 1
         c.pending = True
         seq += 1
         heappush(events, (end, seq, c.index, c.version))
 
     def finish_current(c: ClientState) -> None:
-        seg = c.current
-        if seg is None:
+        index = c.current
+        if index is None:
             return
-        end = seg[3]
-        if seg[1] == _PREFILL:
-            for i in seg[7]:
+        end = seg_end[index]
+        if seg_kind[index] == _PREFILL:
+            members, done = c._just_prefilled
+            for i in members:
                 first_token[i] = end
-            for i in c._just_prefilled:
+            for i in done:
                 finish[i] = end
+                last_seg[i] = index
                 c.kv_reserved_tokens -= l_list[i] + o_list[i]
                 c.outstanding_s -= w_list[i]
-            c._just_prefilled = []
+            c._just_prefilled = ((), ())
         else:
-            k, nr = seg[4], seg[5]
+            k, nr = seg_k[index], seg_n[index]
             c.decode_count += k
             c.ctx_sum += nr * k
             d = c.decode_count
@@ -245,6 +272,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
             while running and running[0][0] <= d:
                 i = heappop(running)[1]
                 finish[i] = end
+                last_seg[i] = index
                 done = l_list[i] + o_list[i]
                 c.ctx_sum -= done
                 c.kv_reserved_tokens -= done
@@ -254,10 +282,10 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     def cut_run_at(c: ClientState, t: float) -> None:
         """End the decode run in progress at the first iteration boundary at or after ``t``."""
         nonlocal seq
-        seg = c.current
-        if seg is None or seg[1] != _DECODE or seg[4] <= 1 or not c.linear:
+        index = c.current
+        if index is None or seg_kind[index] != _DECODE or seg_k[index] <= 1 or not c.linear:
             return
-        t0, k, nr, S = seg[2], seg[4], seg[5], seg[6]
+        t0, k, nr, S = seg_start[index], seg_k[index], seg_n[index], seg_tok[index]
         base = c.a_d + c.b_d * nr
         # Solve cum(r) = t - t0 for r, then step to the first boundary at or after t.
         target = t - t0
@@ -270,11 +298,11 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
             r += 1
         if r >= k:
             return
-        seg[4] = r
-        seg[3] = t0 + _cum_decode_s(r, base, c.c_d, S, nr)
+        seg_k[index] = r
+        seg_end[index] = t0 + _cum_decode_s(r, base, c.c_d, S, nr)
         c.version += 1
         seq += 1
-        heapq.heappush(events, (seg[3], seq, c.index, c.version))
+        heappush(events, (seg_end[index], seq, c.index, c.version))
 
     while True:
         t_arr = arrival_list[arrival_order[ptr]] if ptr < n else inf
@@ -291,36 +319,48 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
                                   fix=f"a dispatcher must return 0..{n_clients - 1}.")
             c = state[j]
             client_of[i] = j
-            heapq.heappush(c.waiting, (keys[i], i, i))
+            heappush(c.waiting, rank_list[i])
             c.outstanding_s += w_list[i]
             if not c.pending:
                 c.pending = True
                 c.version += 1
                 seq += 1
-                heapq.heappush(events, (max(c.clock_s, t_arr), seq, j, c.version))
+                heappush(events, (max(c.clock_s, t_arr), seq, j, c.version))
             elif c.n_running < c.batch_size:
                 cut_run_at(c, t_arr)
         else:
-            t, _, j, version = heapq.heappop(events)
+            t, _, j, version = heappop(events)
             c = state[j]
             if version != c.version:
                 continue
             finish_current(c)
             start_next(c, t)
 
-    schedule_params = policy_obj.describe()
-    return _assemble(trace, segments, models, B, n_clients, policy_obj.name, schedule_params, client_of,
-                     prefill_start, first_token, finish, lower_bound_s, kv)
+    segments = {
+        "client": np.array(seg_client, dtype=np.int64), "kind": np.array(seg_kind, dtype=np.int8),
+        "start_s": np.array(seg_start, dtype=float), "end_s": np.array(seg_end, dtype=float),
+        "k": np.array(seg_k, dtype=np.int64), "n": np.array(seg_n, dtype=np.int64),
+        "tokens": np.array(seg_tok, dtype=np.int64),
+    }
+    members = {"pre_seg": np.array(pre_seg, dtype=np.int64), "last_seg": np.array(last_seg, dtype=np.int64)}
+    per_request = {"client": np.array(client_of, dtype=np.int64), "prefill_start_s": np.array(prefill_start),
+                   "first_token_s": np.array(first_token), "finish_s": np.array(finish)}
+    unserved = np.flatnonzero(np.isnan(per_request["finish_s"]))
+    if len(unserved):
+        raise _unserved_error(unserved, per_request["client"], kv, l, o, trace)
+    return _assemble(trace, segments, members, per_request, models, B, n_clients, policy_obj.name,
+                     policy_obj.describe(), lower_bound_s, kv)
 
 
-def _admissible(c: ClientState, l_list: list[int], o_list: list[int]) -> int:
+def _admissible(c: ClientState, l_list: list[int], o_list: list[int], by_rank: list[int]) -> int:
     """How many waiting requests, in queue order, fit the free slots and the KV cache."""
     free = c.batch_size - c.n_running
     if c.kv_capacity_tokens is None:
         return min(free, len(c.waiting))
     room = c.kv_capacity_tokens - c.kv_reserved_tokens
     count = 0
-    for _, _, i in heapq.nsmallest(min(free, len(c.waiting)), c.waiting):
+    for r in heapq.nsmallest(min(free, len(c.waiting)), c.waiting):
+        i = by_rank[r]
         need = l_list[i] + o_list[i]
         if need > room:
             break  # head-of-line: keep the queue order
@@ -329,42 +369,71 @@ def _admissible(c: ClientState, l_list: list[int], o_list: list[int]) -> int:
     return count
 
 
-def _assemble(trace, segments, models, B, n_clients, policy_name, params, client_of, prefill_start,
-              first_token, finish, lower_bound_s, kv) -> Schedule:
-    seg_client = np.fromiter((s[0] for s in segments), dtype=np.int64, count=len(segments))
-    seg_kind = np.fromiter((s[1] for s in segments), dtype=np.int8, count=len(segments))
-    seg_start = np.fromiter((s[2] for s in segments), dtype=float, count=len(segments))
-    seg_end = np.fromiter((s[3] for s in segments), dtype=float, count=len(segments))
-    seg_k = np.fromiter((s[4] for s in segments), dtype=np.int64, count=len(segments))
-    seg_n = np.fromiter((s[5] for s in segments), dtype=np.int64, count=len(segments))
-    seg_tok = np.fromiter((s[6] for s in segments), dtype=np.int64, count=len(segments))
-    ids = trace["request_id"].astype(str).tolist()
+def _segment_ids(ids: list[str], seg_client: np.ndarray, seg_kind: np.ndarray, pre_seg: np.ndarray,
+                 last_seg: np.ndarray) -> np.ndarray:
+    """The space-separated request ids of every segment, in trace order.
+
+    A prefill segment serves the requests prefilled in it; a decode segment
+    serves every request of its client prefilled in an earlier segment and
+    finished in this one or a later one (a running request decodes in every
+    decode iteration).  Built only when someone asks for the ids.
+    """
+    n_seg = len(seg_client)
+    out = np.empty(n_seg, dtype=object)
+    by_pre = np.argsort(pre_seg, kind="stable")
+    pre_sorted = pre_seg[by_pre]
+    bounds = np.searchsorted(pre_sorted, np.arange(n_seg + 1))
+    by_last = np.argsort(last_seg, kind="stable")
+    last_sorted = last_seg[by_last]
+    last_bounds = np.searchsorted(last_sorted, np.arange(n_seg + 1))
+    active: list[set[int]] = [set() for _ in range(int(seg_client.max()) + 1 if n_seg else 0)]
     pick = ids.__getitem__
-    # Decode members are listed in trace order, so equal request sets give equal strings.
-    seg_ids = np.array([" ".join(map(pick, sorted(s[7]) if s[1] == _DECODE else s[7])) for s in segments],
-                       dtype=object)
+    by_pre_list, by_last_list = by_pre.tolist(), by_last.tolist()
+    for s in range(n_seg):
+        new = by_pre_list[bounds[s]:bounds[s + 1]]
+        if seg_kind[s] == _PREFILL:
+            out[s] = " ".join(map(pick, new))
+        else:
+            out[s] = " ".join(map(pick, sorted(active[seg_client[s]])))
+        done = set(by_last_list[last_bounds[s]:last_bounds[s + 1]])
+        running = active[seg_client[s]]
+        running.update(i for i in new if i not in done)
+        running.difference_update(done)
+    return out
+
+
+def _assemble(trace, segments, members, per_request, models, B, n_clients, policy_name, params, lower_bound_s,
+              kv) -> Schedule:
+    seg_client, seg_kind, seg_k = segments["client"], segments["kind"], segments["k"]
+    seg_n, seg_tok = segments["n"], segments["tokens"]
     # Segments were appended in event order, which is time order on each client.
     order = np.argsort(seg_client, kind="stable")
     k_sorted = seg_k[order]
     client_sorted = seg_client[order]
     ends = np.cumsum(k_sorted)
     client_first = np.searchsorted(client_sorted, client_sorted, side="left")
-    first_iter = np.empty(len(segments), dtype=np.int64)
+    first_iter = np.empty(len(seg_k), dtype=np.int64)
     first_iter[order] = ends - k_sorted - np.where(client_first > 0, ends[client_first - 1], 0)
     decode = seg_kind == _DECODE
     runs = pd.DataFrame({
         "client": seg_client, "kind": np.where(decode, "decode", "prefill"),
-        "start_s": seg_start, "end_s": seg_end, "n_requests": seg_n,
+        "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
         "tokens": seg_tok * seg_k + seg_n * (seg_k * (seg_k - 1) // 2) * decode,
         "first_tokens": seg_tok, "iterations": seg_k, "first_iteration": first_iter,
-        "last_iteration": first_iter + seg_k - 1, "request_ids": seg_ids,
-    }).iloc[order].reset_index(drop=True)
+        "last_iteration": first_iter + seg_k - 1,
+    })
+    ids = trace["request_id"].astype(str).tolist()
+    pre_seg, last_seg = members["pre_seg"], members["last_seg"]
 
+    def request_ids() -> np.ndarray:
+        return _segment_ids(ids, seg_client, seg_kind, pre_seg, last_seg)[order]
+
+    runs = runs.iloc[order].reset_index(drop=True)
     requests = pd.DataFrame({
-        "request_id": trace["request_id"].to_numpy(), "client": client_of,
+        "request_id": trace["request_id"].to_numpy(), "client": per_request["client"],
         "input_tokens": trace["input_tokens"].to_numpy(), "output_tokens": trace["output_tokens"].to_numpy(),
-        "arrival_s": trace["arrival_s"].to_numpy(float), "prefill_start_s": np.array(prefill_start, dtype=float),
-        "first_token_s": np.array(first_token, dtype=float), "finish_s": np.array(finish, dtype=float),
+        "arrival_s": trace["arrival_s"].to_numpy(float), "prefill_start_s": per_request["prefill_start_s"],
+        "first_token_s": per_request["first_token_s"], "finish_s": per_request["finish_s"],
     })
     bound_model = models[0]
     same = _same_models(models)
@@ -383,7 +452,7 @@ def _assemble(trace, segments, models, B, n_clients, policy_name, params, client
                             params=params, lower_bound_s=lower_bound_s, lower_bound_binding=binding, extra=extra)
     if not same:
         metrics["cost_model"] = [m.coefficients() | {"name": m.name} for m in models]
-    return Schedule(requests=requests, metrics=metrics, runs=runs)
+    return Schedule(requests=requests, metrics=metrics, runs=runs, run_ids=request_ids)
 
 
 def _same_models(models) -> bool:
@@ -427,6 +496,20 @@ def _kv_capacities(kv, models, n_clients: int) -> list:
         raise ConfigError(f"{len(kv)} KV capacities for {n_clients} clients.", field="kv_capacity_tokens",
                           fix="give one capacity, or one per client.")
     return [None if v is None else _positive_int(v, "kv_capacity_tokens") for v in kv]
+
+
+def _unserved_error(unserved, client_of, kv, l, o, trace) -> Exception:
+    """Why requests were never served: a KV cache too small on the client they were dispatched to."""
+    for i in unserved.tolist():
+        j = int(client_of[i])
+        cap = kv[j] if j >= 0 else None
+        if cap is not None and l[i] + o[i] > cap:
+            return ConfigError(f"request {trace['request_id'].iloc[i]!r} needs {int(l[i] + o[i])} KV tokens "
+                               f"(input + output) but client {j}, where it was dispatched, holds {cap}.",
+                               field="kv_capacity_tokens", row=i,
+                               fix="give every client a KV capacity that holds the longest request, "
+                                   "or dispatch such requests to a larger client.")
+    return RuntimeError(f"request row {int(unserved[0])} was never served (a bug in the policy or the simulator).")
 
 
 def _check_kv(kv, l, o, trace) -> None:
