@@ -78,11 +78,13 @@ def gantt(schedule: Schedule, *, title: str | None = None, height: int | None = 
         title=title or (f"{m.get('policy', 'schedule')}: makespan {m['makespan_s']:.2f} s, "
                         f"slot utilization {m['slot_utilization']:.1%}"),
         barmode="overlay", bargap=0.25, xaxis_title="time (s)", template="plotly_white",
-        height=height or max(260, 60 + 28 * schedule.clients), legend=dict(orientation="h", y=1.02, x=1, xanchor="right"),
-        margin=dict(l=80, r=20, t=70, b=50),
+        height=height or max(260, 90 + 28 * schedule.clients),
+        legend=dict(orientation="h", y=1.06, yanchor="bottom", x=0, xanchor="left"),
+        margin=dict(l=80, r=20, t=90, b=50),
     )
     fig.update_yaxes(categoryorder="array", categoryarray=_client_order(schedule.clients)[::-1])
     fig.layout.shapes = _marker_shapes(m["makespan_s"], m.get("lower_bound_s"))
+    fig.layout.annotations = _marker_labels(m["makespan_s"], m.get("lower_bound_s"))
     return fig
 
 
@@ -94,6 +96,15 @@ def _marker_shapes(makespan_s: float, lower_bound_s: float | None, yref: str = "
         shapes.append(dict(type="line", x0=lower_bound_s, x1=lower_bound_s, y0=0, y1=1, xref="x", yref=yref,
                            line=dict(color="#6A994E", dash="dash", width=1)))
     return shapes
+
+
+def _marker_labels(makespan_s: float, lower_bound_s: float | None) -> list[dict]:
+    labels = [dict(x=makespan_s, y=1.0, xref="x", yref="paper", text="makespan", showarrow=False,
+                   yanchor="bottom", xanchor="left", font=dict(size=10))]
+    if lower_bound_s is not None and np.isfinite(lower_bound_s):
+        labels.append(dict(x=lower_bound_s, y=1.0, xref="x", yref="paper", text="lower bound", showarrow=False,
+                           yanchor="bottom", xanchor="right", font=dict(size=10, color="#6A994E")))
+    return labels
 
 
 def _mark_makespan(fig: go.Figure, makespan_s: float, lower_bound_s: float | None, row=None, col=None) -> None:
@@ -113,9 +124,10 @@ def update_gantt(fig: go.Figure, schedule: Schedule) -> None:
             trace.marker.opacity = d["opacity"]
         fig.layout.title.text = (f"{m.get('policy', 'schedule')}: makespan {m['makespan_s']:.2f} s, "
                                  f"slot utilization {m['slot_utilization']:.1%}")
-        fig.layout.height = max(260, 60 + 28 * schedule.clients)
+        fig.layout.height = max(260, 90 + 28 * schedule.clients)
         fig.layout.yaxis.categoryarray = _client_order(schedule.clients)[::-1]
         fig.layout.shapes = _marker_shapes(m["makespan_s"], m.get("lower_bound_s"))
+        fig.layout.annotations = _marker_labels(m["makespan_s"], m.get("lower_bound_s"))
 
 
 def gantt_compare(schedules: Mapping[str, Schedule], *, title: str = "Per-client timelines") -> go.Figure:
