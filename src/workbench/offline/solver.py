@@ -1,0 +1,181 @@
+"""The one solver wrapper every model of :mod:`workbench.offline` goes through.
+
+HiGHS is driven through Pyomo's ``highs`` interface (``pyomo.contrib.solver``).
+What a caller gets back is a :class:`SolveResult`: the termination status, the
+incumbent (best solution found), the *proven* bound (HiGHS's dual bound, valid
+whether or not the solve finished) and the gap between them.  A solve stopped
+by its time limit with a solution in hand is a result, not an error; an
+infeasible model, a solve with no solution, or a missing solver is a
+:class:`~workbench.errors.SolverError` with a fix.
+
+Warm starts: Pyomo's ``highs`` interface has no warm-start option, so we load
+the model into HiGHS ourselves (``set_instance``), hand the start to HiGHS's
+``setSolution`` and then solve with every automatic update switched off.  An
+update that touched the HiGHS model would invalidate the start (HiGHS drops a
+stored solution whenever the model changes), which is why it is switched off;
+nothing changes between ``set_instance`` and the solve, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from workbench.errors import SolverError
+
+SOLVER_NAME = "highs"
+#: Text HiGHS logs when it accepts a user solution as its first incumbent.
+_START_ACCEPTED = ("MIP start solution is feasible", "Solution has num max")
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """What one solve produced.  ``bound`` is proven; ``incumbent`` is a solution's value."""
+
+    status: str  # "optimal", "time_limit", "gap_limit", "stopped"
+    termination: str
+    incumbent: float | None
+    bound: float | None  # proven: see solve()
+    solver_bound: float | None  # as HiGHS reported it
+    gap: float
+    time_s: float
+    has_solution: bool
+    warm_start: str = "none"  # "none", "accepted", "rejected"
+    log: str = field(default="", repr=False)
+
+    @property
+    def optimal(self) -> bool:
+        return self.status == "optimal"
+
+
+def _new_solver():
+    """A fresh Pyomo ``highs`` solver object (a function, so tests can replace it)."""
+    from pyomo.contrib.solver.solvers.highs import Highs
+
+    return Highs()
+
+
+def solver_available() -> bool:
+    """True when HiGHS can be used through Pyomo."""
+    try:
+        return bool(_new_solver().available())
+    except ImportError:
+        return False
+
+
+def _missing_solver_error() -> SolverError:
+    return SolverError("the HiGHS solver is not available to Pyomo.", field="solver",
+                       fix="install it with `pip install highspy` (or use a heuristic method: lpt, kk, ls).")
+
+
+def solve(model, *, time_limit: float | None = 10.0, rel_gap: float | None = 1e-4, abs_gap: float = 0.0,
+          threads: int | None = None, warm_start=None, require_solution: bool = True, tee: bool = False,
+          options: dict[str, Any] | None = None) -> SolveResult:
+    """Solve a Pyomo ``model`` with HiGHS; load its incumbent into the model's variables.
+
+    ``warm_start`` gives values to Pyomo variables (a full or partial MIP
+    start), as a ``pyomo.common.collections.ComponentMap`` or an iterable of
+    ``(variable, value)`` pairs.  With ``require_solution=False`` a solve that ends without an
+    incumbent still returns its proven bound (useful for bounds); otherwise it
+    is a :class:`SolverError`.
+
+    ``bound`` is a proven lower bound on the optimum.  When HiGHS stops because
+    the gap is within ``rel_gap``/``abs_gap`` it may report the incumbent itself
+    as its dual bound (it prunes every node within the tolerance), so the
+    proven bound is then ``min(reported, incumbent - tolerance)``; on a time
+    limit the reported dual bound is kept as is.  ``abs_gap`` defaults to 0,
+    not HiGHS's 1e-6, so that ``rel_gap=0`` means optimal.
+    """
+    from pyomo.contrib.solver.common.results import TerminationCondition as TC
+
+    try:
+        opt = _new_solver()
+        available = bool(opt.available())
+    except ImportError:
+        available = False
+    if not available:
+        raise _missing_solver_error()
+    if time_limit is not None and not (time_limit > 0):
+        raise SolverError(f"time_limit is {time_limit!r}.", field="time_limit", fix="give a positive number of seconds.")
+    if rel_gap is not None and not (rel_gap >= 0):
+        raise SolverError(f"rel_gap is {rel_gap!r}.", field="rel_gap", fix="give a relative gap >= 0, e.g. 1e-4.")
+    started = time.perf_counter()
+    config: dict[str, Any] = dict(time_limit=time_limit, rel_gap=rel_gap, abs_gap=abs_gap, threads=threads, tee=tee,
+                                  load_solutions=False, raise_exception_on_nonoptimal_result=False,
+                                  solver_options=dict(options or {}))
+    warm = "none"
+    if warm_start:
+        opt.set_instance(model)
+        highs = opt._solver_model  # the highspy.Highs object the interface fills
+        columns = opt._pyomo_var_to_solver_var_map
+        index, values = [], []
+        pairs = warm_start.items() if hasattr(warm_start, "items") else warm_start
+        for var, val in pairs:
+            col = columns.get(id(var))
+            if col is not None and val is not None:
+                index.append(col)
+                values.append(float(val))
+        if index:
+            import numpy as np
+
+            highs.setSolution(len(index), np.asarray(index, dtype=np.int32), np.asarray(values, dtype=float))
+            warm = "given"
+        # Every automatic update off: nothing changed since set_instance, and a model
+        # change inside HiGHS would drop the start we just handed it.
+        config["auto_updates"] = dict(check_for_new_or_removed_constraints=False,
+                                      check_for_new_or_removed_vars=False,
+                                      check_for_new_or_removed_params=False, check_for_new_objective=False,
+                                      update_constraints=False, update_vars=False, update_parameters=False,
+                                      update_named_expressions=False, update_objective=False)
+    try:
+        results = opt.solve(model, **config)
+    except (ValueError, RuntimeError) as exc:
+        raise SolverError(f"HiGHS failed: {exc}.", field="solver",
+                          fix="check the model data; report a bug if the data are valid.") from None
+    elapsed = time.perf_counter() - started
+    tc = results.termination_condition
+    log = results.solver_log or ""
+    if warm == "given":
+        warm = "accepted" if any(s in log for s in _START_ACCEPTED) else "rejected"
+    if tc in (TC.provenInfeasible, TC.infeasibleOrUnbounded, TC.unbounded):
+        raise SolverError(f"the model '{model.name}' is {tc.name} (status after {elapsed:.2f} s).", field="model",
+                          fix="check the instance: every request must fit a client's batch capacity.")
+    if tc == TC.error:
+        raise SolverError(f"HiGHS stopped with an error on '{model.name}'.", field="solver",
+                          fix="rerun with tee=True to see the solver log.")
+    incumbent = results.incumbent_objective
+    solver_bound = results.objective_bound
+    if solver_bound is not None and not math.isfinite(solver_bound):
+        solver_bound = None
+    bound = solver_bound
+    if bound is not None and incumbent is not None and tc == TC.convergenceCriteriaSatisfied:
+        tolerance = max(abs_gap or 0.0, (rel_gap or 0.0) * abs(incumbent))
+        bound = min(bound, incumbent - tolerance)
+    has_solution = incumbent is not None
+    if has_solution:
+        results.solution_loader.load_vars()
+    elif require_solution:
+        why = "its time limit" if tc == TC.maxTimeLimit else tc.name
+        raise SolverError(f"HiGHS stopped on '{model.name}' after {elapsed:.2f} s ({why}) without any solution.",
+                          field="time_limit", fix="raise time_limit, or give a warm start / use a heuristic method.")
+    if tc == TC.convergenceCriteriaSatisfied:
+        gap_value = _gap(incumbent, bound)
+        status = "optimal" if gap_value <= 1e-9 else "gap_limit"
+    elif tc == TC.maxTimeLimit:
+        status = "time_limit"
+    else:
+        status = "stopped"
+    return SolveResult(status=status, termination=tc.name, incumbent=incumbent, bound=bound, solver_bound=solver_bound,
+                       gap=_gap(incumbent, bound), time_s=elapsed, has_solution=has_solution, warm_start=warm,
+                       log=log)
+
+
+def _gap(incumbent: float | None, bound: float | None) -> float:
+    """Relative gap ``(incumbent - bound) / |incumbent|`` of a minimisation; inf when unknown."""
+    if incumbent is None or bound is None:
+        return math.inf
+    if incumbent == 0:
+        return 0.0 if bound >= 0 else math.inf
+    return max(0.0, (incumbent - bound) / abs(incumbent))

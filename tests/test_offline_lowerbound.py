@@ -1,0 +1,109 @@
+"""The makespan lower bound: every term proven, below every schedule, recorded for later schedules."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+
+import numpy as np
+import pytest
+
+from conftest import make_trace
+from workbench.bounds import closed_form_lower_bound
+from workbench.costmodel import LinearCostModel
+from workbench.errors import ConfigError
+from workbench.offline import bound_data, build_bound_model, lower_bound, solve, solver_available
+from workbench.policies import list_policies
+from workbench.sim import simulate
+from workbench.trace import synthetic_trace
+
+CM = LinearCostModel(a_p=0.03, b_p=1e-4, a_d=0.012, b_d=1e-4, c_d=1e-7, name="test")
+needs_solver = pytest.mark.skipif(not solver_available(), reason="HiGHS (highspy) not installed")
+
+
+def brute_force_binpacking_bound(trace, clients: int, B: int, cm) -> float:
+    """min over assignments of max_j LB_j(S_j), by enumeration (MODEL.md section 3)."""
+    l = trace["input_tokens"].to_numpy(float)
+    o = trace["output_tokens"].to_numpy(float)
+    v = cm.request_work_s(l, o)
+    best = math.inf
+    for combo in itertools.product(range(clients), repeat=len(trace)):
+        worst = 0.0
+        for j in range(clients):
+            S = [i for i, c in enumerate(combo) if c == j]
+            if not S:
+                continue
+            D = float(np.sum(o[S] - 1))
+            lb = v[S].sum() + cm.a_p * math.ceil(len(S) / B) + cm.a_d * max(math.ceil(D / B), float(np.max(o[S] - 1)))
+            worst = max(worst, lb)
+        best = min(best, worst)
+    return best
+
+
+def test_closed_form_terms_are_fast_and_name_the_binding_one():
+    t0 = time.perf_counter()
+    bound = lower_bound("gsm8k-train", 64, CM, batch_size=16, method="closed", record=False)
+    assert time.perf_counter() - t0 < 0.5  # target 100 ms
+    assert set(bound.terms) >= {"single_request", "average_work", "aggregate_ceiling", "pair"}
+    assert bound.value_s == max(bound.terms.values())
+    assert bound.terms[bound.binding] == bound.value_s
+    assert bound.terms["aggregate_ceiling"] >= bound.terms["average_work"]
+
+
+@needs_solver
+@pytest.mark.solver
+@pytest.mark.parametrize("seed", range(8))
+def test_binpacking_bound_model_equals_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    n, clients, B = int(rng.integers(2, 7)), int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    trace = make_trace([(int(rng.integers(1, 300)), int(rng.integers(1, 40))) for _ in range(n)])
+    expected = brute_force_binpacking_bound(trace, clients, B, CM)
+    data = bound_data(trace, clients, B, CM)
+    assert data.exact
+    model = build_bound_model(data)
+    result = solve(model, time_limit=30, rel_gap=0.0)
+    assert result.incumbent == pytest.approx(expected, rel=1e-9)
+    bound = lower_bound(trace, clients, CM, batch_size=B, record=False)
+    # the bin-packing term is there, proven to lower_bound()'s default rel_gap of 1e-6
+    assert bound.value_s >= expected * (1 - 2e-6)
+    assert bound.terms["bin_packing"] <= expected * (1 + 1e-9)
+
+
+@needs_solver
+@pytest.mark.solver
+def test_grouped_relaxation_stays_below_the_exact_bound():
+    trace = synthetic_trace(14, seed=4, output_mean_tokens=30)
+    exact = solve(build_bound_model(bound_data(trace, 2, 4, CM)), time_limit=30, rel_gap=0.0)
+    grouped_data = bound_data(trace, 2, 4, CM, max_pairs=0, groups=3)
+    assert not grouped_data.exact and grouped_data.count.sum() == 14
+    grouped = solve(build_bound_model(grouped_data), time_limit=30, rel_gap=0.0)
+    assert grouped.bound <= exact.incumbent * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bound_is_below_every_policy(seed):
+    trace = synthetic_trace(30, seed=seed, output_mean_tokens=60)
+    clients, B = 1 + seed % 3, [2, 4, 8][seed % 3]
+    bound = lower_bound(trace, clients, CM, batch_size=B, time_limit=2, record=False)
+    for policy in list_policies():
+        schedule = simulate(trace, clients, B, policy, CM, lower_bound_s=0.0)
+        assert bound.value_s <= schedule.makespan_s * (1 + 1e-9), policy
+    assert bound.value_s >= closed_form_lower_bound(trace, clients, B, CM).value_s
+
+
+@needs_solver
+@pytest.mark.solver
+def test_recorded_bound_reaches_later_schedules():
+    trace = synthetic_trace(12, seed=9, output_mean_tokens=20)
+    bound = lower_bound(trace, 3, CM, batch_size=2, time_limit=5)
+    schedule = simulate(trace, 3, 2, "paper-baseline", CM)
+    assert schedule.metrics["lower_bound_s"] == pytest.approx(bound.value_s)
+    assert schedule.metrics["lower_bound_s"] >= closed_form_lower_bound(trace, 3, 2, CM).value_s
+
+
+def test_bad_input():
+    with pytest.raises(ConfigError, match="method"):
+        lower_bound(synthetic_trace(5), 2, CM, method="lp")
+    with pytest.raises(ConfigError):
+        lower_bound(synthetic_trace(5), 2, CM, batch_size=[2, 2, 2])
