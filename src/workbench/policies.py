@@ -222,3 +222,7 @@ def resolve_policy(name: str | Policy, *, dispatch: str | None = None, order: st
         if value not in registry:
             raise ConfigError(f"unknown {kind} '{value}'.", field=kind, fix=f"use one of {', '.join(registry)}.")
     return policy
+
+
+# Policies defined in their own modules register themselves on import.
+from workbench import online as _online  # noqa: E402,F401
