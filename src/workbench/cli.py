@@ -50,6 +50,8 @@ def _batch_size(text: str):
         values = [int(p) for p in parts]
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer or a comma-separated list of integers") from None
+    if not values:
+        raise argparse.ArgumentTypeError("is empty; give an integer or a comma-separated list of integers")
     return values[0] if len(values) == 1 else values
 
 
@@ -143,6 +145,9 @@ def cmd_compare(args) -> int:
     from workbench.schedule import atomic_dir
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if not policies:
+        raise ConfigError("no policy named.", field="--policies", fix="give comma-separated policy names, "
+                          "e.g. static,paper-baseline.")
     trace, cost_model = load_instance(args)
     schedules = {}
     for name in tqdm(policies, desc="simulating", disable=len(policies) < 3, leave=False):

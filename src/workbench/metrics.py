@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from workbench.errors import ConfigError
+
 
 def batch_sizes_array(batch_size: int | list[int] | np.ndarray, clients: int) -> np.ndarray:
     """``B_j`` for every client from an int or a per-client list."""
@@ -16,7 +18,8 @@ def batch_sizes_array(batch_size: int | list[int] | np.ndarray, clients: int) ->
         return np.full(int(clients), int(batch_size), dtype=np.int64)
     arr = np.asarray(batch_size, dtype=np.int64)
     if len(arr) != clients:
-        raise ValueError(f"{len(arr)} batch sizes for {clients} clients")
+        raise ConfigError(f"{len(arr)} batch sizes for {clients} clients.", field="batch_size",
+                          fix="give one batch size, or one per client.")
     return arr
 
 

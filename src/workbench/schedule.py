@@ -187,6 +187,9 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
     except OSError as exc:
         raise ConfigError(f"cannot write to '{out_dir}': {exc.strerror}.", field="out",
                           fix="choose a folder you can write to.") from None

@@ -9,6 +9,7 @@ A trace is a pandas DataFrame with columns ``request_id`` (unique int or str),
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,21 +43,29 @@ def _read_file(path: Path) -> pd.DataFrame:
     try:
         if suffix == ".parquet":
             return pd.read_parquet(path)
-        if suffix in {".jsonl", ".ndjson"}:
-            return pd.read_json(path, lines=True)
-        if suffix == ".json":
-            return pd.read_json(path)
-        return pd.read_csv(path)
+        if suffix in {".jsonl", ".ndjson", ".json"}:
+            with warnings.catch_warnings():
+                # pandas only warns (for now) when JSON records are not all objects of one shape.
+                warnings.simplefilter("error")
+                return pd.read_json(path, lines=suffix != ".json")
+        frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         raise TraceError(f"'{path}' is empty.", fix="give a file with a header row and at least one request.") from None
     except UnicodeDecodeError as exc:
         raise TraceError(f"'{path}' is not UTF-8 text ({exc.reason} at byte {exc.start}).",
                          fix="save the file as UTF-8 CSV.") from None
-    except (ValueError, pd.errors.ParserError, OSError, ImportError) as exc:
+    except (ValueError, TypeError, Warning, pd.errors.ParserError, OSError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TraceError(f"cannot read '{path}' as {suffix.lstrip('.') or 'csv'}: {first}.",
                          fix="give a CSV, Parquet or JSONL file with columns "
                              "request_id, input_tokens, output_tokens[, arrival_s].") from None
+    if not isinstance(frame.index, pd.RangeIndex):
+        # pandas turns the surplus leading fields of rows longer than the header into an index,
+        # which would silently shift every value one column to the right.
+        raise TraceError(f"'{path}' has rows with more fields than its header has names "
+                         f"({len(frame.columns)}).", fix="give every row exactly one value per column, "
+                         "or quote values that contain the separator.")
+    return frame
 
 
 def load_trace(source: str | Path | pd.DataFrame, *, prompt_column: str | None = None) -> pd.DataFrame:
@@ -102,7 +111,10 @@ def _bad_rows(mask: np.ndarray) -> str:
 
 def _lengths(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
     raw = frame[column]
-    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    numeric = pd.to_numeric(raw, errors="coerce")
+    if pd.api.types.is_complex_dtype(numeric):
+        raise TraceError("holds complex numbers.", field=column, fix=f"give {column} as a whole number of tokens >= 1.")
+    values = numeric.to_numpy(dtype=float, na_value=np.nan)
     nonnumeric = np.isnan(values) & raw.notna().to_numpy()
     if nonnumeric.any():
         row = int(np.flatnonzero(nonnumeric)[0])
@@ -142,7 +154,13 @@ def validate_trace(frame: pd.DataFrame, *, source: str = "trace") -> pd.DataFram
     """
     if not isinstance(frame, pd.DataFrame):
         raise TraceError(f"{source} must be a table, got {type(frame).__name__}.")
+    if frame.columns.nlevels > 1:
+        raise TraceError(f"{source} has multi-level column names.", fix="give one header row.")
     frame = frame.rename(columns=lambda c: str(c).strip())
+    repeated = frame.columns[frame.columns.duplicated()]
+    if len(repeated):
+        raise TraceError(f"{source} has two columns named '{repeated[0]}'.", field=str(repeated[0]),
+                         fix="give each column once.")
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise TraceError(f"{source} has no column '{missing[0]}' (columns: {', '.join(map(str, frame.columns)) or 'none'}).",
@@ -158,6 +176,12 @@ def validate_trace(frame: pd.DataFrame, *, source: str = "trace") -> pd.DataFram
             row = int(np.flatnonzero((ids != np.round(ids)).to_numpy())[0])
             raise TraceError(f"{ids.iloc[row]!r} is fractional.", field="request_id", row=row,
                              fix="use integer or text ids.")
+        # Beyond 2**53 floats no longer hold every integer (and beyond 2**63 the cast wraps around).
+        unsafe = ~(np.abs(ids.to_numpy(dtype=float)) <= 2.0**53)
+        if unsafe.any():
+            row = int(np.flatnonzero(unsafe)[0])
+            raise TraceError(f"{ids.iloc[row]!r} is not an integer a float holds exactly.", field="request_id",
+                             row=row, fix="use integer or text ids below 2**53.")
         ids = ids.astype(np.int64)
     elif not pd.api.types.is_integer_dtype(ids):
         ids = ids.astype(str).str.strip()
@@ -176,7 +200,10 @@ def validate_trace(frame: pd.DataFrame, *, source: str = "trace") -> pd.DataFram
     outputs = _lengths(frame, "output_tokens", source)
     if "arrival_s" in frame.columns:
         raw = frame["arrival_s"]
-        arrivals = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        numeric = pd.to_numeric(raw, errors="coerce")
+        if pd.api.types.is_complex_dtype(numeric):
+            numeric = pd.Series(np.nan, index=raw.index)
+        arrivals = numeric.to_numpy(dtype=float, na_value=np.nan)
         bad = ~np.isfinite(arrivals) | (arrivals < 0)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])

@@ -49,7 +49,11 @@ METRIC_KEYS = ("makespan_s", "lower_bound_s", "gap", "slot_utilization", "busy_u
 #: Relative tolerance on times: CSV round-trips floats exactly, so this only absorbs summation order.
 REL_TOL = 1e-9
 ABS_TOL_S = 1e-9
+#: Iteration lengths are differences of two times; they may be off by this many ulps of the times.
+TIME_ULPS = 16
 MAX_EXAMPLES = 3
+#: More clients than this in metrics.json is refused as a schema error (the checks allocate per client).
+MAX_CLIENTS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,8 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
     if isinstance(source, Schedule):
         tl, rq, metrics = source.timeline.copy(), source.requests.copy(), dict(source.metrics)
         # Round-trip exactly as the files would hold them, so both paths check the same thing.
-        tl["request_ids"] = tl["request_ids"].astype(str)
+        if "request_ids" in tl.columns:
+            tl["request_ids"] = tl["request_ids"].astype(str)
     else:
         schedule = Schedule.read(source)
         tl, rq, metrics = schedule.timeline, schedule.requests, schedule.metrics
@@ -135,8 +140,16 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
         return report
     try:
         clients = int(metrics["clients"])
+        if isinstance(metrics["clients"], bool) or clients != metrics["clients"] or not 1 <= clients <= MAX_CLIENTS:
+            raise ValueError(f"metrics.clients is {metrics['clients']!r}, not a whole number in 1..{MAX_CLIENTS:,}")
         B = batch_sizes_array(metrics["batch_size"], clients)
+        if (B < 1).any():
+            raise ValueError(f"metrics.batch_size is {metrics['batch_size']!r}; batch sizes are >= 1")
         models = _cost_models(metrics, clients)
+        for key in ("makespan_s", "lower_bound_s", "gap", "slot_utilization", "busy_utilization"):
+            if isinstance(metrics[key], bool) or not isinstance(metrics[key], (int, float, str)):
+                raise TypeError(f"metrics.{key} is {metrics[key]!r}, not a number")
+            float(metrics[key])
         for col in ("client", "iteration", "n_requests", "tokens"):
             tl[col] = pd.to_numeric(tl[col], errors="raise").astype(np.int64)
         for col in ("start_s", "end_s"):
@@ -145,7 +158,7 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
             rq[col] = pd.to_numeric(rq[col], errors="raise").astype(np.int64)
         for col in ("arrival_s", "prefill_start_s", "first_token_s", "finish_s"):
             rq[col] = pd.to_numeric(rq[col], errors="raise").astype(float)
-    except (ValueError, TypeError, KeyError, WorkbenchError) as exc:
+    except (ValueError, TypeError, KeyError, OverflowError, WorkbenchError) as exc:
         report.add("schema", f"cannot read the tables as numbers: {exc}")
         return report
     bad_kind = ~tl["kind"].isin(["prefill", "decode"])
@@ -159,6 +172,9 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
     rq_ids = rq["request_id"].astype(str).to_numpy()
     if len(set(rq_ids)) != len(rq_ids):
         report.add("schema", "requests.csv repeats a request_id")
+        return report
+    if len(rq_ids) == 0:
+        report.add("schema", "requests.csv lists no request (a trace has at least one)")
         return report
 
     tl = tl.sort_values(["client", "iteration"], kind="stable").reset_index(drop=True)
@@ -242,15 +258,23 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
 
     # -- batch and KV capacity -------------------------------------------------------------
     report.checked.append("batch-capacity")
-    scheduled = (n_prefill == 1) & (last_iter >= 0)
     iters_per_client = np.bincount(client, minlength=clients)
     offset = np.concatenate([[0], np.cumsum(iters_per_client)])
     req_client = rq["client"].to_numpy()
+    # A request holds its slot from the row of its prefill to the row of its last iteration (rows are
+    # sorted by client and iteration); requests seen on another client are left to same-client.
+    prefill_row = np.full(n, -1, dtype=np.int64)
+    prefill_row[req[entry_prefill]] = row[entry_prefill]
+    last_row = np.full(n, -1, dtype=np.int64)
+    np.maximum.at(last_row, req, row)
+    elsewhere = np.zeros(n, dtype=bool)
+    elsewhere[req[wrong]] = True
+    scheduled = (n_prefill == 1) & (last_row >= 0) & ~elsewhere
 
     def holding(amount: np.ndarray) -> np.ndarray:
         delta = np.zeros(len(tl) + 1)
-        first = offset[req_client[scheduled]] + prefill_iter[scheduled]
-        last = offset[req_client[scheduled]] + last_iter[scheduled]
+        first = prefill_row[scheduled]
+        last = last_row[scheduled]
         np.add.at(delta, first, amount[scheduled])
         np.add.at(delta, last + 1, -amount[scheduled])
         return np.cumsum(delta)[:-1]
@@ -298,7 +322,10 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
     c_d = np.array([m.c_d for m in models])[client]
     tokens = tl["tokens"].to_numpy(float)
     expected = np.where(is_prefill, a_p + b_p * tokens, a_d + b_d * n_req + c_d * tokens)
-    bad = np.flatnonzero(~_close(end - start, expected))
+    # end - start cannot be more exact than the times it subtracts: allow a few units in the last place
+    # of the larger time (at t = 1e7 s one ulp is 1.9e-9 s, more than REL_TOL of a 15 ms iteration).
+    ulps = TIME_ULPS * np.finfo(float).eps * np.maximum(np.abs(start), np.abs(end))
+    bad = np.flatnonzero(~_close(end - start, expected) & ~(np.abs(end - start - expected) <= ulps))
     if len(bad):
         report.add("duration", "iteration lengths differ from the cost model's: "
                    + _examples(f"client {client[r]} iteration {tl['iteration'].iloc[r]} "
