@@ -20,7 +20,7 @@ from workbench import __version__
 from workbench.errors import ConfigError, WorkbenchError
 
 #: Optional subcommand modules: each exposes ``register(subparsers)``.
-EXTENSIONS = ("workbench.cli_offline", "workbench.cli_reproduce", "workbench.cli_extra")
+EXTENSIONS = ("workbench.cli_offline", "workbench.cli_reproduce", "workbench.cli_extra", "workbench.cli_beyond")
 
 
 def _parse_value(text: str) -> Any:
