@@ -82,7 +82,6 @@ def test_exact_mip_equals_brute_force(seed):
 
 def test_brute_force_finds_what_continuous_batching_misses():
     # B=1 forces serial service; with B=2 batching the two decodes saves a_d per shared iteration
-    trace = make_trace([(10, 3), (10, 3)])
     serial = brute_force_makespan([10, 10], [3, 3], 1, 1, CM)
     batched = brute_force_makespan([10, 10], [3, 3], 1, 2, CM)
     assert batched < serial

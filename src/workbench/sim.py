@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from workbench._checks import batch_size_option, cost_models, positive_int
 from workbench.bounds import best_lower_bound
-from workbench.costmodel import LinearCostModel, load_preset
+from workbench.costmodel import LinearCostModel
 from workbench.errors import ConfigError
 from workbench.metrics import batch_sizes_array
 from workbench.policies import DISPATCHERS, ORDERS, RULES, Policy, resolve_policy
@@ -117,12 +118,12 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     example ``mu`` for the Lagrangian rule).
     """
     trace = load_trace(trace)
-    n_clients = _positive_int(clients, "clients")
-    B = batch_sizes_array(_check_batch(batch_size), n_clients)
+    n_clients = positive_int(clients, "clients")
+    B = batch_sizes_array(batch_size_option(batch_size), n_clients)
     if np.any(B < 1):
         raise ConfigError(f"batch size {int(B.min())} is below 1.", field="batch_size",
                           fix="use a batch size of at least 1.")
-    models = _cost_models(cost_model, n_clients)
+    models = cost_models(cost_model, n_clients)
     kv = _kv_capacities(kv_capacity_tokens, models, n_clients)
     if assignment is not None:
         policy_obj = resolve_policy(policy, order=order, rule=rule, **params)
@@ -459,43 +460,17 @@ def _same_models(models) -> bool:
     return all(m == models[0] for m in models)
 
 
-def _positive_int(value: Any, field: str) -> int:
-    try:
-        as_int = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{value!r} is not a whole number.", field=field, fix=f"give {field} as an integer >= 1.") from None
-    if as_int != value or as_int < 1:
-        raise ConfigError(f"{value!r} is not a whole number >= 1.", field=field, fix=f"give {field} as an integer >= 1.")
-    return as_int
-
-
-def _check_batch(batch_size):
-    if np.ndim(batch_size) == 0:
-        return _positive_int(batch_size, "batch_size")
-    return [_positive_int(b, "batch_size") for b in batch_size]
-
-
-def _cost_models(cost_model, n_clients: int) -> list:
-    if isinstance(cost_model, (list, tuple)):
-        if len(cost_model) != n_clients:
-            raise ConfigError(f"{len(cost_model)} cost models for {n_clients} clients.", field="cost_model",
-                              fix="give one cost model, or one per client.")
-        return [load_preset(m) if isinstance(m, str) else m for m in cost_model]
-    model = load_preset(cost_model) if not hasattr(cost_model, "decode_time") else cost_model
-    return [model] * n_clients
-
-
 def _kv_capacities(kv, models, n_clients: int) -> list:
     if kv is None:
         return [None] * n_clients
     if np.ndim(kv) == 0:
         if kv == "preset":
             return [getattr(m, "kv_capacity_tokens", None) for m in models]
-        return [_positive_int(kv, "kv_capacity_tokens")] * n_clients
+        return [positive_int(kv, "kv_capacity_tokens")] * n_clients
     if len(kv) != n_clients:
         raise ConfigError(f"{len(kv)} KV capacities for {n_clients} clients.", field="kv_capacity_tokens",
                           fix="give one capacity, or one per client.")
-    return [None if v is None else _positive_int(v, "kv_capacity_tokens") for v in kv]
+    return [None if v is None else positive_int(v, "kv_capacity_tokens") for v in kv]
 
 
 def _unserved_error(unserved, client_of, kv, l, o, trace) -> Exception:

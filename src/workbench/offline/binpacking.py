@@ -38,7 +38,8 @@ import pandas as pd
 import pyomo.environ as pyo
 
 from workbench.bounds import LowerBound, closed_form_lower_bound, record_bound
-from workbench.costmodel import LinearCostModel, load_preset
+from workbench._checks import cost_models, positive_int
+from workbench.costmodel import load_preset
 from workbench.errors import ConfigError
 from workbench.metrics import batch_sizes_array
 from workbench.offline import heuristics as H
@@ -70,29 +71,10 @@ class MMBPData:
         return int(self.weights_s.shape[1])
 
 
-def _cost_models(cost_model, n_clients: int) -> list[LinearCostModel]:
-    if isinstance(cost_model, (list, tuple)):
-        if len(cost_model) != n_clients:
-            raise ConfigError(f"{len(cost_model)} cost models for {n_clients} clients.", field="cost_model",
-                              fix="give one cost model, or one per client.")
-        return [load_preset(m) for m in cost_model]
-    return [load_preset(cost_model)] * n_clients
-
-
-def _positive_int(value: Any, name: str) -> int:
-    try:
-        as_int = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{value!r} is not a whole number.", field=name, fix=f"give {name} as an integer >= 1.") from None
-    if as_int != value or as_int < 1:
-        raise ConfigError(f"{value!r} is not a whole number >= 1.", field=name, fix=f"give {name} as an integer >= 1.")
-    return as_int
-
-
 def mmbp_data(trace: pd.DataFrame | str, clients: int, batch_size, cost_model) -> MMBPData:
     """Weights ``W_ij`` (MODEL.md section 3) for ``trace`` on ``clients`` clients."""
     trace = load_trace(trace)
-    m = _positive_int(clients, "clients")
+    m = positive_int(clients, "clients")
     try:
         B = batch_sizes_array(batch_size, m)
     except (ValueError, TypeError):
@@ -100,7 +82,7 @@ def mmbp_data(trace: pd.DataFrame | str, clients: int, batch_size, cost_model) -
                           field="batch_size", fix="give one integer, or one per client.") from None
     if np.any(B < 1):
         raise ConfigError(f"batch size {int(B.min())} is below 1.", field="batch_size", fix="use a batch size >= 1.")
-    models = _cost_models(cost_model, m)
+    models = [load_preset(c) for c in cost_models(cost_model, m)]
     l = trace["input_tokens"].to_numpy(float)
     o = trace["output_tokens"].to_numpy(float)
     W = np.column_stack([models[j].request_weight_s(l, o, int(B[j])) for j in range(m)])

@@ -1,0 +1,45 @@
+"""Checks of the options every entry point shares (clients, batch sizes, cost models)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from workbench.costmodel import load_preset
+from workbench.errors import ConfigError
+
+
+def positive_int(value: Any, field: str) -> int:
+    """``value`` as an int >= 1, or a ConfigError naming ``field``."""
+    try:
+        as_int = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{value!r} is not a whole number.", field=field, fix=f"give {field} as an integer >= 1.") from None
+    if isinstance(value, bool) or as_int != value or as_int < 1:
+        raise ConfigError(f"{value!r} is not a whole number >= 1.", field=field, fix=f"give {field} as an integer >= 1.")
+    return as_int
+
+
+def batch_size_option(batch_size: Any) -> int | list[int]:
+    """One batch size, or one per client, each an int >= 1."""
+    if np.ndim(batch_size) == 0:
+        return positive_int(batch_size, "batch_size")
+    return [positive_int(b, "batch_size") for b in batch_size]
+
+
+def cost_models(cost_model: Any, n_clients: int) -> list:
+    """One cost model per client from a preset name, a file, a model object, or a list of them.
+
+    Any object with ``prefill_time`` and ``decode_time`` is taken as it is (the
+    simulator accepts cost models that are not linear).
+    """
+    def one(m):
+        return m if hasattr(m, "decode_time") else load_preset(m)
+
+    if isinstance(cost_model, (list, tuple)):
+        if len(cost_model) != n_clients:
+            raise ConfigError(f"{len(cost_model)} cost models for {n_clients} clients.", field="cost_model",
+                              fix="give one cost model, or one per client.")
+        return [one(m) for m in cost_model]
+    return [one(cost_model)] * n_clients
