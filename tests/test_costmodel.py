@@ -256,9 +256,10 @@ def test_roofline_preset_is_reproducible(tmp_path):
 @needs_vidur
 def test_vidur_presets_are_reproducible(tmp_path):
     written, missing = _load_script().vidur_presets(PROFILING_DIR, tmp_path)
-    assert not missing and len(written) == 6
+    assert not missing and len(written) == 12  # six presets and the six profiles they were fitted to
     for path in written:
-        assert path.read_bytes() == (presets_dir() / path.name).read_bytes(), path.name
+        shipped = presets_dir() / path.relative_to(tmp_path)
+        assert path.read_bytes() == shipped.read_bytes(), path.name
 
 
 @needs_vidur
@@ -302,3 +303,32 @@ def test_vidur_bad_inputs_raise(tmp_path):
         profile_from_vidur(tmp_path, "a100", tp=8)
     assert available_tp(tmp_path, "a100", "meta-llama/Llama-2-70b-hf") == []
     assert available_tp(PROFILING_DIR, "a100", "meta-llama/Llama-2-70b-hf") == [2, 4, 8]
+
+
+FITTED = [p for p in list_presets() if p.startswith("llama2-70b-")]
+
+
+@pytest.mark.parametrize("preset", FITTED)
+def test_shipped_fit_profile_matches_its_preset(preset):
+    from workbench.calibrate import fit_figure, shipped_profile
+
+    rows = shipped_profile(preset)
+    model = load_preset(preset)
+    pre, dec = rows[rows["kind"] == "prefill"], rows[rows["kind"] == "decode"]
+    predicted = np.concatenate([model.prefill_time(pre["tokens"]), model.decode_time(dec["batch_size"], dec["tokens"])])
+    np.testing.assert_allclose(predicted, np.concatenate([pre["predicted_s"], dec["predicted_s"]]), atol=1e-7)
+    stated = json.loads((presets_dir() / f"{preset}.json").read_text())["fit"]
+    ok = rows[rows["fits_kv_cache"]]
+    for kind, key in (("prefill", "r2_prefill"), ("decode", "r2_decode")):
+        part = ok[ok["kind"] == kind]
+        r2 = 1 - ((part["time_s"] - part["predicted_s"]) ** 2).sum() / ((part["time_s"] - part["time_s"].mean()) ** 2).sum()
+        assert r2 == pytest.approx(stated[key], abs=1e-4)
+    fig = fit_figure(preset)
+    assert len(fig.data) >= 3
+
+
+def test_derived_preset_has_no_fit_profile():
+    from workbench.calibrate import shipped_profile
+
+    with pytest.raises(ConfigError, match="no fitted profile"):
+        shipped_profile("llama-65b")

@@ -384,3 +384,47 @@ def fit_vidur_preset(profiling_dir: str | Path, device: str, tp: int, model: str
 def _predict(model: LinearCostModel, profile: pd.DataFrame) -> np.ndarray:
     return np.where(profile["kind"] == "prefill", model.prefill_time(profile["tokens"]),
                     model.decode_time(profile["batch_size"], profile["tokens"]))
+
+
+def shipped_profile(preset: str) -> pd.DataFrame:
+    """The derived profile a fitted preset was made from (``data/presets/profiles/<preset>.csv``)."""
+    from workbench.costmodel import presets_dir
+    from workbench.errors import ConfigError
+
+    path = presets_dir() / "profiles" / f"{preset}.csv"
+    if not path.is_file():
+        raise ConfigError(f"preset '{preset}' has no fitted profile.", field="preset",
+                          fix="use one of the llama2-70b-* presets (llama-65b is derived, not fitted).")
+    return pd.read_csv(path)
+
+
+def fit_figure(preset: str):
+    """Fit against data for a fitted preset: measured vs predicted iteration time, per kind."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from workbench.costmodel import load_preset
+
+    rows = shipped_profile(preset)
+    model = load_preset(preset)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("prefill: time vs batch tokens",
+                                                        "decode: time vs batch size (one line per context)"))
+    pre = rows[rows["kind"] == "prefill"].sort_values("tokens")
+    fig.add_trace(go.Scatter(x=pre["tokens"], y=pre["time_s"] * 1e3, mode="markers", name="profile (derived)",
+                             marker=dict(size=4, color="#2E86AB")), row=1, col=1)
+    fig.add_trace(go.Scatter(x=pre["tokens"], y=model.prefill_time(pre["tokens"]) * 1e3, mode="lines",
+                             name="linear fit", line=dict(color="#E4572E")), row=1, col=1)
+    dec = rows[rows["kind"] == "decode"]
+    for k, (ctx, part) in enumerate(dec.groupby("context_per_request")):
+        part = part.sort_values("batch_size")
+        fig.add_trace(go.Scatter(x=part["batch_size"], y=part["time_s"] * 1e3, mode="markers", showlegend=False,
+                                 marker=dict(size=4, color="#2E86AB"), name=f"context {ctx}"), row=1, col=2)
+        fig.add_trace(go.Scatter(x=part["batch_size"], y=model.decode_time(part["batch_size"], part["tokens"]) * 1e3,
+                                 mode="lines", showlegend=False, line=dict(color="#E4572E", width=1),
+                                 name=f"fit, context {ctx}"), row=1, col=2)
+    fig.update_xaxes(title_text="prompt tokens in the batch", row=1, col=1)
+    fig.update_xaxes(title_text="requests in the batch", row=1, col=2)
+    fig.update_yaxes(title_text="iteration time (ms)", row=1, col=1)
+    fig.update_layout(title=f"{preset}: the linear model against the profile it was fitted to",
+                      template="plotly_white", height=420)
+    return fig
