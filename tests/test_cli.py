@@ -10,7 +10,8 @@ def test_simulate_validate_round_trip(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["simulate", "--trace", "gsm8k-test", "--clients", "4", "--batch-size", "8",
                  "--policy", "static", "--out", str(out), "--report"]) == 0
-    assert {p.name for p in out.iterdir()} == {"timeline.csv", "requests.csv", "metrics.json", "report.html"}
+    assert {p.name for p in out.iterdir()} == {"timeline.csv", "requests.csv", "metrics.json", "report.html",
+                                               ".workbench-output"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["policy"] == "static" and metrics["clients"] == 4 and metrics["batch_size"] == 8
     assert main(["validate", str(out), "--trace", "gsm8k-test"]) == 0
@@ -81,3 +82,17 @@ def test_listings(capsys):
     assert main(["trace", "info", "gsm8k-test"]) == 0
     out = capsys.readouterr().out
     assert "paper-baseline" in out and "llama-65b" in out and "gsm8k-train" in out
+
+
+def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path, capsys):
+    mine = tmp_path / "documents"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    args = ["simulate", "--trace", str(_small_trace(tmp_path)), "--clients", "2"]
+    assert main([*args, "--out", str(mine)]) == 2
+    assert "did not write" in capsys.readouterr().err
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    run = tmp_path / "run"
+    assert main([*args, "--out", str(run)]) == 0
+    assert main([*args, "--policy", "static", "--out", str(run)]) == 0  # its own output is replaced
+    assert json.loads((run / "metrics.json").read_text())["policy"] == "static"

@@ -90,3 +90,34 @@ def test_assign_mip_time_limit_returns_the_warm_start_at_worst():
     assert mip.makespan_s <= heuristic.makespan_s * (1 + 1e-12)
     assert mip.details["mip_warm_start"] == "accepted"
     assert np.isfinite(mip.gap) and mip.lower_bound_s <= mip.makespan_s
+
+
+@pytest.mark.solver
+def test_request_stop_from_another_thread_returns_the_incumbent():
+    """The widget's stop button: a solve running in a worker thread stops early and keeps its incumbent."""
+    import threading
+    import time
+
+    from workbench.offline import assign
+    from workbench.offline.solver import request_stop
+    from workbench.trace import synthetic_trace
+
+    trace = synthetic_trace(400, seed=3)
+    out = {}
+
+    def work():
+        out["result"] = assign(trace, clients=7, batch_size=16, method="mip", time_limit=30, rel_gap=0)
+
+    started = time.perf_counter()
+    worker = threading.Thread(target=work)
+    worker.start()
+    asked = 0
+    while asked == 0 and worker.is_alive():
+        time.sleep(0.2)
+        if time.perf_counter() - started > 1.0:
+            asked = request_stop()
+    worker.join(60)
+    assert asked == 1
+    result = out["result"]
+    assert result.status == "interrupted" and time.perf_counter() - started < 15
+    assert result.makespan_s >= result.lower_bound_s

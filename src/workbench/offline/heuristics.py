@@ -22,6 +22,7 @@ Everything is deterministic: ties go to the lowest index.
 from __future__ import annotations
 
 import heapq
+import math
 import time
 
 import numpy as np
@@ -53,7 +54,9 @@ def mmbp_lower_bound(W: np.ndarray) -> tuple[float, dict[str, float]]:
     beat it), the largest single request (``max_i min_j W_ij``), and for
     identical clients the pair bound: among the ``m+1`` largest requests two
     share a client, so the optimum is at least ``w_[m] + w_[m+1]`` (sorted
-    decreasing, 1-based).
+    decreasing, 1-based).  For unlike clients, ``fractional``: the dual of the
+    LP relaxation, ``max_y sum_i min_j y_j W_ij`` over ``y >= 0, sum y = 1``
+    (:func:`workbench.fleet.fractional_work_bound`; every ``y`` is valid).
     """
     n, m = W.shape
     best = W.min(axis=1)
@@ -61,6 +64,11 @@ def mmbp_lower_bound(W: np.ndarray) -> tuple[float, dict[str, float]]:
     if n > m and identical_columns(W):
         w = np.sort(W[:, 0])[::-1]
         terms["pair"] = float(w[m - 1] + w[m])
+    elif n:
+        # unlike clients: the LP relaxation's dual, max_y sum_i min_j y_j W_ij (workbench.fleet)
+        from workbench.fleet import fractional_work_bound
+
+        terms["fractional"] = fractional_work_bound(W)[0]
     return max(terms.values()), terms
 
 
@@ -145,6 +153,10 @@ def kk(W: np.ndarray) -> np.ndarray:
     return assignment
 
 
+#: Largest swap-value block local_search builds at once (float64 elements: 32 MB).
+SWAP_BLOCK_ELEMENTS = 4_000_000
+
+
 def local_search(W: np.ndarray, assignment: np.ndarray, *, time_limit: float = 1.0,
                  max_rounds: int = 100_000) -> np.ndarray:
     """Improve ``assignment`` by moves and pairwise swaps out of the most loaded client.
@@ -188,14 +200,24 @@ def local_search(W: np.ndarray, assignment: np.ndarray, *, time_limit: float = 1
             theirs = rows[assignment == b]
             if len(theirs) == 0:
                 continue
-            # a gives i (W[i,a]) and receives q (W[q,a]); b gives q (W[q,b]) and receives i (W[i,b])
-            na = top - wa[:, None] + W[theirs, a][None, :]
-            nb = load[b] - W[theirs, b][None, :] + W[mine, b][:, None]
-            value = np.maximum(na, nb)
-            k = int(np.argmin(value))
-            if value.flat[k] < best_value - 1e-12 * top:
-                best_value = float(value.flat[k])
-                best_move = ("swap", int(mine[k // len(theirs)]), b, int(theirs[k % len(theirs)]))
+            # a gives i (W[i,a]) and receives q (W[q,a]); b gives q (W[q,b]) and receives i (W[i,b]).
+            # The |mine| x |theirs| matrix is built in row blocks of at most SWAP_BLOCK_ELEMENTS, so
+            # memory stays flat however many requests a client holds; the first minimum is kept, as
+            # argmin over the whole matrix would.
+            receive_a = W[theirs, a][None, :]
+            give_b = load[b] - W[theirs, b][None, :]
+            step = max(1, SWAP_BLOCK_ELEMENTS // len(theirs))
+            b_value, b_pos = math.inf, -1
+            for lo in range(0, len(mine), step):
+                na = top - wa[lo:lo + step, None] + receive_a
+                nb = give_b + W[mine[lo:lo + step], b][:, None]
+                value = np.maximum(na, nb)
+                k = int(np.argmin(value))
+                if value.flat[k] < b_value:
+                    b_value, b_pos = float(value.flat[k]), lo * len(theirs) + k
+            if b_value < best_value - 1e-12 * top:
+                best_value = b_value
+                best_move = ("swap", int(mine[b_pos // len(theirs)]), b, int(theirs[b_pos % len(theirs)]))
         if best_move is None:
             break
         kind, i, b, q = best_move

@@ -18,7 +18,11 @@ nothing changes between ``set_instance`` and the solve, so nothing is lost.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +38,7 @@ _START_ACCEPTED = ("MIP start solution is feasible", "Solution has num max")
 class SolveResult:
     """What one solve produced.  ``bound`` is proven; ``incumbent`` is a solution's value."""
 
-    status: str  # "optimal", "time_limit", "gap_limit", "stopped"
+    status: str  # "optimal", "time_limit", "gap_limit", "interrupted", "stopped"
     termination: str
     incumbent: float | None
     bound: float | None  # proven: see solve()
@@ -106,9 +110,15 @@ def solve(model, *, time_limit: float | None = 10.0, rel_gap: float | None = 1e-
                                   load_solutions=False, raise_exception_on_nonoptimal_result=False,
                                   solver_options=dict(options or {}))
     warm = "none"
-    if warm_start:
+    # Load the model into HiGHS ourselves, so that a start and an interrupt callback can be
+    # attached to the highspy object before it runs; then solve with automatic updates off.
+    try:
         opt.set_instance(model)
-        highs = opt._solver_model  # the highspy.Highs object the interface fills
+    except (ValueError, RuntimeError) as exc:
+        raise SolverError(f"HiGHS could not load '{model.name}': {exc}.", field="solver",
+                          fix="check the model data; report a bug if the data are valid.") from None
+    highs = opt._solver_model  # the highspy.Highs object the interface fills
+    if warm_start:
         columns = opt._pyomo_var_to_solver_var_map
         index, values = [], []
         pairs = warm_start.items() if hasattr(warm_start, "items") else warm_start
@@ -122,15 +132,16 @@ def solve(model, *, time_limit: float | None = 10.0, rel_gap: float | None = 1e-
 
             highs.setSolution(len(index), np.asarray(index, dtype=np.int32), np.asarray(values, dtype=float))
             warm = "given"
-        # Every automatic update off: nothing changed since set_instance, and a model
-        # change inside HiGHS would drop the start we just handed it.
-        config["auto_updates"] = dict(check_for_new_or_removed_constraints=False,
-                                      check_for_new_or_removed_vars=False,
-                                      check_for_new_or_removed_params=False, check_for_new_objective=False,
-                                      update_constraints=False, update_vars=False, update_parameters=False,
-                                      update_named_expressions=False, update_objective=False)
+    # Every automatic update off: nothing changed since set_instance, and a model
+    # change inside HiGHS would drop a start handed to it.
+    config["auto_updates"] = dict(check_for_new_or_removed_constraints=False,
+                                  check_for_new_or_removed_vars=False,
+                                  check_for_new_or_removed_params=False, check_for_new_objective=False,
+                                  update_constraints=False, update_vars=False, update_parameters=False,
+                                  update_named_expressions=False, update_objective=False)
     try:
-        results = opt.solve(model, **config)
+        with _stop_on_interrupt(highs):
+            results = opt.solve(model, **config)
     except (ValueError, RuntimeError) as exc:
         raise SolverError(f"HiGHS failed: {exc}.", field="solver",
                           fix="check the model data; report a bug if the data are valid.") from None
@@ -142,7 +153,8 @@ def solve(model, *, time_limit: float | None = 10.0, rel_gap: float | None = 1e-
     if tc in (TC.provenInfeasible, TC.infeasibleOrUnbounded, TC.unbounded):
         raise SolverError(f"the model '{model.name}' is {tc.name} (status after {elapsed:.2f} s).", field="model",
                           fix="check the instance: every request must fit a client's batch capacity.")
-    if tc == TC.error:
+    interrupted = _highs_interrupted(opt)
+    if tc == TC.error and not interrupted:
         raise SolverError(f"HiGHS stopped with an error on '{model.name}'.", field="solver",
                           fix="rerun with tee=True to see the solver log.")
     incumbent = results.incumbent_objective
@@ -157,7 +169,7 @@ def solve(model, *, time_limit: float | None = 10.0, rel_gap: float | None = 1e-
     if has_solution:
         results.solution_loader.load_vars()
     elif require_solution:
-        why = "its time limit" if tc == TC.maxTimeLimit else tc.name
+        why = "its time limit" if tc == TC.maxTimeLimit else "interrupted" if interrupted else tc.name
         raise SolverError(f"HiGHS stopped on '{model.name}' after {elapsed:.2f} s ({why}) without any solution.",
                           field="time_limit", fix="raise time_limit, or give a warm start / use a heuristic method.")
     if tc == TC.convergenceCriteriaSatisfied:
@@ -165,11 +177,84 @@ def solve(model, *, time_limit: float | None = 10.0, rel_gap: float | None = 1e-
         status = "optimal" if gap_value <= 1e-9 else "gap_limit"
     elif tc == TC.maxTimeLimit:
         status = "time_limit"
+    elif interrupted:
+        status = "interrupted"  # Ctrl-C (or a stop button): the incumbent so far is the result
     else:
         status = "stopped"
     return SolveResult(status=status, termination=tc.name, incumbent=incumbent, bound=bound, solver_bound=solver_bound,
                        gap=_gap(incumbent, bound), time_s=elapsed, has_solution=has_solution, warm_start=warm,
                        log=log)
+
+
+class _UnhandledStatusFilter(logging.Filter):
+    """Pyomo logs HiGHS's interrupt status as unhandled; we handle it (see solve)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "kInterrupt" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(highs):
+    """During the solve, Ctrl-C (SIGINT) asks HiGHS to stop at its next check and keep its incumbent.
+
+    Python's default handler would raise KeyboardInterrupt inside HiGHS's callback, which
+    HiGHS reports as a solve error with the incumbent lost.  Instead the handler only sets a
+    flag, and HiGHS's interrupt callbacks (MIP, simplex, IPM) see it and stop cleanly.  Only
+    the main thread can own signal handlers; elsewhere (a widget's worker thread) the solve
+    is stopped with :func:`request_stop`.
+    """
+    state = {"stop": False}
+    _ACTIVE.append(state)
+
+    def check(event) -> None:
+        if state["stop"]:
+            event.interrupt()
+
+    events = [getattr(highs, name, None) for name in ("cbMipInterrupt", "cbSimplexInterrupt", "cbIpmInterrupt")]
+    events = [e for e in events if e is not None]
+    for e in events:
+        e.subscribe(check)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: state.update(stop=True))
+    log_filter = _UnhandledStatusFilter()
+    logging.getLogger("pyomo.contrib.solver.solvers.highs").addFilter(log_filter)
+    try:
+        yield state
+    finally:
+        logging.getLogger("pyomo.contrib.solver.solvers.highs").removeFilter(log_filter)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        for e in events:
+            e.unsubscribe(check)
+        _ACTIVE.remove(state)
+
+
+#: The solves in progress in this process (for request_stop).
+_ACTIVE: list[dict] = []
+
+
+def request_stop() -> int:
+    """Ask every solve in progress to stop and return its incumbent (a widget's stop button).
+
+    Returns how many solves were asked.
+    """
+    for state in _ACTIVE:
+        state["stop"] = True
+    return len(_ACTIVE)
+
+
+def _highs_interrupted(opt) -> bool:
+    """Whether HiGHS itself says the solve was interrupted (Ctrl-C): Pyomo reports that as an error."""
+    highs = getattr(opt, "_solver_model", None)
+    if highs is None:
+        return False
+    try:
+        import highspy
+
+        return highs.getModelStatus() == highspy.HighsModelStatus.kInterrupt
+    except (ImportError, AttributeError, RuntimeError):
+        return False
 
 
 def _gap(incumbent: float | None, bound: float | None) -> float:
