@@ -11,7 +11,8 @@ def test_gantt_has_one_bar_per_run_and_client_rows(small_cost):
     s = simulate(trace, 3, 4, "continuous", small_cost)
     fig = gantt(s)
     names = [t.name for t in fig.data]
-    assert names == ["prefill", "decode"]
+    assert names == ["prefill", "decode", "mixed"]
+    assert [t.showlegend for t in fig.data] == [True, True, False]  # no mixed iterations here
     n_bars = sum(len(t.x) for t in fig.data)
     runs = s.compact()
     assert n_bars == len(runs) < len(s.timeline)
@@ -37,6 +38,15 @@ def test_compare_and_table(small_cost):
     trace = synthetic_trace(50, seed=4)
     ss = {p: simulate(trace, 2, 4, p, small_cost) for p in ("static", "continuous")}
     fig = gantt_compare(ss)
-    assert len(fig.data) == 4
+    assert len(fig.data) == 6
     table = comparison_table(ss, base="static")
     assert table.loc["static", "gap_closed"] == 0.0
+
+
+def test_chunked_prefill_schedules_draw_mixed_bars(small_cost):
+    from workbench.chunked import simulate_chunked
+
+    trace = synthetic_trace(40, seed=2, output_mean_tokens=12)
+    fig = gantt(simulate_chunked(trace, 2, 4, cost_model=small_cost))
+    mixed = fig.data[2]
+    assert mixed.name == "mixed" and len(mixed.x) > 0 and mixed.showlegend

@@ -129,6 +129,12 @@ class FakeClient:
     def iterations_to_next_completion(self):
         return self.running[0][0] - self.decode_count if self.running else 0
 
+    # exact predictions: the predicted finish counts are the true ones
+    predicted_iterations_to_next_completion = iterations_to_next_completion
+
+    def predicted_finish_counts(self):
+        return sorted(f for f, _ in self.running)
+
 
 def test_next_completion_threshold(unit_cost):
     # lambda = a_d / B = 1/4; a_p = 1: prefill iff f * k >= 4.

@@ -70,6 +70,9 @@ def add_instance_arguments(p: argparse.ArgumentParser, *, policy: bool = True) -
         p.add_argument("--order", default=None, help="override the policy's queue order")
         p.add_argument("--mu", type=float, default=None, help="price multiplier of the Lagrangian rule")
         p.add_argument("--param", action="append", metavar="KEY=VALUE", help="another policy parameter")
+        p.add_argument("--predictor", default=None,
+                       help="output lengths the schedulers see: exact, noisy:SPREAD[:SEED], bucketed:N "
+                            "(default: exact; the simulator always runs the true lengths)")
 
 
 def _kv(args) -> Any:
@@ -96,7 +99,8 @@ def run_simulation(args, policy: str | None = None):
     trace, cost_model = load_instance(args)
     return trace, simulate(trace, args.clients, args.batch_size, policy or args.policy, cost_model,
                            dispatch=getattr(args, "dispatch", None), order=getattr(args, "order", None),
-                           kv_capacity_tokens=_kv(args), **policy_params(args))
+                           kv_capacity_tokens=_kv(args), predictor=getattr(args, "predictor", None),
+                           **policy_params(args))
 
 
 def print_table(table: pd.DataFrame, *, file=None) -> None:
@@ -154,7 +158,8 @@ def cmd_compare(args) -> int:
         from workbench.sim import simulate
 
         schedules[name] = simulate(trace, args.clients, args.batch_size, name, cost_model,
-                                   kv_capacity_tokens=_kv(args), **policy_params(args))
+                                   kv_capacity_tokens=_kv(args), predictor=getattr(args, "predictor", None),
+                                   **policy_params(args))
     base = policies[-1] if "paper-baseline" not in policies else "paper-baseline"
     table = comparison_table(schedules, base=base)
     assumptions = {"trace": args.trace, "requests": len(trace), "clients": args.clients,
@@ -255,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policies", default="static,paper-baseline", help="comma-separated policy names")
     p.add_argument("--mu", type=float, default=None, help="price multiplier of the Lagrangian rule")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="a policy parameter")
+    p.add_argument("--predictor", default=None, help="output lengths the schedulers see (see simulate --help)")
     p.add_argument("--out", default=None, help="folder for the report and the schedules")
     p.set_defaults(func=cmd_compare)
 

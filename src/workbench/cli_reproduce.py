@@ -29,6 +29,11 @@ def register(subparsers) -> None:
                    help="folder for results.json, report.html and the two schedules (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout instead of tables")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also run the output-length uncertainty study: paper-baseline, online, hybrid and its "
+                        "remedies as prediction error grows from 0 to 100%% (JSON key 'uncertainty')")
+    p.add_argument("--uncertainty-seeds", type=int, default=5, metavar="N",
+                   help="seeds per error level in the uncertainty study (default %(default)s)")
     p.set_defaults(func=cmd_reproduce)
 
 
@@ -50,6 +55,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     run = reproduce(args.scenario, n_cases=args.cases, seed=args.seed, scheduler=args.scheduler,
                     workers=args.workers, progress=True)
     res = run["results"]
+    if getattr(args, "uncertainty", False):
+        _run_uncertainty(run, args)
     out = Path(args.out)
     with atomic_dir(out) as tmp:
         (tmp / "results.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
@@ -57,13 +64,71 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             run["headline"]["schedules"][name].write(tmp / f"schedule-{name}")
         if run["study"] is not None:
             run["study"]["cases"].to_csv(tmp / "cases.csv", index=False)
+        if run.get("uncertainty") is not None:
+            run["uncertainty"]["runs"].to_csv(tmp / "uncertainty.csv", index=False)
         if not args.no_report:
-            write_reproduce_report(run, tmp / "report.html")
+            _write_report(run, tmp / "report.html", write_reproduce_report)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
     _print_text(run, out, args, file=log)
     return 0
+
+
+def _run_uncertainty(run, args) -> None:
+    """The uncertainty study (workbench.uncertainty), added to the results under the key 'uncertainty'."""
+    from workbench.errors import ConfigError
+    from workbench.experiments import _jsonable_dict, _records
+    from workbench.uncertainty import uncertainty_study
+
+    if args.uncertainty_seeds < 1:
+        raise ConfigError(f"--uncertainty-seeds is {args.uncertainty_seeds}.", field="--uncertainty-seeds",
+                          fix="give 1 or more seeds.")
+    study = uncertainty_study(seeds=range(args.uncertainty_seeds), scenario=args.scenario,
+                              lower_bound_s=run["results"]["lower_bound"]["value_s"])
+    run["uncertainty"] = study
+    run["results"]["uncertainty"] = {
+        "study": _jsonable_dict(study["study"].describe()),
+        "lower_bound_s": study["lower_bound_s"],
+        "table": _records(study["table"]),
+        "target": _jsonable_dict(study["target"]),
+        "ahead_up_to": _jsonable_dict(study["ahead_up_to"]),
+        "time_s": study["time_s"],
+    }
+
+
+def _write_report(run, path, write_reproduce_report) -> None:
+    if run.get("uncertainty") is None:
+        write_reproduce_report(run, path)
+        return
+    from workbench import __version__
+    from workbench.experiments import report_sections
+    from workbench.report import write_report
+
+    study = run["uncertainty"]
+    table = study["table"].set_index(["spread", "policy"])
+    t = study["target"]
+    note = (f"Target: with spread {t['spread']} (about {t['spread']:.0%} error) hybrid beats paper-baseline on every "
+            f"seed: {'met' if t['met'] else 'MISSED'} (worst hybrid {t['worst_makespan_s']:.3f} s vs "
+            f"{t['base_makespan_s']:.3f} s).")
+    sections = report_sections(run) + [("Uncertain output lengths", [study["figure"], note, table])]
+    write_report(path, "workbench reproduce: Pang et al. (2025), hybrid offline-online scheduling", sections,
+                 subtitle=f"scenario {run['results']['scenario']['name']}, workbench {__version__}")
+
+
+def _print_uncertainty(study, *, file) -> None:
+    t = study["target"]
+    print("\nuncertain output lengths (Noisy predictor; spread = sd of the log error, 0.2 = about 20%; "
+          f"{len(study['study'].seeds)} seeds per level, {study['time_s']:.1f} s):", file=file)
+    table = study["table"].set_index(["spread", "policy"])[["makespan_mean_s", "makespan_sd_s", "makespan_max_s",
+                                                            "gap_closed_mean", "share_beating_base",
+                                                            "stolen_mean"]]
+    print(_fmt_table(table), file=file)
+    print(f"  target: spread {t['spread']}: hybrid beats paper-baseline on every seed: "
+          f"{'met' if t['met'] else 'MISS'} (worst {t['worst_makespan_s']:.3f} s vs {t['base_makespan_s']:.3f} s)",
+          file=file)
+    ahead = ", ".join(f"{p} up to {v if v is not None else '-'}" for p, v in study["ahead_up_to"].items())
+    print(f"  ahead of paper-baseline on every seed: {ahead}", file=file)
 
 
 def _print_text(run, out: Path, args, *, file) -> None:
@@ -105,4 +170,6 @@ def _print_text(run, out: Path, args, *, file) -> None:
     print("\ntargets:", file=file)
     for name, t in res["targets"].items():
         print(f"  {'met ' if t['met'] else 'MISS'} {name:32s} {t['value']:.4g} (target {t['target']})", file=file)
+    if run.get("uncertainty") is not None:
+        _print_uncertainty(run["uncertainty"], file=file)
     print(f"\nwritten: {out}/results.json" + ("" if args.no_report else f", {out}/report.html"), file=file)

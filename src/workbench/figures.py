@@ -18,7 +18,9 @@ from plotly.subplots import make_subplots
 from workbench.metrics import batch_sizes_array
 from workbench.schedule import Schedule
 
-COLORS = {"prefill": "#E4572E", "decode": "#2E86AB"}
+#: decode bars fade with the share of the batch in use; "mixed" is a chunked-prefill iteration.
+COLORS = {"prefill": "#E4572E", "decode": "#2E86AB", "mixed": "#F2A541"}
+KINDS = ("prefill", "decode", "mixed")
 MAX_IDS_IN_HOVER = 12
 
 
@@ -34,7 +36,7 @@ def gantt_data(schedule: Schedule) -> dict[str, dict[str, np.ndarray]]:
     runs = schedule.compact()
     B = batch_sizes_array(schedule.metrics["batch_size"], schedule.clients)
     out = {}
-    for kind in ("prefill", "decode"):
+    for kind in KINDS:
         part = runs[runs["kind"] == kind]
         n = part["n_requests"].to_numpy()
         fill = n / B[part["client"].to_numpy()]
@@ -49,7 +51,7 @@ def gantt_data(schedule: Schedule) -> dict[str, dict[str, np.ndarray]]:
         out[kind] = {
             "y": ("client " + part["client"].astype(str)).to_numpy(),
             "base": part["start_s"].to_numpy(), "x": duration, "customdata": custom,
-            "opacity": (0.35 + 0.65 * fill) if kind == "decode" else np.ones(len(part)),
+            "opacity": (0.35 + 0.65 * fill) if kind != "prefill" else np.ones(len(part)),
         }
     return out
 
@@ -72,7 +74,7 @@ def _client_order(clients: int) -> list[str]:
 def gantt(schedule: Schedule, *, title: str | None = None, height: int | None = None) -> go.Figure:
     """A per-client Gantt chart of prefill and decode iterations."""
     data = gantt_data(schedule)
-    fig = go.Figure([_bar("prefill", data["prefill"]), _bar("decode", data["decode"])])
+    fig = go.Figure([_bar(kind, data[kind], showlegend=len(data[kind]["x"]) > 0) for kind in KINDS])
     m = schedule.metrics
     fig.update_layout(
         title=title or (f"{m.get('policy', 'schedule')}: makespan {m['makespan_s']:.2f} s, "
@@ -121,6 +123,7 @@ def update_gantt(fig: go.Figure, schedule: Schedule) -> None:
         for trace in fig.data:
             d = data[trace.name]
             trace.y, trace.x, trace.base, trace.customdata = d["y"], d["x"], d["base"], d["customdata"]
+            trace.showlegend = len(d["x"]) > 0
             trace.marker.opacity = d["opacity"]
         fig.layout.title.text = (f"{m.get('policy', 'schedule')}: makespan {m['makespan_s']:.2f} s, "
                                  f"slot utilization {m['slot_utilization']:.1%}")
@@ -140,8 +143,8 @@ def gantt_compare(schedules: Mapping[str, Schedule], *, title: str = "Per-client
                                         f"{s.metrics['slot_utilization']:.1%}" for n, s in schedules.items()])
     for r, (name, schedule) in enumerate(schedules.items(), start=1):
         data = gantt_data(schedule)
-        for kind in ("prefill", "decode"):
-            fig.add_trace(_bar(kind, data[kind], showlegend=r == 1), row=r, col=1)
+        for kind in KINDS:
+            fig.add_trace(_bar(kind, data[kind], showlegend=r == 1 and len(data[kind]["x"]) > 0), row=r, col=1)
         fig.update_yaxes(categoryorder="array", categoryarray=_client_order(schedule.clients)[::-1], row=r, col=1)
         _mark_makespan(fig, schedule.makespan_s, schedule.metrics.get("lower_bound_s"), row=r, col=1)
     fig.update_layout(title=title, barmode="overlay", template="plotly_white", bargap=0.25,

@@ -32,7 +32,7 @@ def schedule_metrics(timeline: pd.DataFrame, clients: int, batch_size) -> dict[s
     end = timeline["end_s"].to_numpy(float)
     duration = end - start
     makespan = float(end.max())
-    decode = (timeline["kind"] == "decode").to_numpy()
+    decode = timeline["kind"].isin(("decode", "mixed")).to_numpy()  # mixed rows: their decodes hold slots
     client = timeline["client"].to_numpy(np.int64)
     n = timeline["n_requests"].to_numpy(float)
     slot_time = float(np.sum((n[decode] / B[client[decode]]) * duration[decode]))

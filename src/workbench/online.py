@@ -22,7 +22,8 @@ larger prefill.  The rule prefills now when
 
 with ``E_wait`` the empty slot-iterations waiting leaves behind and ``S_wait``
 the prefill cost it saves, both from a look-ahead over the running requests'
-remaining lengths.  ``mu`` scales the price: ``mu = 0`` never prefills while
+*predicted* remaining lengths (``ClientState.predicted_finish_counts``: the
+true ones with exact predictions; see ``workbench.predict``).  ``mu`` scales the price: ``mu = 0`` never prefills while
 requests run (static batching), ``mu = inf`` always does (continuous
 batching); both limits are exact.  The derivation is written out in
 ``docs/online.md`` and ``notebooks/04-online-lagrangian.ipynb``.
@@ -116,7 +117,7 @@ class LagrangianRule:
             return f if self._amortised_prefers_now(client, f, a_p, price) else 0
         if kind == 1 and client.n_waiting <= f:
             return f  # the tail: a wait would save no prefill
-        k = client.iterations_to_next_completion()
+        k = client.predicted_iterations_to_next_completion()
         return f if price * f * k >= a_p else 0
 
     def _amortised_prefers_now(self, client: ClientState, f: int, a_p: float, price: float) -> bool:
@@ -125,7 +126,7 @@ class LagrangianRule:
             return True  # nothing to gain by waiting: every waiting request fits now
         now_per_request = a_p / f
         d = client.decode_count
-        finish = sorted(fc for fc, _ in client.running)
+        finish = client.predicted_finish_counts()  # predicted lengths: the rule never sees the truth
         n = len(finish)
         empty = 0.0  # slot-iterations left empty while waiting
         free = f
@@ -162,6 +163,15 @@ register_policy(Policy("online", "round-robin", "longest-output", "lagrangian", 
 register_policy(Policy("hybrid", "offline", "longest-output", "lagrangian", dict(ONLINE_PARAMS),
                        description="the hybrid method: offline bin-packing assignment, longest-output-first "
                                    "queues, the Lagrangian iteration rule"))
+#: The price scale of ``hybrid-robust``: prefill unless a predicted wait is very short (see docs/beyond.md).
+ROBUST_MU = 10.0
+register_policy(Policy("hybrid-steal", "offline", "longest-output", "lagrangian", {**ONLINE_PARAMS, "steal": True},
+                       description="the hybrid method plus work stealing: a client with free slots and an empty "
+                                   "queue takes the waiting requests the most loaded client would start next"))
+register_policy(Policy("hybrid-robust", "offline", "longest-output", "lagrangian",
+                       {**ONLINE_PARAMS, "mu": ROBUST_MU, "steal": True},
+                       description="the hybrid method for uncertain output lengths: work stealing and a "
+                                   "prefill-eager price (mu = 10), so a mispredicted completion is not waited for"))
 
 
 def price_of_empty_slot(cost_model, batch_size: int) -> float:

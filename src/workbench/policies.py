@@ -90,8 +90,14 @@ ORDER_DOCS = {
 
 
 # -- dispatchers -----------------------------------------------------------------
+#: What ``assign`` returns to hold a request back; only a dispatcher that also has
+#: ``next_epoch_s(now_s, clients) -> float`` (the next decision epoch, ``inf`` when none) and
+#: ``release(now_s, clients) -> [(request, client), ...]`` may hold (see :mod:`workbench.arrivals`).
+HOLD = -1
+
+
 class Dispatcher(Protocol):
-    """Sends each arriving request to a client."""
+    """Sends each arriving request to a client (or, with deferred dispatch, answers :data:`HOLD`)."""
 
     def assign(self, request: int, now_s: float, clients: list[ClientState]) -> int: ...
 
@@ -226,3 +232,4 @@ def resolve_policy(name: str | Policy, *, dispatch: str | None = None, order: st
 
 # Policies defined in their own modules register themselves on import.
 from workbench import online as _online  # noqa: E402,F401
+from workbench import arrivals as _arrivals  # noqa: E402,F401

@@ -26,9 +26,15 @@ from workbench.errors import ConfigError, ScheduleFileError
 from workbench.metrics import batch_sizes_array, gap, schedule_metrics
 
 TIMELINE_COLUMNS = ("client", "iteration", "kind", "start_s", "end_s", "n_requests", "tokens", "request_ids")
+#: Written only when present: the prompt chunks of ``mixed`` rows (chunked prefill, :mod:`workbench.chunked`).
+OPTIONAL_TIMELINE_COLUMNS = ("prefill_ids", "prefill_tokens")
 REQUEST_COLUMNS = ("request_id", "client", "input_tokens", "output_tokens", "arrival_s",
                    "prefill_start_s", "first_token_s", "finish_s")
+#: Written only when present: the output length the schedulers were told (``simulate(predictor=...)``).
+OPTIONAL_REQUEST_COLUMNS = ("predicted_output_tokens",)
 FILES = ("timeline.csv", "requests.csv", "metrics.json")
+#: Written into every output folder; only folders holding it (or empty ones) are ever replaced.
+OUTPUT_MARKER = ".workbench-output"
 
 
 class Schedule:
@@ -110,8 +116,10 @@ class Schedule:
         return Path(out_dir)
 
     def write_into(self, folder: Path) -> None:
-        self.timeline.loc[:, list(TIMELINE_COLUMNS)].to_csv(folder / "timeline.csv", index=False)
-        self.requests.loc[:, list(REQUEST_COLUMNS)].to_csv(folder / "requests.csv", index=False)
+        columns = list(TIMELINE_COLUMNS) + [c for c in OPTIONAL_TIMELINE_COLUMNS if c in self.timeline.columns]
+        self.timeline.loc[:, columns].to_csv(folder / "timeline.csv", index=False)
+        request_columns = list(REQUEST_COLUMNS) + [c for c in OPTIONAL_REQUEST_COLUMNS if c in self.requests.columns]
+        self.requests.loc[:, request_columns].to_csv(folder / "requests.csv", index=False)
         (folder / "metrics.json").write_text(json.dumps(_jsonable(self.metrics), indent=2) + "\n", encoding="utf-8")
 
     @classmethod
@@ -125,7 +133,7 @@ class Schedule:
                 raise ScheduleFileError(f"'{folder}' has no {name}.", field=name,
                                         fix="a schedule folder holds timeline.csv, requests.csv and metrics.json.")
         try:
-            timeline = pd.read_csv(folder / "timeline.csv", dtype={"request_ids": str, "kind": str},
+            timeline = pd.read_csv(folder / "timeline.csv", dtype={"request_ids": str, "kind": str, "prefill_ids": str, "prefill_tokens": str},
                                    keep_default_na=False)
             requests = pd.read_csv(folder / "requests.csv")
             if "request_id" in requests.columns:
@@ -168,7 +176,9 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``out_dir`` only if the block completes.
 
     A failure leaves ``out_dir`` as it was, so a half-written schedule never
-    sits where a finished one is expected.
+    sits where a finished one is expected.  An existing ``out_dir`` is replaced
+    only if it is empty or was written by this function (it holds
+    :data:`OUTPUT_MARKER`).
     """
     out_dir = Path(out_dir)
     resolved = out_dir.resolve()
@@ -184,9 +194,16 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
         raise ConfigError(f"'{out_dir}' is the working folder, a parent of it, the home folder or a root; "
                           "writing the output there would replace everything in it.", field="out",
                           fix="give a new folder for the output, e.g. runs/my-run.")
+    if out_dir.is_dir() and not (out_dir / OUTPUT_MARKER).is_file() and any(out_dir.iterdir()):
+        # Only a folder this package wrote (it holds the marker), or an empty one, is replaced:
+        # --out ~/Documents must not wipe the user's documents.
+        raise ConfigError(f"'{out_dir}' already holds files that workbench did not write; writing the output "
+                          "there would replace them.", field="out",
+                          fix="give a new or empty folder, or delete this one first.")
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
+        (tmp / OUTPUT_MARKER).write_text("written by workbench; the next run into this folder replaces it\n")
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder

@@ -36,25 +36,29 @@ from workbench.bounds import best_lower_bound
 from workbench.costmodel import LinearCostModel
 from workbench.errors import ConfigError
 from workbench.metrics import batch_sizes_array
-from workbench.policies import DISPATCHERS, ORDERS, RULES, Policy, resolve_policy
+from workbench.policies import DISPATCHERS, HOLD, ORDERS, RULES, Policy, resolve_policy
 from workbench.schedule import Schedule, build_metrics
 from workbench.trace import load_trace
 
 _PREFILL, _DECODE = 0, 1
+#: From this many requests (about 2 s of simulation) a progress bar is shown unless progress=False.
+PROGRESS_MIN_REQUESTS = 200_000
 
 
 class ClientState:
     """One client (model replica): its queue, running batch and clock.
 
     Iteration rules read ``batch_size``, ``n_running``, ``n_waiting``,
-    ``free_slots``, ``admissible``, ``cost_model`` and
-    :meth:`remaining_decodes`.
+    ``free_slots``, ``admissible``, ``cost_model`` and, to look ahead,
+    :meth:`predicted_finish_counts` (what a scheduler may know: the running
+    requests' *predicted* lengths; ``running`` holds the true ones, which only
+    the simulator reads).
     """
 
     __slots__ = ("index", "batch_size", "cost_model", "kv_capacity_tokens", "speed", "waiting", "running",
                  "n_running", "ctx_sum", "decode_count", "clock_s", "outstanding_s", "kv_reserved_tokens",
                  "current", "version", "pending", "admissible", "_just_prefilled", "linear",
-                 "a_p", "b_p", "a_d", "b_d", "c_d")
+                 "a_p", "b_p", "a_d", "b_d", "c_d", "predicted_finish")
 
     def __init__(self, index: int, batch_size: int, cost_model: LinearCostModel,
                  kv_capacity_tokens: int | None, speed: float) -> None:
@@ -76,6 +80,8 @@ class ClientState:
         self.pending = False
         self.admissible = 0
         self._just_prefilled: list[int] = []
+        # Per request (shared by all clients): the decode count at which it is predicted to finish.
+        self.predicted_finish: list[int] = []
         # Cached coefficients: the closed-form runs need them at every batch change.
         self.linear = type(cost_model) is LinearCostModel
         self.a_p, self.b_p, self.a_d, self.b_d, self.c_d = (
@@ -98,6 +104,27 @@ class ClientState:
     def iterations_to_next_completion(self) -> int:
         return self.running[0][0] - self.decode_count if self.running else 0
 
+    def predicted_finish_counts(self) -> list[int]:
+        """Predicted decode counts at which the running requests finish, smallest first.
+
+        From the predicted output lengths (equal to the true ones with exact
+        predictions).  A request that has outlived its prediction is expected
+        to finish at the next iteration, ``decode_count + 1``.
+        """
+        pf = self.predicted_finish
+        finish = sorted([pf[i] for _, i in self.running])
+        d = self.decode_count
+        if finish and finish[0] <= d:
+            finish = [f if f > d else d + 1 for f in finish]
+        return finish
+
+    def predicted_iterations_to_next_completion(self) -> int:
+        """Iterations to the first predicted completion (at least 1 while requests run)."""
+        if not self.running:
+            return 0
+        pf = self.predicted_finish
+        return max(1, min([pf[i] for _, i in self.running]) - self.decode_count)
+
 
 def _cum_decode_s(r: int, base: float, c_d: float, S: int, n: int) -> float:
     """Time of the first ``r`` decodes of a run (see the module docstring)."""
@@ -108,15 +135,24 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
              policy: str | Policy = "paper-baseline", cost_model: str | LinearCostModel | list = "llama-65b", *,
              dispatch: str | None = None, order: str | None = None, rule: str | None = None,
              kv_capacity_tokens: int | list[int] | None = None, lower_bound_s: float | None = None,
-             assignment: np.ndarray | None = None, **params: Any) -> Schedule:
+             assignment: np.ndarray | None = None, predictor=None, progress: bool | None = None,
+             **params: Any) -> Schedule:
     """Simulate ``trace`` on ``clients`` clients under ``policy``; return the schedule.
 
     ``cost_model`` is a preset name, a :class:`LinearCostModel`, or one per
     client.  ``batch_size`` and ``kv_capacity_tokens`` may be per client.
     ``assignment`` (request row -> client) fixes the dispatch, as an offline
-    stage does.  Other keyword arguments are the policy's parameters (for
-    example ``mu`` for the Lagrangian rule).
+    stage does.  ``predictor`` (a :mod:`workbench.predict` object or name such
+    as ``"noisy:0.2"``; default: exact) gives the output lengths every
+    scheduling decision sees: dispatch weights, the offline assignment, queue
+    order and the iteration rule's look-ahead; the simulator runs the true
+    ones.  Other keyword arguments are the policy's parameters (for example
+    ``mu`` for the Lagrangian rule, ``steal=True`` for work stealing: a client
+    with free slots and an empty queue takes waiting requests from the most
+    loaded client).  ``progress`` shows a tqdm bar (default: from
+    :data:`PROGRESS_MIN_REQUESTS` requests on).
     """
+    raw_trace = trace
     trace = load_trace(trace)
     n_clients = positive_int(clients, "clients")
     B = batch_sizes_array(batch_size_option(batch_size), n_clients)
@@ -135,9 +171,16 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     arrival = trace["arrival_s"].to_numpy(float)
     n = len(trace)
     _check_kv(kv, l, o, trace)
+    # What the schedulers see: predicted output lengths (the true ones unless a predictor is given).
+    predictor = _predictor(predictor)
+    seen_trace, o_seen = trace, o
+    if predictor is not None:
+        o_seen = predictor.predict(raw_trace if isinstance(raw_trace, pd.DataFrame) else trace)
+        seen_trace = trace.assign(output_tokens=o_seen)
+    steal = bool(policy_obj.params.get("steal", False))
 
     reference = models[0]
-    weights = reference.request_weight_s(l, o, int(B.max()))
+    weights = reference.request_weight_s(l, o_seen, int(B.max()))
     speed = np.array([reference.decode_time(1, 1) / m.decode_time(1, 1) for m in models])
     state = [ClientState(j, int(B[j]), models[j], None if kv[j] is None else int(kv[j]), float(speed[j]))
              for j in range(n_clients)]
@@ -153,17 +196,22 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
         policy_obj = Policy(policy_obj.name, "assigned", policy_obj.order, policy_obj.rule, policy_obj.params,
                             policy_obj.description)
     else:
-        dispatcher = DISPATCHERS[policy_obj.dispatch](trace=trace, clients=n_clients, batch_size=B,
-                                                     cost_model=reference, params=policy_obj.params)
+        dispatcher = DISPATCHERS[policy_obj.dispatch](trace=seen_trace, clients=n_clients, batch_size=B,
+                                                     cost_model=reference if _same_models(models) else models,
+                                                     params=policy_obj.params)
     iteration_rule = RULES[policy_obj.rule](**policy_obj.params)
     # Queue order as one integer rank per request (ties broken by trace row), so the waiting
     # heaps compare plain ints: several times faster than tuples whose keys often tie.
-    by_rank = np.lexsort((np.arange(n), ORDERS[policy_obj.order](l.astype(float), o.astype(float), arrival)))
+    by_rank = np.lexsort((np.arange(n), ORDERS[policy_obj.order](l.astype(float), o_seen.astype(float), arrival)))
     rank = np.empty(n, dtype=np.int64)
     rank[by_rank] = np.arange(n)
     rank_list, by_rank_list = rank.tolist(), by_rank.tolist()
 
     l_list, o_list, w_list = l.tolist(), o.tolist(), weights.tolist()
+    seen_list = o_seen.tolist()
+    predicted_finish = [0] * n
+    for c in state:
+        c.predicted_finish = predicted_finish
     client_of = [-1] * n
     nan = float("nan")
     prefill_start = [nan] * n
@@ -182,6 +230,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     seg_n: list[int] = []
     seg_tok: list[int] = []
 
+    stolen = [0]
     arrival_order = np.argsort(arrival, kind="stable").tolist()
     arrival_list = arrival.tolist()
     events: list[tuple[float, int, int, int]] = []
@@ -194,6 +243,8 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
         c.clock_s = now
         c.current = None
         m = 0
+        if steal and not c.waiting and c.n_running < c.batch_size:
+            steal_for(c)
         if c.waiting and c.n_running < c.batch_size:
             c.admissible = admissible = _admissible(c, l_list, o_list, by_rank_list)
             if admissible > 0:
@@ -216,6 +267,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
                 pre_seg[i] = index
                 if oi > 1:
                     heappush(running, (count + oi, i))
+                    predicted_finish[i] = count + seen_list[i]
                     c.ctx_sum += li + 1
                 else:
                     done_at_prefill.append(i)
@@ -249,6 +301,56 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
         seq += 1
         heappush(events, (end, seq, c.index, c.version))
 
+    def steal_for(c: ClientState) -> None:
+        """Work stealing: ``c`` has free slots and an empty queue; take waiting requests from the busiest client.
+
+        The victim is the client with waiting requests and the most predicted
+        outstanding work per unit speed (ties: lowest index).  ``c`` takes the
+        requests the victim would start next (its queue head), one at a time,
+        up to its free slots and only while the victim stays at least as loaded
+        as ``c`` after the move, so work never moves from a lighter client to
+        a heavier one and no request bounces back.  A request is only taken if
+        it fits ``c``'s KV cache.
+        """
+        victim, load_v = None, -1.0
+        for v in state:
+            if v.waiting and v is not c:
+                load = v.outstanding_s / v.speed
+                if load > load_v:
+                    victim, load_v = v, load
+        if victim is None:
+            return
+        load_c = c.outstanding_s / c.speed
+        cap = c.kv_capacity_tokens
+        vw = victim.waiting
+        for _ in range(c.batch_size - c.n_running):
+            if not vw:
+                break
+            i = by_rank_list[vw[0]]
+            w = w_list[i]
+            if load_v - w / victim.speed < load_c + w / c.speed:
+                break
+            if cap is not None and l_list[i] + o_list[i] > cap:
+                break
+            heappush(c.waiting, heappop(vw))
+            client_of[i] = c.index
+            victim.outstanding_s -= w
+            c.outstanding_s += w
+            load_v -= w / victim.speed
+            load_c += w / c.speed
+            stolen[0] += 1
+
+    def wake_idle(now: float) -> None:
+        """Give the first idle client (no iteration pending) a boundary at ``now``, where it may steal."""
+        nonlocal seq
+        for v in state:
+            if not v.pending:
+                v.pending = True
+                v.version += 1
+                seq += 1
+                heappush(events, (max(v.clock_s, now), seq, v.index, v.version))
+                return
+
     def finish_current(c: ClientState) -> None:
         index = c.current
         if index is None:
@@ -260,6 +362,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
                 first_token[i] = end
             for i in done:
                 finish[i] = end
+                finished[0] += 1
                 last_seg[i] = index
                 c.kv_reserved_tokens -= l_list[i] + o_list[i]
                 c.outstanding_s -= w_list[i]
@@ -273,6 +376,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
             while running and running[0][0] <= d:
                 i = heappop(running)[1]
                 finish[i] = end
+                finished[0] += 1
                 last_seg[i] = index
                 done = l_list[i] + o_list[i]
                 c.ctx_sum -= done
@@ -305,16 +409,57 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
         seq += 1
         heappush(events, (seg_end[index], seq, c.index, c.version))
 
+    # Deferred dispatch: a dispatcher with ``next_epoch_s(now, clients)`` and ``release(now, clients)`` may
+    # answer HOLD and send held requests at decision epochs.  At equal times: arrivals, epochs, boundaries.
+    next_epoch = getattr(dispatcher, "next_epoch_s", None)
+    now = 0.0
+
+    def release_held(t: float) -> None:
+        nonlocal seq
+        for i, j in dispatcher.release(t, state):
+            if not 0 <= j < n_clients:
+                raise ConfigError(f"dispatcher released request row {i} to client {j}.", field="dispatch",
+                                  fix=f"a dispatcher must return 0..{n_clients - 1}.")
+            c = state[j]
+            client_of[i] = j
+            heappush(c.waiting, rank_list[i])
+            c.outstanding_s += w_list[i]
+            if not c.pending:
+                c.pending = True
+                c.version += 1
+                seq += 1
+                heappush(events, (max(c.clock_s, t), seq, j, c.version))
+            elif c.n_running < c.batch_size:
+                cut_run_at(c, t)
+
+    finished = [0]
+    bar = None
+    if progress or (progress is None and n >= PROGRESS_MIN_REQUESTS):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc="simulating", unit="request", leave=False, mininterval=0.5)
+    loops = 0
     while True:
+        loops += 1
+        if bar is not None and not loops & 16383:
+            bar.n = finished[0]
+            bar.refresh()
         t_arr = arrival_list[arrival_order[ptr]] if ptr < n else inf
         t_ev = events[0][0] if events else inf
-        if t_arr == inf and t_ev == inf:
+        t_ep = next_epoch(now, state) if next_epoch is not None else inf
+        if t_arr == inf and t_ev == inf and t_ep == inf:
             break
+        now = min(t_arr, t_ev, t_ep)
+        if t_ep < t_arr and t_ep <= t_ev:
+            release_held(t_ep)
+            continue
         if t_arr <= t_ev:
             # Arrivals first at equal times, so a boundary sees every request that has arrived.
             i = arrival_order[ptr]
             ptr += 1
             j = int(dispatcher.assign(i, t_arr, state))
+            if j == HOLD and next_epoch is not None:
+                continue
             if not 0 <= j < n_clients:
                 raise ConfigError(f"dispatcher sent request row {i} to client {j}.", field="dispatch",
                                   fix=f"a dispatcher must return 0..{n_clients - 1}.")
@@ -327,8 +472,11 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
                 c.version += 1
                 seq += 1
                 heappush(events, (max(c.clock_s, t_arr), seq, j, c.version))
-            elif c.n_running < c.batch_size:
-                cut_run_at(c, t_arr)
+            else:
+                if c.n_running < c.batch_size:
+                    cut_run_at(c, t_arr)
+                if steal:
+                    wake_idle(t_arr)  # the request queues at a busy client: an idle client may steal it
         else:
             t, _, j, version = heappop(events)
             c = state[j]
@@ -337,6 +485,9 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
             finish_current(c)
             start_next(c, t)
 
+    if bar is not None:
+        bar.n = finished[0]
+        bar.close()
     segments = {
         "client": np.array(seg_client, dtype=np.int64), "kind": np.array(seg_kind, dtype=np.int8),
         "start_s": np.array(seg_start, dtype=float), "end_s": np.array(seg_end, dtype=float),
@@ -349,8 +500,16 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     unserved = np.flatnonzero(np.isnan(per_request["finish_s"]))
     if len(unserved):
         raise _unserved_error(unserved, per_request["client"], kv, l, o, trace)
-    return _assemble(trace, segments, members, per_request, models, B, n_clients, policy_obj.name,
-                     policy_obj.describe(), lower_bound_s, kv)
+    described = policy_obj.describe()
+    if predictor is not None:
+        described["predictor"] = predictor.name
+    schedule = _assemble(trace, segments, members, per_request, models, B, n_clients, policy_obj.name,
+                         described, lower_bound_s, kv)
+    if steal:
+        schedule.metrics["stolen_requests"] = stolen[0]
+    if predictor is not None:
+        schedule.requests["predicted_output_tokens"] = o_seen
+    return schedule
 
 
 def _admissible(c: ClientState, l_list: list[int], o_list: list[int], by_rank: list[int]) -> int:
@@ -439,7 +598,8 @@ def _assemble(trace, segments, members, per_request, models, B, n_clients, polic
     bound_model = models[0]
     same = _same_models(models)
     if lower_bound_s is None:
-        bound = best_lower_bound(trace, n_clients, B, bound_model) if same else None
+        bound = (best_lower_bound(trace, n_clients, B, bound_model, kv_capacity_tokens=kv) if same
+                 else _fleet_bound(trace, n_clients, B, models))
         lower_bound_s = bound.value_s if bound is not None else float("nan")
         binding = bound.binding if bound is not None else None
     else:
@@ -454,6 +614,24 @@ def _assemble(trace, segments, members, per_request, models, B, n_clients, polic
     if not same:
         metrics["cost_model"] = [m.coefficients() | {"name": m.name} for m in models]
     return Schedule(requests=requests, metrics=metrics, runs=runs, run_ids=request_ids)
+
+
+def _predictor(spec):
+    """A predictor object from ``simulate``'s ``predictor`` argument (imported when used)."""
+    if spec is None:
+        return None
+    from workbench.predict import make_predictor
+
+    return make_predictor(spec)
+
+
+def _fleet_bound(trace, n_clients, B, models):
+    """Per-client cost models: the mixed-fleet bound of :mod:`workbench.fleet` (linear models only)."""
+    if not all(isinstance(m, LinearCostModel) for m in models):
+        return None
+    from workbench.fleet import fleet_lower_bound
+
+    return fleet_lower_bound(trace, n_clients, B, models)
 
 
 def _same_models(models) -> bool:

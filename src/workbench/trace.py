@@ -23,6 +23,9 @@ REQUIRED_COLUMNS = TRACE_COLUMNS[:3]
 #: Lengths above this are refused: no model has a context this long, and the
 #: float arithmetic of the cost model would lose whole tokens.
 MAX_TOKENS = 10_000_000
+#: Arrival times above this (about 31 years) are refused: there float64 resolves only ~1e-7 s, and
+#: beyond it (e.g. Unix timestamps in ns) iteration lengths would vanish below the clock's resolution.
+MAX_ARRIVAL_S = 1e9
 
 #: Named traces: name -> (file under data/traces, column used as the prompt length).
 NAMED_TRACES = {
@@ -209,6 +212,12 @@ def validate_trace(frame: pd.DataFrame, *, source: str = "trace") -> pd.DataFram
             row = int(np.flatnonzero(bad)[0])
             raise TraceError(f"{raw.iloc[row]!r} is not a finite time >= 0 (rows {_bad_rows(bad)}).",
                              field="arrival_s", row=row, fix="give arrival times in seconds from 0, or drop the column.")
+        late = arrivals > MAX_ARRIVAL_S
+        if late.any():
+            row = int(np.flatnonzero(late)[0])
+            raise TraceError(f"{arrivals[row]:.6g} s is later than {MAX_ARRIVAL_S:.0e} s (rows {_bad_rows(late)}).",
+                             field="arrival_s", row=row, fix="check the units: arrival times are in seconds from "
+                             "the first request (a Unix timestamp needs the first arrival subtracted).")
     else:
         arrivals = np.zeros(len(frame))
     return pd.DataFrame({"request_id": ids.to_numpy(), "input_tokens": inputs, "output_tokens": outputs,

@@ -24,6 +24,25 @@ rule                      what it checks
                           the closed-form bound and at most the makespan
 ``trace``                 when a trace is given: same ids, lengths and arrival times
 ========================  ==========================================================
+
+Predicted lengths and work stealing (docs/beyond.md) add, when present: the
+optional ``requests.predicted_output_tokens`` (whole numbers >= 1, ``schema``),
+``metrics.params.predictor`` (a predictor name, ``schema``) and
+``metrics.stolen_requests`` (0..n, ``metrics``); a stolen request is checked by
+``same-client`` like any other, on the client requests.csv names.
+
+Chunked prefill (:mod:`workbench.chunked`) adds rows of kind ``mixed`` with two
+optional columns, ``prefill_ids`` and ``prefill_tokens`` (the prompt chunks; the
+row's ``request_ids`` are its decodes).  Files without them are checked as
+before.  With mixed rows the same rules also check: ``ids`` (chunk ids known,
+one length per id, lengths >= 1), ``prefill-once`` (a chunked request's chunks
+sum to its prompt and it has no prefill row), ``same-client``, ``decode-count``
+(decodes after the last chunk), ``batch-capacity`` and ``kv-capacity`` (a slot
+is held from the first chunk), ``tokens`` (decodes' context as for ``decode``;
+at most ``metrics.token_budget`` tokens per iteration), ``duration`` (the
+``t_mixed`` cost of :mod:`workbench.chunked`), ``request-times`` (prefill
+starts with the first chunk; the first token ends the last) and ``metrics``
+(the bound is checked against :func:`workbench.chunked.chunked_lower_bound`).
 """
 
 from __future__ import annotations
@@ -114,8 +133,48 @@ def _cost_models(metrics: dict, clients: int) -> list[LinearCostModel]:
     return [LinearCostModel(**{k: r[k] for k in COEFFICIENTS}) for r in records]
 
 
+def _prefill_chunks(tl: pd.DataFrame, index_of: dict, report: ValidationReport,
+                    client: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The prompt chunks of the mixed rows as aligned arrays (row, request index, tokens); ``ids`` checks."""
+    empty = np.zeros(0, dtype=np.int64)
+    if "prefill_ids" not in tl.columns or not (tl["kind"] == "mixed").any():
+        return empty, empty, empty
+    mixed = np.flatnonzero((tl["kind"] == "mixed").to_numpy())
+    ids = tl["prefill_ids"].iloc[mixed].astype(str).str.split()
+    toks = tl["prefill_tokens"].iloc[mixed].astype(str).str.split()
+    n_ids, n_toks = ids.str.len().to_numpy(), toks.str.len().to_numpy()
+    where = [f"client {client[r]} iteration {tl['iteration'].iloc[r]}" for r in mixed]
+    bad = np.flatnonzero(n_ids != n_toks)
+    if len(bad):
+        report.add("ids", "prefill_ids and prefill_tokens list different numbers of chunks: "
+                   + _examples(where[k] for k in bad))
+        return empty, empty, empty
+    rows = np.repeat(mixed, n_ids)
+    flat = [x for xs in ids for x in xs]
+    req = np.fromiter((index_of.get(x, -1) for x in flat), dtype=np.int64, count=len(flat))
+    try:
+        length = np.array([int(x) for xs in toks for x in xs], dtype=np.int64)
+    except (ValueError, OverflowError):
+        report.add("ids", "prefill_tokens must be whole numbers")
+        return empty, empty, empty
+    keep = req >= 0
+    if not keep.all():
+        report.add("ids", f"prefill ids not in requests.csv: {_examples(sorted({flat[k] for k in np.flatnonzero(~keep)}))}")
+    if (length < 1).any():
+        report.add("ids", "prefill chunks must hold at least one token: "
+                   + _examples(sorted({flat[k] for k in np.flatnonzero(length < 1)})))
+    if pd.DataFrame({"row": rows[keep], "req": req[keep]}).duplicated().any():
+        report.add("ids", "a request has two prefill chunks in one iteration")
+    return rows[keep], req[keep], length[keep]
+
+
 def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | None = None) -> ValidationReport:
     """Check a schedule (a folder of exported files, or a :class:`Schedule`) against every rule."""
+    with np.errstate(all="ignore"):  # corrupted files may hold inf or 1e308: compare them, do not warn
+        return _validate(source, trace)
+
+
+def _validate(source, trace) -> ValidationReport:
     report = ValidationReport()
     if isinstance(source, Schedule):
         tl, rq, metrics = source.timeline.copy(), source.requests.copy(), dict(source.metrics)
@@ -161,9 +220,14 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
     except (ValueError, TypeError, KeyError, OverflowError, WorkbenchError) as exc:
         report.add("schema", f"cannot read the tables as numbers: {exc}")
         return report
-    bad_kind = ~tl["kind"].isin(["prefill", "decode"])
+    bad_kind = ~tl["kind"].isin(["prefill", "decode", "mixed"])
     if bad_kind.any():
-        report.add("schema", f"kind must be prefill or decode; rows {_examples(np.flatnonzero(bad_kind.to_numpy()))}")
+        report.add("schema", "kind must be prefill or decode (or mixed, for chunked prefill); rows "
+                   f"{_examples(np.flatnonzero(bad_kind.to_numpy()))}")
+        return report
+    is_mixed_kind = (tl["kind"] == "mixed").to_numpy()
+    if is_mixed_kind.any() and not {"prefill_ids", "prefill_tokens"} <= set(tl.columns):
+        report.add("schema", "mixed rows need the columns prefill_ids and prefill_tokens")
         return report
     bad_client = (tl["client"] < 0) | (tl["client"] >= clients)
     if bad_client.any() or ((rq["client"] < 0) | (rq["client"] >= clients)).any():
@@ -182,6 +246,7 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
     start = tl["start_s"].to_numpy()
     end = tl["end_s"].to_numpy()
     is_prefill = (tl["kind"] == "prefill").to_numpy()
+    is_mixed_kind = (tl["kind"] == "mixed").to_numpy()  # again, in the sorted order
     n_req = tl["n_requests"].to_numpy()
 
     # -- iterations and overlap ---------------------------------------------------------
@@ -223,6 +288,10 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
                    + _examples(f"{rq_ids[req[d]]} in client {client[row[d]]} iteration {tl['iteration'].iloc[row[d]]}"
                                for d in np.flatnonzero(dup)))
 
+    # Prefill chunks of mixed rows (none in files without mixed rows): entries (row, request, length, prior).
+    ch_row, ch_req, ch_len = _prefill_chunks(tl, index_of, report, client)
+    ch_iter = tl["iteration"].to_numpy()[ch_row]
+
     l = rq["input_tokens"].to_numpy()
     o = rq["output_tokens"].to_numpy()
     n = len(rq)
@@ -234,11 +303,23 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
     report.checked += ["prefill-once", "same-client", "decode-count"]
     n_prefill = np.bincount(req[entry_prefill], minlength=n)
     n_decode = np.bincount(req[~entry_prefill], minlength=n)
-    bad = np.flatnonzero(n_prefill != 1)
+    chunked = np.bincount(ch_req, minlength=n) > 0
+    chunk_sum = np.bincount(ch_req, weights=ch_len, minlength=n).astype(np.int64)
+    bad = np.flatnonzero((n_prefill != 1) & ~chunked)
     if len(bad):
         report.add("prefill-once", "each request is prefilled exactly once; not so for "
                    + _examples(f"{rq_ids[i]} ({n_prefill[i]} prefills)" for i in bad))
+    bad = np.flatnonzero(chunked & ((n_prefill != 0) | (chunk_sum != l)))
+    if len(bad):
+        report.add("prefill-once", "a chunked request's prefill chunks sum to its input_tokens and it has no "
+                   "prefill row; not so for "
+                   + _examples(f"{rq_ids[i]} ({chunk_sum[i]} chunk tokens of {l[i]}, {n_prefill[i]} prefills)"
+                               for i in bad))
     wrong = np.flatnonzero(entry_client != rq["client"].to_numpy()[req])
+    wrong_chunk = np.flatnonzero(client[ch_row] != rq["client"].to_numpy()[ch_req])
+    if len(wrong_chunk):
+        report.add("same-client", "prefill chunks on a client other than requests.csv's: "
+                   + _examples(sorted({rq_ids[ch_req[e]] for e in wrong_chunk})))
     if len(wrong):
         report.add("same-client", "requests appear on a client other than requests.csv's: "
                    + _examples(sorted({rq_ids[req[e]] for e in wrong})))
@@ -248,8 +329,10 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
                    + _examples(f"{rq_ids[i]} ({n_decode[i]} decodes, expected {o[i] - 1})" for i in bad))
     prefill_iter = np.full(n, -1, dtype=np.int64)
     prefill_iter[req[entry_prefill]] = entry_iter[entry_prefill]
+    np.maximum.at(prefill_iter, ch_req, ch_iter)  # a chunked request's prefill ends with its last chunk
     last_iter = np.full(n, -1, dtype=np.int64)
     np.maximum.at(last_iter, req, entry_iter)
+    np.maximum.at(last_iter, ch_req, ch_iter)
     early = np.flatnonzero(~entry_prefill & (entry_iter <= prefill_iter[req]))
     if len(early):
         report.add("decode-count", "a decode comes before its request's prefill: "
@@ -265,11 +348,18 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
     # sorted by client and iteration); requests seen on another client are left to same-client.
     prefill_row = np.full(n, -1, dtype=np.int64)
     prefill_row[req[entry_prefill]] = row[entry_prefill]
+    first_chunk_row = np.full(n, len(tl), dtype=np.int64)
+    np.minimum.at(first_chunk_row, ch_req, ch_row)
+    last_chunk_row = np.full(n, -1, dtype=np.int64)
+    np.maximum.at(last_chunk_row, ch_req, ch_row)
+    prefill_row = np.where(chunked, first_chunk_row, prefill_row)
     last_row = np.full(n, -1, dtype=np.int64)
     np.maximum.at(last_row, req, row)
+    np.maximum.at(last_row, ch_req, ch_row)
     elsewhere = np.zeros(n, dtype=bool)
     elsewhere[req[wrong]] = True
-    scheduled = (n_prefill == 1) & (last_row >= 0) & ~elsewhere
+    elsewhere[ch_req[wrong_chunk]] = True
+    scheduled = ((n_prefill == 1) | chunked) & (last_row >= 0) & ~elsewhere
 
     def holding(amount: np.ndarray) -> np.ndarray:
         delta = np.zeros(len(tl) + 1)
@@ -289,7 +379,14 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
         report.checked.append("kv-capacity")
         caps = metrics["kv_capacity_tokens"]
         caps = caps if isinstance(caps, list) else [caps] * clients
-        cap = np.array([np.inf if c is None else float(c) for c in caps])
+        try:
+            cap = np.array([np.inf if c is None else float(c) for c in caps])
+            if len(cap) != clients or isinstance(metrics["kv_capacity_tokens"], (bool, dict)):
+                raise ValueError
+        except (ValueError, TypeError):
+            report.add("schema", f"metrics.kv_capacity_tokens is {metrics['kv_capacity_tokens']!r}, "
+                       f"not one capacity or one per client")
+            return report
         reserved = holding((l + o).astype(float))
         over = np.flatnonzero(reserved > cap[client])
         if len(over):
@@ -322,6 +419,23 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
     c_d = np.array([m.c_d for m in models])[client]
     tokens = tl["tokens"].to_numpy(float)
     expected = np.where(is_prefill, a_p + b_p * tokens, a_d + b_d * n_req + c_d * tokens)
+    if len(ch_row):
+        # t_mixed = max(a_p, a_d) + b_d n + c_d (context + Q) + b_p P, Q = earlier chunks of the same prompts.
+        by = np.lexsort((ch_iter, ch_req))
+        csum = np.cumsum(ch_len[by])
+        first = np.searchsorted(ch_req[by], ch_req[by], side="left")
+        prior = np.empty(len(by), dtype=np.int64)
+        prior[by] = csum - ch_len[by] - np.where(first > 0, csum[first - 1], 0)
+        P = np.bincount(ch_row, weights=ch_len, minlength=len(tl))
+        Q = np.bincount(ch_row, weights=prior, minlength=len(tl))
+        mixed_s = np.where(P > 0, np.maximum(a_p, a_d), a_d) + b_d * n_req + c_d * (tokens + Q) + b_p * P
+        expected = np.where(is_mixed_kind, mixed_s, expected)
+        budget = metrics.get("token_budget")
+        if isinstance(budget, (int, float)) and not isinstance(budget, bool):
+            over = np.flatnonzero(n_req + P > budget)
+            if len(over):
+                report.add("tokens", f"an iteration processes more than token_budget = {budget} tokens: "
+                           + _examples(f"client {client[r]} iteration {tl['iteration'].iloc[r]}" for r in over))
     # end - start cannot be more exact than the times it subtracts: allow a few units in the last place
     # of the larger time (at t = 1e7 s one ulp is 1.9e-9 s, more than REL_TOL of a 15 ms iteration).
     ulps = TIME_ULPS * np.finfo(float).eps * np.maximum(np.abs(start), np.abs(end))
@@ -338,8 +452,8 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
         pre_rows[req[entry_prefill]] = row[entry_prefill]
         last_rows = offset[req_client] + last_iter
         checks = {
-            "prefill_start_s": start[pre_rows],
-            "first_token_s": end[pre_rows],
+            "prefill_start_s": start[np.where(chunked, first_chunk_row, pre_rows)],
+            "first_token_s": end[np.where(chunked, last_chunk_row, pre_rows)],
             "finish_s": end[last_rows],
         }
         for column, value in checks.items():
@@ -368,8 +482,13 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
         if all(m == models[0] for m in models):
             trace_view = rq.rename(columns={})[["input_tokens", "output_tokens", "arrival_s"]]
             closed = closed_form_lower_bound(trace_view, clients, B, models[0])
+            if is_mixed_kind.any():  # mixed batching pays no a_p per prefill stage: its own bound
+                from workbench.chunked import chunked_lower_bound
+
+                closed = chunked_lower_bound(trace_view, clients, B, models[0])
             if lb < closed.value_s * (1 - REL_TOL) - ABS_TOL_S:
                 report.add("metrics", f"lower_bound_s {lb} is below the closed-form bound {closed.value_s}")
+    _check_predictions_and_stealing(rq, metrics, report)
     report.summary = {"clients": clients, "iterations": len(tl), "requests": n, **recomputed}
 
     # -- trace ---------------------------------------------------------------------------------------
@@ -385,6 +504,36 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
                 if len(bad):
                     report.add("trace", f"{column} differs from the trace for {_examples(rq_ids[bad])}")
     return report
+
+
+def _check_predictions_and_stealing(rq: pd.DataFrame, metrics: dict, report: ValidationReport) -> None:
+    """Uncertain output lengths and work stealing (docs/beyond.md); files without them pass unchanged.
+
+    ``schema``: the optional ``requests.predicted_output_tokens`` holds whole
+    numbers >= 1, and ``metrics.params.predictor`` names a predictor
+    (:func:`workbench.predict.make_predictor`).  ``metrics``:
+    ``metrics.stolen_requests`` is a whole number in ``0..requests``.  A stolen
+    request needs no rule of its own: ``same-client`` already demands that
+    requests.csv names the client where every iteration of it ran.
+    """
+    if "predicted_output_tokens" in rq.columns:
+        values = pd.to_numeric(rq["predicted_output_tokens"], errors="coerce").to_numpy(float)
+        bad = np.flatnonzero(~(np.isfinite(values) & (values >= 1) & (values == np.round(values))))
+        if len(bad):
+            report.add("schema", "predicted_output_tokens must be whole numbers >= 1: "
+                       + _examples(rq["request_id"].astype(str).to_numpy()[bad]))
+    params = metrics.get("params")
+    if isinstance(params, dict) and params.get("predictor") is not None:
+        from workbench.predict import make_predictor
+
+        try:
+            make_predictor(str(params["predictor"]))
+        except WorkbenchError:
+            report.add("schema", f"params.predictor {params['predictor']!r} names no predictor")
+    if "stolen_requests" in metrics:
+        value = metrics["stolen_requests"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= len(rq):
+            report.add("metrics", f"stolen_requests is {value!r}, not a whole number in 0..{len(rq)}")
 
 
 def validate_files(folder: str | Path, trace=None) -> ValidationReport:

@@ -298,7 +298,14 @@ def _best(W: np.ndarray, candidates: dict[str, np.ndarray]) -> tuple[str, np.nda
 def _record(trace, clients, batch_size, cost_model, bound_s: float, terms: dict[str, float]) -> None:
     """Store the bin-packing bound as a makespan bound if it beats the closed form."""
     if isinstance(cost_model, (list, tuple)):
-        return  # the bound cache is keyed by one cost model
+        models = [load_preset(c) for c in cost_model]
+        if any(mdl != models[0] for mdl in models):
+            # a mixed fleet: the bound is valid for it too (each client's cost >= its weights)
+            from workbench.fleet import record_fleet_bound
+
+            record_fleet_bound(trace, batch_size, models, float(bound_s))
+            return
+        cost_model = models[0]
     cm = load_preset(cost_model)
     closed = closed_form_lower_bound(trace, clients, batch_size, cm)
     all_terms = dict(closed.terms)

@@ -228,6 +228,11 @@ def lower_bound(trace: pd.DataFrame | str, clients: int, cost_model="llama-65b",
         raise ConfigError(f"unknown method '{method}'.", field="method", fix="use auto, closed or mip.")
     started = time.perf_counter()
     trace = load_trace(trace)
+    if isinstance(cost_model, (list, tuple)):
+        models = [load_preset(c) for c in cost_model]
+        if any(mdl != models[0] for mdl in models):
+            return _fleet_bound(trace, clients, batch_size, models, method, time_limit, record, started)
+        cost_model = models[0]
     cm = load_preset(cost_model)
     try:
         clients = int(clients)
@@ -272,6 +277,27 @@ def lower_bound(trace: pd.DataFrame | str, clients: int, cost_model="llama-65b",
     if record:
         record_bound(trace, clients, B, cm, bound)
     return bound
+
+
+def _fleet_bound(trace, clients, batch_size, models, method, time_limit, record, started) -> LowerBound:
+    """Unlike clients (a mixed fleet): :func:`workbench.fleet.fleet_lower_bound`, and with ``mip``
+    (or ``auto`` on small instances) the offline bin packing's proven bound with per-client weights."""
+    from workbench.fleet import fleet_lower_bound
+    from workbench.offline.binpacking import assign
+    from workbench.offline.solver import solver_available
+
+    if len(models) != int(clients):
+        raise ConfigError(f"{len(models)} cost models for {clients} clients.", field="cost_model",
+                          fix="give one cost model, or one per client.")
+    details: dict = {}
+    if method == "mip" or (method == "auto" and len(trace) * int(clients) <= AUTO_MODEL_MAX_PAIRS
+                           and solver_available()):
+        result = assign(trace, clients, batch_size, models, method="mip" if method == "mip" else "auto",
+                        time_limit=time_limit, record=True)
+        details["bin_packing_weights_status"] = result.status
+    bound = fleet_lower_bound(trace, clients, batch_size, models)
+    details["total_s"] = time.perf_counter() - started
+    return LowerBound(value_s=bound.value_s, terms=bound.terms, binding=bound.binding, details=details)
 
 
 def bound_table(bound: LowerBound) -> pd.DataFrame:
