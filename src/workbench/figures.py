@@ -81,8 +81,9 @@ def gantt(schedule: Schedule, *, title: str | None = None, height: int | None = 
                         f"slot utilization {m['slot_utilization']:.1%}"),
         barmode="overlay", bargap=0.25, xaxis_title="time (s)", template="plotly_white",
         height=height or max(260, 90 + 28 * schedule.clients),
-        legend=dict(orientation="h", y=1.06, yanchor="bottom", x=0, xanchor="left"),
-        margin=dict(l=80, r=20, t=90, b=50),
+        # Outside the plot on the right: clear of the title and the marker labels at any height.
+        legend=dict(x=1.01, y=1.0, xanchor="left", yanchor="top"),
+        margin=dict(l=80, r=110, t=80, b=50),
     )
     fig.update_yaxes(categoryorder="array", categoryarray=_client_order(schedule.clients)[::-1])
     fig.layout.shapes = _marker_shapes(m["makespan_s"], m.get("lower_bound_s"))
@@ -148,8 +149,8 @@ def gantt_compare(schedules: Mapping[str, Schedule], *, title: str = "Per-client
         fig.update_yaxes(categoryorder="array", categoryarray=_client_order(schedule.clients)[::-1], row=r, col=1)
         _mark_makespan(fig, schedule.makespan_s, schedule.metrics.get("lower_bound_s"), row=r, col=1)
     fig.update_layout(title=title, barmode="overlay", template="plotly_white", bargap=0.25,
-                      height=120 + 26 * sum(heights) + 40 * len(names), margin=dict(l=80, r=20, t=80, b=50),
-                      legend=dict(orientation="h", y=1.03, x=1, xanchor="right"))
+                      height=120 + 26 * sum(heights) + 40 * len(names), margin=dict(l=80, r=110, t=80, b=50),
+                      legend=dict(x=1.01, y=1.0, xanchor="left", yanchor="top"))
     fig.update_xaxes(title_text="time (s)", row=len(names), col=1)
     return fig
 
