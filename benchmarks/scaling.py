@@ -42,10 +42,15 @@ def point(n_requests: int, clients: int, cost_model, batch_size: int = 32) -> di
     row["iterations"] = len(schedule.timeline)
     _, row["bound_s"] = timed(lambda: closed_form_lower_bound(trace, clients, batch_size, cost_model))
     if importlib.util.find_spec("workbench.offline") is not None:
+        from workbench.errors import ConfigError
         from workbench.offline import assign
 
-        _, row["bin_packing_s"] = timed(lambda: assign(trace, clients=clients, batch_size=batch_size,
-                                                        cost_model=cost_model, method="auto", time_limit=2.0))
+        try:
+            _, row["bin_packing_s"] = timed(lambda: assign(trace, clients=clients, batch_size=batch_size,
+                                                            cost_model=cost_model, method="auto", time_limit=2.0))
+        except ConfigError as exc:  # refused before building: the weight matrix would not fit
+            row["bin_packing_s"] = float("nan")
+            print(f"  bin packing refused: {exc}")
     row["gantt_s"] = timed(lambda: gantt(schedule))[1] if n_requests <= 20_000 else float("nan")
     return row
 

@@ -118,3 +118,35 @@ def test_heterogeneous_clients_use_their_own_weights(small_cost):
     result = assign(trace, 3, [2, 8, 32], small_cost, method="ls", record=False)
     assert result.makespan_s == pytest.approx(H.loads_s(W, result.assignment).max())
     assert result.makespan_s >= result.lower_bound_s
+
+
+def test_identical_clients_share_one_weight_column():
+    """W for identical clients is a read-only view of one column: nothing grows with the client count."""
+    from workbench.offline import mmbp_data
+    from workbench.trace import synthetic_trace
+
+    data = mmbp_data(synthetic_trace(50, seed=1), 1024, 16, "llama-65b")
+    assert data.weights_s.shape == (50, 1024) and data.weights_s.strides[1] == 0
+    assert not data.weights_s.flags.writeable
+
+
+def test_unlike_clients_beyond_the_weight_limit_are_refused(monkeypatch):
+    from workbench.costmodel import load_preset
+    from workbench.errors import ConfigError
+    from workbench.offline import assign, binpacking
+    from workbench.trace import synthetic_trace
+
+    monkeypatch.setattr(binpacking, "MAX_WEIGHT_CELLS", 100)
+    fleet = [load_preset("llama2-70b-a100-tp8"), load_preset("llama2-70b-h100-tp4")]
+    with pytest.raises(ConfigError, match="weight matrix"):
+        assign(synthetic_trace(60, seed=1), 2, 16, fleet, method="lpt")
+    assert assign(synthetic_trace(60, seed=1), 2, 16, "llama-65b", method="lpt").status  # identical: no matrix
+
+
+def test_auto_skips_kk_beyond_its_size(monkeypatch):
+    from workbench.offline import assign, binpacking
+    from workbench.trace import synthetic_trace
+
+    monkeypatch.setattr(binpacking, "AUTO_KK_MAX_CELLS", 10)
+    result = assign(synthetic_trace(40, seed=2), 4, 16, "llama-65b", method="auto", record=False)
+    assert "kk_skipped" in result.details and result.details["heuristic"].startswith("lpt")

@@ -52,6 +52,12 @@ METHODS = ("auto", "lpt", "kk", "ls", "mip", "mip-cold")
 AUTO_MIP_MAX_BINARIES = 60_000
 #: ``mip`` and ``mip-cold`` refuse to build beyond this (memory, and minutes of build time).
 MIP_MAX_BINARIES = 2_000_000
+#: ``auto`` runs Karmarkar-Karp only up to this many requests x clients: its m-way merges cost
+#: about n m log m (0.3 s at gsm8k-train x 64 = 478k; 35 s at 100k x 1,024), and beyond it LPT
+#: plus local search is already within 1e-4 of the bound on GSM8K-like traces.
+AUTO_KK_MAX_CELLS = 1_000_000
+#: The weight matrix W (requests x clients, float64) is refused beyond this many cells (1 GiB).
+MAX_WEIGHT_CELLS = 2**27
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,17 @@ def mmbp_data(trace: pd.DataFrame | str, clients: int, batch_size, cost_model) -
     models = [load_preset(c) for c in cost_models(cost_model, m)]
     l = trace["input_tokens"].to_numpy(float)
     o = trace["output_tokens"].to_numpy(float)
-    W = np.column_stack([models[j].request_weight_s(l, o, int(B[j])) for j in range(m)])
+    if all(model == models[0] for model in models) and np.all(B == B[0]):
+        # Identical clients: every column is the same, so W is a read-only view of one column
+        # (no memory, no build time, whatever the number of clients).
+        W = np.broadcast_to(models[0].request_weight_s(l, o, int(B[0]))[:, None], (len(trace), m))
+    else:
+        if len(trace) * m > MAX_WEIGHT_CELLS:
+            raise ConfigError(f"the offline stage would hold a {len(trace):,} x {m:,} weight matrix for these unlike "
+                              f"clients ({len(trace) * m * 8 / 2**30:.1f} GiB; limit {MAX_WEIGHT_CELLS:,} cells).",
+                              field="clients", fix="split the trace or the fleet, or use an online dispatcher "
+                                                   "(round-robin, least-work) at this size.")
+        W = np.column_stack([models[j].request_weight_s(l, o, int(B[j])) for j in range(m)])
     return MMBPData(weights_s=W, request_ids=trace["request_id"].to_numpy(), batch_size=B)
 
 
@@ -235,8 +251,10 @@ def assign(trace: pd.DataFrame | str, clients: int = 8, batch_size=16, cost_mode
     if method in ("lpt", "ls", "auto", "mip"):
         candidates["lpt"] = H.lpt(W)
     if method in ("kk", "ls", "auto", "mip"):
-        if identical:
+        if identical and (method != "auto" or n * m <= AUTO_KK_MAX_CELLS):
             candidates["kk"] = H.kk(W)
+        elif identical:
+            details["kk_skipped"] = f"{n:,} x {m:,} exceeds {AUTO_KK_MAX_CELLS:,} cells (too slow for auto)"
         elif method == "kk":
             raise ConfigError("kk (largest differencing) needs identical clients; these differ in batch size "
                               "or cost model.", field="method", fix="use method 'ls' or 'mip'.")

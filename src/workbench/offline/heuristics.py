@@ -165,8 +165,9 @@ def local_search(W: np.ndarray, assignment: np.ndarray, *, time_limit: float = 1
     single move (a request of ``a`` to another client) or swap (a request of
     ``a`` with one of another client ``b``) that lowers ``max(load_a, load_b)``
     the most, provided it ends below ``L``.  It stops when no such move exists,
-    after ``max_rounds`` rounds or ``time_limit`` seconds.  Never worse than the
-    start.
+    after ``max_rounds`` rounds or ``time_limit`` seconds (checked between the
+    clients of a round too, applying the best move found so far).  Never worse
+    than the start.
     """
     W = np.asarray(W, dtype=float)
     n, m = W.shape
@@ -196,7 +197,11 @@ def local_search(W: np.ndarray, assignment: np.ndarray, *, time_limit: float = 1
             best_value = float(value.flat[k])
             best_move = ("move", int(mine[k // len(others)]), int(others[k % len(others)]), -1)
         # swaps: request i of a with request q of b
+        out_of_time = False
         for b in others.tolist():
+            if time.perf_counter() > deadline:
+                out_of_time = True  # a round on a huge instance can outlast the budget: stop inside it
+                break
             theirs = rows[assignment == b]
             if len(theirs) == 0:
                 continue
@@ -220,7 +225,7 @@ def local_search(W: np.ndarray, assignment: np.ndarray, *, time_limit: float = 1
                 best_move = ("swap", int(mine[b_pos // len(theirs)]), b, int(theirs[b_pos % len(theirs)]))
         if best_move is None:
             break
-        kind, i, b, q = best_move
+        kind, i, b, q = best_move  # improving even when the round was cut short
         assignment[i] = b
         load[a] -= W[i, a]
         load[b] += W[i, b]
@@ -228,6 +233,8 @@ def local_search(W: np.ndarray, assignment: np.ndarray, *, time_limit: float = 1
             assignment[q] = a
             load[b] -= W[q, b]
             load[a] += W[q, a]
+        if out_of_time:
+            break
     return assignment
 
 
