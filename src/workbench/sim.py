@@ -414,23 +414,30 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     next_epoch = getattr(dispatcher, "next_epoch_s", None)
     now = 0.0
 
-    def release_held(t: float) -> None:
+    def enqueue(i: int, j: int, t: float) -> None:
+        """Queue request ``i`` at client ``j`` at time ``t`` (an arrival, or a release of a held request)."""
         nonlocal seq
-        for i, j in dispatcher.release(t, state):
-            if not 0 <= j < n_clients:
-                raise ConfigError(f"dispatcher released request row {i} to client {j}.", field="dispatch",
-                                  fix=f"a dispatcher must return 0..{n_clients - 1}.")
-            c = state[j]
-            client_of[i] = j
-            heappush(c.waiting, rank_list[i])
-            c.outstanding_s += w_list[i]
-            if not c.pending:
-                c.pending = True
-                c.version += 1
-                seq += 1
-                heappush(events, (max(c.clock_s, t), seq, j, c.version))
-            elif c.n_running < c.batch_size:
+        if not 0 <= j < n_clients:
+            raise ConfigError(f"dispatcher sent request row {i} to client {j}.", field="dispatch",
+                              fix=f"a dispatcher must return 0..{n_clients - 1}.")
+        c = state[j]
+        client_of[i] = j
+        heappush(c.waiting, rank_list[i])
+        c.outstanding_s += w_list[i]
+        if not c.pending:
+            c.pending = True
+            c.version += 1
+            seq += 1
+            heappush(events, (max(c.clock_s, t), seq, j, c.version))
+        else:
+            if c.n_running < c.batch_size:
                 cut_run_at(c, t)
+            if steal:
+                wake_idle(t)  # the request queues at a busy client: an idle client may steal it
+
+    def release_held(t: float) -> None:
+        for i, j in dispatcher.release(t, state):
+            enqueue(i, j, t)
 
     finished = [0]
     bar = None
@@ -460,23 +467,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
             j = int(dispatcher.assign(i, t_arr, state))
             if j == HOLD and next_epoch is not None:
                 continue
-            if not 0 <= j < n_clients:
-                raise ConfigError(f"dispatcher sent request row {i} to client {j}.", field="dispatch",
-                                  fix=f"a dispatcher must return 0..{n_clients - 1}.")
-            c = state[j]
-            client_of[i] = j
-            heappush(c.waiting, rank_list[i])
-            c.outstanding_s += w_list[i]
-            if not c.pending:
-                c.pending = True
-                c.version += 1
-                seq += 1
-                heappush(events, (max(c.clock_s, t_arr), seq, j, c.version))
-            else:
-                if c.n_running < c.batch_size:
-                    cut_run_at(c, t_arr)
-                if steal:
-                    wake_idle(t_arr)  # the request queues at a busy client: an idle client may steal it
+            enqueue(i, j, t_arr)
         else:
             t, _, j, version = heappop(events)
             c = state[j]
