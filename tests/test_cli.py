@@ -96,3 +96,15 @@ def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path, capsys):
     assert main([*args, "--out", str(run)]) == 0
     assert main([*args, "--policy", "static", "--out", str(run)]) == 0  # its own output is replaced
     assert json.loads((run / "metrics.json").read_text())["policy"] == "static"
+
+
+def test_chunked_prefill_through_simulate_and_compare(tmp_path, capsys):
+    trace = str(_small_trace(tmp_path))
+    out = tmp_path / "chunked"
+    assert main(["simulate", "--trace", trace, "--clients", "2", "--policy", "chunked-prefill", "--out", str(out)]) == 0
+    assert main(["validate", str(out), "--trace", trace]) == 0
+    assert "mixed" in (out / "timeline.csv").read_text()
+    assert main(["compare", "--trace", trace, "--clients", "2", "--policies", "paper-baseline,chunked-prefill"]) == 0
+    assert main(["simulate", "--trace", trace, "--policy", "chunked-prefill", "--predictor", "noisy:0.2",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "predictor" in capsys.readouterr().err

@@ -93,14 +93,28 @@ def load_instance(args):
     return trace, load_preset(args.cost_model)
 
 
-def run_simulation(args, policy: str | None = None):
+def simulate_any(trace, clients, batch_size, policy: str, cost_model, *, dispatch=None, order=None,
+                 kv_capacity_tokens=None, predictor=None, **params):
+    """``workbench.sim.simulate``, or the chunked-prefill simulator for its policies."""
+    from workbench.chunked import CHUNKED_POLICIES, simulate_chunked
     from workbench.sim import simulate
 
+    if policy in CHUNKED_POLICIES:
+        if predictor is not None:
+            raise ConfigError(f"policy '{policy}' does not take a predictor.", field="--predictor",
+                              fix="drop --predictor, or use a prefill-first policy.")
+        return simulate_chunked(trace, clients, batch_size, policy, cost_model, dispatch=dispatch, order=order,
+                                kv_capacity_tokens=kv_capacity_tokens, **params)
+    return simulate(trace, clients, batch_size, policy, cost_model, dispatch=dispatch, order=order,
+                    kv_capacity_tokens=kv_capacity_tokens, predictor=predictor, **params)
+
+
+def run_simulation(args, policy: str | None = None):
     trace, cost_model = load_instance(args)
-    return trace, simulate(trace, args.clients, args.batch_size, policy or args.policy, cost_model,
-                           dispatch=getattr(args, "dispatch", None), order=getattr(args, "order", None),
-                           kv_capacity_tokens=_kv(args), predictor=getattr(args, "predictor", None),
-                           **policy_params(args))
+    return trace, simulate_any(trace, args.clients, args.batch_size, policy or args.policy, cost_model,
+                               dispatch=getattr(args, "dispatch", None), order=getattr(args, "order", None),
+                               kv_capacity_tokens=_kv(args), predictor=getattr(args, "predictor", None),
+                               **policy_params(args))
 
 
 def print_table(table: pd.DataFrame, *, file=None) -> None:
@@ -155,11 +169,9 @@ def cmd_compare(args) -> int:
     trace, cost_model = load_instance(args)
     schedules = {}
     for name in tqdm(policies, desc="simulating", disable=len(policies) < 3, leave=False):
-        from workbench.sim import simulate
-
-        schedules[name] = simulate(trace, args.clients, args.batch_size, name, cost_model,
-                                   kv_capacity_tokens=_kv(args), predictor=getattr(args, "predictor", None),
-                                   **policy_params(args))
+        schedules[name] = simulate_any(trace, args.clients, args.batch_size, name, cost_model,
+                                       kv_capacity_tokens=_kv(args), predictor=getattr(args, "predictor", None),
+                                       **policy_params(args))
     base = policies[-1] if "paper-baseline" not in policies else "paper-baseline"
     table = comparison_table(schedules, base=base)
     assumptions = {"trace": args.trace, "requests": len(trace), "clients": args.clients,
@@ -239,8 +251,13 @@ def cmd_presets(args) -> int:
 def cmd_policies(args) -> int:
     from workbench.policies import POLICIES
 
+    from workbench.chunked import CHUNKED_POLICIES
+
     for name, p in POLICIES.items():
         print(f"{name:16s} dispatch={p.dispatch}, order={p.order}, rule={p.rule}  {p.description}")
+    for name, p in CHUNKED_POLICIES.items():
+        print(f"{name:16s} dispatch={p.dispatch}, order={p.order}, mixed batches of <= {p.token_budget} tokens  "
+              f"{p.description}")
     return 0
 
 
