@@ -19,11 +19,10 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.errors import ConfigError, SolverError, WorkbenchError
+from workbench.errors import ConfigError, WorkbenchError
 from workbench.trace import synthetic_trace
 
 offline = pytest.importorskip("workbench.offline")

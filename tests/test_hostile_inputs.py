@@ -12,7 +12,6 @@ no case corrupts an existing output folder.  The table in
 from __future__ import annotations
 
 import json
-import importlib
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pytest
 
 from workbench.cli import main
 from workbench.costmodel import LinearCostModel, load_preset
-from workbench.errors import ConfigError, TraceError, WorkbenchError
+from workbench.errors import ConfigError, TraceError
 from workbench.schedule import Schedule, atomic_dir
 from workbench.sim import simulate
 from workbench.trace import MAX_TOKENS, load_trace, synthetic_trace, validate_trace
