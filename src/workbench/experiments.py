@@ -558,8 +558,8 @@ def mu_sweep_figure(sweep: pd.DataFrame):
         part = sweep[sweep["mu"] == limit]
         if len(part):
             for col, metric in ((1, "slot_utilization"), (2, "gap_closed")):
-                fig.add_hline(y=float(part[metric].iloc[0]), line_dash=dash, row=1, col=col,
-                              annotation_text=label if col == 1 else None)
+                label_kw = {"annotation_text": label} if col == 1 else {}  # None would draw "new text"
+                fig.add_hline(y=float(part[metric].iloc[0]), line_dash=dash, row=1, col=col, **label_kw)
     fig.update_xaxes(type="log", title_text="mu (price scale)")
     fig.update_yaxes(tickformat=".0%")
     fig.update_layout(template="plotly_white", title="The mu sweep of the Lagrangian rule (hybrid, paper-gsm8k)",

@@ -32,6 +32,8 @@ Item = str | pd.DataFrame | go.Figure
 
 
 def _fmt(value):
+    if isinstance(value, float) and value != value:
+        return ""  # NaN: no value for this row (e.g. the lower bound has no utilization)
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.1f}"
     return value
