@@ -188,6 +188,8 @@ CELLS = [
            the bound is total work over total speed. Check it with `fractional_work_bound`.
         5. Build a fleet where the cheaper clients (per request) have the smaller batch. Does the
            offline assignment send the longest requests to the fast clients? Compare with `least-work`.
+
+        Solutions: [`solutions/06-uncertainty-and-fleets-solutions.ipynb`](solutions/06-uncertainty-and-fleets-solutions.ipynb).
     """),
 ]
 
