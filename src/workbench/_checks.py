@@ -43,3 +43,20 @@ def cost_models(cost_model: Any, n_clients: int) -> list:
                               fix="give one cost model, or one per client.")
         return [one(m) for m in cost_model]
     return [one(cost_model)] * n_clients
+
+
+def kv_capacities(kv: Any, models: list, n_clients: int) -> list:
+    """One KV capacity in tokens (or None: unlimited) per client, from None, an int, ``"preset"`` or a list.
+
+    ``"preset"`` takes each client's cost-model preset value (``kv_capacity_tokens``).
+    """
+    if kv is None:
+        return [None] * n_clients
+    if np.ndim(kv) == 0:
+        if kv == "preset":
+            return [getattr(m, "kv_capacity_tokens", None) for m in models]
+        return [positive_int(kv, "kv_capacity_tokens")] * n_clients
+    if len(kv) != n_clients:
+        raise ConfigError(f"{len(kv)} KV capacities for {n_clients} clients.", field="kv_capacity_tokens",
+                          fix="give one capacity, or one per client.")
+    return [None if v is None else positive_int(v, "kv_capacity_tokens") for v in kv]

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench._checks import batch_size_option, cost_models, positive_int
+from workbench._checks import batch_size_option, cost_models, kv_capacities, positive_int
 from workbench.bounds import LowerBound, closed_form_lower_bound, kv_iteration_counts
 from workbench.costmodel import LinearCostModel
 from workbench.errors import ConfigError
@@ -154,7 +154,7 @@ def simulate_chunked(trace: pd.DataFrame | str, clients: int = 8, batch_size: in
         raise ConfigError("the chunked-prefill simulator takes one linear cost model for all clients.",
                           field="cost_model", fix="give one preset or LinearCostModel.")
     cm = models[0]
-    kv = _kv_capacities(kv_capacity_tokens, cm, n_clients)
+    kv = kv_capacities(kv_capacity_tokens, [cm] * n_clients, n_clients)
     if isinstance(policy, str):
         if policy not in CHUNKED_POLICIES:
             raise ConfigError(f"unknown chunked-prefill policy '{policy}'.", field="policy",
@@ -344,20 +344,6 @@ def simulate_chunked(trace: pd.DataFrame | str, clients: int = 8, batch_size: in
                             params=params_out, lower_bound_s=bound.value_s, lower_bound_binding=bound.binding,
                             extra=extra)
     return Schedule(timeline=timeline, requests=requests, metrics=metrics)
-
-
-def _kv_capacities(kv, cost_model: LinearCostModel, n_clients: int) -> list:
-    """One KV capacity (or None) per client from None, an int, ``"preset"`` or a list."""
-    if kv is None:
-        return [None] * n_clients
-    if np.ndim(kv) == 0:
-        if kv == "preset":
-            return [cost_model.kv_capacity_tokens] * n_clients
-        return [positive_int(kv, "kv_capacity_tokens")] * n_clients
-    if len(kv) != n_clients:
-        raise ConfigError(f"{len(kv)} KV capacities for {n_clients} clients.", field="kv_capacity_tokens",
-                          fix="give one capacity, or one per client.")
-    return [None if v is None else positive_int(v, "kv_capacity_tokens") for v in kv]
 
 
 def _id_key(text: str):

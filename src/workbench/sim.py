@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench._checks import batch_size_option, cost_models, positive_int
+from workbench._checks import batch_size_option, cost_models, kv_capacities, positive_int
 from workbench.bounds import best_lower_bound
 from workbench.costmodel import LinearCostModel
 from workbench.errors import ConfigError
@@ -160,7 +160,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
         raise ConfigError(f"batch size {int(B.min())} is below 1.", field="batch_size",
                           fix="use a batch size of at least 1.")
     models = cost_models(cost_model, n_clients)
-    kv = _kv_capacities(kv_capacity_tokens, models, n_clients)
+    kv = kv_capacities(kv_capacity_tokens, models, n_clients)
     if assignment is not None:
         policy_obj = resolve_policy(policy, order=order, rule=rule, **params)
     else:
@@ -627,19 +627,6 @@ def _fleet_bound(trace, n_clients, B, models):
 
 def _same_models(models) -> bool:
     return all(m == models[0] for m in models)
-
-
-def _kv_capacities(kv, models, n_clients: int) -> list:
-    if kv is None:
-        return [None] * n_clients
-    if np.ndim(kv) == 0:
-        if kv == "preset":
-            return [getattr(m, "kv_capacity_tokens", None) for m in models]
-        return [positive_int(kv, "kv_capacity_tokens")] * n_clients
-    if len(kv) != n_clients:
-        raise ConfigError(f"{len(kv)} KV capacities for {n_clients} clients.", field="kv_capacity_tokens",
-                          fix="give one capacity, or one per client.")
-    return [None if v is None else positive_int(v, "kv_capacity_tokens") for v in kv]
 
 
 def _unserved_error(unserved, client_of, kv, l, o, trace) -> Exception:
