@@ -29,7 +29,7 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from workbench.experiments import CaseStudy, case_study
+    from workbench.studies.experiments import CaseStudy, case_study
 
     seed = CaseStudy.seed if args.seed is None else args.seed
     t0 = time.perf_counter()

@@ -23,11 +23,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from workbench.costmodel import load_preset
+from workbench.costmodel.linear import load_preset
 from workbench.offline import assign, lower_bound, solve_exact
 from workbench.offline.exact import replay_exact
-from workbench.trace import load_trace
-from workbench.validate import validate
+from workbench.workload.trace import load_trace
+from workbench.schedule.validator import validate
 
 B = 16
 

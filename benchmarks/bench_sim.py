@@ -32,10 +32,10 @@ BIG = [("1M requests, 256 clients", "synthetic", 1_000_000, 256, 32, "continuous
 
 
 def run_case(trace_name, n, clients, batch, policy, repeat):
-    from workbench.costmodel import load_preset
-    from workbench.figures import gantt
-    from workbench.sim import simulate
-    from workbench.trace import load_trace, synthetic_trace
+    from workbench.costmodel.linear import load_preset
+    from workbench.viz.figures import gantt
+    from workbench.engine.core import simulate
+    from workbench.workload.trace import load_trace, synthetic_trace
 
     cm = load_preset("llama-65b")
     trace = load_trace(trace_name) if trace_name != "synthetic" else synthetic_trace(

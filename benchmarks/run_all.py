@@ -48,11 +48,11 @@ def commit() -> str:
 
 def measure(quick: bool) -> list[tuple[str, float, str, str]]:
     """(figure, value, unit, target) rows."""
-    from workbench.costmodel import load_preset
-    from workbench.figures import gantt
+    from workbench.costmodel.linear import load_preset
+    from workbench.viz.figures import gantt
     from workbench.offline import assign, lower_bound
-    from workbench.sim import simulate
-    from workbench.trace import load_trace, synthetic_trace
+    from workbench.engine.core import simulate
+    from workbench.workload.trace import load_trace, synthetic_trace
 
     cm = load_preset("llama-65b")
     test, train = load_trace("gsm8k-test"), load_trace("gsm8k-train")
@@ -80,7 +80,7 @@ def measure(quick: bool) -> list[tuple[str, float, str, str]]:
     _, sec = best_of(lambda: gantt(s))
     rows.append(("gantt gsm8k-test/8 hybrid build time", sec * 1e3, "ms", "< 1000"))
     if not quick:
-        from workbench.experiments import case_study
+        from workbench.studies.experiments import case_study
 
         _, sec = best_of(lambda: case_study(n_cases=100, workers=2), repeat=1)
         rows.append(("100-case study time (2 Dask workers)", sec, "s", "< 60"))

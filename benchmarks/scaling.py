@@ -21,11 +21,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.bounds import closed_form_lower_bound
-from workbench.costmodel import load_preset
-from workbench.figures import gantt
-from workbench.sim import simulate
-from workbench.trace import synthetic_trace
+from workbench.schedule.bounds import closed_form_lower_bound
+from workbench.costmodel.linear import load_preset
+from workbench.viz.figures import gantt
+from workbench.engine.core import simulate
+from workbench.workload.trace import synthetic_trace
 
 
 def timed(fn):

@@ -9,13 +9,14 @@ the smallest input that produced it.  Each script is run as::
     python fuzz/fuzz_trace_loader.py --minutes 5 [--seed N]
 
 and prints how many examples it tried and each finding, then exits 1 if there
-were findings.  ``run(..., seconds=3)`` is what the pytest smoke tests call.
+were findings.  ``run(..., examples=N)`` (a fixed count, no clock) is what the pytest smoke tests call.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import math
 import time
 import traceback
 import warnings
@@ -78,19 +79,25 @@ def _signature(exc: BaseException) -> str:
     return f"{type(exc).__name__} at {loc}"
 
 
-def run(name: str, strategy: st.SearchStrategy, target: Callable[[object], bool], *, seconds: float,
-        seed: int = 0, describe: Callable[[object], str] = repr, verbose: bool = False) -> FuzzResult:
-    """Call ``target(example)`` on generated examples for ``seconds``; collect the findings.
+def run(name: str, strategy: st.SearchStrategy, target: Callable[[object], bool], *, seconds: float | None = None,
+        examples: int | None = None, seed: int = 0, describe: Callable[[object], str] = repr,
+        verbose: bool = False) -> FuzzResult:
+    """Call ``target(example)`` on generated examples for ``seconds``, or on exactly ``examples`` of them.
+
+    A fixed count is what a test wants: the same examples on any machine, however
+    busy.  A time box is what a fuzzing session wants.
 
     ``target`` returns True when the input was accepted, False when it was refused
     with a WorkbenchError it caught itself; it raises ``Invariant`` for a broken
     contract.  A WorkbenchError that escapes counts as refused.
     """
+    if (seconds is None) == (examples is None):
+        raise ValueError("give seconds or examples, not both")
     result = FuzzResult(name)
     started = time.monotonic()
-    deadline = started + seconds
+    deadline = started + seconds if seconds is not None else math.inf
 
-    @settings(max_examples=10**9, deadline=None, database=None, phases=[Phase.generate],
+    @settings(max_examples=examples if examples is not None else 10**9, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck), report_multiple_bugs=False, print_blob=False)
     @hypothesis_seed(seed)
     @given(strategy)

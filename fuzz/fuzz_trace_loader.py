@@ -34,9 +34,9 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import Invariant, main  # noqa: E402
 
-from workbench.costmodel import LinearCostModel  # noqa: E402
+from workbench.costmodel.linear import LinearCostModel  # noqa: E402
 from workbench.errors import WorkbenchError  # noqa: E402
-from workbench.trace import MAX_TOKENS, TRACE_COLUMNS, load_trace, validate_trace  # noqa: E402
+from workbench.workload.trace import MAX_TOKENS, TRACE_COLUMNS, load_trace, validate_trace  # noqa: E402
 
 COLUMNS = list(TRACE_COLUMNS)
 ODD_COLUMNS = ["foo", " request_id ", "Request_ID", "", "input_tokens_8shot", "arrival", "0", "request_id;x"]
@@ -208,8 +208,8 @@ def check_contract(trace: pd.DataFrame) -> None:
 
 def round_trip(trace: pd.DataFrame) -> None:
     """Simulate, export, read back and validate against the trace: a valid trace gives a valid schedule."""
-    from workbench.sim import simulate
-    from workbench.validate import validate
+    from workbench.engine.core import simulate
+    from workbench.schedule.validator import validate
 
     small = trace.assign(input_tokens=trace["input_tokens"].clip(upper=2000),
                          output_tokens=trace["output_tokens"].clip(upper=50))

@@ -36,16 +36,16 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import Invariant, main  # noqa: E402
 
-from workbench.costmodel import LinearCostModel  # noqa: E402
+from workbench.costmodel.linear import LinearCostModel  # noqa: E402
 from workbench.errors import WorkbenchError  # noqa: E402
-from workbench.policies import POLICIES  # noqa: E402
-from workbench.schedule import Schedule  # noqa: E402
-from workbench.sim import simulate  # noqa: E402
-from workbench.trace import synthetic_trace  # noqa: E402
-from workbench.validate import validate, validate_files  # noqa: E402
+from workbench.policies.registry import POLICIES  # noqa: E402
+from workbench.schedule.schema import Schedule  # noqa: E402
+from workbench.engine.core import simulate  # noqa: E402
+from workbench.workload.trace import synthetic_trace  # noqa: E402
+from workbench.schedule.validator import validate, validate_files  # noqa: E402
 
 try:  # registers the online and hybrid policies when that module has landed
-    import workbench.online  # noqa: F401
+    import workbench.policies.lagrangian  # noqa: F401
 except ImportError:
     pass
 

@@ -19,7 +19,7 @@ CELLS = [
         This notebook asks two questions: how do the policies degrade as predictions get worse,
         and what keeps the hybrid ahead; and what changes in the bin packing and the lower bound
         when clients differ. The text with the full tables is `docs/beyond.md`; the code is
-        `workbench.predict`, `workbench.uncertainty` and `workbench.fleet`.
+        `workbench.workload.predict`, `workbench.studies.uncertainty` and `workbench.schedule.fleet`.
     """),
     code("""
         # Parameters
@@ -38,14 +38,14 @@ CELLS = [
         import numpy as np
         import pandas as pd
 
-        from workbench.experiments import Scenario
-        from workbench.figures import comparison_table, gantt_compare
-        from workbench.fleet import Fleet, fleet_lower_bound, fleet_weights, fractional_work_bound
-        from workbench.predict import Bucketed, Exact, Noisy, prediction_error
-        from workbench.sim import simulate
-        from workbench.trace import load_trace, sample_trace
-        from workbench.uncertainty import uncertainty_study
-        from workbench.validate import validate
+        from workbench.studies.experiments import Scenario
+        from workbench.viz.figures import comparison_table, gantt_compare
+        from workbench.schedule.fleet import Fleet, fleet_lower_bound, fleet_weights, fractional_work_bound
+        from workbench.workload.predict import Bucketed, Exact, Noisy, prediction_error
+        from workbench.engine.core import simulate
+        from workbench.workload.trace import load_trace, sample_trace
+        from workbench.studies.uncertainty import uncertainty_study
+        from workbench.schedule.validator import validate
     """),
     md("""
         ## The data: true and predicted lengths

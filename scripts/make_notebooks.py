@@ -56,7 +56,7 @@ DASHBOARD = [
         POLICY = "hybrid"
     """),
     code("""
-        from workbench.widgets import dashboard
+        from workbench.viz.widgets import dashboard
 
         dashboard(trace=TRACE, clients=CLIENTS, batch_size=BATCH_SIZE, policy=POLICY)
     """),
@@ -81,7 +81,7 @@ TOUR = [
     """),
     code("""
         # Parameters
-        TRACE = "gsm8k-test"         # a shipped trace: see workbench.trace.list_traces()
+        TRACE = "gsm8k-test"         # a shipped trace: see workbench.workload.trace.list_traces()
         CLIENTS = 8                  # |J|: model replicas
         BATCH_SIZE = 16              # B: requests a replica serves at once
         COST_MODEL = "llama-65b"     # iteration-time preset (notebook 01)
@@ -90,12 +90,12 @@ TOUR = [
     code("""
         import pandas as pd
 
-        import workbench.online  # noqa: F401  (registers the "online" and "hybrid" policies)
-        from workbench.costmodel import load_preset
-        from workbench.figures import comparison_table, gantt, gantt_compare
-        from workbench.sim import simulate
-        from workbench.trace import load_trace, sample_trace
-        from workbench.validate import validate
+        import workbench.policies.lagrangian  # noqa: F401  (registers the "online" and "hybrid" policies)
+        from workbench.costmodel.linear import load_preset
+        from workbench.viz.figures import comparison_table, gantt, gantt_compare
+        from workbench.engine.core import simulate
+        from workbench.workload.trace import load_trace, sample_trace
+        from workbench.schedule.validator import validate
     """),
     md("""
         ## The data: one row per request
@@ -215,12 +215,12 @@ TOUR = [
 
         ## Explore
 
-        The same instance behind controls: every control feeds `workbench.widgets.run_schedule`, the
+        The same instance behind controls: every control feeds `workbench.viz.widgets.run_schedule`, the
         function this notebook called as `simulate` above. The chart updates in place; press play
         to watch the schedule unfold. For a stand-alone web app run `workbench dashboard`.
     """),
     code("""
-        from workbench.widgets import ScheduleExplorer
+        from workbench.viz.widgets import ScheduleExplorer
 
         ScheduleExplorer(trace=TRACE, clients=CLIENTS, batch_size=BATCH_SIZE, policy="hybrid")
     """),
@@ -231,10 +231,10 @@ TOUR_SOLUTIONS = [
         # Solutions to the exercises of 00 · A five-minute tour
     """),
     code("""
-        import workbench.online  # noqa: F401
-        from workbench.figures import comparison_table
-        from workbench.sim import simulate
-        from workbench.trace import load_trace
+        import workbench.policies.lagrangian  # noqa: F401
+        from workbench.viz.figures import comparison_table
+        from workbench.engine.core import simulate
+        from workbench.workload.trace import load_trace
 
         trace = load_trace("gsm8k-test")
     """),
@@ -292,10 +292,10 @@ COST_MODEL_NB = [
         import pandas as pd
         import plotly.graph_objects as go
 
-        import workbench.online  # noqa: F401  (registers the "hybrid" policy)
-        from workbench.costmodel import COEFFICIENT_UNITS, fit, list_presets, load_preset
-        from workbench.roofline import A100_80GB_X8, LLAMA_65B, roofline_cost_model, roofline_table
-        from workbench.sim import simulate
+        import workbench.policies.lagrangian  # noqa: F401  (registers the "hybrid" policy)
+        from workbench.costmodel.linear import COEFFICIENT_UNITS, fit, list_presets, load_preset
+        from workbench.costmodel.roofline import A100_80GB_X8, LLAMA_65B, roofline_cost_model, roofline_table
+        from workbench.engine.core import simulate
     """),
     md("""
         ## The model
@@ -400,7 +400,7 @@ COST_MODEL_NB = [
         and reports $R^2$ and errors. We have no GPU here, so we *simulate* a measurement: the derived
         model's times, each with 3 % log-normal noise, on a grid of prompt sizes, batch sizes and
         contexts. (The shipped `llama2-70b-*` presets were fitted the same way to Vidur's public GPU
-        operator profiles, see `workbench.calibrate`.)
+        operator profiles, see `workbench.costmodel.calibrate`.)
     """),
     code("""
         rng = np.random.default_rng(PROFILE_SEED)
@@ -490,7 +490,7 @@ COST_MODEL_NB = [
     code("""
         import ipywidgets as w
 
-        from workbench.widgets import FunctionPanel
+        from workbench.viz.widgets import FunctionPanel
 
 
         def coefficients_ms(**params):
@@ -515,8 +515,8 @@ COST_MODEL_SOLUTIONS = [
         import numpy as np
         import pandas as pd
 
-        from workbench.costmodel import fit, load_preset
-        from workbench.roofline import A100_80GB_X8, LLAMA_65B, roofline_cost_model, roofline_table
+        from workbench.costmodel.linear import fit, load_preset
+        from workbench.costmodel.roofline import A100_80GB_X8, LLAMA_65B, roofline_cost_model, roofline_table
 
         base = roofline_cost_model(LLAMA_65B, A100_80GB_X8)
     """),
@@ -543,7 +543,7 @@ COST_MODEL_SOLUTIONS = [
         **3.** With one context length, $\\text{ctx}_r = 512\\,|\\mathcal B_r|$ exactly, so the batch-size
         column and the context column are proportional: only $b_d + 512\\,c_d$ is identified, and the
         non-negative least squares puts all of it on one of them. A profiling run must vary batch size
-        and context independently (a full grid, as `workbench.calibrate` does).
+        and context independently (a full grid, as `workbench.costmodel.calibrate` does).
     """),
     code("""
         rng = np.random.default_rng(0)
@@ -592,13 +592,13 @@ BIN_PACKING = [
         import pandas as pd
         import plotly.graph_objects as go
 
-        import workbench.online  # noqa: F401  (registers the "hybrid" policy)
-        from workbench.costmodel import load_preset
-        from workbench.figures import comparison_table, gantt_compare
+        import workbench.policies.lagrangian  # noqa: F401  (registers the "hybrid" policy)
+        from workbench.costmodel.linear import load_preset
+        from workbench.viz.figures import comparison_table, gantt_compare
         from workbench.offline import (assign, bound_table, build_mmbp_model, lower_bound, mmbp_data, solve,
                                        solver_available)
-        from workbench.sim import simulate
-        from workbench.trace import load_trace, sample_trace
+        from workbench.engine.core import simulate
+        from workbench.workload.trace import load_trace, sample_trace
 
         assert solver_available(), "HiGHS is needed: pip install highspy"
         trace = load_trace(TRACE)
@@ -779,7 +779,7 @@ BIN_PACKING = [
         the workbench uses. The table is `assign(...).summary()`, the call made above.
     """),
     code("""
-        from workbench.widgets import FunctionPanel, SolverControls
+        from workbench.viz.widgets import FunctionPanel, SolverControls
 
         limits = SolverControls(time_limit=0.5, rel_gap=1e-4, max_time_limit=10)
         FunctionPanel(lambda **kw: pd.DataFrame([assign(small, SMALL_CLIENTS, BATCH_SIZE, cost_model, method="mip-cold", **kw).summary()]),
@@ -794,7 +794,7 @@ BIN_PACKING_SOLUTIONS = [
         import pandas as pd
 
         from workbench.offline import assign, heuristics
-        from workbench.trace import load_trace, sample_trace
+        from workbench.workload.trace import load_trace, sample_trace
     """),
     md("""
         **1.** LPT puts 3 and 3 on different clients, then 2, 2 and the last 2 on either: loads 7 and 5,
@@ -849,13 +849,13 @@ EXACT = [
     code("""
         import pandas as pd
 
-        import workbench.online  # noqa: F401  (registers the "online" and "hybrid" policies)
-        from workbench.costmodel import load_preset
+        import workbench.policies.lagrangian  # noqa: F401  (registers the "online" and "hybrid" policies)
+        from workbench.costmodel.linear import load_preset
         from workbench.errors import ConfigError
-        from workbench.figures import comparison_table, gantt, gantt_compare
+        from workbench.viz.figures import comparison_table, gantt, gantt_compare
         from workbench.offline import exact_size, replay_exact, solve_exact, solver_available
-        from workbench.policies import list_policies
-        from workbench.sim import simulate
+        from workbench.policies.registry import list_policies
+        from workbench.engine.core import simulate
 
         assert solver_available(), "HiGHS is needed: pip install highspy"
         cost_model = load_preset(COST_MODEL)
@@ -991,7 +991,7 @@ EXACT = [
         sizes
     """),
     code("""
-        from workbench.trace import load_trace
+        from workbench.workload.trace import load_trace
 
         try:
             solve_exact(load_trace("gsm8k-test").head(40), 4, 16, cost_model)
@@ -1019,7 +1019,7 @@ EXACT = [
     code("""
         import ipywidgets as w
 
-        from workbench.widgets import FunctionPanel, SolverControls
+        from workbench.viz.widgets import FunctionPanel, SolverControls
 
 
         def exact_vs_heuristics(n, time_limit, rel_gap):
@@ -1041,9 +1041,9 @@ EXACT_SOLUTIONS = [
     code("""
         import pandas as pd
 
-        import workbench.online  # noqa: F401
+        import workbench.policies.lagrangian  # noqa: F401
         from workbench.offline import solve_exact
-        from workbench.sim import simulate
+        from workbench.engine.core import simulate
 
         trace = pd.DataFrame({"request_id": ["r0", "r1", "r2", "r3", "r4", "r5", "r6"],
                               "input_tokens": [120, 40, 300, 80, 60, 200, 30],
@@ -1097,7 +1097,7 @@ REPRODUCE = [
         **80.2 % → 89.1 %**, total inference time **201.00 s → 190.58 s** against a lower bound of about
         **180 s**, i.e. **52.4 %** of the gap to the bound closed; and over **100 random cases** a mean
         utilization gain of **8.0 %**. This notebook runs the same experiments with
-        `workbench.experiments` (the code behind `workbench reproduce`) and puts the paper's numbers
+        `workbench.studies.experiments` (the code behind `workbench reproduce`) and puts the paper's numbers
         beside ours.
 
         **What is and is not comparable.** The paper's cost model, hardware measurements and exact
@@ -1119,8 +1119,8 @@ REPRODUCE = [
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
-        from workbench import experiments as ex
-        from workbench.figures import gantt_compare
+        from workbench.studies import experiments as ex
+        from workbench.viz.figures import gantt_compare
     """),
     md("""
         ## The scenario, every assumption stated
@@ -1252,7 +1252,7 @@ REPRODUCE_SOLUTIONS = [
 
         import plotly.express as px
 
-        from workbench import experiments as ex
+        from workbench.studies import experiments as ex
 
         scenario = ex.SCENARIOS["paper-gsm8k"]
     """),
@@ -1287,7 +1287,7 @@ REPRODUCE_SOLUTIONS = [
 ]
 
 NOTEBOOKS: dict[str, tuple[str, list]] = {
-    "src/workbench/dashboard.ipynb": ("dashboard", DASHBOARD),
+    "src/workbench/viz/dashboard.ipynb": ("dashboard", DASHBOARD),
     "notebooks/00-tour.ipynb": ("tour", TOUR),
     "notebooks/solutions/00-tour-solutions.ipynb": ("tour-sol", TOUR_SOLUTIONS),
     "notebooks/01-cost-model.ipynb": ("cost", COST_MODEL_NB),

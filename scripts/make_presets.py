@@ -5,9 +5,9 @@
     python scripts/make_presets.py --profiling-dir DIR   # where the Vidur profiles are
 
 * ``llama-65b.json``: LLaMA-65B on 8 x A100-SXM4-80GB, derived from first
-  principles (workbench.roofline); needs no data.
+  principles (workbench.costmodel.roofline); needs no data.
 * ``llama2-70b-{a100,h100}-tp{2,4,8}.json``: Llama-2-70B fitted to the Vidur
-  operator profiles (workbench.calibrate); needs the vidur-profiling folder,
+  operator profiles (workbench.costmodel.calibrate); needs the vidur-profiling folder,
   by default ``../shared/data/vidur-profiling`` beside the repository.  The
   profiles themselves are never copied into the repository.
 
@@ -26,9 +26,9 @@ try:
 except ImportError:  # a source checkout that is not installed
     sys.path.insert(0, str(REPO_ROOT / "src"))
 
-from workbench.calibrate import PRESET_SLUGS, available_tp, fit_vidur_preset  # noqa: E402
-from workbench.costmodel import save_preset  # noqa: E402
-from workbench.roofline import A100_80GB_X8, LLAMA_65B, roofline_cost_model, roofline_table  # noqa: E402
+from workbench.costmodel.calibrate import PRESET_SLUGS, available_tp, fit_vidur_preset  # noqa: E402
+from workbench.costmodel.linear import save_preset  # noqa: E402
+from workbench.costmodel.roofline import A100_80GB_X8, LLAMA_65B, roofline_cost_model, roofline_table  # noqa: E402
 
 DEFAULT_PROFILING_DIR = REPO_ROOT.parent / "shared" / "data" / "vidur-profiling"
 DEFAULT_OUT_DIR = REPO_ROOT / "data" / "presets"
@@ -44,7 +44,7 @@ def roofline_preset(out_dir: Path = DEFAULT_OUT_DIR) -> Path:
     table = roofline_table(LLAMA_65B, A100_80GB_X8)
     model = roofline_cost_model(LLAMA_65B, A100_80GB_X8, name="llama-65b")
     provenance = dict(model.provenance)
-    provenance["function"] = "workbench.roofline.roofline_cost_model"
+    provenance["function"] = "workbench.costmodel.roofline.roofline_cost_model"
     provenance["script"] = SCRIPT
     provenance["derivation"] = [
         {"symbol": symbol, "quantity": row.quantity, "value": row.value, "unit": row.unit, "how": row.how}
@@ -95,7 +95,7 @@ def write_fit_profile(result, path: Path) -> Path:
 
 
 def _report(path: Path) -> str:
-    from workbench.costmodel import load_preset
+    from workbench.costmodel.linear import load_preset
 
     m = load_preset(path)
     coef = ", ".join(f"{k}={v * 1e3:.4g} ms" for k, v in m.coefficients().items())

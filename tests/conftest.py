@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from workbench.costmodel import LinearCostModel
+from workbench.costmodel.linear import LinearCostModel
 
 
 @pytest.fixture

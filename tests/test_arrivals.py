@@ -9,10 +9,8 @@ import pandas as pd
 import pytest
 from conftest import make_trace
 
-from workbench.arrivals import (
+from workbench.studies.loadsweep import (
     DEFAULT_SWEEP_POLICIES,
-    ROLLING_PARAMS,
-    RollingHorizon,
     cluster_capacity,
     load_sweep,
     load_sweep_figure,
@@ -20,13 +18,14 @@ from workbench.arrivals import (
     slo_attainment,
     winners,
 )
-from workbench.costmodel import LinearCostModel
+from workbench.costmodel.linear import LinearCostModel
 from workbench.errors import ConfigError
-from workbench.online import ONLINE_PARAMS
-from workbench.policies import DISPATCHERS, HOLD, POLICIES
-from workbench.sim import simulate
-from workbench.trace import load_trace, synthetic_trace
-from workbench.validate import validate
+from workbench.policies.lagrangian import ONLINE_PARAMS
+from workbench.policies.rolling import ROLLING_PARAMS, RollingHorizon
+from workbench.policies.registry import DISPATCHERS, HOLD, POLICIES
+from workbench.engine.core import simulate
+from workbench.workload.trace import load_trace, synthetic_trace
+from workbench.schedule.validator import validate
 
 SMALL = LinearCostModel(a_p=0.015, b_p=1e-4, a_d=0.015, b_d=1e-4, c_d=2e-7, name="small")
 

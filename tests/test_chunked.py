@@ -10,21 +10,21 @@ from conftest import make_trace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workbench.bounds import closed_form_lower_bound
-from workbench.chunked import (
+from workbench.schedule.bounds import closed_form_lower_bound
+from workbench.engine.chunked import (
     CHUNKED_POLICIES,
     chunked_lower_bound,
     mixed_iteration_time,
     prefill_chunks,
     simulate_chunked,
 )
-from workbench.costmodel import LinearCostModel
+from workbench.costmodel.linear import LinearCostModel
 from workbench.errors import ConfigError
-from workbench.metrics import schedule_metrics
-from workbench.schedule import Schedule
-from workbench.sim import simulate
-from workbench.trace import synthetic_trace
-from workbench.validate import validate
+from workbench.schedule.metrics import schedule_metrics
+from workbench.schedule.schema import Schedule
+from workbench.engine.core import simulate
+from workbench.workload.trace import synthetic_trace
+from workbench.schedule.validator import validate
 
 UNIT = LinearCostModel(a_p=1.0, b_p=0.5, a_d=1.0, b_d=0.0, c_d=0.0, name="unit")
 SMALL = LinearCostModel(a_p=0.015, b_p=1e-4, a_d=0.012, b_d=1e-4, c_d=2e-7, name="small")

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from workbench._paths import data_dir
-from workbench.costmodel import (COEFFICIENTS, LinearCostModel, fit, list_presets, load_preset, presets_dir,
+from workbench.costmodel.linear import (COEFFICIENTS, LinearCostModel, fit, list_presets, load_preset, presets_dir,
                                  save_preset)
 from workbench.errors import ConfigError
-from workbench.roofline import (A100_80GB_X8, H100_80GB_X8, LLAMA2_70B, LLAMA_65B, kv_capacity_tokens,
+from workbench.costmodel.roofline import (A100_80GB_X8, H100_80GB_X8, LLAMA2_70B, LLAMA_65B, kv_capacity_tokens,
                                 roofline_cost_model, roofline_table)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -259,12 +259,32 @@ def test_vidur_presets_are_reproducible(tmp_path):
     assert not missing and len(written) == 12  # six presets and the six profiles they were fitted to
     for path in written:
         shipped = presets_dir() / path.relative_to(tmp_path)
-        assert path.read_bytes() == shipped.read_bytes(), path.name
+        if path.suffix == ".json":
+            # A least-squares solve is reproducible to rounding, not bit for bit, across BLAS kernels
+            # (OpenBLAS picks one per processor): the same text, the floats to 1e-9 relative.
+            _assert_same_json(json.loads(path.read_text()), json.loads(shipped.read_text()), path.name)
+        else:
+            assert path.read_bytes() == shipped.read_bytes(), path.name
+
+
+def _assert_same_json(got, want, where: str) -> None:
+    if isinstance(want, float) and isinstance(got, float):
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-15), where
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), where
+        for key in want:
+            _assert_same_json(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), where
+        for k, (g, w) in enumerate(zip(got, want)):
+            _assert_same_json(g, w, f"{where}[{k}]")
+    else:
+        assert got == want, where
 
 
 @needs_vidur
 def test_profile_from_vidur_layout_and_ranges():
-    from workbench.calibrate import profile_from_vidur
+    from workbench.costmodel.calibrate import profile_from_vidur
 
     profile = profile_from_vidur(PROFILING_DIR, "a100", tp=8)
     assert {"kind", "batch_size", "tokens", "time_s"} <= set(profile.columns)
@@ -280,7 +300,7 @@ def test_profile_from_vidur_layout_and_ranges():
 
 @needs_vidur
 def test_vidur_fit_matches_the_orientation_figures():
-    from workbench.calibrate import fit_vidur_preset
+    from workbench.costmodel.calibrate import fit_vidur_preset
 
     a100 = fit_vidur_preset(PROFILING_DIR, "a100", 8).model
     assert a100.b_p == pytest.approx(0.109e-3, rel=0.05)
@@ -295,7 +315,7 @@ def test_vidur_fit_matches_the_orientation_figures():
 
 @needs_vidur
 def test_vidur_bad_inputs_raise(tmp_path):
-    from workbench.calibrate import available_tp, profile_from_vidur
+    from workbench.costmodel.calibrate import available_tp, profile_from_vidur
 
     with pytest.raises(ConfigError):
         profile_from_vidur(PROFILING_DIR, "tpu", tp=8)
@@ -310,7 +330,7 @@ FITTED = [p for p in list_presets() if p.startswith("llama2-70b-")]
 
 @pytest.mark.parametrize("preset", FITTED)
 def test_shipped_fit_profile_matches_its_preset(preset):
-    from workbench.calibrate import fit_figure, shipped_profile
+    from workbench.costmodel.calibrate import fit_figure, shipped_profile
 
     rows = shipped_profile(preset)
     model = load_preset(preset)
@@ -328,7 +348,7 @@ def test_shipped_fit_profile_matches_its_preset(preset):
 
 
 def test_derived_preset_has_no_fit_profile():
-    from workbench.calibrate import shipped_profile
+    from workbench.costmodel.calibrate import shipped_profile
 
     with pytest.raises(ConfigError, match="no fitted profile"):
         shipped_profile("llama-65b")

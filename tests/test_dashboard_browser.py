@@ -101,7 +101,7 @@ def _stop(proc: subprocess.Popen, readers: list[threading.Thread]) -> None:
 def dashboard():
     """``workbench dashboard --port P --no-browser`` in its own process group; yields its URL."""
     _requirements()
-    from workbench.cli_extra import free_port
+    from workbench.cli.dashboard import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "workbench", "dashboard", "--port", str(port), "--no-browser"],
@@ -127,7 +127,7 @@ def dashboard():
         yield url
     finally:
         _stop(proc, readers)
-        from workbench.cli_extra import _listening
+        from workbench.cli.dashboard import _listening
 
         assert not _listening("127.0.0.1", port), "the dashboard still listens after the test"
 

@@ -1,4 +1,4 @@
-"""The paper's experiments (workbench.experiments) and ``workbench reproduce``."""
+"""The paper's experiments (workbench.studies.experiments) and ``workbench reproduce``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import math
 import pandas as pd
 import pytest
 
-import workbench.online  # noqa: F401  (registers the rule and the policies)
-from workbench import experiments as E
-from workbench.trace import load_trace, sample_trace
+import workbench.policies.lagrangian  # noqa: F401  (registers the rule and the policies)
+from workbench.studies import experiments as E
+from workbench.workload.trace import load_trace, sample_trace
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def test_headline_on_a_small_scenario(tiny_scenario):
     assert table.loc["hybrid", "makespan_s"] <= table.loc["paper-baseline", "makespan_s"]
     assert table.loc["hybrid", "paper_gap_closed"] == E.PAPER["gap_closed"]
     assert math.isnan(table.loc["online", "paper_makespan_s"])
-    from workbench.validate import validate
+    from workbench.schedule.validator import validate
 
     for s in head["schedules"].values():
         assert validate(s, load_trace(tiny_scenario.trace)).ok
@@ -46,7 +46,7 @@ def test_headline_on_a_small_scenario(tiny_scenario):
 
 def test_mu_sweep_limits(tiny_scenario):
     sweep = E.mu_sweep(tiny_scenario, mus=(0.0, 1.0, math.inf))
-    assert set(sweep["lookahead"]) == set(workbench.online.LOOKAHEADS)
+    assert set(sweep["lookahead"]) == set(workbench.policies.lagrangian.LOOKAHEADS)
     for _, part in sweep.groupby("lookahead"):
         # mu = 0 and mu = inf do not depend on the look-ahead
         assert part.set_index("mu").loc[0.0, "makespan_s"] == sweep[sweep["mu"] == 0.0]["makespan_s"].iloc[0]

@@ -1,9 +1,9 @@
 import plotly.graph_objects as go
 
-from workbench.figures import comparison_table, gantt, gantt_compare, update_gantt
-from workbench.schedule import compact_timeline
-from workbench.sim import simulate
-from workbench.trace import synthetic_trace
+from workbench.viz.figures import comparison_table, gantt, gantt_compare, update_gantt
+from workbench.schedule.schema import compact_timeline
+from workbench.engine.core import simulate
+from workbench.workload.trace import synthetic_trace
 
 
 def test_gantt_has_one_bar_per_run_and_client_rows(small_cost):
@@ -44,7 +44,7 @@ def test_compare_and_table(small_cost):
 
 
 def test_chunked_prefill_schedules_draw_mixed_bars(small_cost):
-    from workbench.chunked import simulate_chunked
+    from workbench.engine.chunked import simulate_chunked
 
     trace = synthetic_trace(40, seed=2, output_mean_tokens=12)
     fig = gantt(simulate_chunked(trace, 2, 4, cost_model=small_cost))

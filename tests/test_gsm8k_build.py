@@ -26,7 +26,7 @@ ROWS = {"test": 1319, "train": 7473}
 @pytest.mark.parametrize("split", sorted(ROWS))
 def test_shipped_csv_contract(split: str) -> None:
     path = TRACES / f"gsm8k-{split}.csv"
-    assert path.is_file(), f"{path} missing; run python -m workbench.gsm8k"
+    assert path.is_file(), f"{path} missing; run python -m workbench.workload.gsm8k"
     df = pd.read_csv(path)
 
     assert list(df.columns) == COLUMNS
@@ -41,7 +41,7 @@ def test_shipped_csv_contract(split: str) -> None:
 def test_shipped_provenance_present() -> None:
     text = (TRACES / "PROVENANCE.md").read_text(encoding="utf-8")
     for needle in ("openai/grade-school-math", "MIT", "Meta", "sha256",
-                   "python -m workbench.gsm8k"):
+                   "python -m workbench.workload.gsm8k"):
         assert needle in text, needle
 
 
@@ -53,7 +53,7 @@ def test_rebuild_is_byte_identical(tmp_path: Path) -> None:
     if importlib.util.find_spec("tokenizers") is None:
         pytest.skip("the 'tokenizers' package is not installed (pip install tokenizers)")
 
-    from workbench.gsm8k import build_gsm8k_traces
+    from workbench.workload.gsm8k import build_gsm8k_traces
 
     frames = build_gsm8k_traces(GSM8K_DIR, TOKENIZER, tmp_path)
     assert sorted(frames) == ["test", "train"]
@@ -65,7 +65,7 @@ def test_rebuild_is_byte_identical(tmp_path: Path) -> None:
 
 def test_missing_input_raises_workbench_error(tmp_path: Path) -> None:
     from workbench.errors import WorkbenchError
-    from workbench.gsm8k import build_gsm8k_traces
+    from workbench.workload.gsm8k import build_gsm8k_traces
 
     with pytest.raises(WorkbenchError, match="not found"):
         build_gsm8k_traces(tmp_path / "nope", tmp_path / "tokenizer.json", tmp_path / "out")

@@ -16,14 +16,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.trace import synthetic_trace
+from workbench.workload.trace import synthetic_trace
 
 offline = pytest.importorskip("workbench.offline")
 binpacking = pytest.importorskip("workbench.offline.binpacking")
@@ -32,13 +31,12 @@ exact = pytest.importorskip("workbench.offline.exact")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _refuses_quickly(fn, needle: str, limit_s: float = 5.0):
-    started = time.perf_counter()
+def _refuses_quickly(fn, needle: str):
+    """The refusal comes from the size check, before any model is built (no clock: the tests that
+    monkeypatch the builders below prove "before"; this checks the message)."""
     with pytest.raises(ConfigError) as info:
         fn()
-    elapsed = time.perf_counter() - started
     assert needle in str(info.value), str(info.value)
-    assert elapsed < limit_s, f"took {elapsed:.1f} s to refuse"
     return str(info.value)
 
 
@@ -79,7 +77,7 @@ def test_binpacking_mip_refuses_millions_of_binaries(monkeypatch):
     n = binpacking.MIP_MAX_BINARIES // 8 + 1000
     trace = synthetic_trace(n, seed=0)
     msg = _refuses_quickly(lambda: offline.assign(trace, clients=8, batch_size=16, method="mip", time_limit=0.2),
-                           "binaries", limit_s=30.0)
+                           "binaries")
     assert f"{n * 8:,}" in msg and f"{binpacking.MIP_MAX_BINARIES:,}" in msg
 
 
@@ -106,7 +104,7 @@ def test_time_limit_zero_is_a_clear_error(call):
 
 def test_time_limit_zero_through_the_simulator_and_cli(tmp_path, capsys):
     from workbench.cli import main
-    from workbench.sim import simulate
+    from workbench.engine.core import simulate
 
     trace = synthetic_trace(30, seed=2, output_mean_tokens=6)
     with pytest.raises(ConfigError, match="time_limit is 0"):
@@ -122,7 +120,7 @@ def test_time_limit_zero_through_the_simulator_and_cli(tmp_path, capsys):
 INTERRUPT_SCRIPT = textwrap.dedent("""
     import os, signal, sys, threading, time
     sys.path.insert(0, {src!r})
-    from workbench.trace import synthetic_trace
+    from workbench.workload.trace import synthetic_trace
     from workbench.offline import assign
     trace = synthetic_trace(400, seed=3)
     threading.Timer(2.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
@@ -144,16 +142,15 @@ def test_ctrl_c_during_a_long_solve_returns_the_incumbent():
     out = subprocess.run([sys.executable, "-c", INTERRUPT_SCRIPT.format(src=str(ROOT / "src"))],
                          capture_output=True, text=True, timeout=120).stdout
     line = next(x for x in out.splitlines() if x.startswith(("RESULT", "RAISED")))
-    elapsed = float(line.rsplit(" ", 1)[1])
-    assert elapsed < 15, line  # interrupted, not run to the time limit
-    assert line.startswith("RESULT"), line
+    # The status says the interrupt stopped it (not the 30 s limit, not the gap): no clock is read.
+    assert line.startswith("RESULT interrupted"), line
 
 
 MEMORY_SCRIPT = textwrap.dedent("""
     import resource, sys
     resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))  # 2 GiB: far more than the data need
     sys.path.insert(0, {src!r})
-    from workbench.trace import synthetic_trace
+    from workbench.workload.trace import synthetic_trace
     from workbench.offline import assign
     trace = synthetic_trace(120_000, seed=0)
     try:

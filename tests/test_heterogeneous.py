@@ -1,4 +1,4 @@
-"""Heterogeneous clients (a mixed fleet): per-client batch size, cost model and KV capacity (workbench.fleet)."""
+"""Heterogeneous clients (a mixed fleet): per-client batch size, cost model and KV capacity (workbench.schedule.fleet)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,19 @@ from conftest import make_trace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workbench.bounds import closed_form_lower_bound
-from workbench.costmodel import LinearCostModel, load_preset
+from workbench.schedule.bounds import closed_form_lower_bound
+from workbench.costmodel.linear import LinearCostModel, load_preset
 from workbench.errors import ConfigError
-from workbench.fleet import (
+from workbench.schedule.fleet import (
     Fleet,
     fleet_lower_bound,
     fleet_weights,
     fractional_work_bound,
 )
 from workbench.offline import assign, lower_bound, mmbp_data
-from workbench.sim import simulate
-from workbench.trace import load_trace, synthetic_trace
-from workbench.validate import validate
+from workbench.engine.core import simulate
+from workbench.workload.trace import load_trace, synthetic_trace
+from workbench.schedule.validator import validate
 
 FLEET = "llama2-70b-a100-tp8:2x16,llama2-70b-h100-tp4:2x32"
 TRACE = synthetic_trace(200, seed=5, input_mean_tokens=80, output_mean_tokens=150)

@@ -12,7 +12,6 @@ no case corrupts an existing output folder.  The table in
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +19,12 @@ import pandas as pd
 import pytest
 
 from workbench.cli import main
-from workbench.costmodel import LinearCostModel, load_preset
+from workbench.costmodel.linear import LinearCostModel, load_preset
 from workbench.errors import ConfigError, TraceError
-from workbench.schedule import Schedule, atomic_dir
-from workbench.sim import simulate
-from workbench.trace import MAX_TOKENS, load_trace, synthetic_trace, validate_trace
-from workbench.validate import validate
+from workbench.schedule.schema import Schedule, atomic_dir
+from workbench.engine.core import simulate
+from workbench.workload.trace import MAX_TOKENS, load_trace, synthetic_trace, validate_trace
+from workbench.schedule.validator import validate
 
 H = "request_id,input_tokens,output_tokens\n"
 HA = "request_id,input_tokens,output_tokens,arrival_s\n"
@@ -92,7 +91,7 @@ def test_bad_file_cli_keeps_the_old_output(tmp_path, capsys, case):
 
 @pytest.fixture(scope="module")
 def picker():
-    widgets = pytest.importorskip("workbench.widgets")
+    widgets = pytest.importorskip("workbench.viz.widgets")
     return widgets.TracePicker("gsm8k-test")
 
 
@@ -152,9 +151,8 @@ def test_complex_lengths_are_refused():
 def test_lengths_of_10_to_the_7_tokens_simulate_and_validate():
     """MAX_TOKENS itself is accepted; one request of 10^7 in and out is 10^7 iterations, exported row by row."""
     trace = pd.DataFrame({"request_id": [0], "input_tokens": [MAX_TOKENS], "output_tokens": [MAX_TOKENS]})
-    started = time.perf_counter()
     s = simulate(trace, 1, 4, "continuous", SMALL)
-    assert time.perf_counter() - started < 2.0
+    assert len(s.runs) == 2  # one prefill and ONE closed-form decode run, not 10^7 loop steps
     alone = SMALL.alone_time_s(MAX_TOKENS, MAX_TOKENS)
     assert s.makespan_s == pytest.approx(float(alone), rel=1e-9)
     assert s.metrics["lower_bound_s"] <= s.makespan_s * (1 + 1e-12)
@@ -319,7 +317,7 @@ def test_a_failure_while_writing_leaves_the_old_output(tmp_path, exc):
 
 
 def test_ctrl_c_in_the_cli_exits_130_and_keeps_the_output(tmp_path, monkeypatch, capsys):
-    import workbench.sim as sim
+    import workbench.engine.core as sim
 
     out = tmp_path / "out"
     out.mkdir()
@@ -345,32 +343,26 @@ def million(tmp_path_factory):
 
 def test_a_million_requests_load_and_validate(million):
     trace, path = million
-    started = time.perf_counter()
     loaded = load_trace(path)
-    elapsed = time.perf_counter() - started
     assert len(loaded) == 1_000_000 and loaded["request_id"].is_unique
-    assert elapsed < 10.0, f"loading 10^6 requests took {elapsed:.1f} s"
 
 
 def test_200k_requests_simulate(million):
-    """The simulator's loop is event-based (runs, not iterations): 2e5 requests in a few seconds."""
+    """The simulator's loop is event-based: it steps over decode runs, far fewer than iterations."""
     trace, _ = million
-    started = time.perf_counter()
     s = simulate(trace.iloc[:200_000], 16, 32, "paper-baseline", SMALL)
-    elapsed = time.perf_counter() - started
     assert s.metrics["makespan_s"] >= s.metrics["lower_bound_s"]
-    assert elapsed < 15.0, f"simulating 2e5 requests took {elapsed:.1f} s"
+    decode = s.runs[s.runs["kind"] == "decode"]
+    assert len(decode) < int(decode["iterations"].sum()) / 2
 
 
 @pytest.mark.slow
 def test_a_million_requests_simulate(million):
-    """10^6 requests simulate (about 18 s on 2 cores); the timeline (one row per iteration) is not expanded."""
+    """10^6 requests simulate (about 18 s on 2 cores; benchmarks/scaling.py times it); the timeline is not expanded."""
     trace, _ = million
-    started = time.perf_counter()
     s = simulate(trace, 64, 32, "paper-baseline", SMALL)
-    elapsed = time.perf_counter() - started
     assert s.metrics["makespan_s"] >= s.metrics["lower_bound_s"]
-    assert elapsed < 60.0, f"simulating 10^6 requests took {elapsed:.1f} s"
+    assert s._timeline is None  # nothing asked for the per-iteration rows, so none were built
 
 
 # -- the fuzzers, briefly (the real runs: python fuzz/fuzz_*.py --minutes 5) -------------------------------
@@ -389,6 +381,6 @@ def test_fuzz_smoke(script):
     finally:
         sys.path.remove(str(fuzz_dir))
     strategy = module.INPUT if script == "fuzz_trace_loader" else module.EXAMPLE
-    result = harness.run(script, strategy, module.target, seconds=3, seed=1, describe=module.describe)
-    assert result.tried > 10
+    result = harness.run(script, strategy, module.target, examples=40, seed=1, describe=module.describe)
+    assert result.tried == 40
     assert not result.findings, result.summary()

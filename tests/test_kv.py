@@ -16,12 +16,12 @@ from conftest import make_trace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workbench.bounds import closed_form_lower_bound, kv_iteration_counts
-from workbench.costmodel import LinearCostModel, load_preset
+from workbench.schedule.bounds import closed_form_lower_bound, kv_iteration_counts
+from workbench.costmodel.linear import LinearCostModel, load_preset
 from workbench.errors import ConfigError
-from workbench.sim import simulate
-from workbench.trace import synthetic_trace
-from workbench.validate import validate
+from workbench.engine.core import simulate
+from workbench.workload.trace import synthetic_trace
+from workbench.schedule.validator import validate
 
 SMALL = LinearCostModel(a_p=0.015, b_p=1e-4, a_d=0.015, b_d=1e-4, c_d=2e-7, name="small")
 

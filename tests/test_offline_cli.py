@@ -10,8 +10,8 @@ import pytest
 from conftest import make_trace
 from workbench.cli import main
 from workbench.offline import solver_available
-from workbench.sim import simulate
-from workbench.validate import validate
+from workbench.engine.core import simulate
+from workbench.schedule.validator import validate
 
 pytestmark = [pytest.mark.solver,
               pytest.mark.skipif(not solver_available(), reason="HiGHS (highspy) not installed")]

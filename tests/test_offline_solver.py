@@ -6,13 +6,13 @@ import numpy as np
 import pyomo.environ as pyo
 import pytest
 
-from workbench.costmodel import LinearCostModel
+from workbench.costmodel.linear import LinearCostModel
 from workbench.errors import SolverError
 from workbench.offline import assign, build_mmbp_model, mmbp_data, solve, solver_available
 from workbench.offline import solver as solver_module
 from workbench.offline.binpacking import mmbp_warm_start
 from workbench.offline.heuristics import lpt
-from workbench.trace import synthetic_trace
+from workbench.workload.trace import synthetic_trace
 
 pytestmark = [pytest.mark.solver,
               pytest.mark.skipif(not solver_available(), reason="HiGHS (highspy) not installed")]
@@ -100,7 +100,7 @@ def test_request_stop_from_another_thread_returns_the_incumbent():
 
     from workbench.offline import assign
     from workbench.offline.solver import request_stop
-    from workbench.trace import synthetic_trace
+    from workbench.workload.trace import synthetic_trace
 
     trace = synthetic_trace(400, seed=3)
     out = {}
@@ -108,16 +108,14 @@ def test_request_stop_from_another_thread_returns_the_incumbent():
     def work():
         out["result"] = assign(trace, clients=7, batch_size=16, method="mip", time_limit=30, rel_gap=0)
 
-    started = time.perf_counter()
     worker = threading.Thread(target=work)
     worker.start()
     asked = 0
-    while asked == 0 and worker.is_alive():
+    while asked == 0 and worker.is_alive():  # ask until a solve is running to be stopped
         time.sleep(0.2)
-        if time.perf_counter() - started > 1.0:
-            asked = request_stop()
+        asked = request_stop()
     worker.join(60)
     assert asked == 1
     result = out["result"]
-    assert result.status == "interrupted" and time.perf_counter() - started < 15
+    assert result.status == "interrupted"  # stopped by the request, not by its 30 s limit
     assert result.makespan_s >= result.lower_bound_s

@@ -1,4 +1,4 @@
-"""The Lagrangian iteration rule and the online / hybrid policies (workbench.online)."""
+"""The Lagrangian iteration rule and the online / hybrid policies (workbench.policies.lagrangian)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import workbench.online  # noqa: F401  (registers the rule and the policies)
+import workbench.policies.lagrangian  # noqa: F401  (registers the rule and the policies)
 from conftest import make_trace
 from workbench.errors import ConfigError
-from workbench.online import LOOKAHEADS, LagrangianRule, continuous_threshold_mu, price_of_empty_slot
-from workbench.policies import POLICIES, RULES, resolve_policy
-from workbench.sim import simulate
-from workbench.trace import load_trace, sample_trace, synthetic_trace
-from workbench.validate import validate
+from workbench.policies.lagrangian import LOOKAHEADS, LagrangianRule, continuous_threshold_mu, price_of_empty_slot
+from workbench.policies.registry import POLICIES, RULES, resolve_policy
+from workbench.engine.core import simulate
+from workbench.workload.trace import load_trace, sample_trace, synthetic_trace
+from workbench.schedule.validator import validate
 
 NEW_POLICIES = ("online", "hybrid")
 
@@ -203,7 +203,7 @@ def test_online_with_arrivals_kv_and_heterogeneous_batches(lookahead, small_cost
        mu=st.sampled_from([0.0, 0.3, 1.0, 3.0, math.inf]), lookahead=st.sampled_from(list(LOOKAHEADS)),
        arrivals=st.booleans())
 def test_random_instances_valid(n, clients, batch, seed, mu, lookahead, arrivals):
-    from workbench.costmodel import LinearCostModel
+    from workbench.costmodel.linear import LinearCostModel
 
     cost = LinearCostModel(a_p=0.015, b_p=1e-4, a_d=0.015, b_d=1e-4, c_d=2e-7)
     trace = synthetic_trace(n, seed=seed, rate_per_s=50.0 if arrivals else None, output_mean_tokens=20)

@@ -1,4 +1,4 @@
-"""Output-length predictors and the simulator's predicted-length mode (workbench.predict)."""
+"""Output-length predictors and the simulator's predicted-length mode (workbench.workload.predict)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from conftest import make_trace
 
 from workbench.errors import ConfigError
-from workbench.policies import list_policies
-from workbench.predict import (
+from workbench.policies.registry import list_policies
+from workbench.workload.predict import (
     Bucketed,
     Column,
     Exact,
@@ -17,9 +17,9 @@ from workbench.predict import (
     make_predictor,
     prediction_error,
 )
-from workbench.sim import ClientState, simulate
-from workbench.trace import load_trace, synthetic_trace
-from workbench.validate import validate
+from workbench.engine import ClientState, simulate
+from workbench.workload.trace import load_trace, synthetic_trace
+from workbench.schedule.validator import validate
 
 TRACE = synthetic_trace(300, seed=4, input_mean_tokens=60, output_mean_tokens=120)
 #: Makespans of today's schedules (before predictions existed), bit for bit: exact predictions change nothing.

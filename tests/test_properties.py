@@ -23,14 +23,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from workbench.bounds import closed_form_lower_bound
-from workbench.costmodel import LinearCostModel
-from workbench.policies import POLICIES, resolve_policy
-from workbench.sim import simulate
-from workbench.validate import validate
+from workbench.schedule.bounds import closed_form_lower_bound
+from workbench.costmodel.linear import LinearCostModel
+from workbench.policies.registry import POLICIES, resolve_policy
+from workbench.engine.core import simulate
+from workbench.schedule.validator import validate
 
 try:  # registers online, hybrid, ... when the online stage is present
-    import workbench.online  # noqa: F401
+    import workbench.policies.lagrangian  # noqa: F401
 except ImportError:
     pass
 

@@ -9,16 +9,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_trace
-from workbench.costmodel import LinearCostModel
+from workbench.costmodel.linear import LinearCostModel
 from workbench.errors import ConfigError
-from workbench.policies import list_policies
-from workbench.sim import simulate
-from workbench.trace import synthetic_trace
-from workbench.validate import validate
+from workbench.policies.registry import list_policies
+from workbench.engine.core import simulate
+from workbench.workload.trace import synthetic_trace
+from workbench.schedule.validator import validate
 
 import importlib.util
 
-from workbench.policies import POLICIES
+from workbench.policies.registry import POLICIES
 
 # The offline stage needs workbench.offline; policies whose dispatcher module is absent are skipped.
 FAST_POLICIES = [pytest.param(p, marks=pytest.mark.skipif(

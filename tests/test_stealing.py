@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.policies import POLICIES, list_policies
-from workbench.sim import simulate
-from workbench.trace import load_trace, synthetic_trace
-from workbench.validate import validate
+from workbench.policies.registry import POLICIES, list_policies
+from workbench.engine.core import simulate
+from workbench.workload.trace import load_trace, synthetic_trace
+from workbench.schedule.validator import validate
 
 TRACE = synthetic_trace(240, seed=9, input_mean_tokens=60, output_mean_tokens=120)
 
@@ -70,7 +70,7 @@ def test_registered_remedies():
 def test_paper_scenario_with_20_percent_error():
     """The issue's target: with 20% prediction error the hybrid (and its remedies) beat paper-baseline."""
     from workbench.offline import assign
-    from workbench.predict import Noisy
+    from workbench.workload.predict import Noisy
 
     trace = load_trace("gsm8k-test")
     base = simulate(trace, 8, 16, "paper-baseline", "llama-65b").makespan_s

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from workbench.errors import TraceError
-from workbench.trace import list_traces, load_trace, sample_trace, synthetic_trace, validate_trace
+from workbench.workload.trace import list_traces, load_trace, sample_trace, synthetic_trace, validate_trace
 
 
 @pytest.mark.parametrize("name", list_traces())

@@ -1,4 +1,4 @@
-"""The uncertainty study (workbench.uncertainty) and `workbench reproduce --uncertainty`."""
+"""The uncertainty study (workbench.studies.uncertainty) and `workbench reproduce --uncertainty`."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from workbench.experiments import Scenario
-from workbench.trace import load_trace, sample_trace
-from workbench.uncertainty import check_target, summarize, uncertainty_study
+from workbench.studies.experiments import Scenario
+from workbench.workload.trace import load_trace, sample_trace
+from workbench.studies.uncertainty import check_target, summarize, uncertainty_study
 
 SMALL = Scenario(name="small", trace=sample_trace(load_trace("gsm8k-test"), 160, seed=1), clients=2,
                  batch_size=8, lower_bound_method="closed")

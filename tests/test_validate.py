@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from workbench.schedule import Schedule
-from workbench.sim import simulate
-from workbench.trace import synthetic_trace
-from workbench.validate import validate, validate_files
+from workbench.schedule.schema import Schedule
+from workbench.engine.core import simulate
+from workbench.workload.trace import synthetic_trace
+from workbench.schedule.validator import validate, validate_files
 
 
 @pytest.fixture

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.costmodel import LinearCostModel
-from workbench.schedule import Schedule
-from workbench.sim import simulate
-from workbench.trace import synthetic_trace
-from workbench.validate import RULES, validate, validate_files
+from workbench.costmodel.linear import LinearCostModel
+from workbench.schedule.schema import Schedule
+from workbench.engine.core import simulate
+from workbench.workload.trace import synthetic_trace
+from workbench.schedule.validator import RULES, validate, validate_files
 
 #: c_d = 0 and b_d = 0: a decode's length does not depend on its token count, so "tokens" can be
 #: corrupted alone.  Integers keep the arithmetic exact.

@@ -24,9 +24,9 @@ pytest.importorskip("ipywidgets")
 
 from workbench import cli
 from workbench.errors import ConfigError
-from workbench.sim import simulate
-from workbench.trace import load_trace, synthetic_trace
-from workbench.widgets import (
+from workbench.engine.core import simulate
+from workbench.workload.trace import load_trace, synthetic_trace
+from workbench.viz.widgets import (
     Debouncer,
     FunctionPanel,
     ScheduleExplorer,
@@ -167,7 +167,7 @@ def test_error_during_a_run_keeps_the_previous_result(explorer, monkeypatch):
     def broken(**_):
         raise ConfigError("the solver ran away.", field="time_limit", fix="try again.")
 
-    monkeypatch.setattr("workbench.widgets.run_schedule", broken)
+    monkeypatch.setattr("workbench.viz.widgets.run_schedule", broken)
     assert explorer.refresh() is False
     assert "field &#x27;time_limit&#x27;: the solver ran away." in explorer.error.value
     assert explorer.schedule is before and list(explorer.figure.data[0].y) == y_before
@@ -266,7 +266,7 @@ def test_metrics_table_gap_closed():
 
 # -- the dashboard command, without a browser -------------------------------------------------
 def test_dashboard_command_is_registered_and_its_notebook_ships():
-    from workbench.cli_extra import dashboard_notebook, voila_command
+    from workbench.cli.dashboard import dashboard_notebook, voila_command
 
     args = cli.build_parser().parse_args(["dashboard", "--port", "8123", "--no-browser"])
     assert args.port == 8123 and args.no_browser
@@ -290,7 +290,7 @@ def test_dashboard_refuses_a_busy_or_invalid_port(capsys):
 
 # -- the notebooks are stored as the generator writes them --------------------------------------
 def notebook_paths() -> list[Path]:
-    return sorted((ROOT / "notebooks").rglob("*.ipynb")) + [ROOT / "src" / "workbench" / "dashboard.ipynb"]
+    return sorted((ROOT / "notebooks").rglob("*.ipynb")) + [ROOT / "src" / "workbench" / "viz" / "dashboard.ipynb"]
 
 
 @pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.name)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.costmodel import load_preset
+from workbench.costmodel.linear import load_preset
 from workbench.errors import ConfigError
 
 

@@ -10,19 +10,33 @@
 Model builders never solve; every value reported as a bound is proven.
 """
 
-from workbench.offline import heuristics
-from workbench.offline.binpacking import (METHODS, Assignment, MMBPData, assign, build_mmbp_model,
-                                          extract_assignment, mmbp_data)
-from workbench.offline.exact import (ExactData, ExactResult, build_exact_model, exact_size, replay_exact,
-                                     solve_exact)
-from workbench.offline.heuristics import kk, local_search, lpt, mmbp_lower_bound
-from workbench.offline.lowerbound import (BoundData, bound_data, bound_table, build_bound_model,
-                                          lower_bound)
-from workbench.offline.solver import SolveResult, solve, solver_available
+import importlib
 
-__all__ = [
-    "METHODS", "Assignment", "BoundData", "ExactData", "ExactResult", "MMBPData", "SolveResult", "assign",
-    "bound_data", "bound_table", "build_bound_model", "build_exact_model", "build_mmbp_model", "exact_size",
-    "extract_assignment", "heuristics", "kk", "local_search", "lower_bound", "lpt", "mmbp_data",
-    "mmbp_lower_bound", "replay_exact", "solve", "solve_exact", "solver_available",
-]
+# Pyomo takes most of a second to import, and simulating a policy needs none of it: the names load on first use.
+_WHERE = {
+    "heuristics": None, "kk": "heuristics", "local_search": "heuristics", "lpt": "heuristics",
+    "mmbp_lower_bound": "heuristics",
+    "METHODS": "binpacking", "Assignment": "binpacking", "MMBPData": "binpacking", "assign": "binpacking",
+    "build_mmbp_model": "binpacking", "extract_assignment": "binpacking", "mmbp_data": "binpacking",
+    "ExactData": "exact", "ExactResult": "exact", "build_exact_model": "exact", "exact_size": "exact",
+    "replay_exact": "exact", "solve_exact": "exact",
+    "BoundData": "lowerbound", "bound_data": "lowerbound", "bound_table": "lowerbound",
+    "build_bound_model": "lowerbound", "lower_bound": "lowerbound",
+    "SolveResult": "solver", "solve": "solver", "solver_available": "solver",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'workbench.offline' has no attribute {name!r}")
+    module = _WHERE[name]
+    value = importlib.import_module(f"workbench.offline.{module or name}")
+    if module is not None:
+        value = getattr(value, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

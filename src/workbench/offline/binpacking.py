@@ -37,14 +37,14 @@ import numpy as np
 import pandas as pd
 import pyomo.environ as pyo
 
-from workbench.bounds import LowerBound, closed_form_lower_bound, record_bound
 from workbench._checks import cost_models, positive_int
-from workbench.costmodel import load_preset
+from workbench.costmodel.linear import load_preset
 from workbench.errors import ConfigError
-from workbench.metrics import batch_sizes_array
 from workbench.offline import heuristics as H
 from workbench.offline.solver import solve
-from workbench.trace import load_trace
+from workbench.schedule.bounds import LowerBound, closed_form_lower_bound, record_bound
+from workbench.schedule.metrics import batch_sizes_array
+from workbench.workload.trace import load_trace
 
 METHODS = ("auto", "lpt", "kk", "ls", "mip", "mip-cold")
 #: Above this many x_ij the MMBP model is not built by ``auto`` (Pyomo builds ~1e5 per second
@@ -221,7 +221,7 @@ def assign(trace: pd.DataFrame | str, clients: int = 8, batch_size=16, cost_mode
 
     ``time_limit`` (s) bounds the whole call for ``auto`` and the solve for
     ``mip``/``mip-cold``; ``rel_gap`` is the proven gap at which to stop.  With
-    ``record`` the proven bound is passed to :func:`workbench.bounds.record_bound`
+    ``record`` the proven bound is passed to :func:`workbench.schedule.bounds.record_bound`
     (it is a valid makespan bound too: any schedule costs at least the
     bin-packing optimum), so later schedules report it.
     """
@@ -319,7 +319,7 @@ def _record(trace, clients, batch_size, cost_model, bound_s: float, terms: dict[
         models = [load_preset(c) for c in cost_model]
         if any(mdl != models[0] for mdl in models):
             # a mixed fleet: the bound is valid for it too (each client's cost >= its weights)
-            from workbench.fleet import record_fleet_bound
+            from workbench.schedule.fleet import record_fleet_bound
 
             record_fleet_bound(trace, batch_size, models, float(bound_s))
             return

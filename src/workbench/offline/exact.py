@@ -57,14 +57,19 @@ import numpy as np
 import pandas as pd
 import pyomo.environ as pyo
 
-from workbench.bounds import LowerBound, best_lower_bound, record_bound
-from workbench.costmodel import LinearCostModel, load_preset
+from workbench.costmodel.linear import LinearCostModel, load_preset
 from workbench.errors import ConfigError
-from workbench.metrics import batch_sizes_array
-from workbench.policies import register_rule
-from workbench.schedule import TIMELINE_COLUMNS, Schedule, build_metrics, requests_from_timeline
 from workbench.offline.solver import SolveResult, solve
-from workbench.trace import load_trace
+from workbench.policies.registry import register_rule
+from workbench.schedule.bounds import LowerBound, best_lower_bound, record_bound
+from workbench.schedule.metrics import batch_sizes_array
+from workbench.schedule.schema import (
+    TIMELINE_COLUMNS,
+    Schedule,
+    build_metrics,
+    requests_from_timeline,
+)
+from workbench.workload.trace import load_trace
 
 #: Default refusal limits: beyond these HiGHS rarely proves optimality within minutes.
 MAX_EXACT_REQUESTS = 12
@@ -342,7 +347,7 @@ def replay_inputs(plan, trace: pd.DataFrame):
 
 def replay_exact(result: ExactResult):
     """Replay an exact schedule in the simulator (``planned`` rule); returns the simulated schedule."""
-    from workbench.sim import simulate
+    from workbench.engine.core import simulate
 
     trace, assignment, admissions = replay_inputs(result.plan, result.trace)
     return simulate(trace, result.n_clients, list(result.batch_size), "continuous", result.cost_model,
@@ -378,7 +383,7 @@ class ExactResult:
 
 def _heuristic_schedule(trace, clients, B, cm) -> Schedule:
     """The best of a few simulated policies: an upper bound and a warm start."""
-    from workbench.sim import simulate
+    from workbench.engine.core import simulate
 
     best = None
     for policy in ("paper-baseline", "static", "least-work"):
@@ -459,7 +464,7 @@ def solve_exact(trace: pd.DataFrame | str, clients: int = 2, batch_size=2, cost_
     hybrid = "use the hybrid method for instances this size: `workbench offline` (bin packing) then the online rule"
     if n > max_requests:
         raise ConfigError(f"{n} requests exceed the exact MIP's limit of {max_requests}.", field="trace",
-                          fix=f"{hybrid}, or take a subset with workbench.trace.sample_trace.")
+                          fix=f"{hybrid}, or take a subset with workbench.workload.trace.sample_trace.")
     l = trace["input_tokens"].to_numpy(np.int64)
     o = trace["output_tokens"].to_numpy(np.int64)
     # Size from the trivial K first, so a hopeless instance is refused before any simulation.

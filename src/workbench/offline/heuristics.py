@@ -56,7 +56,7 @@ def mmbp_lower_bound(W: np.ndarray) -> tuple[float, dict[str, float]]:
     share a client, so the optimum is at least ``w_[m] + w_[m+1]`` (sorted
     decreasing, 1-based).  For unlike clients, ``fractional``: the dual of the
     LP relaxation, ``max_y sum_i min_j y_j W_ij`` over ``y >= 0, sum y = 1``
-    (:func:`workbench.fleet.fractional_work_bound`; every ``y`` is valid).
+    (:func:`workbench.schedule.fleet.fractional_work_bound`; every ``y`` is valid).
     """
     n, m = W.shape
     best = W.min(axis=1)
@@ -65,8 +65,8 @@ def mmbp_lower_bound(W: np.ndarray) -> tuple[float, dict[str, float]]:
         w = np.sort(W[:, 0])[::-1]
         terms["pair"] = float(w[m - 1] + w[m])
     elif n:
-        # unlike clients: the LP relaxation's dual, max_y sum_i min_j y_j W_ij (workbench.fleet)
-        from workbench.fleet import fractional_work_bound
+        # unlike clients: the LP relaxation's dual, max_y sum_i min_j y_j W_ij (workbench.schedule.fleet)
+        from workbench.schedule.fleet import fractional_work_bound
 
         terms["fractional"] = fractional_work_bound(W)[0]
     return max(terms.values()), terms

@@ -31,12 +31,17 @@ import numpy as np
 import pandas as pd
 import pyomo.environ as pyo
 
-from workbench.bounds import TERM_DOCS, LowerBound, closed_form_lower_bound, record_bound
-from workbench.costmodel import LinearCostModel, load_preset
+from workbench.costmodel.linear import LinearCostModel, load_preset
 from workbench.errors import ConfigError
-from workbench.metrics import batch_sizes_array
 from workbench.offline.solver import solve
-from workbench.trace import load_trace
+from workbench.schedule.bounds import (
+    TERM_DOCS,
+    LowerBound,
+    closed_form_lower_bound,
+    record_bound,
+)
+from workbench.schedule.metrics import batch_sizes_array
+from workbench.workload.trace import load_trace
 
 TERM_DOCS = {
     **TERM_DOCS,
@@ -280,11 +285,11 @@ def lower_bound(trace: pd.DataFrame | str, clients: int, cost_model="llama-65b",
 
 
 def _fleet_bound(trace, clients, batch_size, models, method, time_limit, record, started) -> LowerBound:
-    """Unlike clients (a mixed fleet): :func:`workbench.fleet.fleet_lower_bound`, and with ``mip``
+    """Unlike clients (a mixed fleet): :func:`workbench.schedule.fleet.fleet_lower_bound`, and with ``mip``
     (or ``auto`` on small instances) the offline bin packing's proven bound with per-client weights."""
-    from workbench.fleet import fleet_lower_bound
     from workbench.offline.binpacking import assign
     from workbench.offline.solver import solver_available
+    from workbench.schedule.fleet import fleet_lower_bound
 
     if len(models) != int(clients):
         raise ConfigError(f"{len(models)} cost models for {clients} clients.", field="cost_model",

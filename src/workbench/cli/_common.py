@@ -1,0 +1,110 @@
+"""What the commands share: the instance options, policy parameters, running a simulation, printing a table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import pandas as pd
+
+from workbench.errors import ConfigError
+
+
+def _parse_value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "inf": float("inf")}.get(text.lower(), text)
+
+
+def policy_params(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in getattr(args, "param", None) or []:
+        if "=" not in item:
+            raise ConfigError(f"'{item}' is not KEY=VALUE.", field="--param", fix="write e.g. --param mu=2.")
+        key, value = item.split("=", 1)
+        params[key.strip()] = _parse_value(value.strip())
+    if getattr(args, "mu", None) is not None:
+        params["mu"] = args.mu
+    return params
+
+
+def _batch_size(text: str):
+    parts = [p for p in str(text).split(",") if p.strip()]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer or a comma-separated list of integers") from None
+    if not values:
+        raise argparse.ArgumentTypeError("is empty; give an integer or a comma-separated list of integers")
+    return values[0] if len(values) == 1 else values
+
+
+def add_instance_arguments(p: argparse.ArgumentParser, *, policy: bool = True) -> None:
+    """The options every command that builds a schedule shares."""
+    p.add_argument("--trace", default="gsm8k-test", help="a shipped trace name (see `workbench trace list`) or a file")
+    p.add_argument("--prompt-column", default=None, help="use this column of the trace as input_tokens")
+    p.add_argument("--clients", type=int, default=8, help="number of clients (model replicas)")
+    p.add_argument("--batch-size", type=_batch_size, default=16, help="batch capacity B, or one per client: 16,16,32")
+    p.add_argument("--cost-model", default="llama-65b", help="a preset name (see `workbench presets`) or a JSON file")
+    p.add_argument("--kv-capacity", default=None,
+                   help="KV-cache capacity per client in tokens, or 'preset' for the preset's value")
+    if policy:
+        p.add_argument("--policy", default="paper-baseline", help="a policy name (see `workbench policies`)")
+        p.add_argument("--dispatch", default=None, help="override the policy's dispatcher")
+        p.add_argument("--order", default=None, help="override the policy's queue order")
+        p.add_argument("--mu", type=float, default=None, help="price multiplier of the Lagrangian rule")
+        p.add_argument("--param", action="append", metavar="KEY=VALUE", help="another policy parameter")
+        p.add_argument("--predictor", default=None,
+                       help="output lengths the schedulers see: exact, noisy:SPREAD[:SEED], bucketed:N "
+                            "(default: exact; the simulator always runs the true lengths)")
+
+
+def _kv(args) -> Any:
+    if args.kv_capacity in (None, "preset"):
+        return args.kv_capacity
+    try:
+        return int(args.kv_capacity)
+    except ValueError:
+        raise ConfigError(f"'{args.kv_capacity}' is not a number of tokens.", field="--kv-capacity",
+                          fix="give an integer, or 'preset'.") from None
+
+
+def load_instance(args):
+    from workbench.costmodel.linear import load_preset
+    from workbench.workload.trace import load_trace
+
+    trace = load_trace(args.trace, prompt_column=args.prompt_column)
+    return trace, load_preset(args.cost_model)
+
+
+def simulate_any(trace, clients, batch_size, policy: str, cost_model, *, dispatch=None, order=None,
+                 kv_capacity_tokens=None, predictor=None, **params):
+    """``workbench.engine.core.simulate``, or the chunked-prefill simulator for its policies."""
+    from workbench.engine.chunked import CHUNKED_POLICIES, simulate_chunked
+    from workbench.engine.core import simulate
+
+    if policy in CHUNKED_POLICIES:
+        if predictor is not None:
+            raise ConfigError(f"policy '{policy}' does not take a predictor.", field="--predictor",
+                              fix="drop --predictor, or use a prefill-first policy.")
+        return simulate_chunked(trace, clients, batch_size, policy, cost_model, dispatch=dispatch, order=order,
+                                kv_capacity_tokens=kv_capacity_tokens, **params)
+    return simulate(trace, clients, batch_size, policy, cost_model, dispatch=dispatch, order=order,
+                    kv_capacity_tokens=kv_capacity_tokens, predictor=predictor, **params)
+
+
+def run_simulation(args, policy: str | None = None):
+    trace, cost_model = load_instance(args)
+    return trace, simulate_any(trace, args.clients, args.batch_size, policy or args.policy, cost_model,
+                               dispatch=getattr(args, "dispatch", None), order=getattr(args, "order", None),
+                               kv_capacity_tokens=_kv(args), predictor=getattr(args, "predictor", None),
+                               **policy_params(args))
+
+
+def print_table(table: pd.DataFrame, *, file=None) -> None:
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:,.4f}".format):
+        print(table.to_string(), file=file or sys.stdout)

@@ -1,0 +1,83 @@
+"""``workbench trace``, ``presets`` and ``policies``: what is shipped and registered."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from workbench.cli._common import print_table
+from workbench.errors import ConfigError
+
+
+def cmd_trace(args) -> int:
+    from workbench.workload.trace import NAMED_TRACES, load_trace
+
+    if args.trace_command == "list":
+        for name, (filename, column) in NAMED_TRACES.items():
+            print(f"{name:20s} data/traces/{filename} (input_tokens from {column})")
+        return 0
+    if args.trace_command == "info":
+        trace = load_trace(args.name)
+        print(f"{args.name}: {len(trace)} requests")
+        print_table(trace[["input_tokens", "output_tokens", "arrival_s"]].describe().T)
+        return 0
+    if args.trace_command == "build-gsm8k":
+        from workbench.workload import gsm8k as gsm8k
+
+        argv = []
+        for flag, value in (("--gsm8k-dir", args.gsm8k_dir), ("--tokenizer", args.tokenizer), ("--out", args.out)):
+            if value:
+                argv += [flag, str(value)]
+        return int(gsm8k.main(argv) or 0)
+    raise ConfigError("unknown trace command.", fix="use list, info or build-gsm8k.")
+
+
+def cmd_presets(args) -> int:
+    from workbench.costmodel.linear import COEFFICIENT_UNITS, list_presets, load_preset
+
+    if args.name:
+        model = load_preset(args.name)
+        print(json.dumps(model.to_dict(), indent=2))
+        return 0
+    rows = []
+    for name in list_presets():
+        m = load_preset(name)
+        rows.append({"preset": name, **{k: v * 1e3 for k, v in m.coefficients().items()},
+                     "kv_capacity_tokens": m.kv_capacity_tokens})
+    table = pd.DataFrame(rows).set_index("preset") if rows else pd.DataFrame()
+    print("coefficients in milliseconds: " + ", ".join(f"{k}: {u}" for k, u in COEFFICIENT_UNITS.items()))
+    print_table(table)
+    return 0
+
+
+def cmd_policies(args) -> int:
+    from workbench.engine.chunked import CHUNKED_POLICIES
+    from workbench.policies.registry import POLICIES
+
+    for name, p in POLICIES.items():
+        print(f"{name:16s} dispatch={p.dispatch}, order={p.order}, rule={p.rule}  {p.description}")
+    for name, p in CHUNKED_POLICIES.items():
+        print(f"{name:16s} dispatch={p.dispatch}, order={p.order}, mixed batches of <= {p.token_budget} tokens  "
+              f"{p.description}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("trace", help="list, inspect or build traces")
+    tsub = p.add_subparsers(dest="trace_command", required=True, metavar="ACTION")
+    tsub.add_parser("list", help="the shipped traces")
+    q = tsub.add_parser("info", help="summary statistics of a trace")
+    q.add_argument("name")
+    q = tsub.add_parser("build-gsm8k", help="derive the GSM8K token-count traces with the LLaMA tokenizer")
+    q.add_argument("--gsm8k-dir", default=None)
+    q.add_argument("--tokenizer", default=None)
+    q.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_trace)
+
+    p = subparsers.add_parser("presets", help="list the cost-model presets, or show one")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=cmd_presets)
+
+    p = subparsers.add_parser("policies", help="list the registered policies")
+    p.set_defaults(func=cmd_policies)

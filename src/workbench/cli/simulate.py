@@ -1,0 +1,117 @@
+"""``workbench simulate``, ``compare`` and ``report``: run policies, export their schedules, report on them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from workbench.cli._common import (
+    _kv,
+    add_instance_arguments,
+    load_instance,
+    policy_params,
+    print_table,
+    run_simulation,
+    simulate_any,
+)
+from workbench.errors import ConfigError
+
+
+def cmd_simulate(args) -> int:
+    from workbench.schedule.schema import atomic_dir
+    from workbench.viz.figures import gantt
+    from workbench.viz.report import write_report
+
+    started = time.perf_counter()
+    trace, schedule = run_simulation(args)
+    elapsed = time.perf_counter() - started
+    with atomic_dir(args.out) as tmp:
+        schedule.write_into(tmp)
+        if args.report:
+            write_report(tmp / "report.html", f"{schedule.policy} on {args.trace}",
+                         [("Metrics", pd.DataFrame([_headline(schedule.metrics)])), ("Gantt chart", gantt(schedule))])
+    m = schedule.metrics
+    print(f"{schedule.policy}: {len(trace)} requests on {m['clients']} clients, makespan {m['makespan_s']:.3f} s, "
+          f"lower bound {m['lower_bound_s']:.3f} s (gap {m['gap']:.2%}), slot utilization {m['slot_utilization']:.1%}, "
+          f"busy {m['busy_utilization']:.1%}; simulated in {elapsed * 1e3:.0f} ms; wrote {args.out}")
+    return 0
+
+
+def _headline(m: dict) -> dict:
+    return {k: m[k] for k in ("makespan_s", "lower_bound_s", "gap", "slot_utilization", "busy_utilization")}
+
+
+def cmd_compare(args) -> int:
+    from tqdm.auto import tqdm
+
+    from workbench.schedule.schema import atomic_dir
+    from workbench.viz.figures import comparison_table, gantt_compare
+    from workbench.viz.report import write_report
+
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if not policies:
+        raise ConfigError("no policy named.", field="--policies", fix="give comma-separated policy names, "
+                          "e.g. static,paper-baseline.")
+    trace, cost_model = load_instance(args)
+    schedules = {}
+    for name in tqdm(policies, desc="simulating", disable=len(policies) < 3, leave=False):
+        schedules[name] = simulate_any(trace, args.clients, args.batch_size, name, cost_model,
+                                       kv_capacity_tokens=_kv(args), predictor=getattr(args, "predictor", None),
+                                       **policy_params(args))
+    base = policies[-1] if "paper-baseline" not in policies else "paper-baseline"
+    table = comparison_table(schedules, base=base)
+    assumptions = {"trace": args.trace, "requests": len(trace), "clients": args.clients,
+                   "batch_size": args.batch_size, "cost_model": cost_model.name, **cost_model.coefficients(),
+                   "arrivals": "all at t=0" if float(trace["arrival_s"].max()) == 0 else "from the trace"}
+    print("Assumptions: " + ", ".join(f"{k}={v}" for k, v in assumptions.items()))
+    print_table(table)
+    if args.out:
+        with atomic_dir(args.out) as tmp:
+            for name, schedule in schedules.items():
+                (tmp / name).mkdir()
+                schedule.write_into(tmp / name)
+            table.to_csv(tmp / "comparison.csv")
+            write_report(tmp / "report.html", f"Policies compared on {args.trace}", [
+                ("Assumptions", pd.DataFrame([assumptions]).T.rename(columns={0: "value"})),
+                ("Comparison", table),
+                ("Per-client Gantt charts", gantt_compare(schedules)),
+            ], subtitle="Makespan, lower bound and utilizations as defined in MODEL.md section 8.")
+        print(f"wrote {args.out}/report.html and one schedule folder per policy")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from workbench.schedule.schema import Schedule
+    from workbench.viz.figures import comparison_table, gantt_compare
+    from workbench.viz.report import write_report
+
+    schedules = {Path(f).name: Schedule.read(f) for f in args.folders}
+    table = comparison_table(schedules)
+    write_report(args.out, "Schedules", [("Comparison", table), ("Per-client Gantt charts", gantt_compare(schedules))])
+    print_table(table)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("simulate", help="simulate one policy and export its schedule")
+    add_instance_arguments(p)
+    p.add_argument("--out", required=True, help="folder for timeline.csv, requests.csv, metrics.json")
+    p.add_argument("--report", action="store_true", help="also write report.html with the Gantt chart")
+    p.set_defaults(func=cmd_simulate)
+
+    p = subparsers.add_parser("compare", help="simulate several policies, print a table, write a report")
+    add_instance_arguments(p, policy=False)
+    p.add_argument("--policies", default="static,paper-baseline", help="comma-separated policy names")
+    p.add_argument("--mu", type=float, default=None, help="price multiplier of the Lagrangian rule")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="a policy parameter")
+    p.add_argument("--predictor", default=None, help="output lengths the schedulers see (see simulate --help)")
+    p.add_argument("--out", default=None, help="folder for the report and the schedules")
+    p.set_defaults(func=cmd_compare)
+
+    p = subparsers.add_parser("report", help="an HTML report comparing exported schedules")
+    p.add_argument("folders", nargs="+")
+    p.add_argument("--out", default="report.html")
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,89 @@
+"""The classic policies: static and continuous batching, round-robin and least-work dispatch, fixed assignments."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from workbench.policies.registry import (
+    DISPATCH_DOCS,
+    DISPATCHERS,
+    RULES,
+    ClientView,
+    Policy,
+    register_policy,
+)
+
+
+class StaticRule:
+    """Static batching: refill only when the batch is empty."""
+
+    def admit(self, client: ClientView) -> int:
+        return client.admissible if client.n_running == 0 else 0
+
+
+class ContinuousRule:
+    """Continuous batching, prefill first: fill every free slot as soon as it frees."""
+
+    def admit(self, client: ClientView) -> int:
+        return client.admissible
+
+
+RULES["static"] = lambda **_: StaticRule()
+RULES["continuous"] = lambda **_: ContinuousRule()
+
+
+class RoundRobin:
+    """Request k (in arrival order) goes to client k mod |J|."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def assign(self, request: int, now_s: float, clients: list[ClientView]) -> int:
+        j = self._next % len(clients)
+        self._next += 1
+        return j
+
+
+class LeastWork:
+    """Join the client with the least outstanding work (sum of ``w_i`` assigned and unfinished).
+
+    Ties go to the lowest client index, so runs are deterministic.
+    """
+
+    def assign(self, request: int, now_s: float, clients: list[ClientView]) -> int:
+        best, best_load = 0, float("inf")
+        for j, c in enumerate(clients):
+            load = c.outstanding_s / c.speed
+            if load < best_load:
+                best, best_load = j, load
+        return best
+
+
+class Assigned:
+    """A fixed assignment computed before the run (the offline stage)."""
+
+    def __init__(self, assignment: np.ndarray) -> None:
+        self.assignment = np.asarray(assignment, dtype=np.int64)
+
+    def assign(self, request: int, now_s: float, clients: list[ClientView]) -> int:
+        return int(self.assignment[request])
+
+
+DISPATCHERS["round-robin"] = lambda **_: RoundRobin()
+DISPATCHERS["least-work"] = lambda **_: LeastWork()
+DISPATCH_DOCS["round-robin"] = "request k in arrival order goes to client k mod |J|"
+DISPATCH_DOCS["least-work"] = "join the client with the least outstanding work"
+
+register_policy(Policy("static", "round-robin", "fifo", "static",
+                       description="static batching: fill the batch, decode until empty, refill"))
+register_policy(Policy("continuous", "round-robin", "fifo", "continuous",
+                       description="continuous batching, prefill first (vLLM's classic policy)"))
+register_policy(Policy("paper-baseline", "round-robin", "fifo", "continuous",
+                       description="the paper's baseline as we state it: round-robin dispatch in trace order, "
+                                   "FIFO queues, continuous prefill-first batching"))
+register_policy(Policy("least-work", "least-work", "fifo", "continuous",
+                       description="online dispatch to the least-loaded client, continuous batching"))
+register_policy(Policy("offline", "offline", "fifo", "continuous",
+                       description="offline stage only: bin-packing assignment, then continuous batching"))
+
+

@@ -1,0 +1,184 @@
+"""The registries of scheduling policies, keyed by the names users type (a leaf: imports nothing above it).
+
+A policy is three choices, each from its own registry:
+
+* a **dispatcher** sends each request to a client when it arrives
+  (``round-robin``, ``least-work``, ``offline`` bin packing, ...);
+* a **queue order** sorts each client's waiting requests
+  (``fifo``, ``longest-output``, ``shortest-output``, ...);
+* an **iteration rule** decides, at each iteration boundary with free slots
+  and waiting requests, how many requests to prefill now (0 means decode).
+
+Named policies (``static``, ``continuous``, ``paper-baseline``, ...) bundle
+the three with default parameters; every part can be overridden.  The
+registries start empty: each implementation registers itself in the module
+that defines it (:mod:`workbench.policies.builtin`,
+:mod:`workbench.policies.lagrangian`, :mod:`workbench.policies.rolling`,
+:mod:`workbench.offline.dispatch`), and importing :mod:`workbench` brings
+them all in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from workbench.errors import ConfigError
+
+
+class ClientView(Protocol):
+    """What a rule or a dispatcher may read of a client (the engine's client state satisfies it).
+
+    ``running`` is not here on purpose: it holds the true output lengths,
+    which only the engine knows; a scheduler looks ahead through
+    :meth:`predicted_finish_counts`.
+    """
+
+    index: int
+    batch_size: int
+    speed: float
+    outstanding_s: float
+    admissible: int
+    waiting: list[int]
+
+    @property
+    def n_running(self) -> int: ...
+
+    @property
+    def n_waiting(self) -> int: ...
+
+    @property
+    def free_slots(self) -> int: ...
+
+    @property
+    def cost_model(self): ...
+
+    def predicted_finish_counts(self) -> list[int]: ...
+
+    def predicted_iterations_to_next_completion(self) -> int: ...
+
+
+# -- iteration rules ----------------------------------------------------------
+class IterationRule(Protocol):
+    """Chooses how many waiting requests to prefill at an iteration boundary."""
+
+    def admit(self, client: ClientView) -> int:
+        """Number of waiting requests to prefill now; 0 to decode instead.
+
+        Called only when the client has a free slot and a waiting request
+        that fits.  ``client.admissible`` is the most that can be admitted.
+        """
+        ...
+
+
+#: name -> factory(**params) -> IterationRule; filled by the modules that define the rules.
+RULES: dict[str, Callable[..., IterationRule]] = {}
+
+
+def register_rule(name: str):
+    """Decorator: register an iteration-rule factory under ``name``."""
+
+    def deco(factory):
+        RULES[name] = factory
+        return factory
+    return deco
+
+
+# -- queue orders ---------------------------------------------------------------
+#: name -> key(input_tokens, output_tokens, arrival_s) giving an array; smaller goes first.
+ORDERS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+    "fifo": lambda l, o, a: a,
+    "arrival": lambda l, o, a: a,
+    "longest-output": lambda l, o, a: -o,
+    "shortest-output": lambda l, o, a: o,
+    "longest-input": lambda l, o, a: -l,
+    "shortest-input": lambda l, o, a: l,
+    "longest-total": lambda l, o, a: -(l + o),
+}
+ORDER_DOCS = {
+    "fifo": "arrival order (trace order at equal arrival times)",
+    "arrival": "same as fifo",
+    "longest-output": "longest output first: long decodes start early, short ones fill the tail",
+    "shortest-output": "shortest output first",
+    "longest-input": "longest prompt first",
+    "shortest-input": "shortest prompt first",
+    "longest-total": "longest prompt + output first",
+}
+
+
+# -- dispatchers -----------------------------------------------------------------
+#: What ``assign`` returns to hold a request back; only a dispatcher that also has
+#: ``next_epoch_s(now_s, clients) -> float`` (the next decision epoch, ``inf`` when none) and
+#: ``release(now_s, clients) -> [(request, client), ...]`` may hold (see :mod:`workbench.studies.loadsweep`).
+HOLD = -1
+
+
+class Dispatcher(Protocol):
+    """Sends each arriving request to a client (or, with deferred dispatch, answers :data:`HOLD`)."""
+
+    def assign(self, request: int, now_s: float, clients: list[ClientView]) -> int: ...
+
+
+#: name -> factory(trace=, clients=, batch_size=, cost_model=, params=) -> Dispatcher
+DISPATCHERS: dict[str, Callable[..., Dispatcher]] = {}
+#: name -> one line for ``workbench policies`` and the widgets.
+DISPATCH_DOCS: dict[str, str] = {}
+
+
+# -- named policies ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Policy:
+    """A named bundle of dispatcher, queue order and iteration rule, with their parameters."""
+
+    name: str
+    dispatch: str
+    order: str
+    rule: str
+    params: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        return {"policy": self.name, "dispatch": self.dispatch, "order": self.order, "rule": self.rule,
+                **self.params}
+
+
+POLICIES: dict[str, Policy] = {}
+
+
+def register_policy(policy: Policy) -> Policy:
+    POLICIES[policy.name] = policy
+    return policy
+
+
+def list_policies() -> list[str]:
+    return list(POLICIES)
+
+
+def resolve_policy(name: str | Policy, *, dispatch: str | None = None, order: str | None = None,
+                   rule: str | None = None, **params: Any) -> Policy:
+    """The named policy with any part overridden; checks every name."""
+    if isinstance(name, Policy):
+        policy = name
+    else:
+        if name not in POLICIES:
+            raise ConfigError(f"unknown policy '{name}'.", field="policy",
+                              fix=f"use one of {', '.join(POLICIES)}.")
+        policy = POLICIES[name]
+    changes: dict[str, Any] = {}
+    if dispatch is not None:
+        changes["dispatch"] = dispatch
+    if order is not None:
+        changes["order"] = order
+    if rule is not None:
+        changes["rule"] = rule
+    if params:
+        changes["params"] = {**policy.params, **{k: v for k, v in params.items() if v is not None}}
+    policy = replace(policy, **changes) if changes else policy
+    for kind, value, registry in (("dispatch", policy.dispatch, DISPATCHERS), ("order", policy.order, ORDERS),
+                                  ("rule", policy.rule, RULES)):
+        if value not in registry:
+            raise ConfigError(f"unknown {kind} '{value}'.", field=kind, fix=f"use one of {', '.join(registry)}.")
+    return policy

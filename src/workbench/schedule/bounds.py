@@ -1,0 +1,180 @@
+"""Closed-form lower bounds on the makespan (MODEL.md section 3).
+
+Every schedule on client ``j`` costs ``sum v_i + a_p N_prefill + a_d N_decode``
+with ``N_prefill >= ceil(|S|/B)`` and ``N_decode >= max(ceil(D/B), max(o_i-1))``.
+Relaxing the ceilings gives additive weights ``w_i``, so the total work spread
+evenly over the clients bounds any makespan, and so does the longest request
+served alone.  The tighter bin-packing bound lives in ``workbench.offline``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from workbench.costmodel.linear import LinearCostModel
+from workbench.schedule.metrics import batch_sizes_array
+
+
+@dataclass(frozen=True)
+class LowerBound:
+    """A lower bound with every term that was computed and the one that binds."""
+
+    value_s: float
+    terms: dict[str, float]
+    binding: str
+    details: dict = field(default_factory=dict, compare=False)
+
+    def table(self) -> pd.DataFrame:
+        rows = [{"term": name, "value_s": value, "binds": name == self.binding} for name, value in self.terms.items()]
+        return pd.DataFrame(rows).set_index("term")
+
+
+TERM_DOCS = {
+    "single_request": "the longest request served alone: max_i t_alone(i)",
+    "average_work": "total relaxed work spread evenly: sum_i w_i / |J|",
+    "kv_aggregate": "KV cache binds: (V + a_p N_p + a_d N_d) / |J| with N_p >= max(ceil(n/B_eff), ceil(sum s_i/M)), "
+                    "N_d >= max(ceil(D/B_eff), ceil(sum s_i (o_i-1)/M)), s_i = l_i + o_i",
+}
+
+
+def kv_iteration_counts(input_tokens, output_tokens, batch_size: int, kv_capacity_tokens: int) -> dict[str, int]:
+    """Fewest prefill and decode iterations any schedule needs when a KV cache of ``M`` tokens binds.
+
+    Admission reserves ``s_i = l_i + o_i`` KV tokens from a request's prefill
+    to its last decode (the simulator's policy, checked by the validator's
+    ``kv-capacity`` rule).  Proof sketch, on one client with capacity ``M``
+    and batch size ``B`` (every step holds for each client and sums over them):
+
+    1. The requests holding KV at any iteration have ``sum s_i <= M``, so
+       there are at most ``B_eff = min(B, k*)`` of them, where ``k*`` is the
+       largest ``k`` whose ``k`` smallest ``s_i`` (of the whole trace) sum to
+       at most ``M`` (a client's subset has no smaller ``s_i``).
+    2. A decode iteration serves only holding requests: at most ``B_eff`` of
+       them, whose ``s_i`` sum to at most ``M``.  Request ``i`` is served in
+       ``o_i - 1`` decode iterations, so summing over decode iterations,
+       ``D <= B_eff N_d`` and ``sum_i s_i (o_i - 1) <= M N_d``.
+    3. The requests of one prefill all hold KV right after it, so likewise
+       ``n <= B_eff N_p`` and ``sum_i s_i <= M N_p``.
+    4. Over clients, ``sum_j ceil(x_j) >= ceil(sum_j x_j)``, and taking the
+       largest ``B`` and ``M`` is the most favourable split.
+
+    Returns ``b_eff``, ``prefills`` (``N_p`` bound) and ``decodes`` (``N_d`` bound).
+    """
+    l = np.asarray(input_tokens, dtype=np.int64)
+    o = np.asarray(output_tokens, dtype=np.int64)
+    s = l + o
+    M = int(kv_capacity_tokens)
+    fits = int(np.searchsorted(np.cumsum(np.sort(s)), M, side="right"))
+    b_eff = max(1, min(int(batch_size), fits))
+    D = int((o - 1).sum())
+    return {"b_eff": b_eff,
+            "prefills": max(-(-len(s) // b_eff), -(-int(s.sum()) // M)),
+            "decodes": max(-(-D // b_eff), -(-int((s * (o - 1)).sum()) // M))}
+
+
+def closed_form_lower_bound(trace: pd.DataFrame, clients: int, batch_size, cost_model: LinearCostModel,
+                            release_aware: bool = True, kv_capacity_tokens=None) -> LowerBound:
+    """``max(max_i t_alone(i), sum_i w_i / |J|)``, instant on any trace.
+
+    With per-client batch sizes the weights use the largest ``B`` (the most
+    favourable client), which keeps the bound valid.  When requests arrive
+    over time, no request can finish before ``a_i + t_alone(i)``, which is
+    added as a term.  With ``kv_capacity_tokens`` (one ``M`` or one per
+    client; ``None`` entries mean unlimited) the ``kv_aggregate`` term of
+    :func:`kv_iteration_counts` is added when every client has a capacity.
+    """
+    B = batch_sizes_array(batch_size, clients)
+    l = trace["input_tokens"].to_numpy(float)
+    o = trace["output_tokens"].to_numpy(float)
+    alone = cost_model.alone_time_s(l, o)
+    weights = cost_model.request_weight_s(l, o, int(B.max()))
+    terms = {
+        "single_request": float(alone.max()),
+        "average_work": float(weights.sum()) / int(clients),
+    }
+    if release_aware and "arrival_s" in trace and float(trace["arrival_s"].max()) > 0:
+        terms["release_plus_alone"] = float((trace["arrival_s"].to_numpy(float) + alone).max())
+    caps = [kv_capacity_tokens] if np.ndim(kv_capacity_tokens) == 0 else list(kv_capacity_tokens)
+    if kv_capacity_tokens is not None and len(caps) and all(c is not None for c in caps):
+        counts = kv_iteration_counts(l, o, int(B.max()), max(int(c) for c in caps))
+        work = float(cost_model.request_work_s(l, o).sum())
+        terms["kv_aggregate"] = (work + cost_model.a_p * counts["prefills"]
+                                 + cost_model.a_d * counts["decodes"]) / int(clients)
+    binding = max(terms, key=terms.get)
+    return LowerBound(value_s=terms[binding], terms=terms, binding=binding)
+
+
+# -- the tightest bound known so far --------------------------------------------------
+#: (trace digest, clients, batch sizes, cost coefficients) -> best bound computed in this process.
+_BEST: dict[tuple, LowerBound] = {}
+
+
+def _bound_key(trace: pd.DataFrame, clients: int, batch_size, cost_model: LinearCostModel) -> tuple:
+    from workbench.workload.trace import trace_digest
+
+    B = tuple(int(b) for b in batch_sizes_array(batch_size, clients))
+    return (trace_digest(trace), int(clients), B, tuple(cost_model.coefficients().values()))
+
+
+def record_bound(trace: pd.DataFrame, clients: int, batch_size, cost_model: LinearCostModel,
+                 bound: LowerBound) -> None:
+    """Remember a bound (e.g. the bin-packing bound) so later schedules report it."""
+    key = _bound_key(trace, clients, batch_size, cost_model)
+    if key not in _BEST or bound.value_s > _BEST[key].value_s:
+        _BEST[key] = bound
+
+
+def best_lower_bound(trace: pd.DataFrame, clients: int, batch_size, cost_model: LinearCostModel,
+                     kv_capacity_tokens=None) -> LowerBound:
+    """The tightest of the closed-form bound and any bound recorded for this instance.
+
+    A recorded bound ignores the KV cache; it stays valid with one (KV only
+    removes schedules), so the larger of the two is reported.
+    """
+    closed = closed_form_lower_bound(trace, clients, batch_size, cost_model, kv_capacity_tokens=kv_capacity_tokens)
+    known = _BEST.get(_bound_key(trace, clients, batch_size, cost_model))
+    return known if known is not None and known.value_s > closed.value_s else closed
+
+
+def chunked_lower_bound(trace: pd.DataFrame, clients: int, batch_size, cost_model: LinearCostModel, *,
+                        token_budget: float = math.inf, kv_capacity_tokens=None) -> LowerBound:
+    """A makespan lower bound valid for chunked-prefill schedules.
+
+    MODEL.md section 3's bound charges ``a_p`` per prefill stage, which mixed
+    batching does not pay, so it is not valid here.  Summing ``t_mixed`` over
+    a client's iterations gives at least ``V + a_d N + (a_m - a_d) N_mixed``
+    (``V`` as in section 3; the chunks' read-back ``c_d Q`` only adds), where
+    ``N`` iterations each carry at most ``B_eff`` decodes and at most ``tau``
+    tokens, so ``N >= max(ceil(D / B_eff), ceil((D + L) / tau))``, and with
+    a KV cache ``N >= ceil(sum s_i (o_i - 1) / M)``; the mixed ones carry at
+    most ``tau`` prompt tokens, ``N_mixed >= ceil(L / tau)``.  Summed over
+    clients (``sum ceil >= ceil sum``) and divided by ``|J|``: the term
+    ``chunked_aggregate``.  A request alone still takes at least
+    ``t_alone(i)`` (its prompt costs ``a_m + b_p l_i`` or more), so
+    ``single_request`` and ``release_plus_alone`` carry over.
+    """
+    B = batch_sizes_array(batch_size, clients)
+    base = closed_form_lower_bound(trace, clients, B, cost_model)
+    terms = {k: v for k, v in base.terms.items() if k in ("single_request", "release_plus_alone")}
+    l = trace["input_tokens"].to_numpy(np.int64)
+    o = trace["output_tokens"].to_numpy(np.int64)
+    D, L = int((o - 1).sum()), int(l.sum())
+    b_eff = int(B.max())
+    n_iter = -(-D // b_eff)
+    caps = [kv_capacity_tokens] if np.ndim(kv_capacity_tokens) == 0 else list(kv_capacity_tokens)
+    if kv_capacity_tokens is not None and len(caps) and all(c is not None for c in caps):
+        counts = kv_iteration_counts(l, o, b_eff, max(int(c) for c in caps))
+        n_iter = max(n_iter, counts["decodes"])
+    n_mixed = 0
+    if math.isfinite(token_budget):
+        n_iter = max(n_iter, -(-(D + L) // int(token_budget)))
+        n_mixed = -(-L // int(token_budget))
+    V = float(cost_model.request_work_s(l, o).sum())
+    a_m = max(cost_model.a_p, cost_model.a_d)
+    terms["chunked_aggregate"] = (V + cost_model.a_d * n_iter + (a_m - cost_model.a_d) * n_mixed) / int(clients)
+    binding = max(terms, key=terms.get)
+    return LowerBound(value_s=float(terms[binding]), terms=terms, binding=binding)
