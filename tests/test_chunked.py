@@ -179,8 +179,13 @@ def test_validator_checks_the_chunked_bound(sched):
 def test_refuses_a_budget_no_prefill_fits():
     with pytest.raises(ConfigError, match="token_budget"):
         simulate_chunked(TRACE, 2, 16, token_budget=16, cost_model=SMALL)
-    with pytest.raises(ConfigError, match="dispatch"):
-        simulate_chunked(TRACE, 2, 4, cost_model=SMALL, dispatch="offline")
+
+
+
+def test_the_offline_stage_dispatches_mixed_iterations_too():
+    """One engine: the hybrid's offline assignment works with chunked prefill (it was refused by the old simulator)."""
+    s = simulate_chunked(TRACE, 2, 4, cost_model=SMALL, dispatch="offline", method="lpt")
+    assert validate(s, TRACE).ok
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -52,14 +52,11 @@ def cmd_presets(args) -> int:
 
 
 def cmd_policies(args) -> int:
-    from workbench.engine.chunked import CHUNKED_POLICIES
     from workbench.policies.registry import POLICIES
 
     for name, p in POLICIES.items():
-        print(f"{name:16s} dispatch={p.dispatch}, order={p.order}, rule={p.rule}  {p.description}")
-    for name, p in CHUNKED_POLICIES.items():
-        print(f"{name:16s} dispatch={p.dispatch}, order={p.order}, mixed batches of <= {p.token_budget} tokens  "
-              f"{p.description}")
+        engine = ", ".join(f"{k}={v}" for k, v in p.engine.items()) or "iteration=exclusive, kv=reserve"
+        print(f"{name:18s} dispatch={p.dispatch}, order={p.order}, rule={p.rule}; {engine}\n{'':18s} {p.description}")
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,9 @@ class LinearCostModel:
     description: str = field(default="", compare=False)
     kv_capacity_tokens: int | None = field(default=None, compare=False)
     provenance: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: Per request, before the engine sees it (HTTP, tokenisation): delays its arrival at the engine, so it
+    #: adds to TTFT and end-to-end latency but to no iteration.
+    frontend_overhead_s: float = field(default=0.0, compare=False)
 
     def __post_init__(self) -> None:
         for key in COEFFICIENTS:
@@ -61,6 +65,11 @@ class LinearCostModel:
                 raise ConfigError(f"must be finite and >= 0, got {value!r}.", field=key,
                                   fix="iteration times cannot shrink with more work; refit or correct the preset.")
             object.__setattr__(self, key, value)
+        overhead = self.frontend_overhead_s
+        if isinstance(overhead, bool) or not isinstance(overhead, (int, float)) or not 0 <= overhead < math.inf:
+            raise ConfigError(f"must be a number of seconds >= 0, got {overhead!r}.", field="frontend_overhead_s",
+                              fix="give the per-request front-end overhead in seconds (0 for none).")
+        object.__setattr__(self, "frontend_overhead_s", float(overhead))
         if self.a_p + self.b_p <= 0:
             raise ConfigError("a_p and b_p are both 0, so a prefill would take no time.", field="a_p",
                               fix="give a positive a_p or b_p.")
@@ -80,6 +89,23 @@ class LinearCostModel:
             return (self.a_d + self.b_d * np.asarray(batch_size, dtype=float)
                     + self.c_d * np.asarray(context_tokens, dtype=float))
         return self.a_d + self.b_d * float(batch_size) + self.c_d * float(context_tokens)
+
+    def iteration_time(self, n_decode: int, decode_context_tokens: int, chunk_tokens, chunk_prior_tokens) -> float:
+        """Seconds of one iteration: ``n_decode`` decodes reading ``decode_context_tokens`` in total, plus prompt
+        chunks (``chunk_tokens[i]`` new tokens over ``chunk_prior_tokens[i]`` of the same prompt already cached).
+
+        With no chunk it is :meth:`decode_time`; with chunks it is ``t_mixed`` of MODEL.md section 2.1:
+        ``max(a_p, a_d) + b_d n_d + c_d (C_d + Q) + b_p P`` (``P`` chunk tokens, ``Q`` their prior tokens,
+        which the chunks' attention reads back as a decode reads its context).
+        """
+        if not chunk_tokens:
+            return self.a_d + self.b_d * n_decode + self.c_d * decode_context_tokens
+        return (max(self.a_p, self.a_d) + self.b_d * n_decode + self.c_d * (decode_context_tokens + sum(chunk_prior_tokens))
+                + self.b_p * sum(chunk_tokens))
+
+    def bound_model(self) -> LinearCostModel:
+        """The linear model the bounds assume: this one."""
+        return self
 
     # -- per-request decompositions of MODEL.md section 3 ---------------
     def request_work_s(self, input_tokens, output_tokens) -> np.ndarray:
@@ -107,6 +133,8 @@ class LinearCostModel:
         out = asdict(self)
         if out["kv_capacity_tokens"] is None:
             del out["kv_capacity_tokens"]
+        if not out["frontend_overhead_s"]:
+            del out["frontend_overhead_s"]
         return out
 
     @classmethod
@@ -117,7 +145,7 @@ class LinearCostModel:
         if missing:
             raise ConfigError(f"{source} lacks {', '.join(missing)}.", field=missing[0],
                               fix=f"give all of {', '.join(COEFFICIENTS)} in seconds.")
-        known = {"name", "description", "kv_capacity_tokens", "provenance"}
+        known = {"name", "description", "kv_capacity_tokens", "provenance", "frontend_overhead_s"}
         kwargs = {key: data[key] for key in known if key in data}
         return cls(**{key: data[key] for key in COEFFICIENTS}, **kwargs)
 

@@ -18,7 +18,8 @@ class ClientState:
     __slots__ = ("index", "batch_size", "cost_model", "kv_capacity_tokens", "speed", "waiting", "running",
                  "n_running", "ctx_sum", "decode_count", "clock_s", "outstanding_s", "kv_reserved_tokens",
                  "current", "version", "pending", "admissible", "_just_prefilled", "linear",
-                 "a_p", "b_p", "a_d", "b_d", "c_d", "predicted_finish")
+                 "a_p", "b_p", "a_d", "b_d", "c_d", "a_m", "predicted_finish", "paged", "prefilling",
+                 "prefilling_index", "ids_cache")
 
     def __init__(self, index: int, batch_size: int, cost_model: LinearCostModel,
                  kv_capacity_tokens: int | None, speed: float) -> None:
@@ -47,6 +48,14 @@ class ClientState:
         self.a_p, self.b_p, self.a_d, self.b_d, self.c_d = (
             (cost_model.a_p, cost_model.b_p, cost_model.a_d, cost_model.b_d, cost_model.c_d)
             if self.linear else (0.0,) * 5)
+        self.a_m = max(self.a_p, self.a_d)  # the fixed cost of a mixed iteration (MODEL.md section 2.1)
+        # Outside the paper's engine: the paged-KV manager (kv="paged"), the prompts part-way through
+        # their chunked prefill ([request, tokens computed], admission order; mixed iterations) and the
+        # running requests' ids as the last row listed them.
+        self.paged = None
+        self.prefilling: list[list[int]] = []
+        self.prefilling_index: dict[int, list[int]] = {}
+        self.ids_cache: str | None = None
 
     @property
     def n_waiting(self) -> int:

@@ -87,3 +87,23 @@ register_policy(Policy("offline", "offline", "fifo", "continuous",
                        description="offline stage only: bin-packing assignment, then continuous batching"))
 
 
+
+
+# -- policies that serve the way today's engines do ------------------------------------------------------
+#: vLLM V1's scheduler defaults where they are choices of the engine (token budget of max_num_batched_tokens).
+VLLM_ENGINE = {"iteration": "mixed", "token_budget": 2048, "max_partial_prefills": 1, "kv": "paged",
+               "block_size": 16, "prefix_caching": True}
+
+register_policy(Policy("chunked-prefill", "round-robin", "fifo", "continuous",
+                       description="Sarathi-Serve / vLLM V1 mixed batching: every decode plus prefill chunks up to "
+                                   "a token budget per iteration; round-robin dispatch, FIFO queues",
+                       engine={"iteration": "mixed", "token_budget": 512}))
+register_policy(Policy("chunked-least-work", "least-work", "fifo", "continuous",
+                       description="chunked-prefill mixed batching with least-outstanding-work dispatch",
+                       engine={"iteration": "mixed", "token_budget": 512}))
+register_policy(Policy("vllm", "round-robin", "fifo", "continuous",
+                       description="vLLM V1's default scheduler: FCFS, mixed iterations of at most "
+                                   "max_num_batched_tokens (2048) and max_num_seqs (the batch size), one partial "
+                                   "prefill at a time, paged KV (16-token blocks) with recompute preemption, "
+                                   "prefix caching",
+                       engine=dict(VLLM_ENGINE)))

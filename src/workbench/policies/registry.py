@@ -139,6 +139,10 @@ class Policy:
     rule: str
     params: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: How the engine forms iterations and holds KV memory (``workbench.engine.core.EngineConfig``
+    #: options: iteration, token_budget, max_partial_prefills, kv, block_size, prefix_caching); empty
+    #: is the paper's engine: exclusive prefill or decode stages, KV reserved at admission.
+    engine: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         return {"policy": self.name, "dispatch": self.dispatch, "order": self.order, "rule": self.rule,
