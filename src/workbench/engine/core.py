@@ -347,6 +347,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     seg_ids: list[str] = []
     seg_pids: list[str] = []
     seg_ptok: list[str] = []
+    seg_pprior: list[str] = []  # per prompt piece: its tokens already in the KV cache (paged schedules)
     ids_text = trace["request_id"].astype(str).tolist()
 
     # Per request, outside the paper's engine: tokens generated so far (for a request not decoding now),
@@ -472,6 +473,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
         seg_ids.append(" ".join(ids_out))
         seg_pids.append("")
         seg_ptok.append("")
+        seg_pprior.append("")
 
     def newest_running(c: ClientState) -> int:
         """The running request admitted last (vLLM preempts from the tail of its running list)."""
@@ -500,7 +502,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
         return c.ids_cache
 
     def record(c: ClientState, kind: int, now: float, end: float, k: int, nr: int, tokens: int,
-               ids: str = "", pids: str = "", ptok: str = "") -> None:
+               ids: str = "", pids: str = "", ptok: str = "", pprior: str = "") -> None:
         nonlocal seq
         index = len(seg_start)
         seg_client.append(c.index)
@@ -514,6 +516,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
             seg_ids.append(ids)
             seg_pids.append(pids)
             seg_ptok.append(ptok)
+            seg_pprior.append(pprior)
         c.current = index
         c.version += 1
         c.pending = True
@@ -547,6 +550,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
                 members = [pop_waiting(c) for _ in range(m)]
             tokens = 0
             done_at_prefill = []
+            pieces: list[tuple[int, int]] = []  # (computed tokens, cached tokens) per member
             count = c.decode_count - 1
             for i in members:
                 li, oi = l_list[i], o_list[i]
@@ -571,6 +575,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
                 if g:
                     recomputed[i] += need - hit
                 tokens += need - hit
+                pieces.append((need - hit, hit))
                 if prefill_start[i] != prefill_start[i]:
                     prefill_start[i] = now
                 admissions[0] += 1
@@ -589,8 +594,10 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
             if classic:
                 record(c, _PREFILL, now, end, 1, m, tokens)
             else:
-                record(c, _PREFILL, now, end, 1, m, tokens, " ".join(sorted((ids_text[i] for i in members),
-                                                                             key=_id_key)))
+                record(c, _PREFILL, now, end, 1, m, tokens,
+                       " ".join(sorted((ids_text[i] for i in members), key=_id_key)),
+                       " ".join(ids_text[i] for i in members), " ".join(str(p[0]) for p in pieces),
+                       " ".join(str(p[1]) for p in pieces))
             return
         if c.n_running > 0:
             nr, tokens = c.n_running, c.ctx_sum
@@ -659,6 +666,8 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
                     break
                 preempt(c, [newest_running(c)], now)
                 preempted_now = True
+        if paged:
+            kvm.grow(-1, decode_blocks_needed(c, 1))  # this iteration's decode tokens, before anyone is admitted
         n_d = len(c.running)
         budget = tau - n_d
         chunks: list[tuple[int, int, int]] = []  # (request, chunk tokens, prompt tokens done before)
@@ -734,13 +743,10 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
         else:
             end = now + float(c.cost_model.iteration_time(n_d, ctx, [ch[1] for ch in chunks],
                                                           [ch[2] for ch in chunks]))
-        if paged:
-            d = c.decode_count
-            kvm.grow(-1, sum(kvm.blocks(l_list[i] + (d - gen_base[i])) - kvm.blocks(l_list[i] + (d - gen_base[i]) - 1)
-                             for _, i in c.running))
         c._just_prefilled = chunks
         record(c, _MIXED if chunks else _DECODE, now, end, 1, n_d, ctx, running_ids(c),
-               " ".join(ids_text[ch[0]] for ch in chunks), " ".join(str(ch[1]) for ch in chunks))
+               " ".join(ids_text[ch[0]] for ch in chunks), " ".join(str(ch[1]) for ch in chunks),
+               " ".join(str(ch[2]) for ch in chunks))
 
     def _hit_tokens(c: ClientState, i: int, need: int) -> int:
         if block_keys is None:
@@ -1031,7 +1037,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
                 queried = sum(c.paged.queried_tokens for c in state)
                 hits = sum(c.paged.hits_tokens for c in state)
                 extra["prefix_cache_hit_rate"] = hits / queried if queried else 0.0
-        schedule = _assemble_general(trace, segments, (seg_ids, seg_pids, seg_ptok), per_request, models, B,
+        schedule = _assemble_general(trace, segments, (seg_ids, seg_pids, seg_ptok, seg_pprior), per_request, models, B,
                                      n_clients, policy_obj.name, described, lower_bound_s, kv_caps, config, extra,
                                      {"preemptions": preemptions, "cached_tokens": cached,
                                       "recomputed_tokens": recomputed}, block_keys)
@@ -1071,7 +1077,7 @@ def _assemble_general(trace, segments, texts, per_request, models, B, n_clients,
     first_iter[order] = ends - k_sorted - np.where(client_first > 0, ends[client_first - 1], 0)
     decode = seg_kind == _DECODE
     seg_n, seg_tok = segments["n"], segments["tokens"]
-    ids, pids, ptok = (np.array(t, dtype=object) for t in texts)
+    ids, pids, ptok, pprior = (np.array(t, dtype=object) for t in texts)
     runs = pd.DataFrame({
         "client": seg_client, "kind": np.where(decode, "decode", "prefill"),
         "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
@@ -1088,9 +1094,13 @@ def _assemble_general(trace, segments, texts, per_request, models, B, n_clients,
     row_kind = np.repeat(kinds, reps)
     timeline["kind"] = row_kind
     timeline.loc[row_kind == "preempt", "iteration"] = -1
-    if config.iteration == "mixed":
+    if config.iteration == "mixed" or config.kv == "paged":
+        # Prompt pieces: the chunks of mixed rows and, with paged KV, the prompts of prefill rows (whose
+        # recomputation and cached part the validator checks through prefill_prior).
         timeline["prefill_ids"] = np.repeat(pids[order], reps)
         timeline["prefill_tokens"] = np.repeat(ptok[order], reps)
+        if config.kv == "paged":
+            timeline["prefill_prior"] = np.repeat(pprior[order], reps)
     requests = pd.DataFrame({
         "request_id": trace["request_id"].to_numpy(), "client": per_request["client"],
         "input_tokens": trace["input_tokens"].to_numpy(), "output_tokens": trace["output_tokens"].to_numpy(),

@@ -62,7 +62,9 @@ from workbench.schedule.schema import REQUEST_COLUMNS, TIMELINE_COLUMNS, Schedul
 from workbench.workload.trace import load_trace
 
 RULES = ("schema", "iterations", "no-overlap", "ids", "prefill-once", "same-client", "decode-count",
-         "batch-capacity", "kv-capacity", "tokens", "duration", "request-times", "metrics", "trace")
+         "batch-capacity", "kv-capacity", "tokens", "duration", "request-times", "metrics", "trace",
+         # paged KV (workbench.schedule.replay)
+         "paged-rows", "recompute", "paged-tokens", "kv-blocks")
 METRIC_KEYS = ("makespan_s", "lower_bound_s", "gap", "slot_utilization", "busy_utilization", "clients",
                "batch_size", "cost_model", "policy", "params", "version")
 #: Relative tolerance on times: CSV round-trips floats exactly, so this only absorbs summation order.
@@ -219,6 +221,17 @@ def _validate(source, trace) -> ValidationReport:
             rq[col] = pd.to_numeric(rq[col], errors="raise").astype(float)
     except (ValueError, TypeError, KeyError, OverflowError, WorkbenchError) as exc:
         report.add("schema", f"cannot read the tables as numbers: {exc}")
+        return report
+    if metrics.get("kv_mode") == "paged" or (tl["kind"] == "preempt").any():
+        # Paged KV: requests may be preempted and recomputed, so the rules are checked by a replay.
+        if metrics.get("kv_mode") != "paged":
+            report.add("schema", "preempt rows appear only in schedules with metrics.kv_mode = paged")
+            return report
+        from workbench.schedule.replay import validate_paged
+
+        validate_paged(tl, rq, metrics, models, B, clients, report, close=_close, examples=_examples,
+                       abs_tol_s=ABS_TOL_S)
+        _check_metrics(tl, rq, metrics, models, B, clients, report, trace)
         return report
     bad_kind = ~tl["kind"].isin(["prefill", "decode", "mixed"])
     if bad_kind.any():
@@ -466,6 +479,15 @@ def _validate(source, trace) -> ValidationReport:
         if len(early):
             report.add("request-times", "prefilled before arrival: " + _examples(rq_ids[early]))
 
+    _check_metrics(tl, rq, metrics, models, B, clients, report, trace)
+    return report
+
+
+def _check_metrics(tl, rq, metrics, models, B, clients, report, trace) -> None:
+    """The metrics rule (recomputed from the timeline) and the trace rule: the same for every schedule."""
+    rq_ids = rq["request_id"].astype(str).to_numpy()
+    n = len(rq)
+    is_mixed_kind = (tl["kind"] == "mixed").to_numpy()
     # -- metrics -------------------------------------------------------------------------------------
     report.checked.append("metrics")
     recomputed = schedule_metrics(tl, clients, B)
@@ -479,7 +501,8 @@ def _validate(source, trace) -> ValidationReport:
             report.add("metrics", f"gap is {metrics['gap']!r} but recomputes to {expected_gap!r}")
         if lb > recomputed["makespan_s"] * (1 + REL_TOL) + ABS_TOL_S:
             report.add("metrics", f"lower_bound_s {lb} exceeds the makespan {recomputed['makespan_s']}")
-        if all(m == models[0] for m in models):
+        # With prefix caching a prompt may skip its cached part, so the bound is of shorter prompts.
+        if all(m == models[0] for m in models) and not metrics.get("prefix_caching"):
             trace_view = rq.rename(columns={})[["input_tokens", "output_tokens", "arrival_s"]]
             closed = closed_form_lower_bound(trace_view, clients, B, models[0])
             if is_mixed_kind.any():  # mixed batching pays no a_p per prefill stage: its own bound
@@ -503,7 +526,6 @@ def _validate(source, trace) -> ValidationReport:
                 bad = np.flatnonzero(~_close(aligned[column].to_numpy(float), rq[column].to_numpy(float)))
                 if len(bad):
                     report.add("trace", f"{column} differs from the trace for {_examples(rq_ids[bad])}")
-    return report
 
 
 def _check_predictions_and_stealing(rq: pd.DataFrame, metrics: dict, report: ValidationReport) -> None:
