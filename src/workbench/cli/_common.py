@@ -50,9 +50,10 @@ def add_instance_arguments(p: argparse.ArgumentParser, *, policy: bool = True) -
     p.add_argument("--clients", type=int, default=8, help="number of clients (model replicas)")
     p.add_argument("--batch-size", type=_batch_size, default=16, help="batch capacity B, or one per client: 16,16,32")
     p.add_argument("--cost-model", default="llama-65b", help="a preset name (see `workbench presets`) or a JSON file")
-    p.add_argument("--kv-capacity", default=None,
+    p.add_argument("--kv-capacity", "--kv-capacity-tokens", dest="kv_capacity", default=None,
                    help="KV-cache capacity per client in tokens, or 'preset' for the preset's value")
     if policy:
+        add_engine_arguments(p)
         p.add_argument("--policy", default="paper-baseline", help="a policy name (see `workbench policies`)")
         p.add_argument("--dispatch", default=None, help="override the policy's dispatcher")
         p.add_argument("--order", default=None, help="override the policy's queue order")
@@ -61,6 +62,43 @@ def add_instance_arguments(p: argparse.ArgumentParser, *, policy: bool = True) -
         p.add_argument("--predictor", default=None,
                        help="output lengths the schedulers see: exact, noisy:SPREAD[:SEED], bucketed:N "
                             "(default: exact; the simulator always runs the true lengths)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """How the engine forms iterations and holds KV memory (default: the policy's; MODEL.md section 10)."""
+    g = p.add_argument_group("engine", "override the policy's engine options (see `workbench policies`)")
+    g.add_argument("--iteration", choices=("exclusive", "mixed"), default=None,
+                   help="exclusive: a prefill or a decode stage per iteration (the paper's); mixed: decodes plus "
+                        "prompt chunks up to the token budget (vLLM V1, Sarathi-Serve)")
+    g.add_argument("--token-budget", type=_positive, default=None,
+                   help="mixed iterations: tokens per iteration, decodes included (vLLM max_num_batched_tokens)")
+    g.add_argument("--max-partial-prefills", type=_positive, default=None,
+                   help="mixed iterations: prompts that may be part-way through at once (vLLM: 1)")
+    g.add_argument("--kv-mode", choices=("reserve", "paged"), default=None,
+                   help="reserve: l+o tokens held from admission; paged: blocks allocated as contexts grow, "
+                        "recompute preemption when none is free (vLLM)")
+    g.add_argument("--block-size", type=_positive, default=None, help="paged KV: tokens per block (vLLM: 16)")
+    g.add_argument("--prefix-caching", action=argparse.BooleanOptionalAction, default=None,
+                   help="paged KV: skip the prefill of cached prompt blocks (trace columns prefix_id and "
+                        "prefix_tokens, or prefix_hashes)")
+
+
+def engine_options(args) -> dict[str, Any]:
+    """The engine options given on the command line (None: the policy's)."""
+    return {"iteration": getattr(args, "iteration", None), "token_budget": getattr(args, "token_budget", None),
+            "max_partial_prefills": getattr(args, "max_partial_prefills", None),
+            "kv": getattr(args, "kv_mode", None), "block_size": getattr(args, "block_size", None),
+            "prefix_caching": getattr(args, "prefix_caching", None)}
 
 
 def _kv(args) -> Any:
@@ -82,19 +120,13 @@ def load_instance(args):
 
 
 def simulate_any(trace, clients, batch_size, policy: str, cost_model, *, dispatch=None, order=None,
-                 kv_capacity_tokens=None, predictor=None, **params):
-    """``workbench.engine.core.simulate``, or the chunked-prefill simulator for its policies."""
-    from workbench.engine.chunked import CHUNKED_POLICIES, simulate_chunked
+                 kv_capacity_tokens=None, predictor=None, engine: dict[str, Any] | None = None, **params):
+    """:func:`workbench.engine.simulate` with the command line's engine options (one engine for every policy)."""
     from workbench.engine.core import simulate
 
-    if policy in CHUNKED_POLICIES:
-        if predictor is not None:
-            raise ConfigError(f"policy '{policy}' does not take a predictor.", field="--predictor",
-                              fix="drop --predictor, or use a prefill-first policy.")
-        return simulate_chunked(trace, clients, batch_size, policy, cost_model, dispatch=dispatch, order=order,
-                                kv_capacity_tokens=kv_capacity_tokens, **params)
+    options = {k: v for k, v in (engine or {}).items() if v is not None}
     return simulate(trace, clients, batch_size, policy, cost_model, dispatch=dispatch, order=order,
-                    kv_capacity_tokens=kv_capacity_tokens, predictor=predictor, **params)
+                    kv_capacity_tokens=kv_capacity_tokens, predictor=predictor, **options, **params)
 
 
 def run_simulation(args, policy: str | None = None):
@@ -102,7 +134,7 @@ def run_simulation(args, policy: str | None = None):
     return trace, simulate_any(trace, args.clients, args.batch_size, policy or args.policy, cost_model,
                                dispatch=getattr(args, "dispatch", None), order=getattr(args, "order", None),
                                kv_capacity_tokens=_kv(args), predictor=getattr(args, "predictor", None),
-                               **policy_params(args))
+                               engine=engine_options(args), **policy_params(args))
 
 
 def print_table(table: pd.DataFrame, *, file=None) -> None:

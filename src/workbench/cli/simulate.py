@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.cli._common import (
+    add_engine_arguments,
+    engine_options,
     _kv,
     add_instance_arguments,
     load_instance,
@@ -59,7 +61,7 @@ def cmd_compare(args) -> int:
     for name in tqdm(policies, desc="simulating", disable=len(policies) < 3, leave=False):
         schedules[name] = simulate_any(trace, args.clients, args.batch_size, name, cost_model,
                                        kv_capacity_tokens=_kv(args), predictor=getattr(args, "predictor", None),
-                                       **policy_params(args))
+                                       engine=engine_options(args), **policy_params(args))
     base = policies[-1] if "paper-baseline" not in policies else "paper-baseline"
     table = comparison_table(schedules, base=base)
     assumptions = {"trace": args.trace, "requests": len(trace), "clients": args.clients,
@@ -108,6 +110,7 @@ def register(subparsers) -> None:
     p.add_argument("--mu", type=float, default=None, help="price multiplier of the Lagrangian rule")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="a policy parameter")
     p.add_argument("--predictor", default=None, help="output lengths the schedulers see (see simulate --help)")
+    add_engine_arguments(p)
     p.add_argument("--out", default=None, help="folder for the report and the schedules")
     p.set_defaults(func=cmd_compare)
 

@@ -1055,7 +1055,7 @@ def _check_kv_paged(caps, block_size, l, o, trace) -> None:
     too_big = need > largest_blocks
     if too_big.any():
         row = int(np.flatnonzero(too_big)[0])
-        raise ConfigError(f"request {trace['request_id'].iloc[row]!r} needs {int(need[row])} KV blocks of "
+        raise ConfigError(f"request '{trace['request_id'].iloc[row]}' needs {int(need[row])} KV blocks of "
                           f"{block_size} tokens ({int(l[row] + o[row] - 1)} tokens at its last decode) but the "
                           f"largest client holds {largest_blocks} blocks.", field="kv_capacity_tokens", row=row,
                           fix="raise the KV capacity or drop requests longer than the cache.")

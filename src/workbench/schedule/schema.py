@@ -26,12 +26,14 @@ from workbench.errors import ConfigError, ScheduleFileError
 from workbench.schedule.metrics import batch_sizes_array, gap, schedule_metrics
 
 TIMELINE_COLUMNS = ("client", "iteration", "kind", "start_s", "end_s", "n_requests", "tokens", "request_ids")
-#: Written only when present: the prompt chunks of ``mixed`` rows (chunked prefill, :mod:`workbench.engine.chunked`).
-OPTIONAL_TIMELINE_COLUMNS = ("prefill_ids", "prefill_tokens")
+#: Written only when present: the prompt pieces of ``mixed`` rows (chunked prefill) and, with paged KV,
+#: of prefill rows too, with the tokens of each prompt already cached before the piece (MODEL.md section 10).
+OPTIONAL_TIMELINE_COLUMNS = ("prefill_ids", "prefill_tokens", "prefill_prior")
 REQUEST_COLUMNS = ("request_id", "client", "input_tokens", "output_tokens", "arrival_s",
                    "prefill_start_s", "first_token_s", "finish_s")
-#: Written only when present: the output length the schedulers were told (``simulate(predictor=...)``).
-OPTIONAL_REQUEST_COLUMNS = ("predicted_output_tokens",)
+#: Written only when present: the output length the schedulers were told (``simulate(predictor=...)``) and,
+#: with paged KV, each request's preemptions, recomputed prompt tokens and prefix-cache hits.
+OPTIONAL_REQUEST_COLUMNS = ("predicted_output_tokens", "preemptions", "recomputed_tokens", "cached_tokens")
 FILES = ("timeline.csv", "requests.csv", "metrics.json")
 #: Written into every output folder; only folders holding it (or empty ones) are ever replaced.
 OUTPUT_MARKER = ".workbench-output"
@@ -133,7 +135,8 @@ class Schedule:
                 raise ScheduleFileError(f"'{folder}' has no {name}.", field=name,
                                         fix="a schedule folder holds timeline.csv, requests.csv and metrics.json.")
         try:
-            timeline = pd.read_csv(folder / "timeline.csv", dtype={"request_ids": str, "kind": str, "prefill_ids": str, "prefill_tokens": str},
+            timeline = pd.read_csv(folder / "timeline.csv", dtype={"request_ids": str, "kind": str, "prefill_ids": str, "prefill_tokens": str,
+                                                                    "prefill_prior": str},
                                    keep_default_na=False)
             requests = pd.read_csv(folder / "requests.csv")
             if "request_id" in requests.columns:
