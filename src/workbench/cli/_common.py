@@ -75,7 +75,7 @@ def _positive(text: str) -> int:
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
-    """How the engine forms iterations and holds KV memory (default: the policy's; MODEL.md section 10)."""
+    """How the engine forms iterations and holds KV memory (default: the policy's; MODEL.md section 11)."""
     g = p.add_argument_group("engine", "override the policy's engine options (see `workbench policies`)")
     g.add_argument("--iteration", choices=("exclusive", "mixed"), default=None,
                    help="exclusive: a prefill or a decode stage per iteration (the paper's); mixed: decodes plus "

@@ -81,7 +81,7 @@ ITERATION_MODES = ("exclusive", "mixed")
 KV_MODES = ("reserve", "paged")
 DEFAULT_TOKEN_BUDGET = 512
 DEFAULT_BLOCK_SIZE = 16
-#: The engine options a policy or a caller may set (MODEL.md section 10).
+#: The engine options a policy or a caller may set (MODEL.md section 11).
 ENGINE_OPTIONS = ("iteration", "token_budget", "max_partial_prefills", "kv", "block_size", "prefix_caching")
 
 

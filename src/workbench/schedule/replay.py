@@ -1,6 +1,6 @@
 """Validation of schedules with paged KV memory: the rules checked by replaying each client's rows in order.
 
-A paged schedule (``metrics.kv_mode == "paged"``, MODEL.md section 10) may
+A paged schedule (``metrics.kv_mode == "paged"``, MODEL.md section 11) may
 preempt a running request (a ``preempt`` row: a moment, ``start_s ==
 end_s``, ``iteration = -1``), which later prefills again over its prompt
 plus the tokens it had generated, and with prefix caching a prompt may skip

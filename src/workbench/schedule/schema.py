@@ -27,7 +27,7 @@ from workbench.schedule.metrics import batch_sizes_array, gap, schedule_metrics
 
 TIMELINE_COLUMNS = ("client", "iteration", "kind", "start_s", "end_s", "n_requests", "tokens", "request_ids")
 #: Written only when present: the prompt pieces of ``mixed`` rows (chunked prefill) and, with paged KV,
-#: of prefill rows too, with the tokens of each prompt already cached before the piece (MODEL.md section 10).
+#: of prefill rows too, with the tokens of each prompt already cached before the piece (MODEL.md section 11).
 OPTIONAL_TIMELINE_COLUMNS = ("prefill_ids", "prefill_tokens", "prefill_prior")
 REQUEST_COLUMNS = ("request_id", "client", "input_tokens", "output_tokens", "arrival_s",
                    "prefill_start_s", "first_token_s", "finish_s")
