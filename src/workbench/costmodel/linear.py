@@ -139,9 +139,10 @@ def list_presets() -> list[str]:
 
 
 def load_preset(name_or_path: str | Path | LinearCostModel = "llama-65b") -> LinearCostModel:
-    """A shipped preset by name, or a JSON file with the five coefficients."""
-    if isinstance(name_or_path, LinearCostModel):
-        return name_or_path
+    """A shipped preset by name, or a JSON file with the five coefficients (or ``"kind": "profiled"``)."""
+    if isinstance(name_or_path, LinearCostModel) or (
+            not isinstance(name_or_path, (str, Path)) and hasattr(name_or_path, "decode_time")):
+        return name_or_path  # a cost model object already (linear, profiled, ...)
     text = str(name_or_path)
     path = Path(text)
     if not (path.suffix == ".json" or path.is_file()):
@@ -159,6 +160,10 @@ def load_preset(name_or_path: str | Path | LinearCostModel = "llama-65b") -> Lin
                           fix="write a JSON object with a_p, b_p, a_d, b_d, c_d in seconds.") from None
     if isinstance(data, dict):
         data.setdefault("name", path.stem)
+        if data.get("kind") == "profiled":  # interpolated kernel tables (workbench calibrate --profile)
+            from workbench.costmodel.profiled import ProfiledCostModel
+
+            return ProfiledCostModel.from_dict(data, source=f"cost-model file '{path}'")
     return LinearCostModel.from_dict(data, source=f"cost-model file '{path}'")
 
 
