@@ -15,11 +15,13 @@ from workbench.errors import ConfigError
 
 def _write_json(path: Path, data: dict) -> None:
     """Write beside the target and rename, so a failure leaves no half-written preset."""
+    from workbench.costmodel.profiled import preset_json
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(json.dumps(data, indent=1) + "\n")
+            out.write(preset_json(data))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

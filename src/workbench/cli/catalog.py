@@ -58,10 +58,12 @@ def cmd_presets(args) -> int:
     rows = []
     for name in list_presets():
         m = load_preset(name)
-        rows.append({"preset": name, **{k: v * 1e3 for k, v in m.coefficients().items()},
-                     "kv_capacity_tokens": m.kv_capacity_tokens})
+        coefficients = m.coefficients()
+        rows.append({"preset": name, "kind": "linear" if coefficients else "profiled",
+                     **{k: v * 1e3 for k, v in coefficients.items()}, "kv_capacity_tokens": m.kv_capacity_tokens})
     table = pd.DataFrame(rows).set_index("preset") if rows else pd.DataFrame()
-    print("coefficients in milliseconds: " + ", ".join(f"{k}: {u}" for k, u in COEFFICIENT_UNITS.items()))
+    print("coefficients in milliseconds: " + ", ".join(f"{k}: {u}" for k, u in COEFFICIENT_UNITS.items())
+          + "; profiled presets interpolate measured kernel tables (workbench presets NAME shows them)")
     print_table(table)
     return 0
 

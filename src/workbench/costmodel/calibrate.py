@@ -913,7 +913,10 @@ def fit_profile(profile_dir: str | Path, model: str, tp: int = 1, layers: int | 
 
 
 def _profile_preset_name(model: str, meta: dict[str, Any], tp: int) -> str:
-    slug = model.split("/")[-1].lower().replace(".", "")
+    import re
+
+    # 'meta-llama/Llama-3.1-8B' -> 'llama31-8b', as the llama2-70b-* presets are named
+    slug = re.sub(r"-(?=\d)", "", model.split("/")[-1].lower(), count=1).replace(".", "")
     hardware = str(meta.get("hardware", "gpu")).lower()
     return f"{slug}-{hardware}-tp{tp}"
 

@@ -133,9 +133,16 @@ def presets_dir() -> Path:
     return data_dir() / "presets"
 
 
-def list_presets() -> list[str]:
-    """Names of the shipped presets."""
-    return sorted(p.stem for p in presets_dir().glob("*.json"))
+def preset_kind(name: str) -> str:
+    """``"linear"`` (the five coefficients) or ``"profiled"`` (interpolated kernel tables) for a shipped preset."""
+    data = json.loads((presets_dir() / f"{name}.json").read_text(encoding="utf-8"))
+    return str(data.get("kind", "linear")) if isinstance(data, dict) else "linear"
+
+
+def list_presets(kind: str | None = None) -> list[str]:
+    """Names of the shipped presets; with ``kind``, only those of that kind (``linear`` or ``profiled``)."""
+    names = sorted(p.stem for p in presets_dir().glob("*.json"))
+    return names if kind is None else [n for n in names if preset_kind(n) == kind]
 
 
 def load_preset(name_or_path: str | Path | LinearCostModel = "llama-65b") -> LinearCostModel:

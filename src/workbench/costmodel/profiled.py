@@ -46,6 +46,13 @@ from workbench.costmodel.linear import LinearCostModel
 from workbench.errors import ConfigError
 
 KIND = "profiled"
+#: What only a linear model has: the closed-form engine, the MIP and the bounds read these.
+LINEAR_ONLY = ("a_p", "b_p", "a_d", "b_d", "c_d", "request_work_s", "request_weight_s", "alone_time_s",
+               "with_coefficients")
+
+
+class LinearOnlyError(ConfigError, AttributeError):
+    """A linear-only attribute asked of a profiled model (an AttributeError too, so ``hasattr`` says False)."""
 
 
 def _bracket(values: Sequence[float], query: float) -> tuple[int, int, float]:
@@ -245,6 +252,15 @@ class ProfiledCostModel:
                                   fix="give seconds (or, for skew_alpha, a fraction) >= 0.")
         object.__setattr__(self, "attention_floor_s", self.attention.prefill_floor_s())
 
+    def __getattr__(self, key: str):
+        if key in LINEAR_ONLY:
+            raise LinearOnlyError(f"the profiled cost model '{self.name}' has no closed-form '{key}': what asked "
+                                  "for it needs the linear model (closed-form decode runs, the MIP, the bounds).",
+                                  field="cost_model",
+                                  fix=f"use the linear preset fitted to the same profile ('{self.name}-linear'), "
+                                      "or an engine policy that steps iterations (vllm).")
+        raise AttributeError(key)
+
     # -- the interface the engine calls -----------------------------------------
     def iteration_time(self, n_decode: int, decode_context_tokens: int, chunk_tokens: Sequence[int] = (),
                        chunk_prior_tokens: Sequence[int] = (), *, decode_max_context_tokens: int | None = None
@@ -348,3 +364,13 @@ class ProfiledCostModel:
                    iteration_overhead_s=float(data.get("iteration_overhead_s", 0.0)),
                    frontend_overhead_s=float(data.get("frontend_overhead_s", 0.0)),
                    bound=bound, provenance=dict(data.get("provenance", {})))
+
+
+def preset_json(data: dict[str, Any]) -> str:
+    """``data`` as JSON text: one key per line, but each list of numbers on one line (the tables stay small)."""
+    import json
+    import re
+
+    text = json.dumps(data, indent=1)
+    return re.sub(r"\[\s*([-+0-9.eE,\s]+?)\s*\]", lambda m: "[" + ",".join(x.strip() for x in m.group(1).split(","))
+                  + "]", text) + "\n"
