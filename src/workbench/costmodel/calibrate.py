@@ -708,7 +708,8 @@ def _bound_model(model, layers_name: str, attention_table_rows: pd.DataFrame, *,
             rows.append((np.array([0, 0, 1.0, n, n * kv]), f))
             objective.append((rows[-1][0], f))
     # mixed iterations of one chunk: max(a_p, a_d) + b_d n + c_d (C + Q) + b_p P <= t (the chunked rule of MODEL.md)
-    for p in pcs:
+    small = [p for p in (1, 2, 4, 8, 12) if p < pcs[0]]
+    for p in small + pcs:
         for q in [k for k in kps if k <= 4096]:
             for n in [n for n in nds if n <= 128]:
                 for kv in kds[::2]:
@@ -716,15 +717,38 @@ def _bound_model(model, layers_name: str, attention_table_rows: pd.DataFrame, *,
                     rows.append((np.array([1.0, p, 0, n, n * kv + q]), f))
                     rows.append((np.array([0, p, 1.0, n, n * kv + q]), f))
     x = _solve_bound(rows, objective)
-    # guard against round-off of the LP: scale so every row holds with a margin
+    # The dense table is piecewise in T = n + P, a diagonal of the (n, P) grid, so the grid alone proves
+    # nothing between its points: check seeded random iterations across the domain as well, and scale the
+    # bound down by the worst ratio seen (with a margin for the LP's round-off).
+    n_grid = len(rows)
+    rng = np.random.default_rng(0)
+    max_pc, max_nd, max_kd, max_kp = pcs[-1], max_seq, kds[-1], min(kps[-1], 4096)
+    for _ in range(3000):
+        n = int(rng.integers(0, max_nd + 1))
+        m = int(rng.integers(0 if n else 1, 4))
+        chunks = [int(c) for c in rng.integers(1, max_pc + 1, m)]
+        priors = [int(q) for q in rng.integers(0, max_kp + 1, m)]
+        kv = int(rng.integers(kds[0], max_kd + 1)) if n else 0
+        f = model.iteration_time(n, n * kv, chunks, priors)
+        P, Q = sum(chunks), sum(priors)
+        if n and chunks:
+            rows += [(np.array([1.0, P, 0, n, n * kv + Q]), f), (np.array([0, P, 1.0, n, n * kv + Q]), f)]
+        elif chunks:
+            rows.append((np.array([1.0, P, 0, 0, Q]), f))
+        else:
+            rows.append((np.array([0, 0, 1.0, n, n * kv]), f))
     A = np.array([r for r, _ in rows])
     f = np.array([v for _, v in rows])
-    g = A @ x
-    worst = float(np.max(g / f)) if len(f) else 0.0
-    if worst > 1.0 - 1e-9:
+    ratios = (A @ x) / f
+    worst = float(np.max(ratios)) if len(f) else 0.0
+    worst_random = float(np.max(ratios[n_grid:])) if len(f) > n_grid else 0.0
+    scaled = worst > 1.0 - 1e-9
+    if scaled:
         x = x * (1.0 - 1e-6) / worst
     return LinearCostModel(*x.tolist(), name=name,
-                           description="linear lower envelope of the profiled model (bounds only)"), len(rows)
+                           description="linear lower envelope of the profiled model (bounds only)"), \
+        {"rows": len(rows), "grid_rows": n_grid, "worst_ratio_before_scaling": worst,
+         "worst_random_ratio": worst_random, "scaled": scaled}
 
 
 def _fit_vidur_folder(root: Path, model: str, tp, layers, device, name):
@@ -895,14 +919,20 @@ def fit_profile(profile_dir: str | Path, model: str, tp: int = 1, layers: int | 
     draft = ProfiledCostModel(dense=dense_table, per_sequence=seq_table, attention=attn_table, name=name,
                               description=description, kv_capacity_tokens=kv_capacity, skew_alpha=alpha,
                               provenance=provenance)
-    bound, bound_rows = _bound_model(draft, name, attention, name=f"{name}-bound")
-    provenance["bound"] = (f"linear lower envelope (linear program, HiGHS) below the profiled model on "
-                           f"{bound_rows} iterations of the grid: exclusive prefills of 1-{int(tokens.max())} "
-                           "tokens (against dense + the cheapest head + the attention kernel's fixed cost, so it "
-                           "holds for any number of prompts), decode-only iterations (1-"
-                           f"{int(sequences.max())} requests x every measured context) and mixed iterations of "
-                           "one chunk (the rule max(a_p, a_d) + b_d n + c_d (C + Q) + b_p P); the profiled "
-                           "model is multilinear between grid points, so it holds between them too")
+    bound, check = _bound_model(draft, name, attention, name=f"{name}-bound")
+    provenance["bound"] = (
+        "linear lower envelope (linear program, HiGHS; coefficients >= 0) below the profiled model on the "
+        f"grid: exclusive prefills of 1-{int(tokens.max())} tokens (against dense + the cheapest head + the "
+        "attention kernel's fixed cost, so it holds for any number of prompts), decode-only iterations (1-"
+        f"{int(sequences.max())} requests x every measured context) and mixed iterations of one chunk (the "
+        "rule max(a_p, a_d) + b_d n + c_d (C + Q) + b_p P, C the decodes' context, Q the chunks' cached "
+        "tokens, P their new tokens); then checked on 3000 seeded random iterations of up to 3 chunks of "
+        f"1-{int(attention['prefill_chunk'].max())} tokens over 0-4096 cached tokens beside 0-"
+        f"{int(sequences.max())} decodes of 16-{int(attention['kv_decode'].max())} tokens each "
+        f"(worst ratio bound/model there {check['worst_random_ratio']:.6f}, on the grid "
+        f"{check['worst_ratio_before_scaling']:.9f}" + (", so all coefficients scaled down by that ratio and a "
+        "1e-6 margin" if check["scaled"] else "") + f"; {check['rows']} rows in all). Valid on "
+        "that domain; outside it (longer chunks or contexts) the tables extrapolate and no check was made")
     cost_model = ProfiledCostModel(dense=dense_table, per_sequence=seq_table, attention=attn_table, name=name,
                                    description=description, kv_capacity_tokens=kv_capacity, skew_alpha=alpha,
                                    bound=bound, provenance=provenance)

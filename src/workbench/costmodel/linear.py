@@ -129,6 +129,11 @@ class LinearCostModel:
 
 
 # -- presets ------------------------------------------------------------------
+#: Other kinds of preset file ("kind" in the JSON) -> function(data, source) -> cost model.  Filled in by
+#: the modules of those kinds (``profiled``: workbench.costmodel.profiled), which the package imports.
+PRESET_LOADERS: dict[str, Any] = {}
+
+
 def presets_dir() -> Path:
     return data_dir() / "presets"
 
@@ -167,10 +172,12 @@ def load_preset(name_or_path: str | Path | LinearCostModel = "llama-65b") -> Lin
                           fix="write a JSON object with a_p, b_p, a_d, b_d, c_d in seconds.") from None
     if isinstance(data, dict):
         data.setdefault("name", path.stem)
-        if data.get("kind") == "profiled":  # interpolated kernel tables (workbench calibrate --profile)
-            from workbench.costmodel.profiled import ProfiledCostModel
-
-            return ProfiledCostModel.from_dict(data, source=f"cost-model file '{path}'")
+        kind = data.get("kind", "linear")
+        if kind != "linear":
+            if kind not in PRESET_LOADERS:
+                raise ConfigError(f"cost-model file '{path}' is of unknown kind {kind!r}.", field="kind",
+                                  fix=f"use one of linear, {', '.join(PRESET_LOADERS)}.")
+            return PRESET_LOADERS[kind](data, f"cost-model file '{path}'")
     return LinearCostModel.from_dict(data, source=f"cost-model file '{path}'")
 
 

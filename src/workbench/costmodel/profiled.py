@@ -42,7 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from workbench.costmodel.linear import LinearCostModel
+from workbench.costmodel.linear import PRESET_LOADERS, LinearCostModel
 from workbench.errors import ConfigError
 
 KIND = "profiled"
@@ -364,6 +364,9 @@ class ProfiledCostModel:
                    iteration_overhead_s=float(data.get("iteration_overhead_s", 0.0)),
                    frontend_overhead_s=float(data.get("frontend_overhead_s", 0.0)),
                    bound=bound, provenance=dict(data.get("provenance", {})))
+
+
+PRESET_LOADERS[KIND] = lambda data, source: ProfiledCostModel.from_dict(data, source=source)
 
 
 def preset_json(data: dict[str, Any]) -> str:
