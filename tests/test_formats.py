@@ -57,6 +57,8 @@ def test_vidur_csv(tmp_path):
     assert trace.attrs["format"] == "vidur"
     assert trace["arrival_s"].tolist() == [0.0, 0.5]
     assert trace["input_tokens"].tolist() == [100, 50] and trace["output_tokens"].tolist() == [20, 5]
+    lengths_only = load_trace(_write(tmp_path / "l.csv", "num_prefill_tokens,num_decode_tokens\n7,3\n"))
+    assert lengths_only.attrs["format"] == "vidur" and lengths_only["arrival_s"].tolist() == [0.0]
 
 
 def _vllm_rows():

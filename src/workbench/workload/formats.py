@@ -10,7 +10,7 @@ format        columns read                                     arrivals
 ============  ===============================================  ==========================================
 workbench     request_id, input_tokens, output_tokens          ``arrival_s`` as given (0 when absent)
 azure         TIMESTAMP, ContextTokens, GeneratedTokens        date-times, seconds from the first
-vidur         arrived_at, num_prefill_tokens, num_decode_...   seconds, from the first
+vidur         [arrived_at,] num_prefill_tokens, num_decode_... seconds, from the first (0 without)
 vllm          request_id, input_toks, output_toks, queued_ts   ``queued_ts - min(queued_ts)``
 mooncake      timestamp (ms), input_length, output_length      milliseconds, from the first
 ============  ===============================================  ==========================================
@@ -111,7 +111,9 @@ def _convert_azure(frame: pd.DataFrame, source: str) -> pd.DataFrame:
 
 
 def _convert_vidur(frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    arrived = _numbers(frame, "arrived_at", source, "give arrived_at in seconds.")
+    # Vidur's length-only traces (no arrived_at) leave arrivals to a generator: here they all arrive at 0
+    arrived = (_numbers(frame, "arrived_at", source, "give arrived_at in seconds.") if "arrived_at" in frame.columns
+               else np.zeros(len(frame)))
     ids = frame["request_id"].to_numpy() if "request_id" in frame.columns else _row_ids(frame)
     out = pd.DataFrame({"request_id": ids, "input_tokens": frame["num_prefill_tokens"].to_numpy(),
                         "output_tokens": frame["num_decode_tokens"].to_numpy(),
@@ -184,7 +186,7 @@ FORMATS: dict[str, TraceFormat] = {f.name: f for f in (
                 "the workbench's own layout (MODEL.md section 9)", _convert_workbench),
     TraceFormat("azure", ("TIMESTAMP", "ContextTokens", "GeneratedTokens"),
                 "Azure LLM inference traces (Azure/AzurePublicDataset, Splitwise)", _convert_azure),
-    TraceFormat("vidur", ("arrived_at", "num_prefill_tokens", "num_decode_tokens"),
+    TraceFormat("vidur", ("num_prefill_tokens", "num_decode_tokens"),
                 "Vidur / Splitwise processed traces (microsoft/vidur)", _convert_vidur),
     TraceFormat("vllm", ("input_toks", "output_toks", "queued_ts"),
                 "vLLM benchmark / LLMServingSim requests.jsonl of a served run", _convert_vllm,
