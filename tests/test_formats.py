@@ -105,6 +105,15 @@ def test_mooncake_hash_ids_become_prefix_hashes(tmp_path):
     assert summary["requests_sharing"] == 2
 
 
+def test_prefix_hashes_as_json_lists_in_the_workbench_layout(tmp_path):
+    path = _jsonl(tmp_path / "t.jsonl", [
+        {"request_id": "a", "input_tokens": 40, "output_tokens": 2, "prefix_hashes": [7, 8], "prefix_block_tokens": 16},
+        {"request_id": "b", "input_tokens": 20, "output_tokens": 2, "prefix_hashes": [7], "prefix_block_tokens": 16}])
+    trace = load_trace(path)
+    assert trace["prefix_hashes"].tolist() == ["7 8", "7"]
+    assert prefix_summary(trace)["reusable_prompt_tokens"] == 16
+
+
 def test_mooncake_more_blocks_than_the_prompt_is_refused(tmp_path):
     path = _jsonl(tmp_path / "mc.jsonl", [{"timestamp": 0, "input_length": 512, "output_length": 1,
                                            "hash_ids": [1, 2]}])

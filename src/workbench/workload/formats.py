@@ -323,8 +323,14 @@ def validate_prefix_columns(trace: pd.DataFrame, *, source: str = "trace") -> pd
             row = int(np.flatnonzero(bad)[0])
             raise TraceError(f"{raw.iloc[row]!r} is not a whole number of tokens >= 1.", field="prefix_block_tokens",
                              row=row, fix="give the tokens per hash block (512 for Mooncake traces).")
-        hashes = out["prefix_hashes"].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v))
-                                          else " ".join(str(v).split()))
+        def as_text(v) -> str:
+            if isinstance(v, (list, tuple, np.ndarray)):  # a JSON list, as Mooncake writes hash_ids
+                return " ".join(str(x) for x in v)
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                return ""
+            return " ".join(str(v).split())
+
+        hashes = out["prefix_hashes"].map(as_text)
         counts = hashes.map(lambda s: len(s.split()) if s else 0).to_numpy()
         # the last block may be partial, so k blocks need more than (k - 1) B tokens
         over = (counts - 1) * block >= inputs
