@@ -6,6 +6,10 @@
 
 * ``llama-65b.json``: LLaMA-65B on 8 x A100-SXM4-80GB, derived from first
   principles (workbench.costmodel.roofline); needs no data.
+* ``llama31-8b-rtxpro6000-tp{1,2}.json`` (kind "profiled") and ``...-linear.json``:
+  Llama-3.1-8B on RTX PRO 6000 from the vLLM 0.19 kernel profile of
+  LLMServingSim (workbench.costmodel.calibrate.fit_profile); needs
+  ``../shared/data/llmservingsim/profiles/RTXPRO6000/Llama-3.1-8B``.
 * ``llama2-70b-{a100,h100}-tp{2,4,8}.json``: Llama-2-70B fitted to the Vidur
   operator profiles (workbench.costmodel.calibrate); needs the vidur-profiling folder,
   by default ``../shared/data/vidur-profiling`` beside the repository.  The
@@ -32,6 +36,10 @@ from workbench.costmodel.roofline import A100_80GB_X8, LLAMA_65B, roofline_cost_
 
 DEFAULT_PROFILING_DIR = REPO_ROOT.parent / "shared" / "data" / "vidur-profiling"
 DEFAULT_OUT_DIR = REPO_ROOT / "data" / "presets"
+DEFAULT_OPERATOR_PROFILE = REPO_ROOT.parent / "shared" / "data" / "llmservingsim" / "profiles" / "RTXPRO6000" / \
+    "Llama-3.1-8B"
+OPERATOR_PROFILE_MODEL = "meta-llama/Llama-3.1-8B"
+OPERATOR_PROFILE_TP = (1, 2)
 SCRIPT = "scripts/make_presets.py"
 
 VIDUR_MODEL = "meta-llama/Llama-2-70b-hf"
@@ -80,6 +88,30 @@ def vidur_presets(profiling_dir: Path = DEFAULT_PROFILING_DIR, out_dir: Path = D
     return written, missing
 
 
+def profiled_presets(profile_dir: Path = DEFAULT_OPERATOR_PROFILE, out_dir: Path = DEFAULT_OUT_DIR,
+                     model: str = OPERATOR_PROFILE_MODEL, tps: tuple[int, ...] = OPERATOR_PROFILE_TP) -> list[Path]:
+    """Write the profiled preset and its linear fit for every degree, from an operator-profile folder."""
+    from workbench.costmodel.calibrate import fit_profile
+    from workbench.costmodel.profiled import preset_json
+
+    written = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for tp in tps:
+        cost_model, report = fit_profile(profile_dir, model, tp=tp)
+        data = cost_model.to_dict()
+        data["provenance"] = {**data["provenance"], "source": {
+            **data["provenance"]["source"], "commit": "5daddb21a545658d5150b535712d0494584b5278",
+            "path": "profiler/perf/RTXPRO6000/meta-llama/Llama-3.1-8B/bf16/"}}
+        data["fit"] = {"terms": report["terms"], "linear": report["linear"], "bound": report["bound"],
+                       "iteration_times_ms": report["sanity_ms"]}
+        path = out_dir / f"{cost_model.name}.json"
+        path.write_text(preset_json(data), encoding="utf-8")
+        written.append(path)
+        linear = report["linear_model"]
+        written.append(save_preset(linear, out_dir / f"{linear.name}.json"))
+    return written
+
+
 def write_fit_profile(result, path: Path) -> Path:
     """The derived per-iteration profile a preset was fitted to, with the fit's prediction.
 
@@ -98,6 +130,10 @@ def _report(path: Path) -> str:
     from workbench.costmodel.linear import load_preset
 
     m = load_preset(path)
+    if not m.coefficients():
+        t = m.iteration_time(100, 100_000) * 1e3
+        return f"{path.name}: profiled tables (decode of 100 x 1,000 tokens: {t:.2f} ms), " \
+               f"kv_capacity_tokens={m.kv_capacity_tokens}"
     coef = ", ".join(f"{k}={v * 1e3:.4g} ms" for k, v in m.coefficients().items())
     return f"{path.name}: {coef}, kv_capacity_tokens={m.kv_capacity_tokens}"
 
@@ -107,11 +143,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiling-dir", type=Path, default=DEFAULT_PROFILING_DIR,
                         help="the vidur-profiling folder (default: %(default)s)")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="where to write (default: %(default)s)")
-    parser.add_argument("--only", choices=("all", "roofline", "vidur"), default="all")
+    parser.add_argument("--operator-profile", type=Path, default=DEFAULT_OPERATOR_PROFILE,
+                        help="the LLMServingSim profile folder of Llama-3.1-8B (default: %(default)s)")
+    parser.add_argument("--only", choices=("all", "roofline", "vidur", "profiled"), default="all")
     args = parser.parse_args(argv)
 
     if args.only in ("all", "roofline"):
         print(_report(roofline_preset(args.out_dir)))
+    if args.only in ("all", "profiled"):
+        if not args.operator_profile.is_dir():
+            print(f"profiled presets skipped: '{args.operator_profile}' does not exist (give --operator-profile).",
+                  file=sys.stderr)
+            return 2
+        for path in profiled_presets(args.operator_profile, args.out_dir):
+            print(_report(path))
     if args.only in ("all", "vidur"):
         if not args.profiling_dir.is_dir():
             print(f"vidur presets skipped: '{args.profiling_dir}' does not exist (give --profiling-dir).",

@@ -18,9 +18,24 @@ def cmd_trace(args) -> int:
             print(f"{name:20s} data/traces/{filename} (input_tokens from {column})")
         return 0
     if args.trace_command == "info":
-        trace = load_trace(args.name)
-        print(f"{args.name}: {len(trace)} requests")
-        print_table(trace[["input_tokens", "output_tokens", "arrival_s"]].describe().T)
+        from workbench.workload.formats import describe_trace
+
+        trace = load_trace(args.name, format=args.format)
+        info = describe_trace(trace)
+        if args.json:
+            print(json.dumps(info, indent=2))
+            return 0
+        rate = f", {info['rate_per_s']:.3g} requests/s" if info["arrival_span_s"] > 0 else " (all at t=0)"
+        print(f"{args.name}: format {info['format']}, {info['requests']} requests, arrivals over "
+              f"{info['arrival_span_s']:.6g} s{rate}")
+        print_table(pd.DataFrame(info["tokens"]).T[["mean", "p50", "p90", "p99", "min", "max", "total"]])
+        prefix = info["prefix"]
+        if prefix:
+            print(f"prefix sharing ({prefix['kind']}): {prefix['distinct']} distinct, "
+                  f"{prefix['requests_sharing']} requests reuse a prefix; {prefix['reusable_prompt_tokens']:,} "
+                  f"prompt tokens ({prefix['reusable_fraction']:.1%}) reusable with an unbounded cache")
+        if info["extra_columns"]:
+            print("extra columns: " + ", ".join(info["extra_columns"]))
         return 0
     if args.trace_command == "build-gsm8k":
         from workbench.workload import gsm8k as gsm8k
@@ -43,10 +58,12 @@ def cmd_presets(args) -> int:
     rows = []
     for name in list_presets():
         m = load_preset(name)
-        rows.append({"preset": name, **{k: v * 1e3 for k, v in m.coefficients().items()},
-                     "kv_capacity_tokens": m.kv_capacity_tokens})
+        coefficients = m.coefficients()
+        rows.append({"preset": name, "kind": "linear" if coefficients else "profiled",
+                     **{k: v * 1e3 for k, v in coefficients.items()}, "kv_capacity_tokens": m.kv_capacity_tokens})
     table = pd.DataFrame(rows).set_index("preset") if rows else pd.DataFrame()
-    print("coefficients in milliseconds: " + ", ".join(f"{k}: {u}" for k, u in COEFFICIENT_UNITS.items()))
+    print("coefficients in milliseconds: " + ", ".join(f"{k}: {u}" for k, u in COEFFICIENT_UNITS.items())
+          + "; profiled presets interpolate measured kernel tables (workbench presets NAME shows them)")
     print_table(table)
     return 0
 
@@ -64,8 +81,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("trace", help="list, inspect or build traces")
     tsub = p.add_subparsers(dest="trace_command", required=True, metavar="ACTION")
     tsub.add_parser("list", help="the shipped traces")
-    q = tsub.add_parser("info", help="summary statistics of a trace")
+    q = tsub.add_parser("info", help="format, arrivals, token statistics and prefix sharing of a trace")
     q.add_argument("name")
+    q.add_argument("--format", default=None, help="workbench, azure, vidur, vllm, mooncake (default: detected)")
+    q.add_argument("--json", action="store_true", help="print the description as JSON")
     q = tsub.add_parser("build-gsm8k", help="derive the GSM8K token-count traces with the LLaMA tokenizer")
     q.add_argument("--gsm8k-dir", default=None)
     q.add_argument("--tokenizer", default=None)

@@ -2,7 +2,9 @@
 
 * :mod:`~workbench.costmodel.linear` - :class:`LinearCostModel`, :func:`fit`, presets;
 * :mod:`~workbench.costmodel.roofline` - the first-principles LLaMA-65B preset;
-* :mod:`~workbench.costmodel.calibrate` - presets fitted to measured GPU profiles.
+* :mod:`~workbench.costmodel.calibrate` - presets fitted to measured GPU profiles;
+* :mod:`~workbench.costmodel.profiled` - :class:`ProfiledCostModel`, interpolated kernel tables;
+* :mod:`~workbench.costmodel.shapes` - the shipped table of model shapes.
 """
 
 from workbench.costmodel.linear import (  # noqa: F401
@@ -17,5 +19,6 @@ from workbench.costmodel.linear import (  # noqa: F401
     PROFILE_COLUMNS,
     fit,
 )
+from workbench.costmodel.profiled import ProfiledCostModel  # noqa: F401  (registers the "profiled" preset kind)
 
-__all__ = ['COEFFICIENTS', 'COEFFICIENT_UNITS', 'FitResult', 'LinearCostModel', 'PROFILE_COLUMNS', 'fit', 'list_presets', 'load_preset', 'presets_dir', 'save_preset']
+__all__ = ['COEFFICIENTS', 'COEFFICIENT_UNITS', 'FitResult', 'LinearCostModel', 'PROFILE_COLUMNS', 'ProfiledCostModel', 'fit', 'list_presets', 'load_preset', 'presets_dir', 'save_preset']

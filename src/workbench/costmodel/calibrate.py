@@ -428,3 +428,603 @@ def fit_figure(preset: str):
     fig.update_layout(title=f"{preset}: the linear model against the profile it was fitted to",
                       template="plotly_white", height=420)
     return fig
+
+
+# =============================================================================================
+# Operator profiles of a serving engine (LLMServingSim's profiler, kernel times inside vLLM)
+# =============================================================================================
+#
+# A profile folder holds ``meta.yaml`` and one ``tp<N>/`` folder per tensor-parallel degree with
+# ``dense.csv`` (layer, tokens, time_us), ``attention.csv`` (prefill_chunk, kv_prefill, n_decode,
+# kv_decode, time_us) and ``per_sequence.csv`` (layer, sequences, time_us).  meta.yaml says how they
+# were taken: vLLM in eager mode with dummy weights and a model cut to ``hf_overrides.num_hidden_layers``
+# (1) decoder layers; each degree measured on ONE GPU with the widths of one rank (``engine_effective``
+# shows the overrides of the last degree profiled, e.g. intermediate 7168 = 14336 / 2 at TP 2), so the
+# times are per-rank kernel times without collectives.  Which operator runs how often per iteration
+# follows vLLM's Llama decoder (LLMServingSim ``profiler/models/llama.yaml``): the embedding once; per
+# layer two RMSNorms (the ``layernorm`` row is one of them; the profiler averages repeated calls),
+# qkv_proj, rotary_emb, attention, o_proj, gate_up_proj, act_fn, down_proj; the final norm once; the
+# output head and the sampler once per iteration over the sequences.
+
+PROFILE_FILES: dict[str, tuple[str, ...]] = {
+    "dense.csv": ("layer", "tokens", "time_us"),
+    "attention.csv": ("prefill_chunk", "kv_prefill", "n_decode", "kv_decode", "time_us"),
+    "per_sequence.csv": ("layer", "sequences", "time_us"),
+}
+#: dense.csv operators of one decoder layer, and how many times each runs per layer.
+DECODER_LAYER_OPERATORS: dict[str, int] = {"layernorm": 2, "qkv_proj": 1, "rotary_emb": 1, "o_proj": 1,
+                                           "gate_up_proj": 1, "act_fn": 1, "down_proj": 1}
+#: dense.csv operators that run once per iteration, whatever the number of layers.
+ONCE_PER_ITERATION_OPERATORS = ("embedding", "final_layernorm")
+#: per_sequence.csv operators (once per iteration, over the sequences that produce logits).
+PER_SEQUENCE_OPERATORS = ("lm_head", "sampler")
+
+LLMSERVINGSIM_SOURCE = {
+    "repository": "casys-kaist/LLMServingSim",
+    "licence": "MIT",
+    "what": "kernel times measured inside vLLM by LLMServingSim's profiler (profiler/perf/<GPU>/<model>/<dtype>/)",
+}
+
+
+@dataclass(frozen=True)
+class LinkModel:
+    """A first-principles interconnect for tensor-parallel all-reduces: latency + bytes / (bandwidth x efficiency)."""
+
+    name: str = "PCIe 5.0 x16"
+    bandwidth_bytes_per_s: float = 63.0e9
+    efficiency: float = 0.75
+    latency_s: float = 15e-6
+
+    def all_reduce_s(self, message_bytes, ranks: int):
+        """A ring all-reduce: each rank sends and receives 2 (N-1)/N of the message."""
+        if ranks <= 1:
+            return np.zeros_like(np.asarray(message_bytes, dtype=float))
+        moved = 2.0 * (ranks - 1) / ranks * np.asarray(message_bytes, dtype=float)
+        return self.latency_s + moved / (self.bandwidth_bytes_per_s * self.efficiency)
+
+    def describe(self) -> str:
+        return (f"{self.name}: {self.bandwidth_bytes_per_s / 1e9:g} GB/s per direction x {self.efficiency:g} "
+                f"efficiency, {self.latency_s * 1e6:g} us per collective (launch + NCCL latency); ring "
+                "all-reduce moving 2 (N-1)/N of the message per rank; first principles, not measured")
+
+
+#: PCIe 5.0 x16: 32 GT/s x 16 lanes x 128b/130b = 63 GB/s per direction.  The RTX PRO 6000 Blackwell
+#: Server Edition has no NVLink, so ranks talk over PCIe.  0.75 is what NCCL typically reaches of the
+#: PCIe peak for large messages; 15 us covers the kernel launch and NCCL's small-message latency.
+PCIE5_X16 = LinkModel()
+
+#: GPU memory per device for the KV-capacity estimate (GiB), by meta.yaml ``gpu``.
+GPU_MEMORY_GIB = {
+    "NVIDIA RTX PRO 6000 Blackwell Server Edition": 96.0,
+    "NVIDIA RTX PRO 6000 Blackwell Workstation Edition": 96.0,
+    "NVIDIA H100 80GB HBM3": 80.0,
+    "NVIDIA A100-SXM4-80GB": 80.0,
+    "NVIDIA GeForce RTX 4090": 24.0,
+}
+
+
+def _profile_error(path: Path, message: str, *, field: str | None = None, row: int | None = None,
+                   fix: str) -> ConfigError:
+    return ConfigError(f"'{path}': {message}", field=field, row=row, fix=fix)
+
+
+def read_profile_meta(profile_dir: str | Path) -> dict[str, Any]:
+    """meta.yaml of an operator-profile folder, checked for what the mapping needs."""
+    import yaml
+
+    root = Path(profile_dir)
+    path = root / "meta.yaml"
+    if not root.is_dir():
+        raise ConfigError(f"profile folder '{root}' does not exist.", field="profile",
+                          fix="give a folder laid out as profiles/<GPU>/<model>/ (meta.yaml, tp1/, ...).")
+    if not path.is_file():
+        raise _profile_error(path, "is missing.", field="meta.yaml",
+                             fix="give the folder that holds meta.yaml and the tp<N>/ folders.")
+    try:
+        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise _profile_error(path, f"is not valid YAML ({str(exc).splitlines()[0]}).", field="meta.yaml",
+                             fix="restore the profiler's meta.yaml.") from None
+    if not isinstance(meta, dict):
+        raise _profile_error(path, "is not a mapping.", field="meta.yaml", fix="restore the profiler's meta.yaml.")
+    return meta
+
+
+def _read_profile_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    if not path.is_file():
+        raise _profile_error(path, "is missing.", field=path.name,
+                             fix=f"profile this degree again, or give a folder with {', '.join(PROFILE_FILES)}.")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise _profile_error(path, f"cannot be read as CSV ({str(exc).strip().splitlines()[0]}).",
+                             field=path.name, fix=f"give a CSV with columns {', '.join(columns)}.") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise _profile_error(path, f"has no column '{missing[0]}' (columns: {', '.join(map(str, frame.columns))}).",
+                             field=missing[0], fix=f"give columns {', '.join(columns)}.")
+    if frame.empty:
+        raise _profile_error(path, "has no rows.", field=path.name, fix="profile this degree again.")
+    for column in columns:
+        if column == "layer":
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan)) | (values < 0).to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise _profile_error(path, f"{frame[column].iloc[row]!r} is not a number >= 0.", field=column, row=row,
+                                 fix="restore the profiler's file (times in microseconds, counts as integers).")
+        frame[column] = values.astype(float)
+    return frame
+
+
+def _operator_table(frame: pd.DataFrame, path: Path, operators, key: str) -> pd.DataFrame:
+    """time_us per operator (columns) and ``key`` value (index); every operator on one common grid."""
+    found = set(frame["layer"].astype(str))
+    for op in operators:
+        if op not in found:
+            raise _profile_error(path, f"has no rows for operator '{op}' (operators: {', '.join(sorted(found))}).",
+                                 field="layer", fix=f"profile every operator of the model: {', '.join(operators)}.")
+    table = frame[frame["layer"].isin(list(operators))].pivot_table(index=key, columns="layer", values="time_us",
+                                                                    aggfunc="mean")
+    holes = table.isna().any(axis=1)
+    if holes.any():
+        at = table.index[holes][0]
+        missing = [op for op in operators if np.isnan(table.loc[at, op])]
+        raise _profile_error(path, f"has no time for operator '{missing[0]}' at {key}={at:g}.", field=key,
+                             fix="profile every operator on the same grid.")
+    return table.sort_index()
+
+
+def _model_parameters(shape) -> float:
+    """Weights of a dense decoder (embedding, attention, MLP, norms, output head)."""
+    d, L = shape.hidden_size, shape.num_hidden_layers
+    q, kv = shape.num_attention_heads * shape.head_dim, shape.num_key_value_heads * shape.head_dim
+    per_layer = d * (q + 2 * kv) + q * d + 3 * d * shape.intermediate_size + 2 * d
+    head = 0 if shape.tie_word_embeddings else shape.vocab_size * d
+    return shape.vocab_size * d + L * per_layer + d + head
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """The stated choices of a profile fit (all in the preset's provenance)."""
+
+    link: LinkModel = PCIE5_X16
+    gpu_memory_utilization: float = 0.9
+    activation_reserve_gib: float = 2.0
+    bytes_per_value: int = 2
+    heldout_every: int = 5
+    decode_contexts: tuple[int, ...] = DEFAULT_CONTEXTS
+
+
+@dataclass(frozen=True)
+class ProfileFit:
+    """What :func:`fit_profile` returns besides the cost model: the linear fit, the bound and the report."""
+
+    linear: LinearCostModel
+    report: dict[str, Any]
+    rows: pd.DataFrame = field(repr=False)
+
+
+def _check_model(meta: dict[str, Any], model: str, path: Path) -> None:
+    profiled = str(meta.get("model", "")).strip()
+    if profiled and profiled.lower() != model.strip().lower():
+        raise _profile_error(path, f"profiles '{profiled}', not '{model}'.", field="model",
+                             fix=f"give --model {profiled}, or the folder profiled for {model}.")
+
+
+def _loo_errors(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Relative error of predicting each interior grid point from its two neighbours (leave one out)."""
+    if len(keys) < 3:
+        return np.array([])
+    x0, x1, x = keys[:-2], keys[2:], keys[1:-1]
+    pred = values[:-2] + (x - x0) / (x1 - x0) * (values[2:] - values[:-2])
+    return np.abs(pred - values[1:-1]) / values[1:-1], pred, values[1:-1]
+
+
+def _term_quality(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    errors, preds, truths = [], [], []
+    for keys, values in pairs:
+        if len(keys) < 3:
+            continue
+        e, p, t = _loo_errors(keys, values)
+        errors.append(e)
+        preds.append(p)
+        truths.append(t)
+    e, p, t = np.concatenate(errors), np.concatenate(preds), np.concatenate(truths)
+    return {"points_heldout": int(len(e)), "r2_heldout": _r2(t, p), "heldout_mean_rel_error": float(e.mean()),
+            "heldout_p90_rel_error": float(np.percentile(e, 90)), "heldout_max_rel_error": float(e.max())}
+
+
+def _quiet_highs(highspy):
+    """A Highs instance without its banner, which the library writes to file descriptor 1 on construction."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            h = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    h.setOptionValue("output_flag", False)
+    return h
+
+
+def _solve_bound(rows: list[tuple[np.ndarray, float]], objective_rows: list[tuple[np.ndarray, float]]) -> np.ndarray:
+    """Largest linear model (coefficients >= 0) with A x <= f on every row, by linear programming (HiGHS)."""
+    import highspy
+
+    A = np.array([r for r, _ in rows], dtype=float)
+    f = np.array([v for _, v in rows], dtype=float)
+    # maximise sum of g/f over the rows that matter (a tight bound where the engine spends its time)
+    cost = -np.sum([r / v for r, v in objective_rows], axis=0)
+    h = _quiet_highs(highspy)
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = A.shape[1], A.shape[0]
+    lp.col_cost_ = cost
+    lp.col_lower_ = np.zeros(A.shape[1])
+    lp.col_upper_ = np.full(A.shape[1], highspy.kHighsInf)
+    lp.row_lower_ = np.full(A.shape[0], -highspy.kHighsInf)
+    lp.row_upper_ = f
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    lp.a_matrix_.start_ = np.arange(0, A.size + 1, A.shape[1], dtype=np.int32)
+    lp.a_matrix_.index_ = np.tile(np.arange(A.shape[1], dtype=np.int32), A.shape[0])
+    lp.a_matrix_.value_ = A.ravel()
+    h.passModel(lp)
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        raise RuntimeError(f"bound LP ended {h.modelStatusToString(h.getModelStatus())}")
+    return np.maximum(np.array(h.getSolution().col_value), 0.0)
+
+
+def _bound_model(model, layers_name: str, attention_table_rows: pd.DataFrame, *, name: str):
+    """A LinearCostModel below ``model`` on the profiled grid (prefill, decode and mixed iterations)."""
+    from workbench.costmodel.profiled import ProfiledCostModel  # noqa: F401  (type of ``model``)
+
+    dense_keys = np.array(model.dense.keys)
+    seq_keys = np.array(model.per_sequence.keys)
+    ps_min = min(model.per_sequence.values_s)
+    floor = model.attention_floor_s
+    pcs = sorted(p for p in set(attention_table_rows["prefill_chunk"]) if p > 0)
+    nds = sorted(n for n in set(attention_table_rows["n_decode"]) if n > 0)
+    kds = sorted(k for k in set(attention_table_rows["kv_decode"]) if k > 0)
+    kps = sorted(set(attention_table_rows["kv_prefill"]))
+    max_seq = int(seq_keys.max())
+    rows, objective = [], []
+    # exclusive prefill of prompts summing to T: at least dense(T) + the cheapest head + the kernel's fixed cost
+    for T in sorted(set(dense_keys.tolist()) | set(pcs)):
+        f = model.dense(T) + ps_min + floor
+        rows.append((np.array([1.0, T, 0, 0, 0]), f))
+        objective.append((rows[-1][0], model.prefill_time(int(T))))
+    # decode-only iterations, on the union of the grids' breakpoints (the interpolant is multilinear between)
+    ns = sorted({int(n) for n in dense_keys if n <= max_seq} | {int(n) for n in seq_keys} | set(nds))
+    for n in ns:
+        for kv in kds:
+            f = model.iteration_time(n, n * kv)
+            rows.append((np.array([0, 0, 1.0, n, n * kv]), f))
+            objective.append((rows[-1][0], f))
+    # mixed iterations of one chunk: max(a_p, a_d) + b_d n + c_d (C + Q) + b_p P <= t (the chunked rule of MODEL.md)
+    small = [p for p in (1, 2, 4, 8, 12) if p < pcs[0]]
+    for p in small + pcs:
+        for q in [k for k in kps if k <= 4096]:
+            for n in [n for n in nds if n <= 128]:
+                for kv in kds[::2]:
+                    f = model.iteration_time(n, n * kv, [p], [q])
+                    rows.append((np.array([1.0, p, 0, n, n * kv + q]), f))
+                    rows.append((np.array([0, p, 1.0, n, n * kv + q]), f))
+    x = _solve_bound(rows, objective)
+    # The dense table is piecewise in T = n + P, a diagonal of the (n, P) grid, so the grid alone proves
+    # nothing between its points: check seeded random iterations across the domain as well, and scale the
+    # bound down by the worst ratio seen (with a margin for the LP's round-off).
+    n_grid = len(rows)
+    rng = np.random.default_rng(0)
+    max_pc, max_nd, max_kd, max_kp = pcs[-1], max_seq, kds[-1], min(kps[-1], 4096)
+    for _ in range(3000):
+        n = int(rng.integers(0, max_nd + 1))
+        m = int(rng.integers(0 if n else 1, 4))
+        chunks = [int(c) for c in rng.integers(1, max_pc + 1, m)]
+        priors = [int(q) for q in rng.integers(0, max_kp + 1, m)]
+        kv = int(rng.integers(kds[0], max_kd + 1)) if n else 0
+        f = model.iteration_time(n, n * kv, chunks, priors)
+        P, Q = sum(chunks), sum(priors)
+        if n and chunks:
+            rows += [(np.array([1.0, P, 0, n, n * kv + Q]), f), (np.array([0, P, 1.0, n, n * kv + Q]), f)]
+        elif chunks:
+            rows.append((np.array([1.0, P, 0, 0, Q]), f))
+        else:
+            rows.append((np.array([0, 0, 1.0, n, n * kv]), f))
+    A = np.array([r for r, _ in rows])
+    f = np.array([v for _, v in rows])
+    ratios = (A @ x) / f
+    worst = float(np.max(ratios)) if len(f) else 0.0
+    worst_random = float(np.max(ratios[n_grid:])) if len(f) > n_grid else 0.0
+    scaled = worst > 1.0 - 1e-9
+    if scaled:
+        x = x * (1.0 - 1e-6) / worst
+    return LinearCostModel(*x.tolist(), name=name,
+                           description="linear lower envelope of the profiled model (bounds only)"), \
+        {"rows": len(rows), "grid_rows": n_grid, "worst_ratio_before_scaling": worst,
+         "worst_random_ratio": worst_random, "scaled": scaled}
+
+
+def _fit_vidur_folder(root: Path, model: str, tp, layers, device, name):
+    """Today's path: Vidur's mlp.csv + all_reduce.csv, a LinearCostModel with a first-principles attention term."""
+    if device is None:
+        have = sorted(p.name for p in (root / "compute").iterdir() if p.is_dir())
+        raise ConfigError(f"'{root}' is a Vidur profiling folder, which holds several GPUs.", field="device",
+                          fix=f"give --device, one of {', '.join(have)}.")
+    if layers is not None:
+        raise ConfigError("--layers is not used with Vidur profiles (the model spec gives them).", field="layers",
+                          fix="drop --layers.")
+    if model not in MODELS:
+        raise ConfigError(f"no first-principles spec for '{model}' to pair with Vidur's profile.", field="model",
+                          fix=f"use one of {', '.join(MODELS)}.")
+    result = fit_vidur_preset(root, device, int(tp), model, name=name)
+    return result.model, {"preset": result.model.name, "linear": result.fit_info(), "source": "vidur"}
+
+
+def fit_profile(profile_dir: str | Path, model: str, tp: int = 1, layers: int | None = None, *,
+                name: str | None = None, settings: ProfileSettings | None = None, device: str | None = None):
+    """A :class:`~workbench.costmodel.profiled.ProfiledCostModel` of ``model`` from an operator-profile folder.
+
+    Returns ``(cost_model, report)``: the report holds, per term (dense,
+    per_sequence, attention), the held-out (leave-one-out) error of the
+    interpolation, the linear fit of the same profile (a LinearCostModel for
+    the closed-form engine and the bounds) with its R^2 and held-out error,
+    the linear lower envelope the profiled model's bounds use, and the sanity
+    figures.  ``report["linear_model"]`` is the fitted LinearCostModel.
+
+    A Vidur profiling folder (``compute/<device>/...``, with ``device``)
+    takes today's path instead: a LinearCostModel fitted to ``mlp.csv`` with
+    a first-principles attention term (:func:`fit_vidur_preset`).
+    """
+    from workbench.costmodel.profiled import AttentionTable, ProfiledCostModel, Table1D
+    from workbench.costmodel.shapes import model_shape
+
+    s = settings or ProfileSettings()
+    root = Path(profile_dir)
+    if (root / "compute").is_dir() and not (root / "meta.yaml").is_file():
+        return _fit_vidur_folder(root, model, tp, layers, device, name)
+    if device is not None:
+        raise ConfigError(f"--device is for Vidur profiling folders; '{root}' is an operator-profile folder "
+                          "(meta.yaml names its GPU).", field="device", fix="drop --device.")
+    meta = read_profile_meta(root)
+    _check_model(meta, model, root / "meta.yaml")
+    try:
+        tp = int(tp)
+    except (TypeError, ValueError):
+        raise ConfigError(f"'{tp}' is not an integer.", field="tp", fix="give --tp 1, 2, ...") from None
+    degrees = sorted(int(d) for d in meta.get("tp_degrees", []) or [])
+    tp_dir = root / f"tp{tp}"
+    if not tp_dir.is_dir():
+        have = sorted(p.name for p in root.glob("tp*") if p.is_dir())
+        raise ConfigError(f"'{root}' has no folder tp{tp}/ (it has {', '.join(have) or 'none'}).", field="tp",
+                          fix=f"give --tp {' or '.join(h[2:] for h in have) or 'N'} (the degrees profiled).")
+    shape = None
+    if layers is None:
+        shape = model_shape(model)
+        layers = shape.num_hidden_layers
+    else:
+        try:
+            layers = int(layers)
+        except (TypeError, ValueError):
+            raise ConfigError(f"'{layers}' is not an integer.", field="layers", fix="give --layers N >= 1.") from None
+        if layers < 1:
+            raise ConfigError(f"{layers} decoder layers.", field="layers", fix="give --layers N >= 1.")
+        try:
+            shape = model_shape(model)
+        except ConfigError:
+            shape = None
+    effective = meta.get("engine_effective") or {}
+    overrides = effective.get("hf_overrides") or {}
+    profiled_layers = int(overrides.get("num_hidden_layers", 1))
+    if tp > 1 and shape is None:
+        raise ConfigError(f"the all-reduces at TP {tp} need the hidden size of '{model}', which is not in the "
+                          "table of model shapes.", field="model",
+                          fix="add the model to data/models/shapes.json, or calibrate at --tp 1.")
+
+    frames = {fname: _read_profile_csv(tp_dir / fname, cols) for fname, cols in PROFILE_FILES.items()}
+    dense = _operator_table(frames["dense.csv"], tp_dir / "dense.csv",
+                            (*DECODER_LAYER_OPERATORS, *ONCE_PER_ITERATION_OPERATORS), "tokens")
+    per_seq = _operator_table(frames["per_sequence.csv"], tp_dir / "per_sequence.csv", PER_SEQUENCE_OPERATORS,
+                              "sequences")
+    attention = frames["attention.csv"].groupby(["prefill_chunk", "kv_prefill", "n_decode", "kv_decode"],
+                                                as_index=False)["time_us"].mean()
+    if not ((attention["n_decode"] > 0) & (attention["prefill_chunk"] == 0)).any() or \
+            not ((attention["n_decode"] == 0) & (attention["prefill_chunk"] > 0)).any():
+        raise _profile_error(tp_dir / "attention.csv", "needs both decode-only rows (prefill_chunk 0) and "
+                             "prefill-only rows (n_decode 0).", field="n_decode",
+                             fix="profile attention over the full grid (chunks 0..., n_decode 0...).")
+
+    # per-layer tables are of `profiled_layers` layers; the whole model has `layers`
+    scale = layers / profiled_layers
+    tokens = dense.index.to_numpy(float)
+    layer_us = sum(dense[op].to_numpy() * k for op, k in DECODER_LAYER_OPERATORS.items())
+    once_us = sum(dense[op].to_numpy() for op in ONCE_PER_ITERATION_OPERATORS)
+    compute_s = (scale * layer_us + once_us) * 1e-6
+    # at TP > 1: two all-reduces per layer (after o_proj and down_proj) and one after the vocab-parallel
+    # embedding, each of T x hidden x 2 bytes
+    n_all_reduce = (2 * layers + 1) if tp > 1 else 0
+    hidden = shape.hidden_size if shape is not None else 0
+    all_reduce_s = n_all_reduce * s.link.all_reduce_s(tokens * hidden * s.bytes_per_value, tp)
+    dense_table = Table1D.build(tokens, compute_s + all_reduce_s)
+    sequences = per_seq.index.to_numpy(float)
+    head_s = sum(per_seq[op].to_numpy() for op in PER_SEQUENCE_OPERATORS) * 1e-6
+    if tp > 1:
+        # the vocab-parallel head gathers its logits (sequences x vocab x 2 bytes) onto one rank
+        head_s = head_s + s.link.all_reduce_s(sequences * shape.vocab_size * s.bytes_per_value / 2.0, tp)
+    seq_table = Table1D.build(sequences, head_s)
+    attn_table = AttentionTable.from_rows(attention["prefill_chunk"], attention["kv_prefill"],
+                                          attention["n_decode"], attention["kv_decode"],
+                                          attention["time_us"].to_numpy() * 1e-6 * scale)
+
+    skew = ((meta.get("skew_fit") or {}).get("per_tp") or {}).get(tp) or {}
+    alpha = float(skew.get("alpha_default", 0.0) or 0.0)
+    gpu = str(meta.get("gpu", ""))
+    kv_capacity = None
+    kv_note = "not estimated (the model's shape is not in data/models/shapes.json)"
+    block = int(effective.get("block_size", 16) or 16)
+    if shape is not None and gpu in GPU_MEMORY_GIB:
+        free = (s.gpu_memory_utilization * GPU_MEMORY_GIB[gpu] * 2**30
+                - _model_parameters(shape) * s.bytes_per_value / tp - s.activation_reserve_gib * 2**30)
+        per_token = shape.kv_bytes_per_token(s.bytes_per_value, tp)
+        kv_capacity = int(free // per_token) // block * block
+        kv_note = (f"derived, not measured: ({s.gpu_memory_utilization:g} x {GPU_MEMORY_GIB[gpu]:g} GiB - "
+                   f"{_model_parameters(shape) * s.bytes_per_value / tp / 2**30:.2f} GiB weights per rank - "
+                   f"{s.activation_reserve_gib:g} GiB activations) / {per_token} B of KV per token per rank, "
+                   f"rounded down to blocks of {block}")
+    name = name or _profile_preset_name(model, meta, tp)
+    grids = {k: meta.get(k) for k in ("attention_grid",) if k in meta}
+    provenance = {
+        "method": "piecewise-linear interpolation of measured kernel tables, scaled to the whole model",
+        "source": {**LLMSERVINGSIM_SOURCE, "gpu": gpu, "vllm_version": meta.get("vllm_version"),
+                   "profiled_at": meta.get("profiled_at"), "model": meta.get("model"),
+                   "files": [f"tp{tp}/{f}" for f in PROFILE_FILES] + ["meta.yaml"],
+                   "files_relative_to": "the profile folder (not shipped with the workbench)"},
+        "era": f"vLLM {meta.get('vllm_version')} kernels measured {str(meta.get('profiled_at', ''))[:10]} "
+               "(eager mode, bf16)",
+        "mapping": (f"meta.yaml hf_overrides.num_hidden_layers = {profiled_layers}: per-layer times x "
+                    f"{layers}/{profiled_layers}; per decoder layer 2 x layernorm + "
+                    + " + ".join(op for op in DECODER_LAYER_OPERATORS if op != "layernorm")
+                    + " + attention; once per iteration: embedding + final_layernorm (over all tokens) and "
+                    "lm_head + sampler (over the sequences: decodes + prompt chunks)"),
+        "layers": {"value": layers, "from": "--layers" if shape is None or layers != shape.num_hidden_layers
+                   else f"data/models/shapes.json ({shape.source})"},
+        "tp": (f"tp{tp}/ holds per-rank kernel times measured on one GPU with one rank's widths, without "
+               "collectives" + (f"; added: {n_all_reduce} all-reduces per iteration (2 per layer + 1 after the "
+                                 f"embedding) of tokens x {hidden} x {s.bytes_per_value} B and a logits gather "
+                                 f"over {s.link.describe()}" if tp > 1 else "")),
+        "link": s.link.describe() if tp > 1 else "none (TP 1)",
+        "attention": ("measured attention.csv (no first-principles stand-in), linear on each axis; decodes at "
+                      f"their mean context; skew correction alpha = {alpha:g} (meta.yaml skew_fit.per_tp."
+                      f"{tp}.alpha_default; the bucket table is not used) when the longest decode context is "
+                      "given; further prompt chunks add their attention above the kernel's fixed cost"),
+        "grids": grids,
+        "extrapolation": (f"beyond the measured {int(tokens.max())} tokens and {int(sequences.max())} sequences "
+                          "the tables continue with the slope of their top quarter; attention beyond its grid "
+                          "from the last two points"),
+        "not_included": ("CPU time between iterations (scheduling, input preparation, detokenisation) and the "
+                         "per-request front end: iteration_overhead_s and frontend_overhead_s are 0 here"),
+        "kv_capacity_tokens": kv_note,
+        "block_size": block,
+        "function": "workbench.costmodel.calibrate.fit_profile",
+        "script": "scripts/make_presets.py",
+    }
+    description = (f"{model} on {tp} x {gpu or 'GPU'} (TP {tp}): vLLM {meta.get('vllm_version')} kernel times "
+                   "interpolated from an operator profile.")
+    draft = ProfiledCostModel(dense=dense_table, per_sequence=seq_table, attention=attn_table, name=name,
+                              description=description, kv_capacity_tokens=kv_capacity, skew_alpha=alpha,
+                              provenance=provenance)
+    bound, check = _bound_model(draft, name, attention, name=f"{name}-bound")
+    provenance["bound"] = (
+        "linear lower envelope (linear program, HiGHS; coefficients >= 0) below the profiled model on the "
+        f"grid: exclusive prefills of 1-{int(tokens.max())} tokens (against dense + the cheapest head + the "
+        "attention kernel's fixed cost, so it holds for any number of prompts), decode-only iterations (1-"
+        f"{int(sequences.max())} requests x every measured context) and mixed iterations of one chunk (the "
+        "rule max(a_p, a_d) + b_d n + c_d (C + Q) + b_p P, C the decodes' context, Q the chunks' cached "
+        "tokens, P their new tokens); then checked on 3000 seeded random iterations of up to 3 chunks of "
+        f"1-{int(attention['prefill_chunk'].max())} tokens over 0-4096 cached tokens beside 0-"
+        f"{int(sequences.max())} decodes of 16-{int(attention['kv_decode'].max())} tokens each "
+        f"(worst ratio bound/model there {check['worst_random_ratio']:.6f}, on the grid "
+        f"{check['worst_ratio_before_scaling']:.9f}" + (", so all coefficients scaled down by that ratio and a "
+        "1e-6 margin" if check["scaled"] else "") + f"; {check['rows']} rows in all). Valid on "
+        "that domain; outside it (longer chunks or contexts) the tables extrapolate and no check was made")
+    cost_model = ProfiledCostModel(dense=dense_table, per_sequence=seq_table, attention=attn_table, name=name,
+                                   description=description, kv_capacity_tokens=kv_capacity, skew_alpha=alpha,
+                                   bound=bound, provenance=provenance)
+
+    report = _profile_report(cost_model, dense, dense_table, per_seq, seq_table, attention, scale, s, name,
+                             provenance, kv_capacity)
+    return cost_model, report
+
+
+def _profile_preset_name(model: str, meta: dict[str, Any], tp: int) -> str:
+    import re
+
+    # 'meta-llama/Llama-3.1-8B' -> 'llama31-8b', as the llama2-70b-* presets are named
+    slug = re.sub(r"-(?=\d)", "", model.split("/")[-1].lower(), count=1).replace(".", "")
+    hardware = str(meta.get("hardware", "gpu")).lower()
+    return f"{slug}-{hardware}-tp{tp}"
+
+
+def _profile_report(model, dense, dense_table, per_seq, seq_table, attention, scale, s, name, provenance,
+                    kv_capacity) -> dict[str, Any]:
+    report: dict[str, Any] = {"preset": name, "terms": {}}
+    report["terms"]["dense"] = _term_quality([(np.array(dense_table.keys), np.array(dense_table.values_s))])
+    report["terms"]["per_sequence"] = _term_quality([(np.array(seq_table.keys), np.array(seq_table.values_s))])
+    pairs = []
+    for _, part in attention.groupby(["prefill_chunk", "n_decode", "kv_prefill"]):
+        part = part.sort_values("kv_decode")
+        pairs.append((part["kv_decode"].to_numpy(float), part["time_us"].to_numpy(float)))
+    for _, part in attention[attention["prefill_chunk"] == 0].groupby("kv_decode"):
+        part = part.sort_values("n_decode")
+        pairs.append((part["n_decode"].to_numpy(float), part["time_us"].to_numpy(float)))
+    report["terms"]["attention"] = _term_quality(pairs)
+    report["terms"]["dense"]["note"] = "leave-one-out along tokens"
+    report["terms"]["per_sequence"]["note"] = "leave-one-out along sequences"
+    report["terms"]["attention"]["note"] = "leave-one-out along kv_decode in every slice and along n_decode (decode-only)"
+
+    # the linear model of MODEL.md section 2 fitted to the same profile (for the closed-form engine)
+    rows = []
+    for T in dense_table.keys:
+        if T >= 16:
+            rows.append({"kind": "prefill", "batch_size": 1, "tokens": int(T), "num_tokens": int(T),
+                         "time_s": model.prefill_time(int(T))})
+    for n in [int(k) for k in seq_table.keys]:
+        for ctx in s.decode_contexts:
+            rows.append({"kind": "decode", "batch_size": n, "tokens": n * ctx, "num_tokens": n,
+                         "context_per_request": ctx, "time_s": model.decode_time(n, n * ctx)})
+    profile = pd.DataFrame(rows)
+    held = _heldout_mask(profile, s.heldout_every)
+    train = fit(profile[~held], name=name).model
+    full = fit(profile, name=f"{name}-linear")
+    linear = full.model
+    pred_held = _predict(train, profile)
+    rel_held = np.abs(pred_held - profile["time_s"]) / profile["time_s"]
+    pred = _predict(linear, profile)
+    rel = np.abs(pred - profile["time_s"]) / profile["time_s"]
+    lin: dict[str, Any] = {"coefficients_ms": {k: v * 1e3 for k, v in linear.coefficients().items()}}
+    for kind in ("prefill", "decode"):
+        m = (profile["kind"] == kind).to_numpy()
+        lin[f"r2_{kind}"] = _r2(profile.loc[m, "time_s"].to_numpy(), pred[m])
+        lin[f"mean_rel_error_{kind}"] = float(rel[m].mean())
+        lin[f"max_rel_error_{kind}"] = float(rel[m].max())
+        lin[f"heldout_mean_rel_error_{kind}"] = float(rel_held[m & held].mean())
+        lin[f"heldout_max_rel_error_{kind}"] = float(rel_held[m & held].max())
+    report["linear"] = lin
+    report["linear_model"] = LinearCostModel(
+        **linear.coefficients(), name=f"{name}-linear",
+        description=f"{model.description} Linear fit (MODEL.md section 2) of the profiled model.",
+        kv_capacity_tokens=kv_capacity,
+        provenance={**provenance, "method": "least-squares fit (coefficients >= 0) of the linear model to "
+                    "iterations timed by the profiled model of the same profile",
+                    "rows": (f"prefill: one prompt of each measured token count 16-{int(max(dense_table.keys))}; "
+                             f"decode: every measured sequence count x contexts {list(s.decode_contexts)} per "
+                             "request (balanced)"),
+                    "heldout": (f"every {s.heldout_every}th distinct token count / batch size, from the 3rd, left "
+                                "out of a second fit and predicted"),
+                    "fit": {k: v for k, v in lin.items() if k != "coefficients_ms"}})
+    bound = model.bound_model()
+    b_pre = bound.prefill_time(profile.loc[profile["kind"] == "prefill", "tokens"])
+    b_dec = bound.decode_time(profile.loc[profile["kind"] == "decode", "batch_size"],
+                              profile.loc[profile["kind"] == "decode", "tokens"])
+    report["bound"] = {"coefficients_ms": {k: v * 1e3 for k, v in bound.coefficients().items()},
+                       "prefill_mean_ratio": float(np.mean(b_pre / profile.loc[profile["kind"] == "prefill",
+                                                                                "time_s"])),
+                       "decode_mean_ratio": float(np.mean(b_dec / profile.loc[profile["kind"] == "decode",
+                                                                               "time_s"]))}
+    report["sanity_ms"] = {
+        "decode_100_requests_1000_context": model.iteration_time(100, 100_000) * 1e3,
+        "decode_100_requests_1000_context_max_2000": model.iteration_time(
+            100, 100_000, decode_max_context_tokens=2000) * 1e3,
+        "mixed_2048_chunk_alone": model.iteration_time(0, 0, [2048], [0]) * 1e3,
+        "mixed_100_decodes_1000_context_plus_1948_chunk": model.iteration_time(100, 100_000, [1948], [0]) * 1e3,
+        "mixed_100_decodes_1000_context_plus_1948_chunk_over_2048_cached": model.iteration_time(
+            100, 100_000, [1948], [2048]) * 1e3,
+    }
+    report["rows"] = profile.assign(predicted_s=pred, heldout=held)
+    return report

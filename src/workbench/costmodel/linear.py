@@ -157,19 +157,32 @@ class LinearCostModel:
 
 
 # -- presets ------------------------------------------------------------------
+#: Other kinds of preset file ("kind" in the JSON) -> function(data, source) -> cost model.  Filled in by
+#: the modules of those kinds (``profiled``: workbench.costmodel.profiled), which the package imports.
+PRESET_LOADERS: dict[str, Any] = {}
+
+
 def presets_dir() -> Path:
     return data_dir() / "presets"
 
 
-def list_presets() -> list[str]:
-    """Names of the shipped presets."""
-    return sorted(p.stem for p in presets_dir().glob("*.json"))
+def preset_kind(name: str) -> str:
+    """``"linear"`` (the five coefficients) or ``"profiled"`` (interpolated kernel tables) for a shipped preset."""
+    data = json.loads((presets_dir() / f"{name}.json").read_text(encoding="utf-8"))
+    return str(data.get("kind", "linear")) if isinstance(data, dict) else "linear"
+
+
+def list_presets(kind: str | None = None) -> list[str]:
+    """Names of the shipped presets; with ``kind``, only those of that kind (``linear`` or ``profiled``)."""
+    names = sorted(p.stem for p in presets_dir().glob("*.json"))
+    return names if kind is None else [n for n in names if preset_kind(n) == kind]
 
 
 def load_preset(name_or_path: str | Path | LinearCostModel = "llama-65b") -> LinearCostModel:
-    """A shipped preset by name, or a JSON file with the five coefficients."""
-    if isinstance(name_or_path, LinearCostModel):
-        return name_or_path
+    """A shipped preset by name, or a JSON file with the five coefficients (or ``"kind": "profiled"``)."""
+    if isinstance(name_or_path, LinearCostModel) or (
+            not isinstance(name_or_path, (str, Path)) and hasattr(name_or_path, "decode_time")):
+        return name_or_path  # a cost model object already (linear, profiled, ...)
     text = str(name_or_path)
     path = Path(text)
     if not (path.suffix == ".json" or path.is_file()):
@@ -187,6 +200,12 @@ def load_preset(name_or_path: str | Path | LinearCostModel = "llama-65b") -> Lin
                           fix="write a JSON object with a_p, b_p, a_d, b_d, c_d in seconds.") from None
     if isinstance(data, dict):
         data.setdefault("name", path.stem)
+        kind = data.get("kind", "linear")
+        if kind != "linear":
+            if kind not in PRESET_LOADERS:
+                raise ConfigError(f"cost-model file '{path}' is of unknown kind {kind!r}.", field="kind",
+                                  fix=f"use one of linear, {', '.join(PRESET_LOADERS)}.")
+            return PRESET_LOADERS[kind](data, f"cost-model file '{path}'")
     return LinearCostModel.from_dict(data, source=f"cost-model file '{path}'")
 
 

@@ -533,7 +533,7 @@ class ScheduleExplorer(widgets.VBox):
         self.mu = widgets.FloatLogSlider(value=float(mu), base=10, min=-2, max=2, step=0.05, description="μ",
                                          readout_format=".2f", **slider)
         self.mu.add_class("wb-mu")
-        presets = list_presets()
+        presets = list_presets(kind="linear")  # the closed-form engine and the bounds read coefficients
         self.cost_model = widgets.Dropdown(options=presets, value=cost_model if cost_model in presets else presets[0],
                                            description="cost model", layout=widgets.Layout(width="330px"))
         self.solver = SolverControls(time_limit, rel_gap)

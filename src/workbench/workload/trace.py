@@ -71,12 +71,17 @@ def _read_file(path: Path) -> pd.DataFrame:
     return frame
 
 
-def load_trace(source: str | Path | pd.DataFrame, *, prompt_column: str | None = None) -> pd.DataFrame:
+def load_trace(source: str | Path | pd.DataFrame, *, prompt_column: str | None = None,
+               format: str | None = None) -> pd.DataFrame:
     """Load and validate a trace from a shipped name, a file path, or a DataFrame.
 
     ``prompt_column`` picks another column as ``input_tokens`` (for example
     ``input_tokens_8shot``); named traces ending in ``-8shot`` set it.
+    ``format`` names the file's format (:mod:`workbench.workload.formats`);
+    by default it is detected from the columns.
     """
+    from workbench.workload.formats import finish_trace, import_frame
+
     name = "trace"
     if isinstance(source, pd.DataFrame):
         frame = source
@@ -98,12 +103,13 @@ def load_trace(source: str | Path | pd.DataFrame, *, prompt_column: str | None =
                 raise TraceError(f"'{text}' is a folder, not a trace file.", field="trace",
                                  fix="give the path of a CSV, Parquet or JSONL file.")
         frame = _read_file(path)
+    frame, trace_format = import_frame(frame, format=format, source=name)
     if prompt_column and prompt_column != "input_tokens":
         if prompt_column not in frame.columns:
             raise TraceError(f"column '{prompt_column}' is not in {name}.", field=prompt_column,
                              fix=f"use one of the columns {', '.join(map(str, frame.columns))}.")
         frame = frame.drop(columns=["input_tokens"], errors="ignore").rename(columns={prompt_column: "input_tokens"})
-    return validate_trace(frame, source=name)
+    return finish_trace(validate_trace(frame, source=name), frame, trace_format, source=name)
 
 
 def _bad_rows(mask: np.ndarray) -> str:

@@ -1,0 +1,128 @@
+"""``workbench calibrate``: a cost-model preset from measured operator profiles."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from workbench.cli._common import print_table
+from workbench.errors import ConfigError
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write beside the target and rename, so a failure leaves no half-written preset."""
+    from workbench.costmodel.profiled import preset_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(preset_json(data))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _check_out(path: str | None, option: str) -> Path | None:
+    if path is None:
+        return None
+    out = Path(path)
+    if out.suffix.lower() != ".json":
+        raise ConfigError(f"'{path}' does not end in .json.", field=option, fix="name the preset file NAME.json.")
+    if out.is_dir():
+        raise ConfigError(f"'{path}' is a folder.", field=option, fix="give the path of a .json file.")
+    return out
+
+
+def cmd_calibrate(args) -> int:
+    from workbench.costmodel.calibrate import LinkModel, PCIE5_X16, ProfileSettings, fit_profile
+
+    if args.profile is None:
+        raise ConfigError("nothing to calibrate from.", field="--profile",
+                          fix="give --profile DIR (an operator-profile folder with meta.yaml and tp<N>/).")
+    out = _check_out(args.out, "--out")
+    linear_out = _check_out(args.linear_out, "--linear-out")
+    for key, value in (("--link-bandwidth-gbps", args.link_bandwidth_gbps), ("--link-latency-us", args.link_latency_us),
+                       ("--link-efficiency", args.link_efficiency)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"{value} is not > 0.", field=key, fix="give a positive number.")
+    link = LinkModel(
+        name=PCIE5_X16.name if args.link_bandwidth_gbps is None else f"link of {args.link_bandwidth_gbps:g} GB/s",
+        bandwidth_bytes_per_s=(args.link_bandwidth_gbps or PCIE5_X16.bandwidth_bytes_per_s / 1e9) * 1e9,
+        efficiency=args.link_efficiency or PCIE5_X16.efficiency,
+        latency_s=(args.link_latency_us if args.link_latency_us is not None else PCIE5_X16.latency_s * 1e6) * 1e-6)
+    cost_model, report = fit_profile(args.profile, args.model, tp=args.tp, layers=args.layers, name=args.name,
+                                     settings=ProfileSettings(link=link), device=args.device)
+    if report.get("source") == "vidur":
+        if linear_out is not None:
+            raise ConfigError("a Vidur profile gives the linear model only.", field="--linear-out",
+                              fix="drop --linear-out; --out is the linear preset.")
+        print(f"{cost_model.name}: linear fit to Vidur's operator profile")
+        print_table(pd.DataFrame([report["linear"]]).T.rename(columns={0: "value"}))
+        if out is not None:
+            _write_json(out, {**cost_model.to_dict(), "fit": report["linear"]})
+            print(f"wrote {out}")
+        return 0
+
+    terms = pd.DataFrame(report["terms"]).T.drop(columns=["note"])
+    print(f"{cost_model.name}: {cost_model.description}")
+    print("profiled model, per term (interpolation; held out = each interior grid point predicted from its "
+          "neighbours):")
+    print_table(terms)
+    lin = report["linear"]
+    print("linear model of the same profile: R^2 prefill {:.4f}, decode {:.4f}; held-out mean/max error "
+          "prefill {:.1%}/{:.1%}, decode {:.1%}/{:.1%}".format(
+              lin["r2_prefill"], lin["r2_decode"], lin["heldout_mean_rel_error_prefill"],
+              lin["heldout_max_rel_error_prefill"], lin["heldout_mean_rel_error_decode"],
+              lin["heldout_max_rel_error_decode"]))
+    print("  coefficients (ms): " + ", ".join(f"{k}={v:.5g}" for k, v in lin["coefficients_ms"].items()))
+    bound = report["bound"]
+    print("linear lower envelope (for bounds): " + ", ".join(f"{k}={v:.5g}" for k, v in bound["coefficients_ms"].items())
+          + f" ms; mean share of the profiled time: prefill {bound['prefill_mean_ratio']:.1%}, "
+            f"decode {bound['decode_mean_ratio']:.1%}")
+    sanity = report["sanity_ms"]
+    print("iteration times (ms): " + "; ".join(f"{k.replace('_', ' ')}: {v:.2f}" for k, v in sanity.items()))
+    if cost_model.kv_capacity_tokens is not None:
+        print(f"kv_capacity_tokens: {cost_model.kv_capacity_tokens:,} (derived, see provenance)")
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k not in ("rows", "linear_model")}, indent=1))
+    if out is not None:
+        _write_json(out, cost_model.to_dict())
+        print(f"wrote {out}")
+    if linear_out is not None:
+        _write_json(linear_out, report["linear_model"].to_dict())
+        print(f"wrote {linear_out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("calibrate", help="fit a cost-model preset to measured operator profiles",
+                              description="Fit a cost model to operator profiles: an LLMServingSim/vLLM profile "
+                                          "folder (meta.yaml + tp<N>/dense.csv, attention.csv, per_sequence.csv) "
+                                          "gives an interpolated ('profiled') preset and its linear fit; a Vidur "
+                                          "profiling folder (compute/<device>/.../mlp.csv) gives today's linear "
+                                          "preset.")
+    p.add_argument("--profile", default=None, metavar="DIR", help="the profile folder, e.g. "
+                   "../shared/data/llmservingsim/profiles/RTXPRO6000/Llama-3.1-8B")
+    p.add_argument("--model", required=True, help="Hugging Face model id, e.g. meta-llama/Llama-3.1-8B")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (a tp<N>/ folder of the profile)")
+    p.add_argument("--layers", type=int, default=None,
+                   help="decoder layers (default: from data/models/shapes.json)")
+    p.add_argument("--device", default=None, help="Vidur profiles only: the device folder (a100, h100, ...)")
+    p.add_argument("--name", default=None, help="the preset's name (default: <model>-<gpu>-tp<N>)")
+    p.add_argument("--out", default=None, metavar="PRESET.json", help="write the preset here")
+    p.add_argument("--linear-out", default=None, metavar="LINEAR.json",
+                   help="also write the linear fit (for the closed-form engine and the MIP)")
+    p.add_argument("--link-bandwidth-gbps", type=float, default=None,
+                   help="TP > 1: link bandwidth per direction, GB/s (default: PCIe 5.0 x16, 63)")
+    p.add_argument("--link-latency-us", type=float, default=None,
+                   help="TP > 1: latency per collective, microseconds (default 15)")
+    p.add_argument("--link-efficiency", type=float, default=None,
+                   help="TP > 1: fraction of the link bandwidth reached (default 0.75)")
+    p.add_argument("--json", action="store_true", help="also print the whole report as JSON")
+    p.set_defaults(func=cmd_calibrate)
