@@ -23,7 +23,14 @@ with ``T = n + sum p_i`` tokens and ``S = n + #chunks`` sequences, where
   context: a uniform batch at the mean reads the same KV as the real one.
   A skewed batch is a little slower; given the longest context the model
   adds ``skew_alpha * (attention at the max - attention at the mean)``
-  (LLMServingSim's correction, with the profile's pooled alpha);
+  (LLMServingSim's correction, with the profile's pooled alpha) to
+  iterations without a prompt chunk (``skew_scope = "decode"``): the
+  penalty is the long-context decodes' memory-bound tail, which a chunk's
+  compute-bound attention in the same launch hides (LLMServingSim buckets
+  its alpha by the chunk size for this reason; the bucket table is not in
+  the shared profile, so the pooled alpha is kept where it was measured
+  strongest and dropped where a chunk dominates); ``"all"`` applies it to
+  every iteration;
 * further chunks in the same iteration (several prompts admitted at once)
   add their own attention above the kernel's fixed cost
   (``attention_floor``, the cheapest measured prefill), since one varlen
@@ -238,6 +245,8 @@ class ProfiledCostModel:
     description: str = field(default="", compare=False)
     kv_capacity_tokens: int | None = field(default=None, compare=False)
     skew_alpha: float = 0.0
+    #: Where the skew correction applies: "decode" (iterations without a prompt chunk) or "all".
+    skew_scope: str = "decode"
     iteration_overhead_s: float = 0.0
     frontend_overhead_s: float = 0.0
     bound: LinearCostModel | None = field(default=None, compare=False, repr=False)
@@ -245,6 +254,9 @@ class ProfiledCostModel:
     attention_floor_s: float = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.skew_scope not in ("decode", "all"):
+            raise ConfigError(f"skew_scope is {self.skew_scope!r}.", field="skew_scope",
+                              fix="give 'decode' (iterations without a prompt chunk) or 'all'.")
         for key in ("skew_alpha", "iteration_overhead_s", "frontend_overhead_s"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
@@ -285,6 +297,7 @@ class ProfiledCostModel:
         kv_mean = decode_context_tokens / n if n else 0.0
         attention = self.attention(pc, kp, n, kv_mean)
         if n and decode_max_context_tokens is not None and self.skew_alpha > 0 \
+                and (self.skew_scope == "all" or not chunks) \
                 and decode_max_context_tokens > kv_mean:
             attention += self.skew_alpha * max(self.attention(pc, kp, n, decode_max_context_tokens) - attention, 0.0)
         for i in order[1:]:
@@ -329,7 +342,8 @@ class ProfiledCostModel:
         out: dict[str, Any] = {"kind": KIND, "name": self.name, "description": self.description}
         if self.kv_capacity_tokens is not None:
             out["kv_capacity_tokens"] = int(self.kv_capacity_tokens)
-        out.update({"skew_alpha": self.skew_alpha, "iteration_overhead_s": self.iteration_overhead_s,
+        out.update({"skew_alpha": self.skew_alpha, "skew_scope": self.skew_scope,
+                    "iteration_overhead_s": self.iteration_overhead_s,
                     "frontend_overhead_s": self.frontend_overhead_s})
         if self.bound is not None:
             out["bound"] = {**self.bound.coefficients(), "name": self.bound.name,
@@ -361,6 +375,7 @@ class ProfiledCostModel:
                    name=str(data.get("name", "profiled")), description=str(data.get("description", "")),
                    kv_capacity_tokens=None if kv is None else int(kv),
                    skew_alpha=float(data.get("skew_alpha", 0.0)),
+                   skew_scope=str(data.get("skew_scope", "decode")),
                    iteration_overhead_s=float(data.get("iteration_overhead_s", 0.0)),
                    frontend_overhead_s=float(data.get("frontend_overhead_s", 0.0)),
                    bound=bound, provenance=dict(data.get("provenance", {})))

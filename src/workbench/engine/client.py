@@ -19,7 +19,7 @@ class ClientState:
                  "n_running", "ctx_sum", "decode_count", "clock_s", "outstanding_s", "kv_reserved_tokens",
                  "current", "version", "pending", "admissible", "_just_prefilled", "linear",
                  "a_p", "b_p", "a_d", "b_d", "c_d", "a_m", "predicted_finish", "paged", "prefilling",
-                 "prefilling_index", "ids_cache")
+                 "prefilling_index", "ids_cache", "skew_aware")
 
     def __init__(self, index: int, batch_size: int, cost_model: LinearCostModel,
                  kv_capacity_tokens: int | None, speed: float) -> None:
@@ -56,6 +56,14 @@ class ClientState:
         self.prefilling: list[list[int]] = []
         self.prefilling_index: dict[int, list[int]] = {}
         self.ids_cache: str | None = None
+        # Whether the cost model's iteration_time takes the longest decode context (measured kernels do).
+        try:
+            import inspect
+
+            self.skew_aware = (not self.linear and "decode_max_context_tokens"
+                               in inspect.signature(cost_model.iteration_time).parameters)
+        except (AttributeError, TypeError, ValueError):
+            self.skew_aware = False
 
     @property
     def n_waiting(self) -> int:
