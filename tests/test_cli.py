@@ -105,6 +105,8 @@ def test_chunked_prefill_through_simulate_and_compare(tmp_path, capsys):
     assert main(["validate", str(out), "--trace", trace]) == 0
     assert "mixed" in (out / "timeline.csv").read_text()
     assert main(["compare", "--trace", trace, "--clients", "2", "--policies", "paper-baseline,chunked-prefill"]) == 0
+    # One engine: predicted lengths now steer the chunked-prefill policies too (the old simulator refused them).
     assert main(["simulate", "--trace", trace, "--policy", "chunked-prefill", "--predictor", "noisy:0.2",
-                 "--out", str(tmp_path / "x")]) == 2
-    assert "predictor" in capsys.readouterr().err
+                 "--out", str(tmp_path / "x")]) == 0
+    assert main(["validate", str(tmp_path / "x"), "--trace", trace]) == 0
+    assert "predicted_output_tokens" in (tmp_path / "x" / "requests.csv").read_text()

@@ -283,6 +283,50 @@ def test_trace_lengths(sched, column, change):
     _check(sched, "trace", f"{column} differs from the trace for {TRACE.at[4, 'request_id']}", only=True, trace=other)
 
 
+# -- the paged rules (workbench.schedule.replay) -----------------------------------------------------------------------------
+@pytest.fixture
+def paged():
+    """Two requests on one client of 6 blocks of 4 tokens: r1 is preempted at 12 tokens each, then recomputed."""
+    from workbench.engine import simulate as engine_simulate
+
+    trace = pd.DataFrame({"request_id": [0, 1], "input_tokens": [8, 8], "output_tokens": [12, 12], "arrival_s": 0.0})
+    cost = LinearCostModel(a_p=0.01, b_p=1e-4, a_d=0.01, b_d=1e-4, c_d=1e-6, name="paged-test")
+    return trace, engine_simulate(trace, 1, 2, "continuous", cost, kv="paged", block_size=4, kv_capacity_tokens=24)
+
+
+def test_paged_rows_every_decoding_request_decodes(paged):
+    trace, s = paged
+    assert validate(s, trace).ok
+    tl = s.timeline.copy()
+    k = tl.index[tl["kind"] == "decode"][0]
+    tl.loc[k, "request_ids"] = "0"
+    tl.loc[k, "n_requests"] = 1
+    s.timeline = tl
+    assert "paged-rows" in validate(s, trace).rules_violated()
+
+
+def test_recompute_prefills_prompt_plus_generated(paged):
+    trace, s = paged
+    tl = s.timeline.copy()
+    k = tl.index[(tl["kind"] == "prefill") & (tl["request_ids"] == "1")][-1]
+    tl.loc[k, ["prefill_tokens", "tokens"]] = ["12", 12]
+    s.timeline = tl
+    assert "recompute" in validate(s, trace).rules_violated()
+
+
+def test_paged_tokens_every_request_yields_its_output(paged):
+    trace, s = paged
+    tl = s.timeline.copy()
+    s.timeline = tl.drop(index=tl.index[tl["kind"] == "decode"][-1])
+    assert "paged-tokens" in validate(s, trace).rules_violated()
+
+
+def test_kv_blocks_never_over_capacity(paged):
+    trace, s = paged
+    s.metrics["kv_capacity_tokens"] = [20]
+    assert validate(s, trace).rules_violated() == ["kv-blocks"]
+
+
 # -- coverage of the rule table -------------------------------------------------------------------------------------------------
 def test_every_rule_is_covered():
     """Each rule of validate.RULES has a test function here named after it."""

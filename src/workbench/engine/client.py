@@ -19,7 +19,7 @@ class ClientState:
                  "n_running", "ctx_sum", "decode_count", "clock_s", "outstanding_s", "kv_reserved_tokens",
                  "current", "version", "pending", "admissible", "_just_prefilled", "linear",
                  "a_p", "b_p", "a_d", "b_d", "c_d", "a_m", "predicted_finish", "paged", "prefilling",
-                 "prefilling_index", "ids_cache", "skew_aware")
+                 "prefilling_index", "ids_cache", "skew_aware", "rule_model")
 
     def __init__(self, index: int, batch_size: int, cost_model: LinearCostModel,
                  kv_capacity_tokens: int | None, speed: float) -> None:
@@ -49,6 +49,9 @@ class ClientState:
             (cost_model.a_p, cost_model.b_p, cost_model.a_d, cost_model.b_d, cost_model.c_d)
             if self.linear else (0.0,) * 5)
         self.a_m = max(self.a_p, self.a_d)  # the fixed cost of a mixed iteration (MODEL.md section 2.1)
+        # What the iteration rules price with: the linear model itself, or a measured model's linear lower model.
+        self.rule_model = cost_model if self.linear else (getattr(cost_model, "bound_model", lambda: None)()
+                                                           or cost_model)
         # Outside the paper's engine: the paged-KV manager (kv="paged"), the prompts part-way through
         # their chunked prefill ([request, tokens computed], admission order; mixed iterations) and the
         # running requests' ids as the last row listed them.

@@ -282,7 +282,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     steal = bool(policy_obj.params.get("steal", False))
     mixed = config.iteration == "mixed"
     paged = config.kv == "paged"
-    classic = config.classic
+    classic = config.classic and linear_models  # a measured model is stepped and recorded row by row
     if mixed and not linear_models and not all(hasattr(m, "iteration_time") for m in models):
         raise ConfigError("mixed iterations need a cost model with iteration_time().", field="cost_model",
                           fix="use a linear or profiled preset.")
@@ -618,7 +618,13 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
                     if nr == 0:
                         start_next(c, now)
                         return
-                end = now + float(c.cost_model.decode_time(nr, tokens))
+                if c.skew_aware:
+                    d = c.decode_count
+                    longest = max(l_list[i] + d - gen_base[i] for _, i in c.running) if not classic else 0
+                    end = now + float(c.cost_model.iteration_time(nr, tokens, [], [],
+                                                                  decode_max_context_tokens=longest))
+                else:
+                    end = now + float(c.cost_model.decode_time(nr, tokens))
             record(c, _DECODE, now, end, k, nr, tokens, "" if classic else running_ids(c))
             return
         c.pending = False
@@ -1262,11 +1268,14 @@ def _assemble(trace, segments, members, per_request, models, B, n_clients, polic
         "arrival_s": trace["arrival_s"].to_numpy(float), "prefill_start_s": per_request["prefill_start_s"],
         "first_token_s": per_request["first_token_s"], "finish_s": per_request["finish_s"],
     })
-    bound_model = models[0]
+    bound_model = models[0] if type(models[0]) is LinearCostModel else getattr(models[0], "bound_model", lambda: None)()
     same = _same_models(models)
     if lower_bound_s is None:
-        bound = (best_lower_bound(trace, n_clients, B, bound_model, kv_capacity_tokens=kv) if same
-                 else _fleet_bound(trace, n_clients, B, models))
+        if bound_model is None:
+            bound = None  # a measured model that states no linear model below it: no bound is claimed
+        else:
+            bound = (best_lower_bound(trace, n_clients, B, bound_model, kv_capacity_tokens=kv) if same
+                     else _fleet_bound(trace, n_clients, B, models))
         lower_bound_s = bound.value_s if bound is not None else float("nan")
         binding = bound.binding if bound is not None else None
     else:
@@ -1276,7 +1285,7 @@ def _assemble(trace, segments, members, per_request, models, B, n_clients, polic
         extra["kv_capacity_tokens"] = [None if v is None else int(v) for v in kv]
     # The metrics of the runs equal those of the per-iteration timeline (same durations, summed
     # per run), so the timeline need not be expanded to report them.
-    metrics = build_metrics(runs, clients=n_clients, batch_size=B, cost_model=bound_model, policy=policy_name,
+    metrics = build_metrics(runs, clients=n_clients, batch_size=B, cost_model=models[0], policy=policy_name,
                             params=params, lower_bound_s=lower_bound_s, lower_bound_binding=binding, extra=extra)
     if not same:
         metrics["cost_model"] = [m.coefficients() | {"name": m.name} for m in models]

@@ -110,7 +110,8 @@ class LagrangianRule:
             return f  # an empty batch always refills; mu = inf is continuous batching
         if mu == 0.0:
             return 0  # mu = 0 is static batching: never prefill while requests run
-        cm = client.cost_model
+        # The rule prices stages with the linear coefficients; a measured model lends its linear model.
+        cm = getattr(client, "rule_model", client.cost_model)
         a_p = cm.a_p
         price = mu * cm.a_d / client.batch_size  # mu * lambda, per empty slot-iteration
         kind = self._kind

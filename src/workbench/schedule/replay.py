@@ -44,8 +44,14 @@ PAGED_RULES = ("paged-rows", "recompute", "paged-tokens", "kv-blocks")
 
 def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: list, B: np.ndarray, clients: int,
                    report, *, close, examples, abs_tol_s: float) -> None:
-    """Replay a paged schedule's rows client by client and add every violation to ``report``."""
-    block = metrics.get("block_size")
+    """Replay a schedule's rows client by client and add every violation to ``report``.
+
+    Paged schedules (``metrics.kv_mode = "paged"``) and schedules of a cost model that is not linear (whose
+    durations depend on each row's contexts) are checked this way; with reserved KV the capacity rule is the
+    tokens reserved (``l_i + o_i`` from admission to the last token), and prefill rows compute whole prompts.
+    """
+    paged = metrics.get("kv_mode") == "paged"
+    block = metrics.get("block_size", 1 if not paged else None)
     if isinstance(block, bool) or not isinstance(block, int) or block < 1:
         report.add("schema", f"metrics.block_size is {block!r}; a paged schedule states its block size (tokens)")
         return
@@ -55,16 +61,20 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
         return
     caps = metrics.get("kv_capacity_tokens")
     caps = caps if isinstance(caps, list) else [caps] * clients
-    if len(caps) != clients or any(c is None or isinstance(c, bool) or not isinstance(c, (int, float)) for c in caps):
+    if len(caps) != clients or any(isinstance(c, bool) or not isinstance(c, (int, float)) for c in caps
+                                   if c is not None) or (paged and any(c is None for c in caps)):
         report.add("schema", f"metrics.kv_capacity_tokens is {metrics.get('kv_capacity_tokens')!r}; a paged "
                    "schedule states one capacity per client")
         return
-    if not {"prefill_ids", "prefill_tokens", "prefill_prior"} <= set(tl.columns):
+    if paged and not {"prefill_ids", "prefill_tokens", "prefill_prior"} <= set(tl.columns):
         report.add("schema", "a paged schedule lists its prompt pieces in prefill_ids, prefill_tokens and "
                    "prefill_prior")
         return
+    for column in ("prefill_ids", "prefill_tokens", "prefill_prior"):
+        if column not in tl.columns:
+            tl = tl.assign(**{column: ""})
     budget = metrics.get("token_budget")
-    cap_blocks = [int(c) // block for c in caps]
+    cap_blocks = [math.inf if c is None else int(c) // block for c in caps]
     ids = rq["request_id"].astype(str).tolist()
     index_of = {rid: k for k, rid in enumerate(ids)}
     l = rq["input_tokens"].to_numpy(np.int64).tolist()
@@ -131,6 +141,14 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
             pids = str(row.prefill_ids).split() if isinstance(row.prefill_ids, str) else []
             ptok = str(row.prefill_tokens).split() if isinstance(row.prefill_tokens, str) else []
             pprior = str(row.prefill_prior).split() if isinstance(row.prefill_prior, str) else []
+            if not paged:
+                # Reserved KV: prefill rows compute whole prompts, a chunk reads what earlier chunks computed.
+                if kind == "prefill" and not pids:
+                    pids = [ids[i] for i in members]
+                    ptok = [str(l[i] + generated[i]) for i in members]
+                if not pprior:
+                    pprior = [str(computed[index_of[rid]] if index_of.get(rid, -1) >= 0
+                                  and state[index_of[rid]] == "prefilling" else 0) for rid in pids]
             if not len(pids) == len(ptok) == len(pprior) or not all(x.isdigit() for x in ptok + pprior):
                 bad["ids"].append(f"{where}: prefill_ids, prefill_tokens and prefill_prior do not align")
                 continue
@@ -186,8 +204,11 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
             # Blocks held: every admitted request's KV tokens less its cached part (shared cached blocks may
             # count once for several requests, so this is a floor on the blocks in use: it never over-counts).
             writes = 0 if kind == "prefill" else 1  # a prefill stage writes no decode token
-            held = sum(-(-(l[i] + generated[i] - 1 + writes - cached[i]) // block) for i in decoding)
-            held += sum(-(-(computed[i] - cached[i]) // block) for i in prefilling)
+            if paged:
+                held = sum(-(-(l[i] + generated[i] - 1 + writes - cached[i]) // block) for i in decoding)
+                held += sum(-(-(computed[i] - cached[i]) // block) for i in prefilling)
+            else:  # reserved: l + o tokens per admitted request
+                held = sum(l[i] + o[i] for i in decoding) + sum(l[i] + o[i] for i in prefilling)
             if held > cap_blocks[j]:
                 bad["kv-blocks"].append(f"{where}: {held} blocks > {cap_blocks[j]}")
             for i in (list(decoding) if kind != "prefill" else ()):  # a prefill stage advances no decode
@@ -206,6 +227,17 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
                     else:
                         state[i] = "decoding"
                         decoding.add(i)
+            if not linear and hasattr(cost, "iteration_time"):
+                # A measured (non-linear) model: the engine's own call, with the pieces and the longest context.
+                if kind == "prefill":  # an exclusive prefill stage is priced on its tokens, as the engine does
+                    expected = float(cost.prefill_time(row.tokens))
+                else:
+                    longest = max((l[i] + generated[i] - 1 for i in members), default=0)
+                    extra = {"decode_max_context_tokens": longest} if _skew_aware(cost) else {}
+                    expected = float(cost.iteration_time(row.n_requests, row.tokens, [t for _, t, _ in pieces],
+                                                         [q for _, _, q in pieces], **extra))
+                if not close(row.end_s - row.start_s, expected):
+                    bad["duration"].append(f"{where} ({row.end_s - row.start_s:.9g} s != {expected:.9g} s)")
             if linear:
                 if kind == "prefill":
                     expected = cost.a_p + cost.b_p * row.tokens
@@ -238,3 +270,12 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
     early = np.flatnonzero(rq["prefill_start_s"].to_numpy(float) < rq["arrival_s"].to_numpy(float) - abs_tol_s)
     if len(early):
         report.add("request-times", "prefilled before arrival: " + examples(np.array(ids)[early]))
+
+
+def _skew_aware(cost) -> bool:
+    import inspect
+
+    try:
+        return "decode_max_context_tokens" in inspect.signature(cost.iteration_time).parameters
+    except (TypeError, ValueError):
+        return False

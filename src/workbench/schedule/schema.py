@@ -256,6 +256,10 @@ def compact_timeline(timeline: pd.DataFrame) -> pd.DataFrame:
 
 
 def cost_model_record(cost_model: LinearCostModel) -> dict[str, Any]:
+    """What metrics.json records of a cost model: the coefficients of a linear one; the whole model (its
+    ``to_dict``, with ``kind``) of any other, so that durations can be checked from the files alone."""
+    if type(cost_model) is not LinearCostModel and hasattr(cost_model, "to_dict"):
+        return cost_model.to_dict()
     record = cost_model.coefficients()
     record["name"] = cost_model.name
     return record

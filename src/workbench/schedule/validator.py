@@ -132,7 +132,18 @@ def _cost_models(metrics: dict, clients: int) -> list[LinearCostModel]:
     records = record if isinstance(record, list) else [record] * clients
     if len(records) != clients:
         raise ValueError(f"cost_model lists {len(records)} models for {clients} clients")
-    return [LinearCostModel(**{k: r[k] for k in COEFFICIENTS}) for r in records]
+    out = []
+    for r in records:
+        kind = r.get("kind", "linear") if isinstance(r, dict) else "linear"
+        if kind != "linear":
+            from workbench.costmodel.linear import PRESET_LOADERS
+
+            if kind not in PRESET_LOADERS:
+                raise ValueError(f"cost_model is of unknown kind {kind!r}")
+            out.append(PRESET_LOADERS[kind](r, "metrics.cost_model"))
+        else:
+            out.append(LinearCostModel(**{k: r[k] for k in COEFFICIENTS}))
+    return out
 
 
 def _prefill_chunks(tl: pd.DataFrame, index_of: dict, report: ValidationReport,
@@ -222,9 +233,11 @@ def _validate(source, trace) -> ValidationReport:
     except (ValueError, TypeError, KeyError, OverflowError, WorkbenchError) as exc:
         report.add("schema", f"cannot read the tables as numbers: {exc}")
         return report
-    if metrics.get("kv_mode") == "paged" or (tl["kind"] == "preempt").any():
-        # Paged KV: requests may be preempted and recomputed, so the rules are checked by a replay.
-        if metrics.get("kv_mode") != "paged":
+    nonlinear = any(type(m) is not LinearCostModel for m in models)
+    if metrics.get("kv_mode") == "paged" or (tl["kind"] == "preempt").any() or nonlinear:
+        # Paged KV: requests may be preempted and recomputed; a measured cost model prices each row on its
+        # contexts: either way the rules are checked by a replay.
+        if metrics.get("kv_mode") != "paged" and (tl["kind"] == "preempt").any():
             report.add("schema", "preempt rows appear only in schedules with metrics.kv_mode = paged")
             return report
         from workbench.schedule.replay import validate_paged
@@ -502,13 +515,15 @@ def _check_metrics(tl, rq, metrics, models, B, clients, report, trace) -> None:
         if lb > recomputed["makespan_s"] * (1 + REL_TOL) + ABS_TOL_S:
             report.add("metrics", f"lower_bound_s {lb} exceeds the makespan {recomputed['makespan_s']}")
         # With prefix caching a prompt may skip its cached part, so the bound is of shorter prompts.
-        if all(m == models[0] for m in models) and not metrics.get("prefix_caching"):
+        bound_models = [m if type(m) is LinearCostModel else getattr(m, "bound_model", lambda: None)()
+                        for m in models]
+        if all(m == models[0] for m in models) and not metrics.get("prefix_caching") and bound_models[0] is not None:
             trace_view = rq.rename(columns={})[["input_tokens", "output_tokens", "arrival_s"]]
-            closed = closed_form_lower_bound(trace_view, clients, B, models[0])
+            closed = closed_form_lower_bound(trace_view, clients, B, bound_models[0])
             if is_mixed_kind.any():  # mixed batching pays no a_p per prefill stage: its own bound
                 from workbench.schedule.bounds import chunked_lower_bound
 
-                closed = chunked_lower_bound(trace_view, clients, B, models[0])
+                closed = chunked_lower_bound(trace_view, clients, B, bound_models[0])
             if lb < closed.value_s * (1 - REL_TOL) - ABS_TOL_S:
                 report.add("metrics", f"lower_bound_s {lb} is below the closed-form bound {closed.value_s}")
     _check_predictions_and_stealing(rq, metrics, report)

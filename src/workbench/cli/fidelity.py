@@ -1,0 +1,38 @@
+"""``workbench fidelity``: replay a measured serving run through the ``vllm`` policy and compare, request by request."""
+
+from __future__ import annotations
+
+import json
+
+from workbench.cli._common import print_table
+
+
+def cmd_fidelity(args) -> int:
+    from workbench.studies.fidelity import errors_frame, fidelity, write_fidelity
+
+    result = fidelity(args.run, args.cost_model)
+    if args.out:
+        write_fidelity(result, args.out)
+    s = result.run.settings
+    print(f"{result.run.name}: {len(result.per_request)} requests replayed with {result.cost_model_name} "
+          f"(vllm policy: max_num_seqs {s['max_num_seqs']}, max_num_batched_tokens {s['max_num_batched_tokens']}, "
+          f"block size {s['block_size']}, prefix caching {'on' if s['enable_prefix_caching'] else 'off'}, "
+          f"{result.schedule.metrics.get('preemptions', 0)} preemptions)")
+    if result.run.assumed:
+        print("vLLM defaults assumed (meta.json is silent): " + ", ".join(result.run.assumed))
+    print_table(errors_frame(result.errors))
+    if args.json:
+        print(json.dumps(result.summary(), default=str))
+    if args.out:
+        print(f"wrote {args.out}: timeline.csv, requests.csv, metrics.json, fidelity.csv, fidelity.json, report.html")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("fidelity", help="replay a measured vLLM run (meta.json + requests.jsonl) and compare "
+                                               "predicted with measured TTFT, TPOT and end-to-end latency")
+    p.add_argument("run", help="the run folder: meta.json and requests.jsonl")
+    p.add_argument("--cost-model", required=True, help="a preset name or file (e.g. one fitted by workbench calibrate)")
+    p.add_argument("--out", default=None, help="folder for the simulated schedule, fidelity.csv/json and report.html")
+    p.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
+    p.set_defaults(func=cmd_fidelity)

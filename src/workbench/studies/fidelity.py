@@ -1,0 +1,361 @@
+"""Fidelity to a real engine: replay a measured serving run through the ``vllm`` policy and compare, request by request.
+
+A **run** is a folder as the shared LLMServingSim data lay it out:
+
+* ``meta.json``: the engine's settings (``engine_kwargs``: ``max_num_seqs``,
+  ``max_num_batched_tokens``, ``tensor_parallel_size``, ``data_parallel_size``,
+  and where given ``block_size``, ``enable_prefix_caching``,
+  ``enable_chunked_prefill``, ``max_num_partial_prefills``, ``num_gpu_blocks``
+  or ``kv_cache_tokens``);
+* ``requests.jsonl``: one request a line with ``input_toks``, ``output_toks`` and
+  the engine's own clock: ``queued_ts``, ``first_token_ts``, ``last_token_ts``
+  (read by :mod:`workbench.workload.formats`, format ``vllm``).
+
+:func:`replay` maps the settings onto the ``vllm`` policy (vLLM V1's defaults
+where ``meta.json`` is silent: block size 16, prefix caching and chunked prefill
+on, one partial prefill), replays the arrivals (``queued_ts`` from the first) and
+returns the simulated schedule; :func:`compare` puts predicted beside measured
+TTFT, TPOT and end-to-end latency and :func:`error_table` gives the errors: the
+relative error of the mean, p50, p90 and p99, and the per-request mean absolute
+percentage error (MAPE).  Measured TTFT = ``first_token_ts - queued_ts``,
+end-to-end = ``last_token_ts - queued_ts``, TPOT = ``(last - first) /
+(output_toks - 1)``; the simulated ones are the same differences of the
+simulated times.  Nothing here fits anything: the cost model comes in whole.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workbench.errors import ConfigError
+
+METRICS = ("ttft_s", "tpot_s", "e2e_s")
+METRIC_NAMES = {"ttft_s": "TTFT", "tpot_s": "TPOT", "e2e_s": "end-to-end"}
+#: vLLM V1's defaults, used where ``meta.json`` is silent (vLLM 0.19 ``SchedulerConfig``/``CacheConfig``).
+VLLM_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 2048, "block_size": 16,
+                 "enable_prefix_caching": True, "enable_chunked_prefill": True, "max_num_partial_prefills": 1,
+                 "tensor_parallel_size": 1, "data_parallel_size": 1}
+#: The largest run read (requests.jsonl lines): a replay is seconds per thousand requests.
+MAX_RUN_REQUESTS = 1_000_000
+MAX_META_BYTES = 1 << 20
+
+
+@dataclass
+class ServingRun:
+    """A measured serving run: its requests (with the measured times) and the engine settings."""
+
+    path: Path
+    trace: pd.DataFrame
+    meta: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
+    assumed: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("model", self.path.name))
+
+
+def read_run(folder: str | Path) -> ServingRun:
+    """Read a run folder (``meta.json`` + ``requests.jsonl``); refuse what cannot be replayed faithfully."""
+    from workbench.workload.trace import load_trace
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise ConfigError(f"'{folder}' is not a folder.", field="run",
+                          fix="give a run folder holding meta.json and requests.jsonl.")
+    for name in ("meta.json", "requests.jsonl"):
+        if not (path / name).is_file():
+            raise ConfigError(f"'{path}' has no {name}.", field=name,
+                              fix="a run folder holds meta.json (the engine settings) and requests.jsonl.")
+    if (path / "meta.json").stat().st_size > MAX_META_BYTES:
+        raise ConfigError(f"{path / 'meta.json'} is over {MAX_META_BYTES} bytes.", field="meta.json",
+                          fix="give the run's settings file, not another file named meta.json.")
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path / 'meta.json'} is not JSON: {exc}.", field="meta.json",
+                          fix="give the meta.json the benchmark wrote.") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path / 'meta.json'} is not a JSON object.", field="meta.json",
+                          fix="give the meta.json the benchmark wrote.")
+    trace = load_trace(path / "requests.jsonl", format="vllm")
+    if len(trace) > MAX_RUN_REQUESTS:
+        raise ConfigError(f"the run has {len(trace):,} requests, more than {MAX_RUN_REQUESTS:,}.", field="requests.jsonl",
+                          fix="replay a part of it (first N lines).")
+    for column in ("measured_ttft_s", "measured_e2e_s"):
+        if column not in trace.columns:
+            raise ConfigError(f"{path / 'requests.jsonl'} has no first_token_ts/last_token_ts: nothing to compare.",
+                              field="first_token_ts", fix="give a run whose requests carry the engine's timestamps.")
+    settings, assumed = engine_settings(meta)
+    return ServingRun(path=path, trace=trace, meta=meta, settings=settings, assumed=assumed)
+
+
+def engine_settings(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The settings the replay needs, from ``meta.json`` (``engine_kwargs`` first, then the top level), and the
+    names of those taken from vLLM's defaults because the file is silent."""
+    kwargs = meta.get("engine_kwargs") if isinstance(meta.get("engine_kwargs"), dict) else {}
+    settings: dict[str, Any] = {}
+    assumed = []
+    for key, default in VLLM_DEFAULTS.items():
+        value = kwargs.get(key, meta.get(key))
+        if value is None:
+            value, _ = default, assumed.append(key)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"meta.json {key} is {value!r}, not true or false.", field=key,
+                                  fix="give true or false, as vLLM's engine arguments are.")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"meta.json {key} is {value!r}, not a whole number >= 1.", field=key,
+                              fix="give the engine argument as vLLM took it.")
+        settings[key] = value
+    if not settings["enable_chunked_prefill"]:
+        raise ConfigError("the run has chunked prefill off, which the vllm policy does not model (a prompt longer "
+                          "than the token budget would wait for a whole iteration).", field="enable_chunked_prefill",
+                          fix="replay a run with chunked prefill on (vLLM V1's default).")
+    blocks = kwargs.get("num_gpu_blocks", meta.get("num_gpu_blocks"))
+    tokens = kwargs.get("kv_cache_tokens", meta.get("kv_cache_tokens"))
+    if blocks is not None:
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
+            raise ConfigError(f"meta.json num_gpu_blocks is {blocks!r}.", field="num_gpu_blocks",
+                              fix="give the KV blocks vLLM reported (a whole number >= 1).")
+        settings["kv_capacity_tokens"] = blocks * settings["block_size"]
+    elif tokens is not None:
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < settings["block_size"]:
+            raise ConfigError(f"meta.json kv_cache_tokens is {tokens!r}.", field="kv_cache_tokens",
+                              fix="give the KV-cache size vLLM reported, in tokens.")
+        settings["kv_capacity_tokens"] = tokens
+    else:
+        assumed.append("kv_capacity_tokens (the cost model's preset)")
+    return settings, assumed
+
+
+def replay(run: ServingRun, cost_model, *, progress: bool | None = False):
+    """Simulate the run's requests as its engine was set up; return the schedule (the run's own request ids)."""
+    from workbench.costmodel.linear import load_preset
+    from workbench.engine.core import simulate
+
+    model = load_preset(cost_model) if isinstance(cost_model, (str, Path)) else cost_model
+    s = run.settings
+    kv = s.get("kv_capacity_tokens", getattr(model, "kv_capacity_tokens", None))
+    if kv is None:
+        raise ConfigError("neither the run nor the cost model gives the KV-cache size.", field="kv_capacity_tokens",
+                          fix="use a preset with kv_capacity_tokens, or a run whose meta.json gives num_gpu_blocks.")
+    # Data parallelism: vLLM's front end balances requests over the engine replicas; round robin stands for it.
+    return simulate(run.trace, s["data_parallel_size"], s["max_num_seqs"], "vllm", model,
+                    kv_capacity_tokens=int(kv), token_budget=s["max_num_batched_tokens"],
+                    max_partial_prefills=s["max_num_partial_prefills"], block_size=s["block_size"],
+                    prefix_caching=s["enable_prefix_caching"], progress=progress)
+
+
+def compare(run: ServingRun, schedule) -> pd.DataFrame:
+    """Per request (in the run's order, by its ids): predicted and measured TTFT, TPOT and end-to-end latency."""
+    sim = schedule.requests.set_index(schedule.requests["request_id"].astype(str))
+    trace = run.trace.set_index(run.trace["request_id"].astype(str))
+    sim = sim.loc[trace.index]
+    out = pd.DataFrame({"request_id": trace.index, "input_tokens": trace["input_tokens"].to_numpy(),
+                        "output_tokens": trace["output_tokens"].to_numpy(),
+                        "arrival_s": trace["arrival_s"].to_numpy(float)})
+    predicted = {
+        "ttft_s": (sim["first_token_s"] - sim["arrival_s"]).to_numpy(float),
+        "e2e_s": (sim["finish_s"] - sim["arrival_s"]).to_numpy(float),
+    }
+    decodes = (sim["output_tokens"] - 1).to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        predicted["tpot_s"] = np.where(decodes > 0, (sim["finish_s"] - sim["first_token_s"]).to_numpy(float) / decodes,
+                                       np.nan)
+    for metric in METRICS:
+        out[f"predicted_{metric}"] = predicted[metric]
+        out[f"measured_{metric}"] = trace[f"measured_{metric}"].to_numpy(float)
+    return out
+
+
+def error_table(per_request: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per metric: predicted and measured mean, p50, p90, p99, their relative errors, and the per-request MAPE."""
+    out: dict[str, dict[str, float]] = {}
+    for metric in METRICS:
+        p = per_request[f"predicted_{metric}"].to_numpy(float)
+        m = per_request[f"measured_{metric}"].to_numpy(float)
+        keep = np.isfinite(p) & np.isfinite(m)
+        p, m = p[keep], m[keep]
+        row: dict[str, float] = {"requests": int(keep.sum())}
+        for stat, fn in (("mean", np.mean), ("p50", lambda x: np.quantile(x, 0.5)),
+                         ("p90", lambda x: np.quantile(x, 0.9)), ("p99", lambda x: np.quantile(x, 0.99))):
+            pv, mv = float(fn(p)), float(fn(m))
+            row[f"predicted_{stat}"] = pv
+            row[f"measured_{stat}"] = mv
+            row[f"error_{stat}"] = pv / mv - 1.0 if mv > 0 else math.nan
+        positive = m > 0
+        row["mape"] = float(np.mean(np.abs(p[positive] - m[positive]) / m[positive])) if positive.any() else math.nan
+        out[metric] = row
+    return out
+
+
+def errors_frame(errors: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """The errors as a table for printing: one row per metric, relative errors in percent."""
+    rows = []
+    for metric, row in errors.items():
+        rows.append({"metric": METRIC_NAMES[metric], "measured mean": row["measured_mean"],
+                     "predicted mean": row["predicted_mean"],
+                     **{f"{stat} error %": 100 * row[f"error_{stat}"] for stat in ("mean", "p50", "p90", "p99")},
+                     "MAPE %": 100 * row["mape"]})
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def fidelity_figures(per_request: pd.DataFrame, *, title: str = "") -> list:
+    """A predicted-vs-measured scatter (end-to-end and TTFT) and the CDFs of TTFT, TPOT and end-to-end."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    scatter = make_subplots(rows=1, cols=2, subplot_titles=("end-to-end latency (s)", "TTFT (s)"))
+    for col, metric in enumerate(("e2e_s", "ttft_s"), start=1):
+        m = per_request[f"measured_{metric}"]
+        p = per_request[f"predicted_{metric}"]
+        scatter.add_trace(go.Scatter(x=m, y=p, mode="markers", name=METRIC_NAMES[metric],
+                                     text=per_request["request_id"], marker={"size": 5, "opacity": 0.6},
+                                     hovertemplate="%{text}<br>measured %{x:.3f} s<br>predicted %{y:.3f} s"),
+                          row=1, col=col)
+        hi = float(np.nanmax([m.max(), p.max()])) * 1.05
+        scatter.add_trace(go.Scatter(x=[0, hi], y=[0, hi], mode="lines", line={"dash": "dot", "color": "grey"},
+                                     name="predicted = measured", showlegend=col == 1), row=1, col=col)
+        scatter.update_xaxes(title_text="measured", row=1, col=col)
+        scatter.update_yaxes(title_text="predicted", row=1, col=col)
+    scatter.update_layout(title=title or "Predicted against measured, one point per request", height=420,
+                          autosize=True)
+    cdf = make_subplots(rows=1, cols=3, subplot_titles=[f"{METRIC_NAMES[m]} (s)" for m in METRICS])
+    for col, metric in enumerate(METRICS, start=1):
+        for kind, dash in (("measured", "solid"), ("predicted", "dash")):
+            values = np.sort(per_request[f"{kind}_{metric}"].dropna().to_numpy(float))
+            cdf.add_trace(go.Scatter(x=values, y=np.arange(1, len(values) + 1) / max(len(values), 1), mode="lines",
+                                     line={"dash": dash, "color": "#1f77b4" if kind == "measured" else "#d62728"},
+                                     name=kind, showlegend=col == 1, legendgroup=kind), row=1, col=col)
+    cdf.update_layout(title="Cumulative distributions: measured (solid) and predicted (dashed)", height=380,
+                      autosize=True)
+    cdf.update_yaxes(title_text="share of requests", row=1, col=1)
+    return [scatter, cdf]
+
+
+@dataclass
+class FidelityResult:
+    run: ServingRun
+    schedule: Any
+    per_request: pd.DataFrame
+    errors: dict[str, dict[str, float]]
+    cost_model_name: str
+
+    def summary(self) -> dict[str, Any]:
+        return {"run": str(self.run.path), "model": self.run.name, "cost_model": self.cost_model_name,
+                "requests": len(self.per_request), "settings": self.run.settings,
+                "assumed_defaults": self.run.assumed, "errors": self.errors,
+                "preemptions": int(self.schedule.metrics.get("preemptions", 0)),
+                "prefix_cache_hit_rate": self.schedule.metrics.get("prefix_cache_hit_rate")}
+
+
+def fidelity(run: str | Path | ServingRun, cost_model) -> FidelityResult:
+    """Replay ``run`` with ``cost_model`` and compare (nothing is written; see :func:`write_fidelity`)."""
+    from workbench.costmodel.linear import load_preset
+
+    run = run if isinstance(run, ServingRun) else read_run(run)
+    model = load_preset(cost_model) if isinstance(cost_model, (str, Path)) else cost_model
+    schedule = replay(run, model)
+    per_request = compare(run, schedule)
+    return FidelityResult(run, schedule, per_request, error_table(per_request), getattr(model, "name", "custom"))
+
+
+def write_fidelity(result: FidelityResult, out: str | Path) -> Path:
+    """Write the simulated schedule (as any schedule is written), ``fidelity.csv``, ``fidelity.json`` and
+    ``report.html`` into ``out``, atomically."""
+    from workbench.schedule.schema import atomic_dir
+    from workbench.viz.report import write_report
+
+    summary = result.summary()
+    with atomic_dir(out) as tmp:
+        result.schedule.write_into(tmp)
+        result.per_request.to_csv(tmp / "fidelity.csv", index=False)
+        (tmp / "fidelity.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n",
+                                           encoding="utf-8")
+        settings = pd.DataFrame([{k: str(v) for k, v in result.run.settings.items()}]).T.rename(columns={0: "value"})
+        write_report(tmp / "report.html", f"Fidelity: {result.run.name}, replayed with {result.cost_model_name}", [
+            ("Errors (predicted against measured)", errors_frame(result.errors).round(3)),
+            ("Engine settings of the run (vLLM defaults where meta.json is silent: "
+             f"{', '.join(result.run.assumed) or 'none'})", settings),
+            ("Per request", fidelity_figures(result.per_request)),
+        ], subtitle="The vllm policy of the workbench engine replays the run's arrivals; the cost model is not "
+                    "fitted to the run.")
+    return Path(out)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    return str(value)
+
+
+# -- calibration through the simulator ---------------------------------------------------------------------
+def calibrate_run(run: str | Path | ServingRun, cost_model, *, rounds: int = 3, bisect_steps: int = 14):
+    """Fit a cost model's two overhead terms to a measured run, through the simulator; return (model, report).
+
+    The per-iteration overhead (CPU scheduling between iterations; for a linear
+    model it is added to ``a_p`` and ``a_d``) is set by bisection so that the
+    replay's mean TPOT matches the run's (TPOT grows with it monotonically),
+    and the per-request front-end overhead (HTTP, tokenisation: it delays a
+    request's arrival at the engine) so that the median TTFT of the requests
+    the run served without queueing matches; the two are refined in turn for
+    ``rounds`` rounds.  Both are >= 0: an overhead cannot make the engine
+    faster than its kernels.  The kernel times themselves stay as measured.
+    """
+    from workbench.costmodel.linear import LinearCostModel, load_preset
+
+    run = run if isinstance(run, ServingRun) else read_run(run)
+    base = load_preset(cost_model) if isinstance(cost_model, (str, Path)) else cost_model
+    measured_tpot = float(np.nanmean(run.trace["measured_tpot_s"]))
+
+    def with_overheads(iteration_s: float, frontend_s: float):
+        if isinstance(base, LinearCostModel):
+            data = base.to_dict()
+            data.update(a_p=base.a_p + iteration_s, a_d=base.a_d + iteration_s, frontend_overhead_s=frontend_s)
+            return LinearCostModel.from_dict(data)
+        return base.with_overheads(iteration_overhead_s=getattr(base, "iteration_overhead_s", 0.0) + iteration_s,
+                                   frontend_overhead_s=frontend_s)
+
+    def evaluate(iteration_s: float, frontend_s: float) -> pd.DataFrame:
+        return compare(run, replay(run, with_overheads(iteration_s, frontend_s)))
+
+    iteration_s, frontend_s = 0.0, 0.0
+    history = []
+    for _ in range(max(1, int(rounds))):
+        per = evaluate(iteration_s, frontend_s)
+        if float(per["predicted_tpot_s"].mean()) < measured_tpot:
+            lo, hi = iteration_s, max(iteration_s, 1e-4)
+            while float(evaluate(hi, frontend_s)["predicted_tpot_s"].mean()) < measured_tpot and hi < 1.0:
+                lo, hi = hi, hi * 2
+            for _ in range(bisect_steps):
+                mid = (lo + hi) / 2
+                if float(evaluate(mid, frontend_s)["predicted_tpot_s"].mean()) < measured_tpot:
+                    lo = mid
+                else:
+                    hi = mid
+            iteration_s = (lo + hi) / 2
+        else:
+            iteration_s = 0.0  # the kernels alone are already as slow as the run: no overhead to add
+        per = evaluate(iteration_s, frontend_s)
+        # Requests the run admitted at once (scheduled within 1 ms of queueing) show the front end's cost alone.
+        quick = (run.trace["scheduled_ts"] - run.trace["queued_ts"]).to_numpy(float) < 1e-3 \
+            if "scheduled_ts" in run.trace.columns else np.ones(len(per), dtype=bool)
+        gap = np.nanmedian((per["measured_ttft_s"] - per["predicted_ttft_s"]).to_numpy(float)[quick]) \
+            if quick.any() else 0.0
+        frontend_s = max(0.0, frontend_s + float(gap))
+        history.append({"iteration_overhead_s": iteration_s, "frontend_overhead_s": frontend_s})
+    fitted = with_overheads(iteration_s, frontend_s)
+    per = evaluate(iteration_s, frontend_s)
+    report = {"iteration_overhead_s": iteration_s, "frontend_overhead_s": frontend_s, "rounds": history,
+              "errors": error_table(per), "run": str(run.path), "base": getattr(base, "name", "custom")}
+    return fitted, report
