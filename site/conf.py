@@ -4,12 +4,15 @@ The source folder is the repository root, so the README, docs/ and the notebooks
 read where they live (no copies, no symlinks); ``include_patterns`` names what is part
 of the site. Everything the pages load is served from the site itself: MathJax comes
 from the ``sphinx-mathjax-offline`` package, plotly.js from the ``plotly`` package,
-and the notebooks are executed at build time with a Plotly renderer that does not
-embed or fetch plotly.js (see ``plotly_offline_startup``).
+and the notebooks are executed with a Plotly renderer that neither embeds nor fetches
+plotly.js (``site_kernels.py``). Executions are cached by code in build/site-work/: the
+test suite's nbval run fills the cache (``notebooks/conftest.py``), and MyST-NB executes
+only what the cache lacks.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -18,9 +21,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-BUILD = Path(os.environ.get("WORKBENCH_SITE_WORK", ROOT / "build" / "site-work"))
+sys.path.insert(0, str(ROOT / "site"))
 
+import site_kernels  # noqa: E402
 import workbench  # noqa: E402
+
+BUILD = site_kernels.WORK
 
 project = "LLM inference scheduling workbench"
 author = "the workbench authors"
@@ -38,7 +44,6 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
-    "sphinx-mathjax-offline",  # MathJax 3 copied into _static/mathjax: no CDN
 ]
 
 # -- MyST and the notebooks ------------------------------------------------------------------
@@ -47,7 +52,7 @@ myst_heading_anchors = 3
 # The .ipynb files are the documents (their links to each other resolve); each is executed
 # once and cached by its code (jupyter-cache), so an unchanged notebook is not executed again.
 nb_execution_mode = os.environ.get("WORKBENCH_SITE_EXECUTION", "cache")
-nb_execution_cache_path = str(BUILD / "jupyter-cache")
+nb_execution_cache_path = str(site_kernels.CACHE)
 nb_execution_timeout = 300
 nb_execution_raise_on_error = True  # a notebook that fails fails the build
 nb_execution_show_tb = True
@@ -82,7 +87,11 @@ suppress_warnings = ["myst.header"]  # the design notes start at ## in places; t
 # -- HTML ------------------------------------------------------------------------------------
 html_theme = "sphinx_book_theme"
 html_title = "LLM inference scheduling workbench"
-html_static_path = ["_static", str(BUILD / "static")]
+# MathJax 3 from the sphinx-mathjax-offline package (its files, not its extension, which is not
+# declared safe for parallel builds), served as _static/mathjax/: no CDN.
+MATHJAX = Path(importlib.util.find_spec("sphinx-mathjax-offline").submodule_search_locations[0]) / "static"
+mathjax_path = "mathjax/tex-chtml.js"
+html_static_path = ["_static", str(BUILD / "static"), str(MATHJAX)]
 html_js_files = ["plotly.min.js"]
 html_css_files = ["site.css"]
 html_extra_path = ["_extra"]  # index.html at the site's root, pointing to site/index.html
@@ -94,39 +103,17 @@ html_theme_options = {
 html_last_updated_fmt = None
 html_copy_source = False
 
-PLOTLY_STARTUP = '''\
-# Written by site/conf.py: the documentation site's kernels draw Plotly figures as HTML that
-# calls the page's own plotly.js (site/_static/plotly.min.js), never a CDN.
-import plotly.io as _pio
-from plotly.io._base_renderers import MimetypeRenderer as _MimetypeRenderer
-
-
-class _SiteRenderer(_MimetypeRenderer):
-    def to_mimebundle(self, fig_dict):
-        html = _pio.to_html(fig_dict, include_plotlyjs=False, include_mathjax=False, full_html=False,
-                            default_width="100%", config={"responsive": True})
-        return {"text/html": html}
-
-
-_pio.renderers["workbench_site"] = _SiteRenderer()
-_pio.renderers.default = "workbench_site"
-'''
-
-
-def plotly_offline_startup() -> None:
-    """An IPython profile, in the build folder, whose startup file selects the site's renderer."""
-    startup = BUILD / "ipython" / "profile_default" / "startup"
-    startup.mkdir(parents=True, exist_ok=True)
-    (startup / "00-plotly-site.py").write_text(PLOTLY_STARTUP, encoding="utf-8")
-    os.environ["IPYTHONDIR"] = str(BUILD / "ipython")  # the kernels inherit it
-    static = BUILD / "static"
-    static.mkdir(parents=True, exist_ok=True)
+def offline_assets() -> None:
+    """Kernels that draw Plotly figures for this site; plotly.js from the plotly package into _static."""
     import plotly
 
+    os.environ["IPYTHONDIR"] = str(site_kernels.kernel_profile())  # the kernels MyST-NB starts inherit it
+    static = BUILD / "static"
+    static.mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", static / "plotly.min.js")
 
 
-plotly_offline_startup()
+offline_assets()
 
 WIDGET_VIEW = re.compile(r'<script type="application/vnd\.jupyter\.widget-view\+json">')
 
@@ -187,6 +174,14 @@ def resolve_short_names(app, env, node, contnode):
     return None
 
 
+def drop_widget_state(app, env):
+    """No page carries the widgets' saved state (megabytes for a FigureWidget): they need a kernel."""
+    for data in getattr(env, "nb_metadata", {}).values():
+        data.get("js_files", {}).pop("ipywidgets_state", None)
+    return []
+
+
 def setup(app):
     app.connect("doctree-resolved", widgets_need_a_kernel)
+    app.connect("env-updated", drop_widget_state)
     app.connect("missing-reference", resolve_short_names)

@@ -25,3 +25,11 @@ def make_trace(rows) -> pd.DataFrame:
     data = [dict(request_id=i, input_tokens=r[0], output_tokens=r[1], arrival_s=r[2] if len(r) > 2 else 0.0)
             for i, r in enumerate(rows)]
     return pd.DataFrame(data)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The documentation site's test runs last: its build reuses the notebook executions of the
+    nbval run in the same session (notebooks/conftest.py) instead of executing them again."""
+    site = [item for item in items if item.path.name == "test_docs_site.py"]
+    if site:
+        items[:] = [item for item in items if item.path.name != "test_docs_site.py"] + site
