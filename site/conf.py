@@ -6,7 +6,7 @@ of the site. Everything the pages load is served from the site itself: MathJax c
 from the ``sphinx-mathjax-offline`` package, plotly.js from the ``plotly`` package,
 and the notebooks are executed with a Plotly renderer that neither embeds nor fetches
 plotly.js (``site_kernels.py``). Executions are cached by code in build/site-work/: the
-test suite's nbval run fills the cache (``notebooks/conftest.py``), and MyST-NB executes
+test suite's nbval run fills the cache (``site/nbval_cache.py``), and MyST-NB executes
 only what the cache lacks.
 """
 
@@ -101,7 +101,9 @@ html_theme_options = {
     "use_download_button": True,
 }
 html_last_updated_fmt = None
-html_copy_source = False
+html_copy_source = True  # the download button gives the page's .ipynb (or .md), to open and run
+html_show_sourcelink = False
+
 
 def offline_assets() -> None:
     """Kernels that draw Plotly figures for this site; plotly.js from the plotly package into _static."""

@@ -1,7 +1,7 @@
 """The kernels that execute notebooks for the documentation site, and the site's execution cache.
 
 Shared by ``site/conf.py`` (MyST-NB executes what the cache lacks) and
-``notebooks/conftest.py`` (nbval's run of the notebooks fills the cache, so that the site
+``site/nbval_cache.py`` (nbval's run of the notebooks fills the cache, so that the site
 reuses those executions instead of running every notebook a second time).
 
 A site kernel draws a Plotly figure as HTML that calls the page's own plotly.js
@@ -57,3 +57,4 @@ def cache_executed(path: Path, nb) -> None:
     CACHE.parent.mkdir(parents=True, exist_ok=True)
     get_cache(str(CACHE)).cache_notebook_bundle(CacheBundleIn(nb, str(path), data={"executed_by": "nbval"}),
                                                 check_validity=False, overwrite=True)
+
