@@ -5,6 +5,6 @@ cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -e ".[dev,notebooks]"
+"$VENV/bin/python" -m pip install --quiet -e ".[dev,notebooks,docs]"
 if [ -f scripts/install-browser.sh ]; then bash scripts/install-browser.sh; fi
 exec "$VENV/bin/python" -m pytest "$@"

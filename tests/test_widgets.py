@@ -11,7 +11,6 @@ import contextlib
 import io
 import json
 import os
-import runpy
 import socket
 from pathlib import Path
 
@@ -39,7 +38,6 @@ from workbench.viz.widgets import (
     uses_solver,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 BAD_CSV = b"request_id,input_tokens,output_tokens\n1,10,5\n2,abc,3\n"
 
 
@@ -286,30 +284,6 @@ def test_dashboard_refuses_a_busy_or_invalid_port(capsys):
     assert "already in use" in capsys.readouterr().err
     assert cli.main(["dashboard", "--port", "70000", "--no-browser"]) == 2
     assert "out of range" in capsys.readouterr().err
-
-
-# -- the notebooks are stored as the generator writes them --------------------------------------
-def notebook_paths() -> list[Path]:
-    return sorted((ROOT / "notebooks").rglob("*.ipynb")) + [ROOT / "src" / "workbench" / "viz" / "dashboard.ipynb"]
-
-
-@pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.name)
-def test_notebooks_store_only_checked_outputs(path):
-    nb = json.loads(path.read_text(encoding="utf-8"))
-    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert code and "".join(code[0]["source"]).startswith(("# Parameters", "import", "from")), path.name
-    for cell in code:
-        source = "".join(cell["source"])
-        if source.lstrip().startswith("# NBVAL_CHECK_OUTPUT"):
-            assert cell["outputs"] and all(o["output_type"] in ("stream", "execute_result") for o in cell["outputs"])
-            assert len(json.dumps(cell["outputs"])) < 4000
-        else:
-            assert cell["outputs"] == [] and cell["execution_count"] is None, (path.name, source[:60])
-
-
-def test_notebooks_match_their_generator():
-    make = runpy.run_path(str(ROOT / "scripts" / "make_notebooks.py"), run_name="make_notebooks")
-    assert make["main"](["--check"]) == 0
 
 
 @pytest.mark.parametrize("filename, shown", [("..", "upload.csv"), ("x\x00.csv", "x.csv"),

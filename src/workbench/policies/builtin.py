@@ -33,7 +33,7 @@ RULES["continuous"] = lambda **_: ContinuousRule()
 
 
 class RoundRobin:
-    """Request k (in arrival order) goes to client k mod |J|."""
+    """Request k (in arrival order) goes to client ``k mod |J|``."""
 
     def __init__(self) -> None:
         self._next = 0

@@ -79,7 +79,7 @@ class IterationRule(Protocol):
         ...
 
 
-#: name -> factory(**params) -> IterationRule; filled by the modules that define the rules.
+#: name -> ``factory(**params)`` -> IterationRule; filled by the modules that define the rules.
 RULES: dict[str, Callable[..., IterationRule]] = {}
 
 
