@@ -22,6 +22,7 @@ def _write_json(path: Path, data: dict) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(preset_json(data))
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a preset is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -39,12 +40,45 @@ def _check_out(path: str | None, option: str) -> Path | None:
     return out
 
 
+def cmd_calibrate_run(args) -> int:
+    """``--run``: the overhead terms of ``--cost-model`` fitted to a measured serving run, through the engine."""
+    from workbench.studies.fidelity import calibrate_run, errors_frame
+
+    if args.profile is not None:
+        raise ConfigError("give --profile or --run, not both.", field="--run",
+                          fix="calibrate the kernels from a profile first, then the overheads from a run.")
+    if args.cost_model is None:
+        raise ConfigError("--run fits the overheads of a cost model: which one?", field="--cost-model",
+                          fix="give --cost-model PRESET (e.g. one written by calibrate --profile).")
+    out = _check_out(args.out, "--out")
+    fitted, report = calibrate_run(args.run, args.cost_model)
+    print(f"{getattr(fitted, 'name', 'custom')}: per-iteration overhead {report['iteration_overhead_s'] * 1e3:.3f} ms, "
+          f"per-request front-end overhead {report['frontend_overhead_s'] * 1e3:.1f} ms, fitted through the engine "
+          f"to {args.run}")
+    print_table(errors_frame(report["errors"]))
+    if out is not None:
+        data = {**fitted.to_dict(), "calibrated_from_run": {k: report[k] for k in
+                                                            ("run", "base", "iteration_overhead_s",
+                                                             "frontend_overhead_s")}}
+        _write_json(out, data)
+        print(f"wrote {out}")
+    if args.json:
+        print(json.dumps(report, default=str))
+    return 0
+
+
 def cmd_calibrate(args) -> int:
     from workbench.costmodel.calibrate import LinkModel, PCIE5_X16, ProfileSettings, fit_profile
 
+    if args.run is not None:
+        return cmd_calibrate_run(args)
     if args.profile is None:
         raise ConfigError("nothing to calibrate from.", field="--profile",
-                          fix="give --profile DIR (an operator-profile folder with meta.yaml and tp<N>/).")
+                          fix="give --profile DIR (an operator-profile folder with meta.yaml and tp<N>/), or "
+                              "--run RUN --cost-model PRESET.")
+    if args.model is None:
+        raise ConfigError("--profile needs the model whose kernels it holds.", field="--model",
+                          fix="give --model, e.g. meta-llama/Llama-3.1-8B (the model: of meta.yaml).")
     out = _check_out(args.out, "--out")
     linear_out = _check_out(args.linear_out, "--linear-out")
     for key, value in (("--link-bandwidth-gbps", args.link_bandwidth_gbps), ("--link-latency-us", args.link_latency_us),
@@ -109,7 +143,11 @@ def register(subparsers) -> None:
                                           "preset.")
     p.add_argument("--profile", default=None, metavar="DIR", help="the profile folder, e.g. "
                    "../shared/data/llmservingsim/profiles/RTXPRO6000/Llama-3.1-8B")
-    p.add_argument("--model", required=True, help="Hugging Face model id, e.g. meta-llama/Llama-3.1-8B")
+    p.add_argument("--run", default=None, metavar="RUN",
+                   help="a measured serving run (meta.json + requests.jsonl): fit --cost-model's per-iteration and "
+                        "per-request front-end overheads to it through the engine")
+    p.add_argument("--cost-model", default=None, help="with --run: the preset whose overheads are fitted")
+    p.add_argument("--model", default=None, help="Hugging Face model id, e.g. meta-llama/Llama-3.1-8B")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (a tp<N>/ folder of the profile)")
     p.add_argument("--layers", type=int, default=None,
                    help="decoder layers (default: from data/models/shapes.json)")

@@ -308,7 +308,8 @@ def calibrate_run(run: str | Path | ServingRun, cost_model, *, rounds: int = 3, 
     replay's mean TPOT matches the run's (TPOT grows with it monotonically),
     and the per-request front-end overhead (HTTP, tokenisation: it delays a
     request's arrival at the engine) so that the median TTFT of the requests
-    the run served without queueing matches; the two are refined in turn for
+    the replay admits at once matches (a run whose times are the engine's own,
+    ``queued_ts`` on, has no front end in them: the fit then finds about 0); the two are refined in turn for
     ``rounds`` rounds.  Both are >= 0: an overhead cannot make the engine
     faster than its kernels.  The kernel times themselves stay as measured.
     """
@@ -332,9 +333,11 @@ def calibrate_run(run: str | Path | ServingRun, cost_model, *, rounds: int = 3, 
     iteration_s, frontend_s = 0.0, 0.0
     history = []
     for _ in range(max(1, int(rounds))):
-        per = evaluate(iteration_s, frontend_s)
-        if float(per["predicted_tpot_s"].mean()) < measured_tpot:
-            lo, hi = iteration_s, max(iteration_s, 1e-4)
+        # The iteration overhead that matches the mean TPOT, given the front end: bisection from 0.
+        if float(evaluate(0.0, frontend_s)["predicted_tpot_s"].mean()) >= measured_tpot:
+            iteration_s = 0.0  # the kernels alone are already as slow as the run: no overhead to add
+        else:
+            lo, hi = 0.0, 1e-4
             while float(evaluate(hi, frontend_s)["predicted_tpot_s"].mean()) < measured_tpot and hi < 1.0:
                 lo, hi = hi, hi * 2
             for _ in range(bisect_steps):
@@ -344,12 +347,13 @@ def calibrate_run(run: str | Path | ServingRun, cost_model, *, rounds: int = 3, 
                 else:
                     hi = mid
             iteration_s = (lo + hi) / 2
-        else:
-            iteration_s = 0.0  # the kernels alone are already as slow as the run: no overhead to add
-        per = evaluate(iteration_s, frontend_s)
-        # Requests the run admitted at once (scheduled within 1 ms of queueing) show the front end's cost alone.
-        quick = (run.trace["scheduled_ts"] - run.trace["queued_ts"]).to_numpy(float) < 1e-3 \
-            if "scheduled_ts" in run.trace.columns else np.ones(len(per), dtype=bool)
+        schedule = replay(run, with_overheads(iteration_s, frontend_s))
+        per = compare(run, schedule)
+        # Requests the engine admitted at once in the replay: their TTFT differs from the measured one by the
+        # front end alone (their queueing is nil on both sides once the overhead is right).
+        sim = schedule.requests.set_index(schedule.requests["request_id"].astype(str)).loc[per["request_id"]]
+        waited = (sim["prefill_start_s"] - sim["arrival_s"]).to_numpy(float) - frontend_s
+        quick = waited < 1e-3
         gap = np.nanmedian((per["measured_ttft_s"] - per["predicted_ttft_s"]).to_numpy(float)[quick]) \
             if quick.any() else 0.0
         frontend_s = max(0.0, frontend_s + float(gap))

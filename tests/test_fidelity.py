@@ -1,0 +1,174 @@
+"""Fidelity to a real engine: read a run, replay it through the vllm policy, compare, calibrate through the engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench.cli import main
+from workbench.costmodel.linear import LinearCostModel
+from workbench.engine import simulate
+from workbench.errors import ConfigError
+from workbench.schedule.validator import validate
+from workbench.studies.fidelity import calibrate_run, error_table, fidelity, read_run, write_fidelity
+from workbench.workload.trace import synthetic_trace
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_RUN = ROOT.parent / "shared" / "data" / "llmservingsim" / "runs" / "RTXPRO6000" / "Llama-3.1-8B"
+needs_shared = pytest.mark.skipif(not SHARED_RUN.is_dir(), reason="../shared/data/llmservingsim is absent")
+CM = LinearCostModel(a_p=0.008, b_p=4e-5, a_d=0.011, b_d=2e-5, c_d=1e-7, name="small", kv_capacity_tokens=60_000)
+
+
+def _write_run(folder: Path, cost_model, *, n=80, seed=2, meta_extra=None, engine_extra=None) -> Path:
+    """A run folder as the shared data lay it out, made by the engine itself (so the replay must match it)."""
+    trace = synthetic_trace(n, seed=seed, rate_per_s=20, input_mean_tokens=300, output_mean_tokens=60)
+    trace = trace.assign(request_id=[f"r-{i}" for i in range(n)])
+    engine = {"max_num_seqs": 16, "max_num_batched_tokens": 512, **(engine_extra or {})}
+    s = simulate(trace, 1, engine["max_num_seqs"], "vllm", cost_model, token_budget=engine["max_num_batched_tokens"],
+                 kv_capacity_tokens=cost_model.kv_capacity_tokens)
+    r = s.requests
+    t0 = 5000.0  # the engine's monotonic clock starts anywhere
+    folder.mkdir(parents=True)
+    with open(folder / "requests.jsonl", "w") as fh:
+        for row in r.itertuples(index=False):
+            fh.write(json.dumps({"request_id": row.request_id, "input_toks": int(row.input_tokens),
+                                 "output_toks": int(row.output_tokens), "queued_ts": t0 + row.arrival_s,
+                                 "scheduled_ts": t0 + row.prefill_start_s, "first_token_ts": t0 + row.first_token_s,
+                                 "last_token_ts": t0 + row.finish_s}) + "\n")
+    meta = {"model": "toy", "engine_kwargs": engine, **(meta_extra or {})}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_a_run_made_by_the_engine_replays_to_itself(tmp_path):
+    run = _write_run(tmp_path / "run", CM)
+    result = fidelity(run, CM)
+    for metric in ("ttft_s", "tpot_s", "e2e_s"):
+        assert abs(result.errors[metric]["error_mean"]) < 1e-9, metric
+        assert result.errors[metric]["mape"] < 1e-9, metric
+    assert result.per_request["request_id"].tolist()[:2] == ["r-0", "r-1"]
+
+
+def test_fidelity_writes_a_valid_schedule_with_the_runs_ids_and_the_report(tmp_path):
+    run = _write_run(tmp_path / "run", CM)
+    slower = LinearCostModel(**{**CM.coefficients(), "a_d": CM.a_d * 1.1}, name="slower", kv_capacity_tokens=60_000)
+    result = fidelity(run, slower)
+    assert result.errors["tpot_s"]["error_mean"] > 0.02  # 10% slower decodes are seen as slower
+    out = write_fidelity(result, tmp_path / "out")
+    assert validate(out).ok
+    requests = pd.read_csv(out / "requests.csv", dtype={"request_id": str})
+    assert requests["request_id"].str.startswith("r-").all()
+    per = pd.read_csv(out / "fidelity.csv")
+    assert {"predicted_ttft_s", "measured_ttft_s", "predicted_e2e_s", "measured_e2e_s"} <= set(per.columns)
+    summary = json.loads((out / "fidelity.json").read_text())
+    assert set(summary["errors"]) == {"ttft_s", "tpot_s", "e2e_s"}
+    html = (out / "report.html").read_text()
+    assert "Cumulative distributions" in html and "predicted = measured" in html
+
+
+def test_error_table_by_hand():
+    per = pd.DataFrame({f"{k}_{m}": v for m in ("ttft_s", "tpot_s", "e2e_s")
+                        for k, v in (("predicted", [1.0, 2.0, 4.0]), ("measured", [1.0, 2.0, 2.0]))})
+    e = error_table(per)["e2e_s"]
+    assert e["error_mean"] == pytest.approx((7 / 3) / (5 / 3) - 1)
+    assert e["mape"] == pytest.approx((0 + 0 + 1.0) / 3)
+
+
+def test_settings_come_from_meta_json_with_vllm_defaults_named(tmp_path):
+    run = read_run(_write_run(tmp_path / "run", CM, engine_extra={"block_size": 32, "enable_prefix_caching": False},
+                              meta_extra={"num_gpu_blocks": 1000}))
+    assert run.settings["block_size"] == 32 and run.settings["enable_prefix_caching"] is False
+    assert run.settings["kv_capacity_tokens"] == 32_000
+    assert "max_num_partial_prefills" in run.assumed and "block_size" not in run.assumed
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"engine_kwargs": {"max_num_seqs": 0}}, "max_num_seqs"),
+    ({"engine_kwargs": {"max_num_seqs": 16, "enable_chunked_prefill": False}}, "enable_chunked_prefill"),
+    ({"engine_kwargs": {"max_num_seqs": "lots"}}, "max_num_seqs"),
+    ({"engine_kwargs": {"enable_prefix_caching": "yes"}}, "enable_prefix_caching"),
+    ({"num_gpu_blocks": -3}, "num_gpu_blocks"),
+])
+def test_bad_settings_are_refused_naming_the_field(tmp_path, change, field):
+    run = _write_run(tmp_path / "run", CM)
+    meta = json.loads((run / "meta.json").read_text())
+    meta.update(change)
+    (run / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError) as info:
+        read_run(run)
+    assert info.value.field == field
+
+
+def test_a_bad_run_folder_exits_2_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["fidelity", str(tmp_path / "empty"), "--cost-model", "llama-65b", "--out", str(tmp_path / "o")]) == 2
+    assert "meta.json" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    run = _write_run(tmp_path / "run", CM)
+    lines = (run / "requests.jsonl").read_text().splitlines()
+    bad = json.loads(lines[3])
+    bad["last_token_ts"] = bad["first_token_ts"] - 1.0
+    lines[3] = json.dumps(bad)
+    (run / "requests.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["fidelity", str(run), "--cost-model", "llama-65b", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "last_token_ts" in err and "row 3" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_calibration_through_the_engine_recovers_the_overheads(tmp_path):
+    """A run made with 2 ms of CPU time per iteration and 40 ms of front end per request, fitted from the kernels."""
+    truth = LinearCostModel(**{**CM.coefficients(), "a_p": CM.a_p + 0.002, "a_d": CM.a_d + 0.002}, name="truth",
+                            kv_capacity_tokens=60_000, frontend_overhead_s=0.04)
+    run = _write_run(tmp_path / "run", truth)
+    fitted, report = calibrate_run(run, CM)
+    assert report["iteration_overhead_s"] == pytest.approx(0.002, rel=0.05)
+    assert report["frontend_overhead_s"] == pytest.approx(0.04, rel=0.1)
+    assert abs(report["errors"]["e2e_s"]["error_mean"]) < 0.01
+    assert fitted.frontend_overhead_s == pytest.approx(report["frontend_overhead_s"])
+
+
+@needs_shared
+def test_the_shared_vllm_run_meets_the_fidelity_targets_with_the_profile_fitted_preset():
+    """Kernel profile only (never the run): e2e mean and p99 within 2%, TPOT mean 2%, TTFT mean 5%, MAPE 5%."""
+    result = fidelity(SHARED_RUN, "llama31-8b-rtxpro6000-tp1")
+    e = result.errors
+    assert len(result.per_request) == 300
+    assert abs(e["e2e_s"]["error_mean"]) <= 0.02
+    assert abs(e["e2e_s"]["error_p99"]) <= 0.02
+    assert abs(e["tpot_s"]["error_mean"]) <= 0.02
+    assert abs(e["ttft_s"]["error_mean"]) <= 0.05
+    assert e["e2e_s"]["mape"] <= 0.05
+    assert validate(result.schedule).ok
+    measured = result.run.trace
+    assert measured["measured_ttft_s"].mean() == pytest.approx(7.097, abs=1e-3)  # the README's figures
+    assert np.nanmean(measured["measured_tpot_s"]) == pytest.approx(0.0325, abs=1e-4)
+
+
+@needs_shared
+def test_the_command_line_replays_the_shared_run(tmp_path, capsys):
+    assert main(["fidelity", str(SHARED_RUN), "--cost-model", "llama31-8b-rtxpro6000-tp1",
+                 "--out", str(tmp_path / "f")]) == 0
+    out = capsys.readouterr().out
+    assert "end-to-end" in out and "max_num_seqs 128" in out
+    assert main(["validate", str(tmp_path / "f")]) == 0
+
+
+def test_calibrate_run_from_the_command_line(tmp_path, capsys):
+    truth = LinearCostModel(**{**CM.coefficients(), "a_p": CM.a_p + 0.001, "a_d": CM.a_d + 0.001}, name="truth",
+                            kv_capacity_tokens=60_000)
+    run = _write_run(tmp_path / "run", truth)
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(CM.to_dict()))
+    out = tmp_path / "fitted.json"
+    assert main(["calibrate", "--run", str(run), "--cost-model", str(base), "--out", str(out)]) == 0
+    assert "per-iteration overhead 1.0" in capsys.readouterr().out
+    fitted = json.loads(out.read_text())
+    assert fitted["a_d"] == pytest.approx(CM.a_d + 0.001, rel=1e-3)
+    assert main(["calibrate", "--run", str(run), "--out", str(tmp_path / "x.json")]) == 2
+    assert "--cost-model" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
