@@ -177,21 +177,15 @@ def latency_row(schedule: Schedule, *, ttft_slo_s: float = DEFAULT_TTFT_SLO_S,
 
 # -- running any policy, and the load sweep ------------------------------------------------------------------
 def policy_names() -> list[str]:
-    """Every policy a load sweep can run: the simulator's and the chunked-prefill simulator's."""
-    from workbench.engine.chunked import CHUNKED_POLICIES
-
-    return list(POLICIES) + list(CHUNKED_POLICIES)
+    """Every policy a load sweep can run: every registered one (one engine serves them all)."""
+    return list(POLICIES)
 
 
 def run_policy(trace: pd.DataFrame | str, policy: str, *, clients: int = 8, batch_size=16,
                cost_model="llama-65b", kv_capacity_tokens=None, **params: Any) -> Schedule:
-    """Simulate ``policy`` (a simulator policy or a chunked-prefill one) and return its schedule."""
-    from workbench.engine.chunked import CHUNKED_POLICIES, simulate_chunked
+    """Simulate ``policy`` and return its schedule."""
     from workbench.engine.core import simulate
 
-    if policy in CHUNKED_POLICIES:
-        return simulate_chunked(trace, clients, batch_size, policy, cost_model,
-                                kv_capacity_tokens=kv_capacity_tokens, **params)
     if policy not in POLICIES:
         raise ConfigError(f"unknown policy '{policy}'.", field="policy", fix=f"use one of {', '.join(policy_names())}.")
     return simulate(trace, clients, batch_size, policy, cost_model, kv_capacity_tokens=kv_capacity_tokens, **params)
