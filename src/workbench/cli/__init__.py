@@ -17,7 +17,7 @@ from workbench._version import __version__
 from workbench.errors import WorkbenchError
 
 #: The command modules, in help order.
-COMMANDS = ("simulate", "validate", "offline", "reproduce", "loadsweep", "catalog", "dashboard")
+COMMANDS = ("simulate", "validate", "offline", "reproduce", "loadsweep", "catalog", "dashboard", "profile")
 
 
 def build_parser() -> argparse.ArgumentParser:
