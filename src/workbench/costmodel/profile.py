@@ -38,8 +38,10 @@ cache (one call for the prefill chunk, bottom-right causal, one for the
 decodes), not vLLM's paged FlashAttention with one varlen kernel for the
 mixed batch; projections are plain ``torch.nn.functional.linear``.
 
-Each time is the median of ``repetitions`` runs after ``warmup`` runs; the
-device is synchronised before and after every run (``torch.cuda.synchronize``)
+Each time is the median of ``repetitions`` runs, taken in ``rounds`` passes
+over the whole grid (a burst of load from elsewhere on the machine then hits
+one pass of a point, not all its runs), each pass running the point
+``warmup`` times first; the device is synchronised before and after every run (``torch.cuda.synchronize``)
 and on CUDA the time is read from CUDA events recorded around the operator.
 
 Nothing here imports torch or transformers at module level: they are the
@@ -54,6 +56,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import tempfile
 import time
 from contextlib import contextmanager
@@ -96,8 +99,12 @@ def _require_extra() -> None:
 
 # --------------------------------------------------------------------------------------------- model shapes
 @dataclass(frozen=True)
-class ModelShape:
-    """The sizes of a dense decoder-only model (config.json's field names)."""
+class ProfileShape:
+    """The sizes of a dense decoder-only model (config.json's field names), and what its layer needs beyond them.
+
+    Built from a config.json or from ``workbench.costmodel.shapes.model_shape`` (the shipped table); the
+    activation, norm epsilon and rotary base default to Llama's where the source does not give them (they
+    change no operator's cost)."""
 
     name: str
     num_hidden_layers: int
@@ -114,7 +121,7 @@ class ModelShape:
     max_position_embeddings: int = 131072
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], name: str) -> "ModelShape":
+    def from_config(cls, config: Mapping[str, Any], name: str) -> "ProfileShape":
         """From a config.json dict or a ``shapes.model_shape`` entry (``layers`` is taken for num_hidden_layers)."""
         cfg = dict(config)
         if "num_hidden_layers" not in cfg and "layers" in cfg:
@@ -221,7 +228,7 @@ def _read_config_json(path: Path) -> dict[str, Any]:
     return out
 
 
-def resolve_shape(model: str, config: str | os.PathLike | None = None) -> ModelShape:
+def resolve_shape(model: str, config: str | os.PathLike | None = None) -> ProfileShape:
     """The shape of ``model``: from ``config`` (a config.json or its folder), or the table of model shapes."""
     source = config
     if source is None and (str(model).endswith(".json") or Path(model).is_dir()):
@@ -234,7 +241,7 @@ def resolve_shape(model: str, config: str | os.PathLike | None = None) -> ModelS
             raise ConfigError(f"the configuration '{path}' does not exist.", field="--config",
                               fix="give the path of a model's config.json.")
         name = model if config is not None else (path.parent.name or path.stem)
-        return ModelShape.from_config(_read_config_json(path), name)
+        return ProfileShape.from_config(_read_config_json(path), name)
     try:
         from workbench.costmodel.shapes import model_shape
     except ImportError:
@@ -242,10 +249,19 @@ def resolve_shape(model: str, config: str | os.PathLike | None = None) -> ModelS
                           fix="pass --config path/to/config.json.") from None
     try:
         entry = model_shape(model)
-    except (KeyError, ValueError) as exc:
-        raise ConfigError(f"unknown model '{model}' ({exc}).", field="--model",
-                          fix="use a model of data/models/shapes.json, or pass --config path/to/config.json.") from None
-    return ModelShape.from_config(entry, model)
+    except (KeyError, ValueError):  # the loader's ConfigError is a ValueError
+        try:
+            from workbench.costmodel.shapes import known_models
+            table = f", or one of the table: {', '.join(known_models())}"
+        except ImportError:
+            table = ""
+        raise ConfigError(f"unknown model '{model}': it is not in the table of model shapes.", field="--model",
+                          fix=f"pass --config path/to/config.json{table}.") from None
+    if hasattr(entry, "to_dict"):
+        entry = entry.to_dict()
+    elif not isinstance(entry, Mapping):
+        entry = asdict(entry)
+    return ProfileShape.from_config(entry, str(entry.get("name") or model))
 
 
 # --------------------------------------------------------------------------------------------- the grid
@@ -271,6 +287,11 @@ class ProfileGrid:
     kv_decode: tuple[int, ...]
     warmup: int
     repetitions: int
+    rounds: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.repetitions % self.rounds:
+            raise ValueError(f"grid {self.name}: repetitions {self.repetitions} do not split into {self.rounds} rounds")
 
     def attention_points(self) -> list[tuple[int, int, int, int]]:
         prefill = [(0, 0)] + [(c, k) for c in self.prefill_chunks for k in self.kv_prefill]
@@ -293,11 +314,12 @@ def _llmservingsim_tokens(stop: int) -> tuple[int, ...]:
 GRIDS: dict[str, ProfileGrid] = {
     "small": ProfileGrid("small", dense_tokens=_doubling(1, 512), sequences=_doubling(1, 32),
                          prefill_chunks=(16, 64, 256), kv_prefill=(0, 256, 1024), n_decode=(1, 4, 16),
-                         kv_decode=(16, 256, 1024), warmup=2, repetitions=5),
+                         kv_decode=(16, 256, 1024), warmup=1, repetitions=6, rounds=3),
     "default": ProfileGrid("default", dense_tokens=_llmservingsim_tokens(2048),
                            sequences=_llmservingsim_tokens(256)[:40], prefill_chunks=_doubling(16, 2048),
                            kv_prefill=(0, 512, 2048, 8192), n_decode=_doubling(1, 256),
-                           kv_decode=(16, 64, 256, 1024, 4096, 16384), warmup=3, repetitions=10),
+                           kv_decode=(16, 64, 256, 1024, 4096, 16384), warmup=3, repetitions=10,
+                           rounds=2),
 }
 
 
@@ -367,7 +389,7 @@ def _kv_tokens(point: tuple[int, int, int, int]) -> int:
     return (kp + c if c else 0) + n * (kd + 1)
 
 
-def plan_memory(shape: ModelShape, tp: int, dtype: str, grid: ProfileGrid, device_bytes: int) -> MemoryPlan:
+def plan_memory(shape: ProfileShape, tp: int, dtype: str, grid: ProfileGrid, device_bytes: int) -> MemoryPlan:
     """Weights + KV + activations from the configuration; ConfigError when the model cannot be served here."""
     b = DTYPE_BYTES[dtype]
     r = shape.shard(tp)
@@ -400,7 +422,7 @@ def plan_memory(shape: ModelShape, tp: int, dtype: str, grid: ProfileGrid, devic
 class ProfilePlan:
     """Everything decided before the run: what is measured, and what is left out and why."""
 
-    shape: ModelShape
+    shape: ProfileShape
     tp: int
     dtype: str
     device: DeviceInfo
@@ -417,7 +439,7 @@ class ProfilePlan:
                 + len(PER_SEQUENCE_OPERATORS) * len(self.grid.sequences))
 
 
-def make_plan(shape: ModelShape, tp: int, dtype: str, device: DeviceInfo, grid: str | ProfileGrid,
+def make_plan(shape: ProfileShape, tp: int, dtype: str, device: DeviceInfo, grid: str | ProfileGrid,
               seed: int = 0, threads: int | None = None) -> ProfilePlan:
     if isinstance(grid, str):
         if grid not in GRIDS:
@@ -442,7 +464,7 @@ def make_plan(shape: ModelShape, tp: int, dtype: str, device: DeviceInfo, grid: 
 
 # --------------------------------------------------------------------------------------------- timing
 def _timer(device: str) -> Callable[[Callable[[], Any], int, int], float]:
-    """Median microseconds of ``fn`` over ``repetitions`` after ``warmup``; the device synchronised around each."""
+    """Microseconds of ``repetitions`` runs of ``fn`` after ``warmup`` runs; the device synchronised around each."""
     import torch
 
     if device == "cuda":
@@ -459,7 +481,7 @@ def _timer(device: str) -> Callable[[Callable[[], Any], int, int], float]:
                 end.record()
                 torch.cuda.synchronize()
                 samples.append(start.elapsed_time(end) * 1e3)
-            return float(pd.Series(samples, dtype=float).median())
+            return samples
         return run
 
     def run(fn, warmup, repetitions):
@@ -470,7 +492,7 @@ def _timer(device: str) -> Callable[[Callable[[], Any], int, int], float]:
             t0 = time.perf_counter()
             fn()
             samples.append((time.perf_counter() - t0) * 1e6)
-        return float(pd.Series(samples, dtype=float).median())
+        return samples
     return run
 
 
@@ -673,7 +695,7 @@ class Profiler:
                     t0 = time.perf_counter()
                     self.timer(fn, 0, 1)
                     spent += time.perf_counter() - t0
-        return spent * stride * (g.warmup + g.repetitions)
+        return spent * stride * (g.rounds * g.warmup + g.repetitions)
 
     def run(self, *, progress: bool = True) -> dict[str, pd.DataFrame]:
         """Measure the grid; the three tables, times in microseconds."""
@@ -681,14 +703,20 @@ class Profiler:
         import torch
 
         g = self.plan.grid
-        rows: dict[str, list] = {kind: [] for kind in COLUMNS}
+        per_round = g.repetitions // g.rounds
         with _threads(self.plan), torch.inference_mode():
-            bar = tqdm(total=self.plan.measurements, desc=f"profile {self.plan.shape.name} tp{self.plan.tp}",
+            points = list(_points(self.plan, self.layer))
+            samples: list[list[float]] = [[] for _ in points]
+            bar = tqdm(total=len(points) * g.rounds, desc=f"profile {self.plan.shape.name} tp{self.plan.tp}",
                        unit="point", disable=not progress)
-            for kind, key, fn in _points(self.plan, self.layer):
-                rows[kind].append((*key, self.timer(fn, g.warmup, g.repetitions)))
-                bar.update()
+            for _ in range(g.rounds):
+                for i, (_, _, fn) in enumerate(points):
+                    samples[i] += self.timer(fn, g.warmup, per_round)
+                    bar.update()
             bar.close()
+        rows: dict[str, list] = {kind: [] for kind in COLUMNS}
+        for (kind, key, _), times in zip(points, samples):
+            rows[kind].append((*key, float(statistics.median(times))))
         return {kind: pd.DataFrame(r, columns=list(COLUMNS[kind])) for kind, r in rows.items()}
 
 
@@ -715,6 +743,7 @@ def profile_meta(plan: ProfilePlan, wall_s: float, estimate_s: float | None) -> 
     return {
         **_versions(),
         "device": plan.device.kind, "gpu": plan.device.name, "hardware": plan.device.slug,
+        "device_memory_gib": round(plan.device.memory_bytes / 2 ** 30, 2),
         "profiled_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": plan.shape.name, "architecture": "llama-style decoder layer (fused-add RMSNorm, fused QKV, RoPE, "
                                                   "grouped-query SDPA attention, fused gate/up, activation x up, down)",
@@ -726,9 +755,10 @@ def profile_meta(plan: ProfilePlan, wall_s: float, estimate_s: float | None) -> 
         "tp_degrees": [plan.tp],
         "grid": plan.grid.describe(),
         "measurement_iterations": plan.grid.repetitions,
-        "timing": ("median of grid.repetitions runs after grid.warmup runs; torch.cuda.synchronize() before and "
-                   "after each run, time from CUDA events recorded around the operator" if plan.device.kind == "cuda"
-                   else "median of grid.repetitions runs after grid.warmup runs, time.perf_counter around each"),
+        "timing": ("median of grid.repetitions runs, taken in grid.rounds passes over the grid, each pass running "
+                   "a point grid.warmup times first; "
+                   + ("torch.cuda.synchronize() before and after each run, time from CUDA events recorded around "
+                      "the operator" if plan.device.kind == "cuda" else "time.perf_counter around each run")),
         "operators": {
             "dense.csv": "per decoder layer: layernorm (residual add + RMSNorm; a layer has two), qkv_proj, "
                          "rotary_emb (q and k), o_proj, gate_up_proj, act_fn (activation x up), down_proj; per "
@@ -854,10 +884,10 @@ def describe_plan(plan: ProfilePlan) -> Iterable[str]:
            f"serving needs {m.serving_weights_bytes / gib:.2f} GiB of weights per rank, "
            f"KV cache room {m.kv_capacity_tokens:,} tokens; this run allocates ~{m.profile_bytes / gib:.2f} GiB")
     yield (f"grid {plan.grid.name}: {plan.measurements} measurements ({len(plan.attention)} attention points, "
-           f"{len(plan.attention_skipped)} left out beyond the KV capacity), {plan.grid.warmup} warm-up + "
-           f"{plan.grid.repetitions} runs each, median")
+           f"{len(plan.attention_skipped)} left out beyond the KV capacity), {plan.grid.repetitions} runs each "
+           f"in {plan.grid.rounds} passes (each after {plan.grid.warmup} warm-up), median")
 
 
-__all__ = ["COLUMNS", "DENSE_OPERATORS", "PER_SEQUENCE_OPERATORS", "GRIDS", "ModelShape", "ProfileGrid", "ProfilePlan",
+__all__ = ["COLUMNS", "DENSE_OPERATORS", "PER_SEQUENCE_OPERATORS", "GRIDS", "ProfileShape", "ProfileGrid", "ProfilePlan",
            "resolve_shape", "device_info", "plan_memory", "make_plan", "Profiler", "run_profile",
            "write_profile", "read_profile", "profile", "default_dtype", "describe_plan"]
