@@ -330,6 +330,7 @@ class DeviceInfo:
     name: str
     memory_bytes: int
     slug: str
+    free_bytes: int | None = None   # free now (other processes' use left out); None: unknown
 
 
 def device_info(device: str | None) -> DeviceInfo:
@@ -346,10 +347,11 @@ def device_info(device: str | None) -> DeviceInfo:
                               fix="run on a machine with a GPU, or pass --device cpu to profile this CPU.")
         free, total = torch.cuda.mem_get_info()
         name = torch.cuda.get_device_name()
-        return DeviceInfo("cuda", name, int(total), _slug(name))
-    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return DeviceInfo("cuda", name, int(total), _slug(name), int(free))
+    page = os.sysconf("SC_PAGE_SIZE")
+    total, free = os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
     name = platform.processor() or platform.machine() or "cpu"
-    return DeviceInfo("cpu", name, int(total), "CPU-" + _slug(platform.machine() or "unknown"))
+    return DeviceInfo("cpu", name, int(total), "CPU-" + _slug(platform.machine() or "unknown"), int(free))
 
 
 def _slug(text: str) -> str:
@@ -413,7 +415,8 @@ def plan_memory(shape: ProfileShape, tp: int, dtype: str, grid: ProfileGrid, dev
     kv_buffer = min(capacity, max(_kv_tokens(p) for p in grid.attention_points()))
     profile = (b * (shape.layer_weight_elements(tp) + 2 * r.vocab * r.hidden) + activations
                + shape.kv_bytes_per_token_per_rank(tp, b, layers=1) * kv_buffer
-               + tokens * (r.heads + 2 * r.kv_heads) * r.head_dim * b)
+               + tokens * (r.heads + 2 * r.kv_heads) * r.head_dim * b
+               + min(shape.max_position_embeddings, 1 << 20) * r.head_dim * (b + 8))  # the cos/sin cache
     return MemoryPlan(weights, activations, kv_token, int(capacity), int(profile), device_bytes)
 
 
@@ -454,6 +457,11 @@ def make_plan(shape: ProfileShape, tp: int, dtype: str, device: DeviceInfo, grid
                           fix="give --threads (an integer >= 1) only with --device cpu.")
     shape.shard(int(tp))
     memory = plan_memory(shape, int(tp), dtype, grid, device.memory_bytes)
+    if device.free_bytes is not None and memory.profile_bytes > device.free_bytes:
+        gib = 2 ** 30
+        raise ConfigError(f"this run needs ~{memory.profile_bytes / gib:.1f} GiB but only {device.free_bytes / gib:.1f} "
+                          f"GiB of the {device.kind} memory is free now.", field="--device",
+                          fix="free the device (other processes hold its memory), or use --grid small.")
     points = grid.attention_points()
     # An iteration holding more KV than the engine's cache can never run: measuring it would describe nothing.
     kept = tuple(p for p in points if _kv_tokens(p) <= memory.kv_capacity_tokens)
@@ -528,7 +536,9 @@ class _Layer:
         self.positions = torch.randint(0, min(s.max_position_embeddings, 1 << 20), (tokens,), generator=g, device=dev)
         half = r.head_dim // 2
         inv_freq = 1.0 / (s.rope_theta ** (torch.arange(0, half, device=dev, dtype=torch.float32) / half))
-        self.inv_freq = inv_freq
+        freqs = torch.outer(torch.arange(min(s.max_position_embeddings, 1 << 20), device=dev,
+                                         dtype=torch.float32), inv_freq)
+        self.cos_sin = torch.cat((freqs.cos(), freqs.sin()), dim=-1).to(dt)
         self.x = rand(tokens, r.hidden)
         self.residual = rand(tokens, r.hidden)
         self.qkv_out = rand(tokens, (r.heads + 2 * r.kv_heads) * r.head_dim)
@@ -546,22 +556,20 @@ class _Layer:
         x, res = self.x[:t], self.residual[:t]
 
         def rms_norm():
-            h = (x + res).float()
-            return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.norm
+            # vLLM fuses the residual add into the norm kernel; here they are two calls (F.rms_norm is one)
+            return F.rms_norm(x + res, (r.hidden,), self.norm, self.eps)
 
         q_width, k_width = r.heads * r.head_dim, r.kv_heads * r.head_dim
-        pos = self.positions[:t]
+        pos, half = self.positions[:t], r.head_dim // 2
 
         def rotary():
-            freqs = torch.outer(pos.float(), self.inv_freq)
-            cos, sin = freqs.cos(), freqs.sin()
-            out = []
-            for part in (self.qkv_out[:t, :q_width], self.qkv_out[:t, q_width:q_width + k_width]):
-                v = part.view(t, -1, r.head_dim).float()
-                a, b = v[..., : r.head_dim // 2], v[..., r.head_dim // 2:]
-                c, s = cos[:, None, :], sin[:, None, :]
-                out.append(torch.cat((a * c - b * s, b * c + a * s), dim=-1).to(part.dtype))
-            return out
+            # neox-style rotation of q and k together, from a cos/sin cache looked up by position (as vLLM's
+            # rotary_embedding does; it fuses this into one kernel, this is a handful of elementwise calls)
+            cos, sin = self.cos_sin[pos].chunk(2, dim=-1)
+            cos, sin = cos[:, None, :], sin[:, None, :]
+            qk = self.qkv_out[:t, : q_width + k_width].view(t, -1, r.head_dim)
+            a, b = qk[..., :half], qk[..., half:]
+            return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
 
         def act():
             g, u = self.mlp_mid[:t].chunk(2, dim=-1)
