@@ -23,7 +23,14 @@ from workbench.cli import main
 from workbench.costmodel import profile as prof
 from workbench.errors import ConfigError
 
-HAVE_EXTRA = all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers"))
+def _have(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # in sys.modules as None: import blocked
+        return False
+
+
+HAVE_EXTRA = all(_have(m) for m in ("torch", "transformers"))
 needs_extra = pytest.mark.skipif(not HAVE_EXTRA, reason="the 'profile' extra (torch, transformers) is not installed: "
                                                        "pip install torch==2.13.0 transformers (CPU build)")
 
@@ -56,6 +63,20 @@ def test_import_workbench_never_imports_torch():
             "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_without_the_extra_the_command_says_how_to_install_it(tmp_path: Path):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(TINY))
+    out = tmp_path / "out"
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None; "
+            "from workbench.cli import main; "
+            f"sys.exit(main(['profile', '--model', 'tiny', '--config', {str(cfg)!r}, '--out', {str(out)!r}, "
+            "'--device', 'cpu']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "'profile' extra is not installed" in done.stderr and "pip install" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_small_grid_crosses_prefill_and_decode_states():
