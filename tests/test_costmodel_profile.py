@@ -213,13 +213,21 @@ def test_model_too_large_for_memory_is_refused_before_allocating(tmp_path: Path,
 
 
 @needs_extra
-def test_threads_refused_off_cpu_and_config_json_read_through_transformers(tiny_config: Path):
+def test_device_options_and_config_json_read_through_transformers(tiny_config: Path):
     shape = prof.resolve_shape("tiny", tiny_config)
     assert (shape.num_hidden_layers, shape.head_dim, shape.rms_norm_eps) == (2, 16, 1e-6)  # llama default eps
     assert prof.resolve_shape(str(tiny_config.parent), None).name == "tiny"
     cuda = prof.DeviceInfo("cuda", "a GPU", 80 * 2 ** 30, "GPU")
     with pytest.raises(ConfigError, match="--threads"):
         prof.make_plan(shape, 1, "bfloat16", cuda, "small", threads=2)
+    plan = prof.make_plan(shape, 1, "bfloat16", cuda, "small")
+    assert (plan.kernels, plan.timing) == ("compiled", "graphs")  # the GPU defaults: fused, kernel time
+    cpu = prof.DeviceInfo("cpu", "a CPU", 64 * 2 ** 30, "CPU")
+    assert (prof.make_plan(shape, 1, "float32", cpu, "small").timing) == "wall"
+    with pytest.raises(ConfigError, match="--timing graphs is refused on cpu"):
+        prof.make_plan(shape, 1, "float32", cpu, "small", timing="graphs")
+    with pytest.raises(ConfigError, match="--kernels"):
+        prof.make_plan(shape, 1, "float32", cpu, "small", kernels="fused")
 
 
 @needs_extra

@@ -17,7 +17,7 @@ def cmd_profile(args) -> int:
     shape = prof.resolve_shape(args.model, args.config)
     info = prof.device_info(args.device)
     plan = prof.make_plan(shape, args.tp, args.dtype or prof.default_dtype(info.kind), info, args.grid, args.seed,
-                          args.threads)
+                          args.threads, args.kernels, args.timing)
     out = prof.check_output(args.out, plan, force=args.force)
     for line in prof.describe_plan(plan):
         print(line)
@@ -31,7 +31,9 @@ def cmd_profile(args) -> int:
     t0 = time.perf_counter()
     tables = profiler.run(progress=not args.no_progress)
     wall = time.perf_counter() - t0
-    prof.write_profile(out, plan, tables, prof.profile_meta(plan, wall, estimate))
+    prof.write_profile(out, plan, tables, prof.profile_meta(plan, wall, estimate, profiler.timer.eager))
+    if profiler.timer.eager:
+        print(f"timed without a CUDA graph (capture failed): {', '.join(sorted(profiler.timer.eager))}")
     print(f"measured {plan.measurements} points in {_duration(wall)}; wrote {out / f'tp{plan.tp}'} and "
           f"{out / 'meta.yaml'}")
     print(f"next: workbench calibrate on {out} (one decoder layer profiled; the model has "
@@ -50,7 +52,7 @@ def _duration(seconds: float) -> str:
 
 
 def register(subparsers) -> None:
-    from workbench.costmodel.profile import DEVICES, DTYPE_BYTES, GRIDS
+    from workbench.costmodel.profile import DEVICES, DTYPE_BYTES, GRIDS, KERNELS
 
     p = subparsers.add_parser("profile", help="measure a model shape's operator times on this GPU (extra: profile)",
                               description=__doc__.splitlines()[0])
@@ -64,6 +66,12 @@ def register(subparsers) -> None:
     p.add_argument("--grid", choices=tuple(GRIDS), default="default", help="small: a quick look; default: the full grid")
     p.add_argument("--dtype", choices=tuple(DTYPE_BYTES), default=None,
                    help="weights and activations (default: bfloat16 on cuda, float32 on cpu)")
+    p.add_argument("--kernels", choices=KERNELS, default=None,
+                   help="compiled: norm, rotary and activation fused by torch.compile, one kernel each as in vLLM "
+                        "(default on cuda); eager: unfused (default on cpu)")
+    p.add_argument("--timing", choices=("graphs", "events", "wall"), default=None,
+                   help="cuda: graphs (each operator replayed as a CUDA graph: kernel time without launch gaps; "
+                        "the default) or events (called between CUDA events); cpu: wall")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of torch (--device cpu only; 1 gives steady times on a shared machine)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")

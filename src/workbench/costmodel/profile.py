@@ -83,6 +83,10 @@ PER_SEQUENCE_OPERATORS = ("lm_head", "sampler")
 #: --dtype choices and their bytes per element.
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 DEVICES = ("cuda", "cpu")
+#: --kernels choices: how the elementwise operators (norm, rotary, activation) run.
+KERNELS = ("compiled", "eager")
+#: --timing choices per device (see _Timer).
+TIMINGS = {"cuda": ("graphs", "events"), "cpu": ("wall",)}
 #: Fraction of the device's memory an engine lets itself use (vLLM's gpu_memory_utilization default).
 MEMORY_UTILIZATION = 0.9
 INSTALL_HINT = "pip install 'llm-sched-workbench[profile]' (for a CPU-only machine: pip install torch==2.13.0 first)"
@@ -435,6 +439,8 @@ class ProfilePlan:
     attention_skipped: tuple[tuple[int, int, int, int], ...]
     seed: int = 0
     threads: int | None = None      # CPU threads of torch; None: torch's default
+    kernels: str = "eager"          # "compiled": elementwise operators fused by torch.compile
+    timing: str = "wall"            # graphs | events (CUDA), wall (CPU): see _Timer
 
     @property
     def measurements(self) -> int:
@@ -443,7 +449,8 @@ class ProfilePlan:
 
 
 def make_plan(shape: ProfileShape, tp: int, dtype: str, device: DeviceInfo, grid: str | ProfileGrid,
-              seed: int = 0, threads: int | None = None) -> ProfilePlan:
+              seed: int = 0, threads: int | None = None, kernels: str | None = None,
+              timing: str | None = None) -> ProfilePlan:
     if isinstance(grid, str):
         if grid not in GRIDS:
             raise ConfigError(f"unknown grid '{grid}'.", field="--grid", fix=f"use one of {', '.join(GRIDS)}.")
@@ -452,6 +459,13 @@ def make_plan(shape: ProfileShape, tp: int, dtype: str, device: DeviceInfo, grid
         raise ConfigError(f"unknown dtype '{dtype}'.", field="--dtype", fix=f"use one of {', '.join(DTYPE_BYTES)}.")
     if int(tp) < 1:
         raise ConfigError(f"--tp {tp} is not a tensor-parallel degree.", field="--tp", fix="give an integer >= 1.")
+    kernels = kernels or default_kernels(device.kind)
+    if kernels not in KERNELS:
+        raise ConfigError(f"unknown --kernels '{kernels}'.", field="--kernels", fix=f"use one of {', '.join(KERNELS)}.")
+    timing = timing or ("graphs" if device.kind == "cuda" else "wall")
+    if timing not in TIMINGS[device.kind]:
+        raise ConfigError(f"--timing {timing} is refused on {device.kind}.", field="--timing",
+                          fix=f"use one of {', '.join(TIMINGS[device.kind])} on {device.kind}.")
     if threads is not None and (device.kind != "cpu" or int(threads) < 1):
         raise ConfigError(f"--threads {threads} is refused on {device.kind}.", field="--threads",
                           fix="give --threads (an integer >= 1) only with --device cpu.")
@@ -467,41 +481,71 @@ def make_plan(shape: ProfileShape, tp: int, dtype: str, device: DeviceInfo, grid
     kept = tuple(p for p in points if _kv_tokens(p) <= memory.kv_capacity_tokens)
     skipped = tuple(p for p in points if _kv_tokens(p) > memory.kv_capacity_tokens)
     return ProfilePlan(shape, int(tp), dtype, device, grid, memory, kept, skipped, seed,
-                       None if threads is None else int(threads))
+                       None if threads is None else int(threads), kernels, timing)
 
 
 # --------------------------------------------------------------------------------------------- timing
-def _timer(device: str) -> Callable[[Callable[[], Any], int, int], float]:
-    """Microseconds of ``repetitions`` runs of ``fn`` after ``warmup`` runs; the device synchronised around each."""
-    import torch
+class _Timer:
+    """Microseconds of ``repetitions`` runs of an operator after ``warmup`` runs, the device synchronised around each.
 
-    if device == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    ``graphs`` (CUDA): the operator is captured once into a CUDA graph and the graph is replayed between two CUDA
+    events, so the time is the kernels' own, without the CPU's launch gaps between them (a Python-level operator
+    of several kernels would otherwise be timed at the CPU's pace); where capture fails the operator is timed
+    eagerly and named in ``eager``.  ``events`` (CUDA): the operator is called between the events.  ``wall``
+    (CPU): ``time.perf_counter`` around the call.
+    """
 
-        def run(fn, warmup, repetitions):
+    def __init__(self, timing: str):
+        import torch
+
+        self.torch, self.timing, self.eager = torch, timing, set()
+        if timing != "wall":
+            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def _graph(self, fn, warmup: int, label: str | None):
+        torch = self.torch
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # capture needs the operator warmed up off the capturing stream
+            for _ in range(max(warmup, 1)):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                fn()
+        except Exception:  # noqa: BLE001 -- not capturable (a host sync, a generator): time it eagerly
+            torch.cuda.synchronize()
+            self.eager.add(label or "?")
+            return None
+        return graph
+
+    def __call__(self, fn: Callable[[], Any], warmup: int, repetitions: int, label: str | None = None) -> list[float]:
+        torch = self.torch
+        if self.timing == "wall":
             for _ in range(warmup):
                 fn()
             samples = []
             for _ in range(repetitions):
-                torch.cuda.synchronize()
-                start.record()
+                t0 = time.perf_counter()
                 fn()
-                end.record()
-                torch.cuda.synchronize()
-                samples.append(start.elapsed_time(end) * 1e3)
+                samples.append((time.perf_counter() - t0) * 1e6)
             return samples
-        return run
-
-    def run(fn, warmup, repetitions):
+        call = fn
+        if self.timing == "graphs" and repetitions:
+            graph = self._graph(fn, warmup, label)
+            call = graph.replay if graph is not None else fn
         for _ in range(warmup):
-            fn()
+            call()
         samples = []
         for _ in range(repetitions):
-            t0 = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - t0) * 1e6)
+            torch.cuda.synchronize()
+            self.start.record()
+            call()
+            self.end.record()
+            torch.cuda.synchronize()
+            samples.append(self.start.elapsed_time(self.end) * 1e3)
         return samples
-    return run
 
 
 class _Layer:
@@ -531,7 +575,32 @@ class _Layer:
         self.gate_up = rand(2 * r.intermediate, r.hidden, scale=scale)
         self.down = rand(r.hidden, r.intermediate, scale=scale)
         self.head = self.embed if s.tie_word_embeddings else rand(r.vocab, r.hidden, scale=scale)
-        self.act = ACT2FN[s.hidden_act]
+        act, eps, half = ACT2FN[s.hidden_act], s.rms_norm_eps, r.head_dim // 2
+        F = torch.nn.functional
+
+        def add_rms_norm(x, res, weight):
+            return F.rms_norm(x + res, (x.shape[-1],), weight, eps)
+
+        def rotary(qk, cos_sin, pos):
+            # neox-style rotation of q and k together from a cos/sin cache looked up by position, as vLLM's
+            # rotary_embedding does
+            cos, sin = cos_sin[pos].chunk(2, dim=-1)
+            cos, sin = cos[:, None, :], sin[:, None, :]
+            a, b = qk[..., :half], qk[..., half:]
+            return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+
+        def act_mul(mid):
+            g, u = mid.chunk(2, dim=-1)
+            return act(g) * u
+
+        # vLLM runs each of these as ONE kernel (its custom ops, or torch.compile's fusion); in eager PyTorch
+        # they are several, and on a GPU the launch gaps between them would be timed too.  "compiled" fuses
+        # them with torch.compile (one graph per operator, dynamic in the token count).
+        # No FX graph cache: its key pickles objects the graph reaches, and Pyomo's deferred imports (loaded by
+        # the CLI's other commands) raise when touched; the graphs are small and compile in seconds.
+        wrap = ((lambda f: torch.compile(f, dynamic=True, options={"fx_graph_cache": False}))
+                if plan.kernels == "compiled" else (lambda f: f))
+        self._add_rms_norm, self._rotary, self._act_mul = wrap(add_rms_norm), wrap(rotary), wrap(act_mul)
         self.ids = torch.randint(0, r.vocab, (tokens,), generator=g, device=dev)
         self.positions = torch.randint(0, min(s.max_position_embeddings, 1 << 20), (tokens,), generator=g, device=dev)
         half = r.head_dim // 2
@@ -552,28 +621,19 @@ class _Layer:
 
     # -- dense operators at ``t`` tokens
     def dense(self, name: str, t: int) -> Callable[[], Any]:
-        torch, F, r = self.torch, self.torch.nn.functional, self.r
+        F, r = self.torch.nn.functional, self.r
         x, res = self.x[:t], self.residual[:t]
+        qk = self.qkv_out[:t, : (r.heads + r.kv_heads) * r.head_dim].view(t, -1, r.head_dim)
+        pos, mid = self.positions[:t], self.mlp_mid[:t]
 
         def rms_norm():
-            # vLLM fuses the residual add into the norm kernel; here they are two calls (F.rms_norm is one)
-            return F.rms_norm(x + res, (r.hidden,), self.norm, self.eps)
-
-        q_width, k_width = r.heads * r.head_dim, r.kv_heads * r.head_dim
-        pos, half = self.positions[:t], r.head_dim // 2
+            return self._add_rms_norm(x, res, self.norm)
 
         def rotary():
-            # neox-style rotation of q and k together, from a cos/sin cache looked up by position (as vLLM's
-            # rotary_embedding does; it fuses this into one kernel, this is a handful of elementwise calls)
-            cos, sin = self.cos_sin[pos].chunk(2, dim=-1)
-            cos, sin = cos[:, None, :], sin[:, None, :]
-            qk = self.qkv_out[:t, : q_width + k_width].view(t, -1, r.head_dim)
-            a, b = qk[..., :half], qk[..., half:]
-            return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+            return self._rotary(qk, self.cos_sin, pos)
 
         def act():
-            g, u = self.mlp_mid[:t].chunk(2, dim=-1)
-            return self.act(g) * u
+            return self._act_mul(mid)
 
         ops = {"embedding": lambda: F.embedding(self.ids[:t], self.embed),
                "layernorm": rms_norm, "final_layernorm": rms_norm,
@@ -686,8 +746,16 @@ class Profiler:
         t0 = time.perf_counter()
         with _threads(plan), torch.inference_mode():
             self.layer = _Layer(plan)
-            self.timer = _timer(plan.device.kind)
-            _warm(plan, self.layer, self.timer)
+            self.timer = _Timer(plan.timing)
+            try:
+                _warm(plan, self.layer, self.timer)
+            except Exception as exc:  # noqa: BLE001 -- torch.compile raises its backends' own errors (no C++ compiler, no Triton)
+                if plan.kernels != "compiled":
+                    raise
+                inner = getattr(exc, "inner_exception", None) or exc
+                first = f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
+                raise ConfigError(f"torch.compile of the elementwise operators failed ({first[:200]}).",
+                                  field="--kernels", fix="pass --kernels eager (unfused operators).") from None
         self.setup_s = time.perf_counter() - t0
 
     def estimate_seconds(self) -> float:
@@ -698,10 +766,10 @@ class Profiler:
         stride = max(1, n // self.PILOT_POINTS)
         spent = 0.0
         with _threads(self.plan), torch.inference_mode():
-            for i, (_, _, fn) in enumerate(_points(self.plan, self.layer)):
+            for i, (_, key, fn) in enumerate(_points(self.plan, self.layer)):
                 if i % stride == 0:
                     t0 = time.perf_counter()
-                    self.timer(fn, 0, 1)
+                    self.timer(fn, 0, 1, str(key[0]))
                     spent += time.perf_counter() - t0
         return spent * stride * (g.rounds * g.warmup + g.repetitions)
 
@@ -718,8 +786,9 @@ class Profiler:
             bar = tqdm(total=len(points) * g.rounds, desc=f"profile {self.plan.shape.name} tp{self.plan.tp}",
                        unit="point", disable=not progress)
             for _ in range(g.rounds):
-                for i, (_, _, fn) in enumerate(points):
-                    samples[i] += self.timer(fn, g.warmup, per_round)
+                for i, (kind, key, fn) in enumerate(points):
+                    label = "attention" if kind == "attention" else key[0]
+                    samples[i] += self.timer(fn, g.warmup, per_round, label)
                     bar.update()
             bar.close()
         rows: dict[str, list] = {kind: [] for kind in COLUMNS}
@@ -744,7 +813,8 @@ def _versions() -> dict[str, Any]:
             "cuda_version": torch.version.cuda, "python_version": platform.python_version()}
 
 
-def profile_meta(plan: ProfilePlan, wall_s: float, estimate_s: float | None) -> dict[str, Any]:
+def profile_meta(plan: ProfilePlan, wall_s: float, estimate_s: float | None,
+                 eager_operators: Iterable[str] | None = None) -> dict[str, Any]:
     """The meta.yaml of one run (a later run at another --tp into the same folder adds to ``per_tp``)."""
     shape = asdict(plan.shape)
     r = plan.shape.shard(plan.tp)
@@ -758,15 +828,28 @@ def profile_meta(plan: ProfilePlan, wall_s: float, estimate_s: float | None) -> 
         "dtype": plan.dtype, "variant": {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[plan.dtype],
         "weights": "random (torch.randn, seeded); nothing downloaded", "seed": plan.seed,
         "cpu_threads": plan.threads if plan.threads is not None else "torch default",
+        "kernels": {"name": plan.kernels,
+                    "elementwise_operators": ("layernorm, final_layernorm, rotary_emb and act_fn each fused into "
+                                              "one graph by torch.compile(dynamic=True)" if plan.kernels == "compiled"
+                                              else "layernorm, final_layernorm, rotary_emb and act_fn run eagerly, "
+                                                   "several kernels each (the residual add apart from the norm)")},
         "model_shape": shape, "layers_profiled": 1,
         "num_hidden_layers": plan.shape.num_hidden_layers,
         "tp_degrees": [plan.tp],
         "grid": plan.grid.describe(),
         "measurement_iterations": plan.grid.repetitions,
-        "timing": ("median of grid.repetitions runs, taken in grid.rounds passes over the grid, each pass running "
-                   "a point grid.warmup times first; "
-                   + ("torch.cuda.synchronize() before and after each run, time from CUDA events recorded around "
-                      "the operator" if plan.device.kind == "cuda" else "time.perf_counter around each run")),
+        "timing": {
+            "name": plan.timing,
+            "statistic": "median of grid.repetitions runs, taken in grid.rounds passes over the grid, each pass "
+                         "running a point grid.warmup times first",
+            "method": {"graphs": "each operator captured into a CUDA graph, the graph replayed between two CUDA events "
+                                 "with torch.cuda.synchronize() before and after: the kernels' own time, without "
+                                 "the CPU's launch gaps",
+                       "events": "each operator called between two CUDA events with torch.cuda.synchronize() before "
+                                 "and after (launch gaps between its kernels included)",
+                       "wall": "time.perf_counter around each call (CPU)"}[plan.timing],
+            "timed_eagerly": sorted(eager_operators or ()),
+        },
         "operators": {
             "dense.csv": "per decoder layer: layernorm (residual add + RMSNorm; a layer has two), qkv_proj, "
                          "rotary_emb (q and k), o_proj, gate_up_proj, act_fn (activation x up), down_proj; per "
@@ -862,18 +945,25 @@ def read_profile(profile_dir: str | os.PathLike, tp: int = 1) -> dict[str, pd.Da
 
 def profile(model: str, *, out: str | os.PathLike, tp: int = 1, config: str | os.PathLike | None = None,
             device: str | None = None, grid: str | ProfileGrid = "default", dtype: str | None = None, seed: int = 0,
-            force: bool = False, progress: bool = True) -> tuple[Path, dict[str, Any]]:
+            threads: int | None = None, kernels: str | None = None, timing: str | None = None, force: bool = False,
+            progress: bool = True) -> tuple[Path, dict[str, Any]]:
     """Plan, check, measure and write a profile; returns the folder and its meta (see the module docstring)."""
     shape = resolve_shape(model, config)
     info = device_info(device)
-    plan = make_plan(shape, tp, dtype or default_dtype(info.kind), info, grid, seed)
+    plan = make_plan(shape, tp, dtype or default_dtype(info.kind), info, grid, seed, threads, kernels, timing)
     out = check_output(out, plan, force=force)
     profiler = Profiler(plan)
     estimate = profiler.estimate_seconds()
     t0 = time.perf_counter()
     tables = profiler.run(progress=progress)
-    meta = profile_meta(plan, time.perf_counter() - t0, estimate)
+    meta = profile_meta(plan, time.perf_counter() - t0, estimate, profiler.timer.eager)
     return write_profile(out, plan, tables, meta), meta
+
+
+def default_kernels(device: str) -> str:
+    """compiled on a GPU (one fused kernel per elementwise operator, as in vLLM); eager on a CPU, where compiling
+    takes longer than the whole small grid."""
+    return "compiled" if device == "cuda" else "eager"
 
 
 def default_dtype(device: str) -> str:
@@ -893,9 +983,10 @@ def describe_plan(plan: ProfilePlan) -> Iterable[str]:
            f"KV cache room {m.kv_capacity_tokens:,} tokens; this run allocates ~{m.profile_bytes / gib:.2f} GiB")
     yield (f"grid {plan.grid.name}: {plan.measurements} measurements ({len(plan.attention)} attention points, "
            f"{len(plan.attention_skipped)} left out beyond the KV capacity), {plan.grid.repetitions} runs each "
-           f"in {plan.grid.rounds} passes (each after {plan.grid.warmup} warm-up), median")
+           f"in {plan.grid.rounds} passes (each after {plan.grid.warmup} warm-up), median; {plan.kernels} "
+           f"elementwise kernels, timing: {plan.timing}")
 
 
 __all__ = ["COLUMNS", "DENSE_OPERATORS", "PER_SEQUENCE_OPERATORS", "GRIDS", "ProfileShape", "ProfileGrid", "ProfilePlan",
-           "resolve_shape", "device_info", "plan_memory", "make_plan", "Profiler", "run_profile",
+           "KERNELS", "TIMINGS", "resolve_shape", "device_info", "default_kernels", "plan_memory", "make_plan", "Profiler", "run_profile",
            "write_profile", "read_profile", "profile", "default_dtype", "describe_plan"]
