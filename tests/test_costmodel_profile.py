@@ -341,3 +341,23 @@ def _r2_values(report) -> dict[str, float]:
 
     walk("", report)
     return found
+
+
+@needs_extra
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch's own import
+def test_compiled_elementwise_kernels_run_and_are_recorded(tiny_config: Path, tmp_path: Path):
+    import yaml
+
+    # through the CLI, so Pyomo and the other commands' imports are loaded as in real use (torch.compile's
+    # graph cache once tripped over Pyomo's deferred imports)
+    out = tmp_path / "out"
+    rc = _cli("--model", "tiny", "--config", str(tiny_config), "--out", str(out), "--device", "cpu",
+              "--grid", "small", "--threads", "1", "--no-progress", "--kernels", "compiled")
+    if rc == 2 and not out.exists():
+        pytest.skip("torch.compile is not usable here (no C++ compiler for inductor?)")
+    assert rc == 0
+    meta = yaml.safe_load((out / "meta.yaml").read_text())
+    assert meta["kernels"]["name"] == "compiled" and meta["timing"]["name"] == "wall"
+    dense = prof.read_profile(out, 1)["dense"]
+    assert (dense["time_us"] > 0).all() and len(dense) == len(prof.DENSE_OPERATORS) * 10
