@@ -41,8 +41,13 @@ mixed batch; projections are plain ``torch.nn.functional.linear``.
 Each time is the median of ``repetitions`` runs, taken in ``rounds`` passes
 over the whole grid (a burst of load from elsewhere on the machine then hits
 one pass of a point, not all its runs), each pass running the point
-``warmup`` times first; the device is synchronised before and after every run (``torch.cuda.synchronize``)
-and on CUDA the time is read from CUDA events recorded around the operator.
+``warmup`` times first; the device is synchronised before and after every
+run (``torch.cuda.synchronize``).  On CUDA each operator is by default
+captured into a CUDA graph and its replay timed between CUDA events (the
+kernels' own time, without the CPU's launch gaps; ``timing="events"`` times
+the eager call instead), and the norm, rotary and activation operators are
+fused by ``torch.compile`` (``kernels="compiled"``), as vLLM runs each as one
+kernel.  On a CPU, ``time.perf_counter`` around the eager call.
 
 Nothing here imports torch or transformers at module level: they are the
 optional extra ``profile`` and are imported inside the functions that need
