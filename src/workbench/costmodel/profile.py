@@ -64,11 +64,12 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -130,7 +131,7 @@ class ProfileShape:
     max_position_embeddings: int = 131072
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], name: str) -> "ProfileShape":
+    def from_config(cls, config: Mapping[str, Any], name: str) -> ProfileShape:
         """From a config.json dict or a ``shapes.model_shape`` entry (``layers`` is taken for num_hidden_layers)."""
         cfg = dict(config)
         if "num_hidden_layers" not in cfg and "layers" in cfg:
@@ -158,7 +159,7 @@ class ProfileShape:
                               f"{shape.num_key_value_heads} key/value heads.", field="num_key_value_heads")
         return shape
 
-    def shard(self, tp: int) -> "RankShape":
+    def shard(self, tp: int) -> RankShape:
         """One tensor-parallel rank's sizes (vLLM's split: key/value heads replicated when fewer than ``tp``)."""
         for key, value in (("num_attention_heads", self.num_attention_heads),
                            ("intermediate_size", self.intermediate_size)):
@@ -661,7 +662,7 @@ class _Layer:
         return sampler
 
     def attention(self, c: int, kp: int, n: int, kd: int) -> Callable[[], Any]:
-        torch, F, r = self.torch, self.torch.nn.functional, self.r
+        F, r = self.torch.nn.functional, self.r
         from torch.nn.attention.bias import causal_lower_right
 
         q_width, k_width = r.heads * r.head_dim, r.kv_heads * r.head_dim
@@ -754,7 +755,7 @@ class Profiler:
             self.timer = _Timer(plan.timing)
             try:
                 _warm(plan, self.layer, self.timer)
-            except Exception as exc:  # noqa: BLE001 -- torch.compile raises its backends' own errors (no C++ compiler, no Triton)
+            except Exception as exc:  # torch.compile raises its backends' own errors (no C++ compiler, no Triton)
                 if plan.kernels != "compiled":
                     raise
                 inner = getattr(exc, "inner_exception", None) or exc
@@ -780,8 +781,8 @@ class Profiler:
 
     def run(self, *, progress: bool = True) -> dict[str, pd.DataFrame]:
         """Measure the grid; the three tables, times in microseconds."""
-        from tqdm.auto import tqdm
         import torch
+        from tqdm.auto import tqdm
 
         g = self.plan.grid
         per_round = g.repetitions // g.rounds
@@ -827,7 +828,7 @@ def profile_meta(plan: ProfilePlan, wall_s: float, estimate_s: float | None,
         **_versions(),
         "device": plan.device.kind, "gpu": plan.device.name, "hardware": plan.device.slug,
         "device_memory_gib": round(plan.device.memory_bytes / 2 ** 30, 2),
-        "profiled_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "profiled_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": plan.shape.name, "architecture": "llama-style decoder layer (fused-add RMSNorm, fused QKV, RoPE, "
                                                   "grouped-query SDPA attention, fused gate/up, activation x up, down)",
         "dtype": plan.dtype, "variant": {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[plan.dtype],
@@ -992,6 +993,26 @@ def describe_plan(plan: ProfilePlan) -> Iterable[str]:
            f"elementwise kernels, timing: {plan.timing}")
 
 
-__all__ = ["COLUMNS", "DENSE_OPERATORS", "PER_SEQUENCE_OPERATORS", "GRIDS", "ProfileShape", "ProfileGrid", "ProfilePlan",
-           "KERNELS", "TIMINGS", "resolve_shape", "device_info", "default_kernels", "plan_memory", "make_plan", "Profiler", "run_profile",
-           "write_profile", "read_profile", "profile", "default_dtype", "describe_plan"]
+__all__ = [
+    "COLUMNS",
+    "DENSE_OPERATORS",
+    "GRIDS",
+    "KERNELS",
+    "PER_SEQUENCE_OPERATORS",
+    "TIMINGS",
+    "ProfileGrid",
+    "ProfilePlan",
+    "ProfileShape",
+    "Profiler",
+    "default_dtype",
+    "default_kernels",
+    "describe_plan",
+    "device_info",
+    "make_plan",
+    "plan_memory",
+    "profile",
+    "read_profile",
+    "resolve_shape",
+    "run_profile",
+    "write_profile",
+]
