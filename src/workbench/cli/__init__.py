@@ -17,7 +17,8 @@ from workbench._version import __version__
 from workbench.errors import WorkbenchError
 
 #: The command modules, in help order.
-COMMANDS = ("simulate", "validate", "offline", "reproduce", "loadsweep", "calibrate", "fidelity", "catalog", "dashboard")
+COMMANDS = ("simulate", "validate", "offline", "reproduce", "loadsweep", "calibrate", "fidelity", "profile",
+            "catalog", "dashboard")
 
 
 def build_parser() -> argparse.ArgumentParser:
