@@ -122,30 +122,186 @@ class Schedule:
 
     @classmethod
     def read(cls, folder: str | Path) -> Schedule:
-        """Read a schedule written by :meth:`write` (or by anyone following MODEL.md section 9)."""
+        """Read a schedule written by :meth:`write` (or by anyone following MODEL.md section 9).
+
+        The folder holds ``timeline`` and ``requests`` either as CSV or as Parquet (see
+        :func:`schedule_format`) and ``metrics.json``.
+        """
         folder = Path(folder)
-        if not folder.is_dir():
-            raise ScheduleFileError(f"'{folder}' is not a folder.", fix="give the folder a schedule was written to.")
-        for name in FILES:
-            if not (folder / name).is_file():
-                raise ScheduleFileError(f"'{folder}' has no {name}.", field=name,
-                                        fix="a schedule folder holds timeline.csv, requests.csv and metrics.json.")
+        fmt = schedule_format(folder)
+        metrics = read_metrics(folder)
+        requests = read_requests(folder, fmt)
+        if fmt == "csv":
+            try:
+                timeline = pd.read_csv(folder / "timeline.csv", dtype=_CSV_TEXT_COLUMNS, keep_default_na=False)
+            except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+                raise ScheduleFileError(f"cannot read the schedule in '{folder}': {exc}.") from None
+        else:
+            timeline = pd.concat(list(iter_timeline_file(folder, fmt)), ignore_index=True)
+        return cls(timeline=timeline, requests=requests, metrics=metrics)
+
+
+_CSV_TEXT_COLUMNS = {"request_ids": str, "kind": str, "prefill_ids": str, "prefill_tokens": str}
+PARQUET_FILES = ("timeline.parquet", "requests.parquet", "metrics.json")
+
+
+class ParquetFileError(ScheduleFileError):
+    """A Parquet file of a schedule that cannot be read: truncated, or missing or mistyped columns."""
+
+
+def schedule_format(folder: str | Path) -> str:
+    """``"csv"`` or ``"parquet"``: which files the schedule folder holds.
+
+    A folder with both ``timeline.csv`` and ``timeline.parquet`` is refused rather than guessed at:
+    the two may come from different runs (:meth:`Schedule.write` replaces the whole folder, so it never
+    leaves both).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ScheduleFileError(f"'{folder}' is not a folder.", fix="give the folder a schedule was written to.")
+    has_csv = (folder / "timeline.csv").is_file() or (folder / "requests.csv").is_file()
+    has_parquet = (folder / "timeline.parquet").is_file() or (folder / "requests.parquet").is_file()
+    if has_csv and has_parquet:
+        raise ScheduleFileError(f"'{folder}' holds both CSV and Parquet schedule files.", field="timeline",
+                                fix="keep one format in the folder (delete timeline.csv and requests.csv, "
+                                    "or timeline.parquet and requests.parquet).")
+    fmt = "parquet" if has_parquet else "csv"
+    for name in (FILES if fmt == "csv" else PARQUET_FILES):
+        if not (folder / name).is_file():
+            raise ScheduleFileError(f"'{folder}' has no {name}.", field=name,
+                                    fix="a schedule folder holds timeline.csv, requests.csv and metrics.json "
+                                        "(or timeline.parquet and requests.parquet with --format parquet).")
+    return fmt
+
+
+def read_metrics(folder: Path) -> dict[str, Any]:
+    try:
+        metrics = json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ScheduleFileError(f"cannot read the schedule in '{folder}': {exc}.") from None
+    if not isinstance(metrics, dict):
+        raise ScheduleFileError("metrics.json is not a JSON object.", field="metrics.json")
+    return metrics
+
+
+def read_requests(folder: Path, fmt: str | None = None) -> pd.DataFrame:
+    """The requests table of a schedule folder, in either format."""
+    folder = Path(folder)
+    fmt = fmt or schedule_format(folder)
+    if fmt == "parquet":
+        table = _read_parquet(folder / "requests.parquet", REQUEST_COLUMNS, PARQUET_REQUEST_TYPES)
+        return _frame_from_arrow(table)
+    try:
+        requests = pd.read_csv(folder / "requests.csv")
+        if "request_id" in requests.columns:
+            # Ids as written, like timeline.csv's request_ids: the text "01", "+1" or "NaN" is an id,
+            # not a number (pandas would read "01" and "1" both as 1).
+            written = pd.read_csv(folder / "requests.csv", usecols=["request_id"], dtype=str,
+                                  keep_default_na=False)["request_id"]
+            requests["request_id"] = _ids_from_text(written)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise ScheduleFileError(f"cannot read the schedule in '{folder}': {exc}.") from None
+    return requests
+
+
+def _type_ok(arrow_type, want: str | None) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    if want == "int":
+        return pa.types.is_integer(arrow_type)
+    if want == "float":
+        return pa.types.is_floating(arrow_type) or pa.types.is_integer(arrow_type)
+    if want == "str":
+        return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+    return (pa.types.is_integer(arrow_type) or pa.types.is_string(arrow_type)
+            or pa.types.is_large_string(arrow_type))  # request_id: whole numbers or text
+
+
+def _parquet_schema(path: Path, required, types: dict[str, str]):
+    """The file's Arrow schema after checking it is Parquet and holds the named columns, typed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ParquetFileError(f"{path.name} is not a readable Parquet file ({exc}).", field=path.name,
+                               fix="write the schedule again (workbench simulate --format parquet); "
+                                   "the file may be truncated.") from None
+    missing = [c for c in required if c not in schema.names]
+    if missing:
+        raise ParquetFileError(f"{path.name} has no column {', '.join(missing)}.", field=missing[0],
+                               fix=f"{path.name} holds the columns of MODEL.md section 9.")
+    for name in schema.names:
+        if name in required or name in types:
+            if not _type_ok(schema.field(name).type, types.get(name)):
+                want = {"int": "integers", "float": "numbers", "str": "text"}.get(types.get(name),
+                                                                                 "integers or text")
+                raise ParquetFileError(f"column {name} of {path.name} is {schema.field(name).type}, not {want}.",
+                                       field=name, fix=f"write {name} as {want} (MODEL.md section 9).")
+    return schema
+
+
+def _read_parquet(path: Path, required, types: dict[str, str], columns=None):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _parquet_schema(path, required, types)
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise ParquetFileError(f"{path.name} cannot be read ({exc}).", field=path.name,
+                               fix="write the schedule again; the file may be truncated.") from None
+
+
+def _frame_from_arrow(table) -> pd.DataFrame:
+    """A DataFrame of an Arrow table, dictionary (categorical) text turned back into plain text."""
+    import pyarrow as pa
+
+    arrays = {}
+    for name, column in zip(table.column_names, table.columns):
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        arrays[name] = column
+    frame = pa.table(arrays).to_pandas() if arrays else pd.DataFrame()
+    for name in frame.columns:
+        if frame[name].dtype.kind == "O" or isinstance(frame[name].dtype, pd.StringDtype):
+            frame[name] = frame[name].fillna("").astype(str)
+    return frame
+
+
+def iter_timeline_file(folder: str | Path, fmt: str | None = None, rows: int = 1 << 18,
+                       columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """The timeline of a schedule folder in chunks of at most ``rows`` rows, read as streams.
+
+    CSV with pandas' chunked reader, Parquet batch by batch (``iter_batches``), so a timeline of
+    millions of rows is never held whole.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    fmt = fmt or schedule_format(folder)
+    if fmt == "csv":
         try:
-            timeline = pd.read_csv(folder / "timeline.csv", dtype={"request_ids": str, "kind": str, "prefill_ids": str, "prefill_tokens": str},
-                                   keep_default_na=False)
-            requests = pd.read_csv(folder / "requests.csv")
-            if "request_id" in requests.columns:
-                # Ids as written, like timeline.csv's request_ids: the text "01", "+1" or "NaN" is an id,
-                # not a number (pandas would read "01" and "1" both as 1).
-                written = pd.read_csv(folder / "requests.csv", usecols=["request_id"], dtype=str,
-                                      keep_default_na=False)["request_id"]
-                requests["request_id"] = _ids_from_text(written)
-            metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+            reader = pd.read_csv(folder / "timeline.csv", dtype=_CSV_TEXT_COLUMNS, keep_default_na=False,
+                                 chunksize=rows, usecols=columns)
+            with reader:
+                yield from reader
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
             raise ScheduleFileError(f"cannot read the schedule in '{folder}': {exc}.") from None
-        if not isinstance(metrics, dict):
-            raise ScheduleFileError("metrics.json is not a JSON object.", field="metrics.json")
-        return cls(timeline=timeline, requests=requests, metrics=metrics)
+        return
+    path = folder / "timeline.parquet"
+    _parquet_schema(path, () if columns is not None else TIMELINE_COLUMNS, PARQUET_TIMELINE_TYPES)
+    try:
+        handle = pq.ParquetFile(path)
+        for batch in handle.iter_batches(batch_size=rows, columns=columns):
+            yield _frame_from_arrow(pa.Table.from_batches([batch]))
+    except (pa.ArrowException, OSError) as exc:
+        raise ParquetFileError(f"timeline.parquet cannot be read ({exc}).", field="timeline.parquet",
+                               fix="write the schedule again; the file may be truncated.") from None
 
 
 def _ids_from_text(ids: pd.Series) -> pd.Series:
