@@ -235,12 +235,10 @@ def _parquet_schema(path: Path, required, types: dict[str, str]):
         raise ParquetFileError(f"{path.name} has no column {', '.join(missing)}.", field=missing[0],
                                fix=f"{path.name} holds the columns of MODEL.md section 9.")
     for name in schema.names:
-        if name in required or name in types:
-            if not _type_ok(schema.field(name).type, types.get(name)):
-                want = {"int": "integers", "float": "numbers", "str": "text"}.get(types.get(name),
-                                                                                 "integers or text")
-                raise ParquetFileError(f"column {name} of {path.name} is {schema.field(name).type}, not {want}.",
-                                       field=name, fix=f"write {name} as {want} (MODEL.md section 9).")
+        if (name in required or name in types) and not _type_ok(schema.field(name).type, types.get(name)):
+            want = {"int": "integers", "float": "numbers", "str": "text"}.get(types.get(name), "integers or text")
+            raise ParquetFileError(f"column {name} of {path.name} is {schema.field(name).type}, not {want}.",
+                                   field=name, fix=f"write {name} as {want} (MODEL.md section 9).")
     return schema
 
 
@@ -614,7 +612,7 @@ def _float_field_bytes(values: np.ndarray) -> np.ndarray:
 
 def _object_field_bytes(values: np.ndarray) -> np.ndarray:
     """Text fields as pandas writes them (``str`` of each, missing values empty), UTF-8 encoded."""
-    texts = ["" if v is None or (isinstance(v, float) and v != v) else str(v) for v in values.tolist()]
+    texts = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values.tolist()]
     if not texts:
         return np.zeros(0, dtype="S1")
     joined = "".join(texts)
