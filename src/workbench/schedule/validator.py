@@ -61,6 +61,7 @@ from workbench.schedule.metrics import batch_sizes_array
 from workbench.schedule.schema import (
     REQUEST_COLUMNS,
     TIMELINE_COLUMNS,
+    ParquetFileError,
     Schedule,
     iter_timeline_file,
     read_metrics,
@@ -190,7 +191,7 @@ def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | N
 
 
 #: Timeline rows checked at a time when validating files (whole clients: a larger client is a group alone).
-GROUP_ROWS = 1 << 17
+GROUP_ROWS = 1 << 16
 #: Timeline rows read from a file at a time.
 READ_ROWS = 1 << 16
 _NUMBER_COLUMNS = {"client": np.int64, "iteration": np.int64, "n_requests": np.int64, "tokens": np.int64,
@@ -236,63 +237,35 @@ class _Totals:
 
 
 def _int_ids(series: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(counts, values)`` of space-separated integer ids, parsed with numpy from the text's bytes.
+    """``(counts, values)`` of space-separated integer ids, split and parsed by Arrow's compute kernels.
 
     None when any id is not written as a plain integer (``0`` or ``[1-9][0-9]{0,17}``) or the ids are
     separated by anything but single spaces: those go the general way (:meth:`_Ids.lookup`).
     """
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     try:
         arr = pa.array(series, type=pa.string()) if series.dtype.kind == "O" else pa.array(series)
     except (pa.ArrowException, TypeError, ValueError):
         return None
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
     if not pa.types.is_string(arr.type) or arr.null_count:
         return None
-    n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset:arr.offset + n + 1].astype(np.int64)
-    data_buffer = arr.buffers()[2]
-    data = (np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None
-            else np.zeros(0, dtype=np.uint8))[offsets[0]:offsets[-1]]
-    offsets = offsets - offsets[0]
-    space = data == 32
-    digit = (data >= 48) & (data <= 57)
-    if not (space | digit).all():
+    length = pc.utf8_length(arr).to_numpy(zero_copy_only=False)
+    nonempty = length > 0
+    lists = pc.split_pattern(arr.filter(pa.array(nonempty)), " ")
+    counts = np.zeros(len(arr), dtype=np.int64)
+    counts[nonempty] = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+    tokens = pc.list_flatten(lists)
+    if len(tokens) == 0:
+        return counts, np.zeros(0, dtype=np.int64)
+    size = pc.utf8_length(tokens)
+    # An empty token (two spaces, a leading or trailing one), a non-digit, a leading zero or more
+    # than 18 digits: the text would not be str(int) of its value.
+    if (not pc.all(pc.ascii_is_decimal(tokens)).as_py() or pc.max(size).as_py() > 18
+            or pc.any(pc.and_(pc.starts_with(tokens, "0"), pc.greater(size, 1))).as_py()):
         return None
-    # A token starts at a digit that begins its row or follows a space; rows never share a token.
-    starts_row = np.zeros(len(data), dtype=bool)
-    starts_row[offsets[:-1][offsets[:-1] < offsets[1:]]] = True
-    prev_space = np.empty(len(data), dtype=bool)
-    if len(data):
-        prev_space[0] = True
-        prev_space[1:] = space[:-1]
-    start = digit & (prev_space | starts_row)
-    ends_row = np.zeros(len(data), dtype=bool)
-    ends_row[offsets[1:][offsets[1:] > offsets[:-1]] - 1] = True
-    next_space = np.empty(len(data), dtype=bool)
-    if len(data):
-        next_space[-1] = True
-        next_space[:-1] = space[1:]
-    stop = digit & (next_space | ends_row)
-    begin = np.flatnonzero(start)
-    finish = np.flatnonzero(stop) + 1
-    lengths = finish - begin
-    if len(lengths) and (lengths.max() > 18 or ((data[begin] == 48) & (lengths > 1)).any()):
-        return None
-    # Two spaces in a row, or a leading or trailing space, would make the text differ from str(int).
-    if space.any() and ((space & (prev_space | starts_row | next_space | ends_row)).any()):
-        return None
-    cum = np.concatenate([[0], np.cumsum(start)])
-    counts = cum[offsets[1:]] - cum[offsets[:-1]]
-    digits = (data[digit] - 48).astype(np.int64)
-    # Place value of each digit: 10 ** (digits left in its token).
-    place = (np.repeat(finish, lengths) - 1) - np.flatnonzero(digit)
-    first_digit = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    values = (np.add.reduceat(digits * (10 ** place.astype(np.int64)), first_digit) if len(begin)
-              else np.zeros(0, dtype=np.int64))
-    return counts, values
+    return counts, pc.cast(tokens, pa.int64()).to_numpy(zero_copy_only=False)
 
 
 class _Ids:
@@ -309,6 +282,8 @@ class _Ids:
         if self.numeric:
             self.by_value = np.argsort(raw, kind="stable")
             self.sorted_values = raw[self.by_value].astype(np.int64)
+            # Unique ids from 0 to n - 1 (the usual numbering): an id is its own sorted position.
+            self.dense = bool(len(raw) and self.sorted_values[0] == 0 and self.sorted_values[-1] == len(raw) - 1)
         self._index_of: dict | None = None
         self.local_of = np.full(len(rq), -1, dtype=np.int64)
         self.mine = np.zeros(0, dtype=np.int64)
@@ -331,7 +306,8 @@ class _Ids:
         parsed = _int_ids(series) if self.numeric else None
         if parsed is not None:
             counts, values = parsed
-            pos = np.searchsorted(self.sorted_values, values)
+            pos = values.copy() if self.dense else np.searchsorted(self.sorted_values, values)
+            pos[pos < 0] = len(self.sorted_values)
             pos_clipped = np.minimum(pos, max(len(self.sorted_values) - 1, 0))
             found = (pos < len(self.sorted_values)) & (self.sorted_values[pos_clipped] == values)
             glob = np.where(found, self.by_value[pos_clipped], -1)
@@ -845,6 +821,8 @@ def validate_files(folder: str | Path, trace=None) -> ValidationReport:
     """:func:`validate` on a folder, turning unreadable files into a report instead of an exception."""
     try:
         return validate(Path(folder), trace=trace)
+    except ParquetFileError:
+        raise  # a truncated or mistyped Parquet file is an input error (exit status 2), not a broken rule
     except ScheduleFileError as exc:
         report = ValidationReport()
         report.add("schema", str(exc))
