@@ -475,6 +475,9 @@ FORMATS = ("csv", "parquet")
 _RUN_ONLY_COLUMNS = ("start_s", "end_s", "tokens", "first_tokens", "iterations", "first_iteration",
                      "last_iteration")
 _CSV_SPECIALS = (",", '"', "\r", "\n", "\x00")
+#: Columns of the runs table that are the same on every row of a run (the rest of
+#: :data:`_RUN_ONLY_COLUMNS` varies along the run).
+_PER_RUN = ("client", "n_requests")
 
 
 def check_format(fmt: str) -> str:
@@ -594,12 +597,11 @@ def _float_field_bytes(values: np.ndarray) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    text = pc.cast(pa.array(values, type=pa.float64()), pa.string())
-    out = np.asarray(text.to_numpy(zero_copy_only=False), dtype="S")
+    out = _fixed_width(pc.cast(pa.array(values, type=pa.float64()), pa.string()))
     size = np.abs(values)
     safe = (size >= 1e-4) & (size < 1e15)
-    safe &= np.char.find(out, b".") >= 0
-    safe &= np.char.find(out, b"e") < 0
+    grid = out.view(np.uint8).reshape(len(out), out.dtype.itemsize)
+    safe &= (grid == ord(".")).any(axis=1) & ~(grid == ord("e")).any(axis=1)
     redo = np.flatnonzero(~safe)
     if len(redo):
         width = max(out.dtype.itemsize, 32)
@@ -623,10 +625,31 @@ def _object_field_bytes(values: np.ndarray) -> np.ndarray:
     return np.array([t.encode("utf-8") for t in texts], dtype="S")
 
 
-def _arrow_text_bytes(series: pd.Series) -> np.ndarray | None:
-    """Text as fixed-width bytes straight from Arrow's buffers (no Python string per value), or None."""
+def _fixed_width(arr) -> np.ndarray:
+    """An Arrow string array as fixed-width bytes, straight from its buffers (no Python object per value)."""
     import pyarrow as pa
     import pyarrow.compute as pc
+
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = pc.fill_null(arr, "")  # missing values are empty fields, as pandas' na_rep
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if pa.types.is_large_string(arr.type) else np.int32)
+    offsets = offsets[arr.offset:arr.offset + n + 1].astype(np.int64)
+    data_buffer = arr.buffers()[2]
+    data = (np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None
+            else np.zeros(0, dtype=np.uint8))[offsets[0]:offsets[-1]]
+    lengths = np.diff(offsets)
+    width = max(int(lengths.max()) if n else 1, 1)
+    out = np.zeros((n, width), dtype=np.uint8)
+    # Row-major boolean assignment lays the concatenated bytes into each row's first `length` places.
+    out[np.arange(width) < lengths[:, None]] = data
+    return out.view(f"S{width}").reshape(n)
+
+
+def _arrow_text_bytes(series: pd.Series) -> np.ndarray | None:
+    """Text as fixed-width bytes from Arrow, or None when the column is not all text."""
+    import pyarrow as pa
 
     try:
         arr = pa.array(series, type=pa.string()) if series.dtype.kind == "O" else pa.array(series)
@@ -636,28 +659,26 @@ def _arrow_text_bytes(series: pd.Series) -> np.ndarray | None:
         arr = arr.combine_chunks()
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         return None
-    arr = pc.fill_null(arr, "")  # missing values are empty fields, as pandas' na_rep
-    n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if pa.types.is_large_string(arr.type) else np.int32)
-    offsets = offsets[arr.offset:arr.offset + n + 1].astype(np.int64)
     data_buffer = arr.buffers()[2]
-    data = (np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None
-            else np.zeros(0, dtype=np.uint8))[offsets[0]:offsets[-1]]
-    raw = data.tobytes()
-    if any(ch.encode() in raw for ch in _CSV_SPECIALS):
-        raise _SlowPath  # a field pandas would quote
-    lengths = np.diff(offsets)
-    width = max(int(lengths.max()) if n else 1, 1)
-    out = np.zeros((n, width), dtype=np.uint8)
-    # Row-major boolean assignment lays the concatenated bytes into each row's first `length` places.
-    out[np.arange(width) < lengths[:, None]] = data
-    return out.view(f"S{width}").reshape(n)
+    if data_buffer is not None:
+        raw = data_buffer.to_pybytes()
+        if any(ch.encode() in raw for ch in _CSV_SPECIALS):
+            raise _SlowPath  # a field pandas would quote
+    return _fixed_width(arr)
+
+
+def _int_field_bytes(values: np.ndarray) -> np.ndarray:
+    """Integers as decimal text (what pandas writes), formatted by Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return _fixed_width(pc.cast(pa.array(values.astype(np.int64, copy=False)), pa.string()))
 
 
 def _field_bytes(series: pd.Series) -> np.ndarray:
     values = series.to_numpy() if series.dtype.kind in "iufb" else None
     if values is not None and values.dtype.kind in "iu":
-        return values.astype("S")
+        return _int_field_bytes(values)
     if values is not None and values.dtype.kind == "f" and values.dtype.itemsize == 8:
         return _float_field_bytes(values)
     if values is not None and values.dtype.kind == "b":
@@ -713,7 +734,9 @@ def _write_timeline_csv(path: Path, schedule: Schedule, columns: list[str]) -> N
         for numbers, seg, chunk in _timeline_parts(schedule, columns):
             fields = []
             for c in columns:
-                if c in numbers:
+                if seg is not None and c in _PER_RUN:
+                    fields.append(_field_bytes(chunk[c])[seg])  # formatted once per run, repeated
+                elif c in numbers:
                     fields.append(_field_bytes(pd.Series(numbers[c], copy=False)))
                 else:
                     fields.append(_field_bytes(chunk[c])[seg])
