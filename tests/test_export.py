@@ -307,3 +307,20 @@ def test_metrics_json_is_unchanged_by_the_format(tmp_path):
     schedule.write(tmp_path / "b", format="parquet")
     assert json.loads((tmp_path / "a" / "metrics.json").read_text()) == json.loads(
         (tmp_path / "b" / "metrics.json").read_text())
+
+
+def test_group_rules_run_on_every_group(tmp_path, monkeypatch):
+    from workbench.schedule import validator
+
+    seen = []
+
+    def no_empty_rows(group, report):
+        seen.append((int(group.client.min()), int(group.client.max())) if len(group.client) else None)
+        empty = (group.counts == 0).nonzero()[0]
+        if len(empty):
+            report.add("ids", "empty row: " + group.where(int(empty[0])))
+
+    monkeypatch.setattr(validator, "GROUP_RULES", [no_empty_rows])
+    _schedule("gsm8k-test", "paper-baseline").write(tmp_path / "out")
+    assert validate(tmp_path / "out", group_rows=500).ok
+    assert len(seen) > 1 and sorted(seen) == seen  # whole clients, group after group

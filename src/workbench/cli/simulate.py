@@ -21,8 +21,6 @@ from workbench.errors import ConfigError
 
 def cmd_simulate(args) -> int:
     from workbench.schedule.schema import atomic_dir, check_format
-    from workbench.viz.figures import gantt
-    from workbench.viz.report import write_report
 
     check_format(args.format)
     started = time.perf_counter()
@@ -32,7 +30,10 @@ def cmd_simulate(args) -> int:
     with atomic_dir(args.out) as tmp:
         schedule.write_into(tmp, format=args.format)
         written = time.perf_counter() - started
-        if args.report:
+        if args.report:  # Plotly is imported only when a chart is wanted
+            from workbench.viz.figures import gantt
+            from workbench.viz.report import write_report
+
             write_report(tmp / "report.html", f"{schedule.policy} on {args.trace}",
                          [("Metrics", pd.DataFrame([_headline(schedule.metrics)])), ("Gantt chart", gantt(schedule))])
     m = schedule.metrics

@@ -834,7 +834,11 @@ def _timeline_tables(schedule: Schedule, columns: list[str]) -> Iterator:
             if c in numbers:
                 arrays.append(_arrow_table(pd.DataFrame({c: numbers[c]}), [c], PARQUET_TIMELINE_TYPES).column(0))
             else:
-                words = pa.array(chunk[c].to_numpy().astype(object)).cast(pa.string())
+                words = pa.array(chunk[c]) if chunk[c].dtype.kind != "O" else pa.array(chunk[c], type=pa.string())
+                if isinstance(words, pa.ChunkedArray):
+                    words = words.combine_chunks()
+                if not pa.types.is_string(words.type):
+                    words = words.cast(pa.string())
                 arrays.append(pa.DictionaryArray.from_arrays(pa.array(seg.astype(np.int32)), words))
         yield pa.Table.from_arrays(arrays, names=columns)
 

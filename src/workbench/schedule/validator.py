@@ -1,8 +1,9 @@
 """Check a schedule from its exported files alone (MODEL.md section 9).
 
 The validator trusts nothing the simulator knows: it reads ``timeline.csv``,
-``requests.csv`` and ``metrics.json`` (or a :class:`~workbench.schedule.schema.Schedule`
-holding the same tables), optionally the trace, and checks every rule:
+``requests.csv`` and ``metrics.json`` (or ``timeline.parquet`` and ``requests.parquet``;
+or a :class:`~workbench.schedule.schema.Schedule` holding the same tables), optionally the
+trace, and checks every rule:
 
 ========================  ==========================================================
 rule                      what it checks
@@ -30,6 +31,13 @@ optional ``requests.predicted_output_tokens`` (whole numbers >= 1, ``schema``),
 ``metrics.params.predictor`` (a predictor name, ``schema``) and
 ``metrics.stolen_requests`` (0..n, ``metrics``); a stolen request is checked by
 ``same-client`` like any other, on the client requests.csv names.
+
+Streaming.  Files are checked in bounded memory: requests and metrics are read whole, the
+timeline in chunks (pandas' chunked reader for CSV, ``iter_batches`` for Parquet) gathered into
+groups of whole clients of about :data:`GROUP_ROWS` rows; each group is checked by
+:func:`_check_group` with the requests requests.csv puts on its clients, then dropped.  Only
+``metrics`` (and ``trace``) look at all clients at once, from sums kept across groups
+(:class:`_Totals`).  A rule over rows is added as a function in :data:`GROUP_RULES`.
 
 Chunked prefill (:mod:`workbench.engine.chunked`) adds rows of kind ``mixed`` with two
 optional columns, ``prefill_ids`` and ``prefill_tokens`` (the prompt chunks; the
@@ -483,8 +491,8 @@ def _validate(source, trace, group_rows: int) -> ValidationReport:
         totals.add(tl, B)
         if not ok:
             return report
-    if report.violations and report.violations[-1].rule == "schema" and not report.checked[1:]:
-        return report
+    if any(v.rule == "schema" for v in report.violations):
+        return report  # the timeline could not be read (e.g. client numbers out of range): stop here
     _check_metrics(rq, rq_ids, metrics, clients, B, models, totals, trace, report)
     return report
 
@@ -742,7 +750,55 @@ def _check_group(tl: pd.DataFrame, rq: pd.DataFrame, ids: _Ids, metrics: dict, c
         if len(early):
             report.add("request-times", "prefilled before arrival: " + _examples(rq_ids[early]))
 
+    group = Group(tl=tl, rq=rq, rq_ids=rq_ids, metrics=metrics, clients=clients, B=B, models=models,
+                  client=client, start=start, end=end, is_prefill=is_prefill, is_mixed=is_mixed_kind,
+                  n_requests=n_req, counts=counts, row=row, req=req, ch_row=ch_row, ch_req=ch_req, ch_len=ch_len,
+                  structural_ok=structural_ok and len(report.violations) == violations_before)
+    for rule in GROUP_RULES:
+        rule(group, report)
     return True
+
+
+@dataclass
+class Group:
+    """One group of timeline rows (whole clients, sorted by client and iteration) as a rule sees it.
+
+    Rows are indexed 0..len(tl)-1; requests 0..len(rq)-1 are the requests requests.csv puts on these
+    clients.  An *entry* is one listed id: ``row[e]`` lists request ``req[e]`` (ids of other groups or
+    unknown ones already reported and left out); entries are in row order.  ``ch_*`` are the prompt
+    chunks of mixed rows the same way.  ``structural_ok``: no rule broken so far in this group.
+    """
+
+    tl: pd.DataFrame
+    rq: pd.DataFrame
+    rq_ids: np.ndarray
+    metrics: dict
+    clients: int
+    B: np.ndarray
+    models: list
+    client: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    is_prefill: np.ndarray
+    is_mixed: np.ndarray
+    n_requests: np.ndarray
+    counts: np.ndarray
+    row: np.ndarray
+    req: np.ndarray
+    ch_row: np.ndarray
+    ch_req: np.ndarray
+    ch_len: np.ndarray
+    structural_ok: bool
+
+    def where(self, r: int) -> str:
+        return f"client {self.client[r]} iteration {self.tl['iteration'].iloc[r]}"
+
+
+#: More rules over a group of rows: ``rule(group: Group, report: ValidationReport) -> None``, run in
+#: this order on every group after the built-in ones (add the rule's name to :data:`RULES` and call
+#: ``_checked(report, name)`` in it).  A rule sees whole clients, so any per-client or per-request
+#: check fits; a rule that needs all clients at once belongs in :func:`_check_metrics`.
+GROUP_RULES: list = []
 
 
 def _check_metrics(rq: pd.DataFrame, rq_ids: np.ndarray, metrics: dict, clients: int, B: np.ndarray, models: list,
