@@ -324,3 +324,34 @@ def test_group_rules_run_on_every_group(tmp_path, monkeypatch):
     _schedule("gsm8k-test", "paper-baseline").write(tmp_path / "out")
     assert validate(tmp_path / "out", group_rows=500).ok
     assert len(seen) > 1 and sorted(seen) == seen  # whole clients, group after group
+
+
+def test_compare_writes_every_schedule_as_parquet(tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--clients", "2", "--batch-size", "4", "--policies", "static,paper-baseline",
+                 "--out", str(out), "--format", "parquet"]) == 0
+    for name in ("static", "paper-baseline"):
+        assert (out / name / "timeline.parquet").is_file() and not (out / name / "timeline.csv").exists()
+        assert validate(out / name).ok
+    assert main(["report", str(out / "static"), str(out / "paper-baseline"), "--out", str(tmp_path / "r.html")]) == 0
+
+
+@pytest.mark.solver
+def test_exact_exports_parquet(tmp_path):
+    from workbench.offline import solver_available
+
+    if not solver_available():
+        pytest.skip("HiGHS (highspy) not installed")
+    trace = tmp_path / "small.csv"
+    pd.DataFrame({"request_id": range(4), "input_tokens": [40, 90, 15, 60], "output_tokens": [3, 2, 4, 1]}).to_csv(
+        trace, index=False)
+    out = tmp_path / "exact"
+    assert main(["exact", "--trace", str(trace), "--clients", "2", "--batch-size", "2", "--time-limit", "30",
+                 "--out", str(out), "--format", "parquet"]) == 0
+    assert (out / "timeline.parquet").is_file() and validate(out, trace).ok
+
+
+def test_reproduce_refuses_an_unknown_format_before_running(tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["reproduce", "--cases", "0", "--workers", "0", "--out", str(out), "--format", "feather"]) == 2
+    assert "--format" in capsys.readouterr().err and not out.exists()

@@ -833,6 +833,9 @@ def _timeline_tables(schedule: Schedule, columns: list[str]) -> Iterator:
         for c in columns:
             if c in numbers:
                 arrays.append(_arrow_table(pd.DataFrame({c: numbers[c]}), [c], PARQUET_TIMELINE_TYPES).column(0))
+            elif PARQUET_TIMELINE_TYPES.get(c) != "str":  # a per-run number or flag: repeated as it is
+                arrays.append(_arrow_table(pd.DataFrame({c: chunk[c].to_numpy()[seg]}), [c],
+                                           PARQUET_TIMELINE_TYPES).column(0))
             else:
                 words = pa.array(chunk[c]) if chunk[c].dtype.kind != "O" else pa.array(chunk[c], type=pa.string())
                 if isinstance(words, pa.ChunkedArray):
