@@ -153,6 +153,9 @@ def test_parquet_holds_the_same_tables(tmp_path, policy):
     pd.testing.assert_frame_equal(a.requests, b.requests, check_dtype=False)
     assert a.metrics == b.metrics
     assert validate(tmp_path / "pq").ok
+    from workbench.viz.figures import gantt
+
+    assert gantt(a).to_json() == gantt(b).to_json()
     types = pq.read_schema(tmp_path / "pq" / "timeline.parquet")
     assert pa.types.is_int64(types.field("iteration").type) and pa.types.is_float64(types.field("start_s").type)
 
