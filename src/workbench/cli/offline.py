@@ -48,14 +48,15 @@ def cmd_offline(args) -> int:
 
 def cmd_exact(args) -> int:
     from workbench.offline import replay_exact, solve_exact
-    from workbench.schedule.schema import atomic_dir
+    from workbench.schedule.schema import atomic_dir, check_format
 
+    check_format(args.format)
     trace, cost_model = load_instance(args)
     result = solve_exact(trace, args.clients, args.batch_size, cost_model, time_limit=args.time_limit,
                          rel_gap=args.gap, threads=args.threads, max_binaries=args.max_binaries)
     replayed = replay_exact(result)
     with atomic_dir(args.out) as tmp:
-        result.schedule.write_into(tmp)
+        result.schedule.write_into(tmp, format=args.format)
     same = np.isclose(replayed.makespan_s, result.makespan_s, rtol=1e-12, atol=0.0)
     bound = "none" if result.bound_s is None else f"{result.bound_s:.6f} s"
     print(f"exact: {len(trace)} requests on {args.clients} clients ({result.size['binaries']:,} binaries, "
@@ -101,6 +102,7 @@ def register(subparsers) -> None:
     _solver_arguments(p, time_limit=60.0, gap=0.0)
     p.add_argument("--max-binaries", type=int, default=None, help="refuse larger models (default: the package limit)")
     p.add_argument("--out", required=True, help="folder for timeline.csv, requests.csv, metrics.json")
+    p.add_argument("--format", default="csv", help="csv (default) or parquet: the format of timeline and requests (MODEL.md section 9)")
     p.set_defaults(func=cmd_exact)
 
     p = subparsers.add_parser("bound", help="the makespan lower bound, term by term")

@@ -27,6 +27,8 @@ def register(subparsers) -> None:
                    help="local Dask workers (processes); 0 runs in-process without Dask (default %(default)s)")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help="folder for results.json, report.html and the two schedules (default %(default)s)")
+    p.add_argument("--format", default="csv",
+                   help="csv (default) or parquet: the format of the two schedules (MODEL.md section 9)")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout instead of tables")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--uncertainty", action="store_true",
@@ -44,9 +46,10 @@ def _fmt_table(frame: pd.DataFrame) -> str:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from workbench.errors import ConfigError
-    from workbench.schedule.schema import atomic_dir
+    from workbench.schedule.schema import atomic_dir, check_format
     from workbench.studies.experiments import reproduce, write_reproduce_report
 
+    check_format(args.format)
     if args.cases < 0:
         raise ConfigError(f"--cases is {args.cases}.", field="--cases", fix="give 0 (skip) or more cases.")
     if args.workers < 0:
@@ -61,7 +64,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     with atomic_dir(out) as tmp:
         (tmp / "results.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
         for name in (run["headline"]["scenario"].base_policy, "hybrid"):
-            run["headline"]["schedules"][name].write(tmp / f"schedule-{name}")
+            run["headline"]["schedules"][name].write(tmp / f"schedule-{name}", format=args.format)
         if run["study"] is not None:
             run["study"]["cases"].to_csv(tmp / "cases.csv", index=False)
         if run.get("uncertainty") is not None:

@@ -22,22 +22,26 @@ from workbench.errors import ConfigError
 
 
 def cmd_simulate(args) -> int:
-    from workbench.schedule.schema import atomic_dir
-    from workbench.viz.figures import gantt
-    from workbench.viz.report import write_report
+    from workbench.schedule.schema import atomic_dir, check_format
 
+    check_format(args.format)
     started = time.perf_counter()
     trace, schedule = run_simulation(args)
     elapsed = time.perf_counter() - started
+    started = time.perf_counter()
     with atomic_dir(args.out) as tmp:
-        schedule.write_into(tmp)
-        if args.report:
+        schedule.write_into(tmp, format=args.format)
+        written = time.perf_counter() - started
+        if args.report:  # Plotly is imported only when a chart is wanted
+            from workbench.viz.figures import gantt
+            from workbench.viz.report import write_report
+
             write_report(tmp / "report.html", f"{schedule.policy} on {args.trace}",
                          [("Metrics", pd.DataFrame([_headline(schedule.metrics)])), ("Gantt chart", gantt(schedule))])
     m = schedule.metrics
     print(f"{schedule.policy}: {len(trace)} requests on {m['clients']} clients, makespan {m['makespan_s']:.3f} s, "
           f"lower bound {m['lower_bound_s']:.3f} s (gap {m['gap']:.2%}), slot utilization {m['slot_utilization']:.1%}, "
-          f"busy {m['busy_utilization']:.1%}; simulated in {elapsed * 1e3:.0f} ms; wrote {args.out}")
+          f"busy {m['busy_utilization']:.1%}; simulated in {elapsed * 1e3:.0f} ms; wrote {args.out} in {written * 1e3:.0f} ms")
     return 0
 
 
@@ -48,10 +52,11 @@ def _headline(m: dict) -> dict:
 def cmd_compare(args) -> int:
     from tqdm.auto import tqdm
 
-    from workbench.schedule.schema import atomic_dir
+    from workbench.schedule.schema import atomic_dir, check_format
     from workbench.viz.figures import comparison_table, gantt_compare
     from workbench.viz.report import write_report
 
+    check_format(args.format)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not policies:
         raise ConfigError("no policy named.", field="--policies", fix="give comma-separated policy names, "
@@ -73,7 +78,7 @@ def cmd_compare(args) -> int:
         with atomic_dir(args.out) as tmp:
             for name, schedule in schedules.items():
                 (tmp / name).mkdir()
-                schedule.write_into(tmp / name)
+                schedule.write_into(tmp / name, format=args.format)
             table.to_csv(tmp / "comparison.csv")
             write_report(tmp / "report.html", f"Policies compared on {args.trace}", [
                 ("Assumptions", pd.DataFrame([assumptions]).T.rename(columns={0: "value"})),
@@ -101,6 +106,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("simulate", help="simulate one policy and export its schedule")
     add_instance_arguments(p)
     p.add_argument("--out", required=True, help="folder for timeline.csv, requests.csv, metrics.json")
+    p.add_argument("--format", default="csv", help="csv (default) or parquet: the format of timeline and requests (MODEL.md section 9)")
     p.add_argument("--report", action="store_true", help="also write report.html with the Gantt chart")
     p.set_defaults(func=cmd_simulate)
 
@@ -112,6 +118,7 @@ def register(subparsers) -> None:
     p.add_argument("--predictor", default=None, help="output lengths the schedulers see (see simulate --help)")
     add_engine_arguments(p)
     p.add_argument("--out", default=None, help="folder for the report and the schedules")
+    p.add_argument("--format", default="csv", help="csv (default) or parquet: the format of timeline and requests (MODEL.md section 9)")
     p.set_defaults(func=cmd_compare)
 
     p = subparsers.add_parser("report", help="an HTML report comparing exported schedules")

@@ -111,46 +111,198 @@ class Schedule:
             return self.runs
         return compact_timeline(self._timeline)
 
-    def write(self, out_dir: str | Path) -> Path:
-        """Write ``timeline.csv``, ``requests.csv`` and ``metrics.json`` into ``out_dir``, atomically."""
+    def write(self, out_dir: str | Path, format: str = "csv") -> Path:
+        """Write the timeline, the requests (``format``: csv or parquet) and ``metrics.json`` into ``out_dir``, atomically."""
+        check_format(format)
         with atomic_dir(out_dir) as tmp:
-            self.write_into(tmp)
+            self.write_into(tmp, format=format)
         return Path(out_dir)
 
-    def write_into(self, folder: Path) -> None:
-        columns = list(TIMELINE_COLUMNS) + [c for c in OPTIONAL_TIMELINE_COLUMNS if c in self.timeline.columns]
-        self.timeline.loc[:, columns].to_csv(folder / "timeline.csv", index=False)
-        request_columns = list(REQUEST_COLUMNS) + [c for c in OPTIONAL_REQUEST_COLUMNS if c in self.requests.columns]
-        self.requests.loc[:, request_columns].to_csv(folder / "requests.csv", index=False)
-        (folder / "metrics.json").write_text(json.dumps(_jsonable(self.metrics), indent=2) + "\n", encoding="utf-8")
+    def write_into(self, folder: Path, format: str = "csv") -> None:
+        """The files of :meth:`write` into an existing folder, the timeline streamed in chunks."""
+        write_schedule_files(self, Path(folder), format)
 
     @classmethod
     def read(cls, folder: str | Path) -> Schedule:
-        """Read a schedule written by :meth:`write` (or by anyone following MODEL.md section 9)."""
+        """Read a schedule written by :meth:`write` (or by anyone following MODEL.md section 9).
+
+        The folder holds ``timeline`` and ``requests`` either as CSV or as Parquet (see
+        :func:`schedule_format`) and ``metrics.json``.
+        """
         folder = Path(folder)
-        if not folder.is_dir():
-            raise ScheduleFileError(f"'{folder}' is not a folder.", fix="give the folder a schedule was written to.")
-        for name in FILES:
-            if not (folder / name).is_file():
-                raise ScheduleFileError(f"'{folder}' has no {name}.", field=name,
-                                        fix="a schedule folder holds timeline.csv, requests.csv and metrics.json.")
+        fmt = schedule_format(folder)
+        metrics = read_metrics(folder)
+        requests = read_requests(folder, fmt)
+        if fmt == "csv":
+            try:
+                timeline = pd.read_csv(folder / "timeline.csv", dtype=_CSV_TEXT_COLUMNS, keep_default_na=False)
+            except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+                raise ScheduleFileError(f"cannot read the schedule in '{folder}': {exc}.") from None
+        else:
+            timeline = pd.concat(list(iter_timeline_file(folder, fmt)), ignore_index=True)
+        return cls(timeline=timeline, requests=requests, metrics=metrics)
+
+
+_CSV_TEXT_COLUMNS = {"request_ids": str, "kind": str, "prefill_ids": str, "prefill_tokens": str,
+                     "prefill_prior": str}
+PARQUET_FILES = ("timeline.parquet", "requests.parquet", "metrics.json")
+
+
+class ParquetFileError(ScheduleFileError):
+    """A Parquet file of a schedule that cannot be read: truncated, or missing or mistyped columns."""
+
+
+def schedule_format(folder: str | Path) -> str:
+    """``"csv"`` or ``"parquet"``: which files the schedule folder holds.
+
+    A folder with both ``timeline.csv`` and ``timeline.parquet`` is refused rather than guessed at:
+    the two may come from different runs (:meth:`Schedule.write` replaces the whole folder, so it never
+    leaves both).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ScheduleFileError(f"'{folder}' is not a folder.", fix="give the folder a schedule was written to.")
+    has_csv = (folder / "timeline.csv").is_file() or (folder / "requests.csv").is_file()
+    has_parquet = (folder / "timeline.parquet").is_file() or (folder / "requests.parquet").is_file()
+    if has_csv and has_parquet:
+        raise ScheduleFileError(f"'{folder}' holds both CSV and Parquet schedule files.", field="timeline",
+                                fix="keep one format in the folder (delete timeline.csv and requests.csv, "
+                                    "or timeline.parquet and requests.parquet).")
+    fmt = "parquet" if has_parquet else "csv"
+    for name in (FILES if fmt == "csv" else PARQUET_FILES):
+        if not (folder / name).is_file():
+            raise ScheduleFileError(f"'{folder}' has no {name}.", field=name,
+                                    fix="a schedule folder holds timeline.csv, requests.csv and metrics.json "
+                                        "(or timeline.parquet and requests.parquet with --format parquet).")
+    return fmt
+
+
+def read_metrics(folder: Path) -> dict[str, Any]:
+    try:
+        metrics = json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ScheduleFileError(f"cannot read the schedule in '{folder}': {exc}.") from None
+    if not isinstance(metrics, dict):
+        raise ScheduleFileError("metrics.json is not a JSON object.", field="metrics.json")
+    return metrics
+
+
+def read_requests(folder: Path, fmt: str | None = None) -> pd.DataFrame:
+    """The requests table of a schedule folder, in either format."""
+    folder = Path(folder)
+    fmt = fmt or schedule_format(folder)
+    if fmt == "parquet":
+        table = _read_parquet(folder / "requests.parquet", REQUEST_COLUMNS, PARQUET_REQUEST_TYPES)
+        return _frame_from_arrow(table)
+    try:
+        requests = pd.read_csv(folder / "requests.csv")
+        if "request_id" in requests.columns:
+            # Ids as written, like timeline.csv's request_ids: the text "01", "+1" or "NaN" is an id,
+            # not a number (pandas would read "01" and "1" both as 1).
+            written = pd.read_csv(folder / "requests.csv", usecols=["request_id"], dtype=str,
+                                  keep_default_na=False)["request_id"]
+            requests["request_id"] = _ids_from_text(written)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise ScheduleFileError(f"cannot read the schedule in '{folder}': {exc}.") from None
+    return requests
+
+
+def _type_ok(arrow_type, want: str | None) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    if want == "int":
+        return pa.types.is_integer(arrow_type)
+    if want == "float":
+        return pa.types.is_floating(arrow_type) or pa.types.is_integer(arrow_type)
+    if want == "str":
+        return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+    return (pa.types.is_integer(arrow_type) or pa.types.is_string(arrow_type)
+            or pa.types.is_large_string(arrow_type))  # request_id: whole numbers or text
+
+
+def _parquet_schema(path: Path, required, types: dict[str, str]):
+    """The file's Arrow schema after checking it is Parquet and holds the named columns, typed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ParquetFileError(f"{path.name} is not a readable Parquet file ({exc}).", field=path.name,
+                               fix="write the schedule again (workbench simulate --format parquet); "
+                                   "the file may be truncated.") from None
+    missing = [c for c in required if c not in schema.names]
+    if missing:
+        raise ParquetFileError(f"{path.name} has no column {', '.join(missing)}.", field=missing[0],
+                               fix=f"{path.name} holds the columns of MODEL.md section 9.")
+    for name in schema.names:
+        if (name in required or name in types) and not _type_ok(schema.field(name).type, types.get(name)):
+            want = {"int": "integers", "float": "numbers", "str": "text"}.get(types.get(name), "integers or text")
+            raise ParquetFileError(f"column {name} of {path.name} is {schema.field(name).type}, not {want}.",
+                                   field=name, fix=f"write {name} as {want} (MODEL.md section 9).")
+    return schema
+
+
+def _read_parquet(path: Path, required, types: dict[str, str], columns=None):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _parquet_schema(path, required, types)
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise ParquetFileError(f"{path.name} cannot be read ({exc}).", field=path.name,
+                               fix="write the schedule again; the file may be truncated.") from None
+
+
+def _frame_from_arrow(table) -> pd.DataFrame:
+    """A DataFrame of an Arrow table, dictionary (categorical) text turned back into plain text."""
+    import pyarrow as pa
+
+    arrays = {}
+    for name, column in zip(table.column_names, table.columns):
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        arrays[name] = column
+    frame = pa.table(arrays).to_pandas() if arrays else pd.DataFrame()
+    for name in frame.columns:
+        if frame[name].dtype.kind == "O" or isinstance(frame[name].dtype, pd.StringDtype):
+            frame[name] = frame[name].fillna("").astype(str)
+    return frame
+
+
+def iter_timeline_file(folder: str | Path, fmt: str | None = None, rows: int = 1 << 18,
+                       columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """The timeline of a schedule folder in chunks of at most ``rows`` rows, read as streams.
+
+    CSV with pandas' chunked reader, Parquet batch by batch (``iter_batches``), so a timeline of
+    millions of rows is never held whole.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    fmt = fmt or schedule_format(folder)
+    if fmt == "csv":
         try:
-            timeline = pd.read_csv(folder / "timeline.csv", dtype={"request_ids": str, "kind": str, "prefill_ids": str, "prefill_tokens": str,
-                                                                    "prefill_prior": str},
-                                   keep_default_na=False)
-            requests = pd.read_csv(folder / "requests.csv")
-            if "request_id" in requests.columns:
-                # Ids as written, like timeline.csv's request_ids: the text "01", "+1" or "NaN" is an id,
-                # not a number (pandas would read "01" and "1" both as 1).
-                written = pd.read_csv(folder / "requests.csv", usecols=["request_id"], dtype=str,
-                                      keep_default_na=False)["request_id"]
-                requests["request_id"] = _ids_from_text(written)
-            metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+            reader = pd.read_csv(folder / "timeline.csv", dtype=_CSV_TEXT_COLUMNS, keep_default_na=False,
+                                 chunksize=rows, usecols=columns)
+            with reader:
+                yield from reader
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
             raise ScheduleFileError(f"cannot read the schedule in '{folder}': {exc}.") from None
-        if not isinstance(metrics, dict):
-            raise ScheduleFileError("metrics.json is not a JSON object.", field="metrics.json")
-        return cls(timeline=timeline, requests=requests, metrics=metrics)
+        return
+    path = folder / "timeline.parquet"
+    _parquet_schema(path, () if columns is not None else TIMELINE_COLUMNS, PARQUET_TIMELINE_TYPES)
+    try:
+        handle = pq.ParquetFile(path)
+        for batch in handle.iter_batches(batch_size=rows, columns=columns):
+            yield _frame_from_arrow(pa.Table.from_batches([batch]))
+    except (pa.ArrowException, OSError) as exc:
+        raise ParquetFileError(f"timeline.parquet cannot be read ({exc}).", field="timeline.parquet",
+                               fix="write the schedule again; the file may be truncated.") from None
 
 
 def _ids_from_text(ids: pd.Series) -> pd.Series:
@@ -314,17 +466,50 @@ def requests_from_timeline(timeline: pd.DataFrame, trace: pd.DataFrame) -> pd.Da
     return out
 
 
-def expand_runs(runs: pd.DataFrame, metrics: dict[str, Any]) -> pd.DataFrame:
-    """The per-iteration timeline of a run table, with the simulator's own arithmetic.
+# -- export: per-iteration rows from runs, in chunks, as CSV or Parquet --------------------------------
+#
+# The timeline of a simulated schedule is never held whole for writing: runs are expanded a chunk at a
+# time (about EXPORT_CHUNK_ROWS rows) and each chunk is formatted and written before the next.  CSV
+# bytes are assembled with numpy (each field a fixed-width byte string, padding squeezed out), so they
+# equal pandas' ``to_csv`` byte for byte; anything the fast path cannot prove it writes the same way
+# (a dtype it does not know, a field that would need quoting) falls back to pandas for that file.
 
-    A decode run of ``k`` iterations starting at ``t0`` with ``n`` requests
-    whose first iteration reads ``S`` context tokens has iteration ``r`` from
-    ``t0 + cum(r)`` to ``t0 + cum(r + 1)``, where
-    ``cum(r) = r (a_d + b_d n) + c_d (r S + n r (r-1) / 2)``; the simulator's
-    clock advanced by exactly ``cum(k)``, so every boundary matches bit for
-    bit.  Runs of one iteration (all prefills, and decodes under a cost model
-    that is not linear) keep their recorded times.
-    """
+#: Rows expanded and written at a time: bounds the memory of an export whatever its size.
+EXPORT_CHUNK_ROWS = 1 << 16
+FORMATS = ("csv", "parquet")
+#: Per-run columns that :func:`expand_runs` turns into per-iteration values; every other column of a
+#: runs table (``request_ids``, ``prefill_ids``, a future marker) is the same on each of the run's rows.
+_RUN_ONLY_COLUMNS = ("start_s", "end_s", "tokens", "first_tokens", "iterations", "first_iteration",
+                     "last_iteration")
+_CSV_SPECIALS = (",", '"', "\r", "\n", "\x00")
+#: Columns of the runs table that are the same on every row of a run (the rest of
+#: :data:`_RUN_ONLY_COLUMNS` varies along the run).
+_PER_RUN = ("client", "n_requests")
+
+
+def check_format(fmt: str) -> str:
+    """``fmt`` if it names an export format, else a ConfigError naming the option."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"'{fmt}' is not an export format.", field="--format",
+                          fix="use --format csv (the default) or --format parquet.")
+    return fmt
+
+
+def _run_chunks(runs: pd.DataFrame, rows: int = EXPORT_CHUNK_ROWS) -> Iterator[slice]:
+    """Slices of consecutive runs holding about ``rows`` iterations each (a longer run is a chunk alone)."""
+    k = runs["iterations"].to_numpy(np.int64)
+    ends = np.cumsum(k)
+    start = 0
+    while start < len(runs):
+        base = ends[start - 1] if start else 0
+        stop = int(np.searchsorted(ends, base + rows, side="right"))
+        stop = max(stop, start + 1)
+        yield slice(start, stop)
+        start = stop
+
+
+def _expand_numbers(runs: pd.DataFrame, metrics: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``(seg, columns)``: the run of each iteration row and the per-iteration numeric columns."""
     k = runs["iterations"].to_numpy(np.int64)
     total = int(k.sum())
     seg = np.repeat(np.arange(len(runs)), k)
@@ -332,7 +517,13 @@ def expand_runs(runs: pd.DataFrame, metrics: dict[str, Any]) -> pd.DataFrame:
     client = runs["client"].to_numpy(np.int64)[seg]
     nr = runs["n_requests"].to_numpy(np.int64)[seg]
     S = runs["first_tokens"].to_numpy(np.int64)[seg]
-    decode = (runs["kind"].to_numpy() == "decode")[seg]
+    kind = runs["kind"].to_numpy()
+    decode = (kind == "decode")[seg]
+    several = k > 1
+    if (several & (kind != "decode")).any():
+        bad = int(np.flatnonzero(several & (kind != "decode"))[0])
+        raise ValueError(f"run {bad} is a {kind[bad]} run of {k[bad]} iterations; only decode runs "
+                         "have a closed form to expand")
     t0 = runs["start_s"].to_numpy(float)[seg]
     clients = int(metrics["clients"])
     record = metrics["cost_model"]
@@ -348,9 +539,337 @@ def expand_runs(runs: pd.DataFrame, metrics: dict[str, Any]) -> pd.DataFrame:
     start = np.where(single, t0, start)
     end = np.where(single, runs["end_s"].to_numpy(float)[seg], end)
     first_iteration = runs["first_iteration"].to_numpy(np.int64)[seg]
-    return pd.DataFrame({
-        "client": client, "iteration": first_iteration + r,
-        "kind": np.where(decode, "decode", "prefill"), "start_s": start, "end_s": end,
-        "n_requests": nr, "tokens": np.where(decode, S + r * nr, S),
-        "request_ids": runs["request_ids"].to_numpy(object)[seg],
-    })
+    return seg, {"client": client, "iteration": first_iteration + r, "start_s": start, "end_s": end,
+                 "n_requests": nr, "tokens": np.where(decode, S + r * nr, S)}
+
+
+def expand_runs(runs: pd.DataFrame, metrics: dict[str, Any]) -> pd.DataFrame:
+    """The per-iteration timeline of a run table, with the simulator's own arithmetic.
+
+    A decode run of ``k`` iterations starting at ``t0`` with ``n`` requests
+    whose first iteration reads ``S`` context tokens has iteration ``r`` from
+    ``t0 + cum(r)`` to ``t0 + cum(r + 1)``, where
+    ``cum(r) = r (a_d + b_d n) + c_d (r S + n r (r-1) / 2)``; the simulator's
+    clock advanced by exactly ``cum(k)``, so every boundary matches bit for
+    bit.  Runs of one iteration (all prefills, mixed iterations, and decodes
+    under a cost model that is not linear) keep their recorded times.  Every
+    other column of ``runs`` (``kind``, ``request_ids``, ``prefill_ids``, ...)
+    is repeated on each row of its run.  All numpy over whole runs: no Python
+    work per row.
+    """
+    seg, numbers = _expand_numbers(runs, metrics)
+    out = {"client": numbers["client"], "iteration": numbers["iteration"], "kind": runs["kind"].to_numpy()[seg],
+           "start_s": numbers["start_s"], "end_s": numbers["end_s"], "n_requests": numbers["n_requests"],
+           "tokens": numbers["tokens"]}
+    for column in runs.columns:
+        if column not in out and column not in _RUN_ONLY_COLUMNS:
+            out[column] = runs[column].to_numpy()[seg]
+    return pd.DataFrame(out)
+
+
+def iter_timeline(schedule: Schedule, rows: int = EXPORT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """The schedule's timeline in chunks of about ``rows`` rows, expanded from its runs chunk by chunk."""
+    if schedule._timeline is not None or schedule._runs is None:
+        tl = schedule.timeline
+        for lo in range(0, max(len(tl), 1), rows):
+            yield tl.iloc[lo:lo + rows]
+        return
+    runs = schedule.runs
+    for part in _run_chunks(runs, rows):
+        yield expand_runs(runs.iloc[part], schedule.metrics)
+
+
+def _timeline_columns(columns) -> list[str]:
+    return list(TIMELINE_COLUMNS) + [c for c in OPTIONAL_TIMELINE_COLUMNS if c in columns]
+
+
+def _request_columns(columns) -> list[str]:
+    return list(REQUEST_COLUMNS) + [c for c in OPTIONAL_REQUEST_COLUMNS if c in columns]
+
+
+# -- CSV ----------------------------------------------------------------------------------------------
+
+class _SlowPath(Exception):
+    """The fast CSV path cannot promise pandas' bytes for this column: write the file with pandas."""
+
+
+def _float_field_bytes(values: np.ndarray) -> np.ndarray:
+    """Floats as pandas writes them (Python's repr, NaN as an empty field), as fixed-width bytes.
+
+    Arrow's shortest round-trip formatting is three times numpy's speed and gives the same digits;
+    it differs only in layout (``3`` for ``3.0``, ``0.00001`` for ``1e-05``, exponents from 1e15),
+    so only values whose arrow text is a plain decimal fraction in Python's fixed-notation range are
+    taken from arrow, and the rest from numpy (whose ``str`` is Python's repr).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out = _fixed_width(pc.cast(pa.array(values, type=pa.float64()), pa.string()))
+    size = np.abs(values)
+    safe = (size >= 1e-4) & (size < 1e15)
+    grid = out.view(np.uint8).reshape(len(out), out.dtype.itemsize)
+    safe &= (grid == ord(".")).any(axis=1) & ~(grid == ord("e")).any(axis=1)
+    redo = np.flatnonzero(~safe)
+    if len(redo):
+        width = max(out.dtype.itemsize, 32)
+        out = out.astype(f"S{width}")
+        fixed = values[redo].astype(str).astype("S")
+        fixed[np.isnan(values[redo])] = b""
+        out[redo] = fixed
+    return out
+
+
+def _object_field_bytes(values: np.ndarray) -> np.ndarray:
+    """Text fields as pandas writes them (``str`` of each, missing values empty), UTF-8 encoded."""
+    texts = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values.tolist()]
+    if not texts:
+        return np.zeros(0, dtype="S1")
+    joined = "".join(texts)
+    if any(ch in joined for ch in _CSV_SPECIALS):
+        raise _SlowPath  # a field pandas would quote
+    if joined.isascii():
+        return np.array(texts, dtype="S")
+    return np.array([t.encode("utf-8") for t in texts], dtype="S")
+
+
+def _fixed_width(arr) -> np.ndarray:
+    """An Arrow string array as fixed-width bytes, straight from its buffers (no Python object per value)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = pc.fill_null(arr, "")  # missing values are empty fields, as pandas' na_rep
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if pa.types.is_large_string(arr.type) else np.int32)
+    offsets = offsets[arr.offset:arr.offset + n + 1].astype(np.int64)
+    data_buffer = arr.buffers()[2]
+    data = (np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None
+            else np.zeros(0, dtype=np.uint8))[offsets[0]:offsets[-1]]
+    lengths = np.diff(offsets)
+    width = max(int(lengths.max()) if n else 1, 1)
+    out = np.zeros((n, width), dtype=np.uint8)
+    # Row-major boolean assignment lays the concatenated bytes into each row's first `length` places.
+    out[np.arange(width) < lengths[:, None]] = data
+    return out.view(f"S{width}").reshape(n)
+
+
+def _arrow_text_bytes(series: pd.Series) -> np.ndarray | None:
+    """Text as fixed-width bytes from Arrow, or None when the column is not all text."""
+    import pyarrow as pa
+
+    try:
+        arr = pa.array(series, type=pa.string()) if series.dtype.kind == "O" else pa.array(series)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None  # not all text (e.g. numbers in an object column): str() of each, the slow way
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return None
+    data_buffer = arr.buffers()[2]
+    if data_buffer is not None:
+        raw = data_buffer.to_pybytes()
+        if any(ch.encode() in raw for ch in _CSV_SPECIALS):
+            raise _SlowPath  # a field pandas would quote
+    return _fixed_width(arr)
+
+
+def _int_field_bytes(values: np.ndarray) -> np.ndarray:
+    """Integers as decimal text (what pandas writes), formatted by Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return _fixed_width(pc.cast(pa.array(values.astype(np.int64, copy=False)), pa.string()))
+
+
+def _field_bytes(series: pd.Series) -> np.ndarray:
+    values = series.to_numpy() if series.dtype.kind in "iufb" else None
+    if values is not None and values.dtype.kind in "iu":
+        return _int_field_bytes(values)
+    if values is not None and values.dtype.kind == "f" and values.dtype.itemsize == 8:
+        return _float_field_bytes(values)
+    if values is not None and values.dtype.kind == "b":
+        return np.where(values, b"True", b"False")
+    if series.dtype.kind == "O" or isinstance(series.dtype, pd.StringDtype):
+        fields = _arrow_text_bytes(series)
+        return fields if fields is not None else _object_field_bytes(series.to_numpy(dtype=object))
+    raise _SlowPath
+
+
+def _csv_rows(fields: list[np.ndarray]) -> bytes:
+    """CSV lines from equal-length fixed-width byte columns: join with commas, squeeze out the padding."""
+    n = len(fields[0])
+    parts = []
+    for k, column in enumerate(fields):
+        width = column.dtype.itemsize
+        parts.append(np.ascontiguousarray(column).view(np.uint8).reshape(n, width))
+        parts.append(np.full((n, 1), ord(",") if k + 1 < len(fields) else ord("\n"), dtype=np.uint8))
+    block = np.hstack(parts)
+    return block[block != 0].tobytes()
+
+
+def _header(columns: list[str]) -> bytes:
+    if any(ch in c for c in columns for ch in _CSV_SPECIALS):
+        raise _SlowPath
+    return (",".join(columns) + "\n").encode("utf-8")
+
+
+def _timeline_parts(schedule: Schedule, columns: list[str], rows: int = EXPORT_CHUNK_ROWS
+                    ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None, pd.DataFrame | None]]:
+    """Chunks of the timeline as ``(per-row columns, seg, per-run columns)``.
+
+    From runs, the columns that are the same on every row of a run (``kind``, ``request_ids``, ...)
+    stay per run (``seg`` maps each row to its run), so their text is built once per run and repeated
+    by numpy; from a held timeline every column is per row and ``seg`` is None.
+    """
+    if schedule._timeline is not None or schedule._runs is None:
+        tl = schedule.timeline
+        for lo in range(0, len(tl), rows):
+            part = tl.iloc[lo:lo + rows]
+            yield {c: part[c].to_numpy() for c in columns}, None, None
+        return
+    runs = schedule.runs
+    for part in _run_chunks(runs, rows):
+        chunk = runs.iloc[part]
+        seg, numbers = _expand_numbers(chunk, schedule.metrics)
+        yield numbers, seg, chunk
+
+
+def _write_timeline_csv(path: Path, schedule: Schedule, columns: list[str]) -> None:
+    with open(path, "wb") as fh:
+        fh.write(_header(columns))
+        for numbers, seg, chunk in _timeline_parts(schedule, columns):
+            fields = []
+            for c in columns:
+                if seg is not None and c in _PER_RUN:
+                    fields.append(_field_bytes(chunk[c])[seg])  # formatted once per run, repeated
+                elif c in numbers:
+                    fields.append(_field_bytes(pd.Series(numbers[c], copy=False)))
+                else:
+                    fields.append(_field_bytes(chunk[c])[seg])
+            if len(fields[0]):
+                fh.write(_csv_rows(fields))
+
+
+def _write_frame_csv(path: Path, frame: pd.DataFrame, columns: list[str]) -> None:
+    with open(path, "wb") as fh:
+        fh.write(_header(columns))
+        if len(frame):
+            fh.write(_csv_rows([_field_bytes(frame[c]) for c in columns]))
+
+
+def _write_csv(path: Path, fast: Callable[[], None], frames: Callable[[], Iterator[pd.DataFrame]],
+               columns: list[str]) -> None:
+    """The fast writer, or pandas when the fast one cannot promise pandas' bytes for this table."""
+    try:
+        fast()
+        return
+    except _SlowPath:
+        pass
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        header = True
+        for frame in frames():
+            frame.loc[:, columns].to_csv(fh, index=False, header=header)
+            header = False
+        if header:
+            pd.DataFrame(columns=columns).to_csv(fh, index=False)
+
+
+# -- Parquet --------------------------------------------------------------------------------------------
+
+#: Column types of the Parquet files: integers are int64, times float64, text UTF-8 strings.
+PARQUET_TIMELINE_TYPES = {"client": "int", "iteration": "int", "kind": "str", "start_s": "float",
+                          "end_s": "float", "n_requests": "int", "tokens": "int", "request_ids": "str",
+                          "prefill_ids": "str", "prefill_tokens": "str", "prefill_prior": "str"}
+PARQUET_REQUEST_TYPES = {"client": "int", "input_tokens": "int", "output_tokens": "int", "arrival_s": "float",
+                         "prefill_start_s": "float", "first_token_s": "float", "finish_s": "float",
+                         "predicted_output_tokens": "int", "preemptions": "int", "recomputed_tokens": "int",
+                         "cached_tokens": "int"}
+
+
+def _arrow_table(frame: pd.DataFrame, columns: list[str], types: dict[str, str]):
+    import pyarrow as pa
+
+    arrays = []
+    for c in columns:
+        values = frame[c].to_numpy()
+        want = types.get(c)
+        if want == "int":
+            arrays.append(pa.array(values.astype(np.int64)))
+        elif want == "float":
+            arrays.append(pa.array(values.astype(float)))
+        elif want == "str":
+            arrays.append(pa.array(values.astype(object)).cast(pa.string()) if values.dtype.kind == "O"
+                          else pa.array(values.astype(str)))
+        else:  # request_id: integer ids stay integers, text ids text (as requests.csv reads them back)
+            arrays.append(pa.array(values.astype(object) if values.dtype.kind == "O" else values))
+    return pa.Table.from_arrays(arrays, names=columns)
+
+
+def _arrow_type(kind: str | None):
+    import pyarrow as pa
+
+    return {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}.get(kind)
+
+
+def _write_parquet(path: Path, tables: Iterator, columns: list[str], types: dict[str, str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for table in tables:
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            elif table.schema != writer.schema:
+                table = table.cast(writer.schema)
+            writer.write_table(table)
+        if writer is None:
+            writer = pq.ParquetWriter(path, pa.schema([(c, _arrow_type(types.get(c)) or pa.string())
+                                                       for c in columns]))
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _timeline_tables(schedule: Schedule, columns: list[str]) -> Iterator:
+    """Arrow tables of the timeline; per-run text columns become dictionary arrays indexed by ``seg``."""
+    import pyarrow as pa
+
+    for numbers, seg, chunk in _timeline_parts(schedule, columns):
+        arrays = []
+        for c in columns:
+            if c in numbers:
+                arrays.append(_arrow_table(pd.DataFrame({c: numbers[c]}), [c], PARQUET_TIMELINE_TYPES).column(0))
+            elif PARQUET_TIMELINE_TYPES.get(c) != "str":  # a per-run number or flag: repeated as it is
+                arrays.append(_arrow_table(pd.DataFrame({c: chunk[c].to_numpy()[seg]}), [c],
+                                           PARQUET_TIMELINE_TYPES).column(0))
+            else:
+                words = pa.array(chunk[c]) if chunk[c].dtype.kind != "O" else pa.array(chunk[c], type=pa.string())
+                if isinstance(words, pa.ChunkedArray):
+                    words = words.combine_chunks()
+                if not pa.types.is_string(words.type):
+                    words = words.cast(pa.string())
+                arrays.append(pa.DictionaryArray.from_arrays(pa.array(seg.astype(np.int32)), words))
+        yield pa.Table.from_arrays(arrays, names=columns)
+
+
+def write_schedule_files(schedule: Schedule, folder: Path, fmt: str = "csv") -> None:
+    """``timeline``, ``requests`` (as CSV or Parquet) and ``metrics.json`` of ``schedule`` into ``folder``."""
+    check_format(fmt)
+    source = schedule._timeline if schedule._timeline is not None or schedule._runs is None else schedule.runs
+    columns = _timeline_columns(source.columns)
+    request_columns = _request_columns(schedule.requests.columns)
+    if fmt == "csv":
+        _write_csv(folder / "timeline.csv", lambda: _write_timeline_csv(folder / "timeline.csv", schedule, columns),
+                   lambda: iter_timeline(schedule), columns)
+        _write_csv(folder / "requests.csv", lambda: _write_frame_csv(folder / "requests.csv", schedule.requests,
+                                                                     request_columns),
+                   lambda: iter([schedule.requests]), request_columns)
+    else:
+        _write_parquet(folder / "timeline.parquet", _timeline_tables(schedule, columns), columns,
+                       PARQUET_TIMELINE_TYPES)
+        _write_parquet(folder / "requests.parquet",
+                       iter([_arrow_table(schedule.requests, request_columns, PARQUET_REQUEST_TYPES)]),
+                       request_columns, PARQUET_REQUEST_TYPES)
+    (folder / "metrics.json").write_text(json.dumps(_jsonable(schedule.metrics), indent=2) + "\n", encoding="utf-8")

@@ -1,8 +1,9 @@
 """Check a schedule from its exported files alone (MODEL.md section 9).
 
 The validator trusts nothing the simulator knows: it reads ``timeline.csv``,
-``requests.csv`` and ``metrics.json`` (or a :class:`~workbench.schedule.schema.Schedule`
-holding the same tables), optionally the trace, and checks every rule:
+``requests.csv`` and ``metrics.json`` (or ``timeline.parquet`` and ``requests.parquet``;
+or a :class:`~workbench.schedule.schema.Schedule` holding the same tables), optionally the
+trace, and checks every rule:
 
 ========================  ==========================================================
 rule                      what it checks
@@ -31,6 +32,13 @@ optional ``requests.predicted_output_tokens`` (whole numbers >= 1, ``schema``),
 ``metrics.stolen_requests`` (0..n, ``metrics``); a stolen request is checked by
 ``same-client`` like any other, on the client requests.csv names.
 
+Streaming.  Files are checked in bounded memory: requests and metrics are read whole, the
+timeline in chunks (pandas' chunked reader for CSV, ``iter_batches`` for Parquet) gathered into
+groups of whole clients of about :data:`GROUP_ROWS` rows; each group is checked by
+:func:`_check_group` with the requests requests.csv puts on its clients, then dropped.  Only
+``metrics`` (and ``trace``) look at all clients at once, from sums kept across groups
+(:class:`_Totals`).  A rule over rows is added as a function in :data:`GROUP_RULES`.
+
 Chunked prefill (:mod:`workbench.engine.chunked`) adds rows of kind ``mixed`` with two
 optional columns, ``prefill_ids`` and ``prefill_tokens`` (the prompt chunks; the
 row's ``request_ids`` are its decodes).  Files without them are checked as
@@ -57,13 +65,22 @@ import pandas as pd
 from workbench.costmodel.linear import COEFFICIENTS, LinearCostModel
 from workbench.errors import ScheduleFileError, WorkbenchError
 from workbench.schedule.bounds import closed_form_lower_bound
-from workbench.schedule.metrics import batch_sizes_array, schedule_metrics
-from workbench.schedule.schema import REQUEST_COLUMNS, TIMELINE_COLUMNS, Schedule
+from workbench.schedule.metrics import batch_sizes_array
+from workbench.schedule.schema import (
+    REQUEST_COLUMNS,
+    TIMELINE_COLUMNS,
+    ParquetFileError,
+    Schedule,
+    iter_timeline_file,
+    read_metrics,
+    read_requests,
+    schedule_format,
+)
 from workbench.workload.trace import load_trace
 
 RULES = ("schema", "iterations", "no-overlap", "ids", "prefill-once", "same-client", "decode-count",
          "batch-capacity", "kv-capacity", "tokens", "duration", "request-times", "metrics", "trace",
-         # paged KV (workbench.schedule.replay)
+         # paged KV and measured cost models, checked by a replay (workbench.schedule.replay)
          "paged-rows", "recompute", "paged-tokens", "kv-blocks")
 METRIC_KEYS = ("makespan_s", "lower_bound_s", "gap", "slot_utilization", "busy_utilization", "clients",
                "batch_size", "cost_model", "policy", "params", "version")
@@ -181,30 +198,257 @@ def _prefill_chunks(tl: pd.DataFrame, index_of: dict, report: ValidationReport,
     return rows[keep], req[keep], length[keep]
 
 
-def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | None = None) -> ValidationReport:
-    """Check a schedule (a folder of exported files, or a :class:`Schedule`) against every rule."""
+def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | None = None, *,
+             group_rows: int | None = None) -> ValidationReport:
+    """Check a schedule (a folder of exported files, or a :class:`Schedule`) against every rule.
+
+    A folder is read as a stream: ``requests`` and ``metrics.json`` whole, the timeline in chunks
+    gathered into groups of whole clients of about ``group_rows`` rows (:data:`GROUP_ROWS`), each
+    checked and dropped before the next, so memory stays bounded however long the timeline is
+    (the rows of one client are never split).  A :class:`Schedule` is checked as one group.
+    """
     with np.errstate(all="ignore"):  # corrupted files may hold inf or 1e308: compare them, do not warn
-        return _validate(source, trace)
+        return _validate(source, trace, group_rows or GROUP_ROWS)
 
 
-def _validate(source, trace) -> ValidationReport:
+#: Timeline rows checked at a time when validating files (whole clients: a larger client is a group alone).
+GROUP_ROWS = 1 << 16
+#: Timeline rows read from a file at a time.
+READ_ROWS = 1 << 16
+_NUMBER_COLUMNS = {"client": np.int64, "iteration": np.int64, "n_requests": np.int64, "tokens": np.int64,
+                   "start_s": float, "end_s": float}
+
+
+def _checked(report: ValidationReport, *rules: str) -> None:
+    for rule in rules:
+        if rule not in report.checked:
+            report.checked.append(rule)
+
+
+@dataclass
+class _Totals:
+    """What the ``metrics`` rule needs from the timeline, summed group by group."""
+
+    rows: int = 0
+    makespan_s: float = 0.0
+    slot_time_s: float = 0.0
+    busy_time_s: float = 0.0
+    mixed: bool = False
+
+    def add(self, tl: pd.DataFrame, B: np.ndarray) -> None:
+        # The sums of workbench.schedule.metrics.schedule_metrics, kept open across groups.
+        if not len(tl):
+            return
+        start, end = tl["start_s"].to_numpy(float), tl["end_s"].to_numpy(float)
+        duration = end - start
+        decode = tl["kind"].isin(("decode", "mixed")).to_numpy()
+        client = tl["client"].to_numpy(np.int64)
+        n = tl["n_requests"].to_numpy(float)
+        self.rows += len(tl)
+        self.makespan_s = max(self.makespan_s, float(end.max()))
+        self.slot_time_s += float(np.sum((n[decode] / B[client[decode]]) * duration[decode]))
+        self.busy_time_s += float(duration.sum())
+        self.mixed = self.mixed or bool((tl["kind"] == "mixed").any())
+
+    def metrics(self, clients: int) -> dict[str, float]:
+        denom = clients * self.makespan_s
+        return {"makespan_s": self.makespan_s,
+                "slot_utilization": self.slot_time_s / denom if denom > 0 else 0.0,
+                "busy_utilization": self.busy_time_s / denom if denom > 0 else 0.0}
+
+
+def _int_ids(series: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(counts, values)`` of space-separated integer ids, split and parsed by Arrow's compute kernels.
+
+    None when any id is not written as a plain integer (``0`` or ``[1-9][0-9]{0,17}``) or the ids are
+    separated by anything but single spaces: those go the general way (:meth:`_Ids.lookup`).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        arr = pa.array(series, type=pa.string()) if series.dtype.kind == "O" else pa.array(series)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    if not pa.types.is_string(arr.type) or arr.null_count:
+        return None
+    length = pc.utf8_length(arr).to_numpy(zero_copy_only=False)
+    nonempty = length > 0
+    lists = pc.split_pattern(arr.filter(pa.array(nonempty)), " ")
+    counts = np.zeros(len(arr), dtype=np.int64)
+    counts[nonempty] = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+    tokens = pc.list_flatten(lists)
+    if len(tokens) == 0:
+        return counts, np.zeros(0, dtype=np.int64)
+    size = pc.utf8_length(tokens)
+    # An empty token (two spaces, a leading or trailing one), a non-digit, a leading zero or more
+    # than 18 digits: the text would not be str(int) of its value.
+    if (not pc.all(pc.ascii_is_decimal(tokens)).as_py() or pc.max(size).as_py() > 18
+            or pc.any(pc.and_(pc.starts_with(tokens, "0"), pc.greater(size, 1))).as_py()):
+        return None
+    return counts, pc.cast(tokens, pa.int64()).to_numpy(zero_copy_only=False)
+
+
+class _Ids:
+    """The request ids of requests.csv, and the ids listed in timeline rows mapped onto them.
+
+    Integer ids (the usual case) are looked up with numpy (sorted ids, ``searchsorted``); any other
+    ids through a dictionary.  Indices returned are local to the current group of clients.
+    """
+
+    def __init__(self, rq: pd.DataFrame) -> None:
+        self.text = rq["request_id"].astype(str).to_numpy()
+        raw = rq["request_id"].to_numpy()
+        self.numeric = raw.dtype.kind in "iu"
+        if self.numeric:
+            self.by_value = np.argsort(raw, kind="stable")
+            self.sorted_values = raw[self.by_value].astype(np.int64)
+            # Unique ids from 0 to n - 1 (the usual numbering): an id is its own sorted position.
+            self.dense = bool(len(raw) and self.sorted_values[0] == 0 and self.sorted_values[-1] == len(raw) - 1)
+        self._index_of: dict | None = None
+        self.local_of = np.full(len(rq), -1, dtype=np.int64)
+        self.mine = np.zeros(0, dtype=np.int64)
+
+    def index_of(self) -> dict:
+        if self._index_of is None:
+            self._index_of = {rid: k for k, rid in enumerate(self.text)}
+        return self._index_of
+
+    def start_group(self, mine: np.ndarray) -> None:
+        self.local_of[self.mine] = -1
+        self.mine = mine
+        self.local_of[mine] = np.arange(len(mine))
+
+    def local_index(self) -> dict:
+        """Id text -> local index, for the (few) prefill chunks of mixed rows."""
+        return {self.text[g]: k for k, g in enumerate(self.mine.tolist())}
+
+    def _global(self, series: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        parsed = _int_ids(series) if self.numeric else None
+        if parsed is not None:
+            counts, values = parsed
+            pos = values.copy() if self.dense else np.searchsorted(self.sorted_values, values)
+            pos[pos < 0] = len(self.sorted_values)
+            pos_clipped = np.minimum(pos, max(len(self.sorted_values) - 1, 0))
+            found = (pos < len(self.sorted_values)) & (self.sorted_values[pos_clipped] == values)
+            glob = np.where(found, self.by_value[pos_clipped], -1)
+            unknown = [str(v) for v in np.unique(values[~found])[:MAX_EXAMPLES + 1]]
+            return counts, glob, np.array(unknown, dtype=object)
+        lists = series.astype(str).str.split()
+        counts = lists.str.len().to_numpy()
+        flat = np.fromiter((x for ids in lists for x in ids), dtype=object, count=int(counts.sum()))
+        index_of = self.index_of()
+        glob = np.fromiter((index_of.get(x, -1) for x in flat), dtype=np.int64, count=len(flat))
+        return counts, glob, np.array(sorted(set(flat[glob < 0])), dtype=object)
+
+    def lookup(self, series: pd.Series, report: ValidationReport):
+        """``(counts, row, req, foreign)``: ids per row, and each known id of this group as (row, local index).
+
+        Unknown ids are reported under ``ids``; ``foreign`` lists ids of requests that requests.csv
+        puts on a client outside this group (for ``same-client``).
+        """
+        counts, glob, unknown = self._global(series)
+        row = np.repeat(np.arange(len(series)), counts)
+        if len(unknown):
+            report.add("ids", f"ids not in requests.csv: {_examples(unknown)}")
+        local = np.where(glob >= 0, self.local_of[np.maximum(glob, 0)], -1)
+        outside = (glob >= 0) & (local < 0)
+        foreign = sorted(set(self.text[glob[outside]].tolist())) if outside.any() else []
+        keep = local >= 0
+        return counts, row[keep], local[keep], foreign
+
+
+def _timeline_header(source, fmt: str | None) -> list[str]:
+    if isinstance(source, pd.DataFrame):
+        return list(source.columns)
+    if fmt == "csv":
+        try:
+            return list(pd.read_csv(Path(source) / "timeline.csv", nrows=0).columns)
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise ScheduleFileError(f"cannot read the schedule in '{source}': {exc}.") from None
+    import pyarrow.parquet as pq
+
+    from workbench.schedule.schema import PARQUET_TIMELINE_TYPES, _parquet_schema
+
+    return list(_parquet_schema(Path(source) / "timeline.parquet", TIMELINE_COLUMNS, PARQUET_TIMELINE_TYPES).names
+                if pq else [])
+
+
+def _client_groups(rows_per_client: np.ndarray, group_rows: int) -> list[tuple[int, int]]:
+    """Contiguous client ranges ``[lo, hi)`` of about ``group_rows`` rows each (one client at least)."""
+    groups, lo, acc = [], 0, 0
+    for j, count in enumerate(rows_per_client.tolist()):
+        if acc and acc + count > group_rows:
+            groups.append((lo, j))
+            lo, acc = j, 0
+        acc += count
+    groups.append((lo, len(rows_per_client)))
+    return groups
+
+
+def _file_groups(folder: Path, fmt: str, clients: int, group_rows: int, report: ValidationReport):
+    """The timeline of a folder as ``(lo, hi, rows of clients lo..hi-1)``, read twice as a stream.
+
+    The first pass counts the rows of each client (the ``client`` column alone); the second gathers
+    each group's rows and hands the group on as soon as all of them have been read.  A timeline
+    written by workbench is sorted by client, so one group is held at a time; an unsorted one is
+    still checked right, holding more.
+    """
+    counts = np.zeros(clients, dtype=np.int64)
+    for chunk in iter_timeline_file(folder, fmt, rows=READ_ROWS * 4, columns=["client"]):
+        try:
+            client = pd.to_numeric(chunk["client"], errors="raise").to_numpy()
+            if client.dtype.kind == "f" and not np.all(client == np.round(client)):
+                raise ValueError("client numbers must be whole numbers")
+            client = client.astype(np.int64)
+        except (ValueError, TypeError, OverflowError) as exc:
+            report.add("schema", f"cannot read the tables as numbers: {exc}")
+            return
+        if len(client) and (client.min() < 0 or client.max() >= clients):
+            report.add("schema", f"client numbers must be 0..{clients - 1}")
+            return
+        counts += np.bincount(client, minlength=clients)
+    groups = _client_groups(counts, group_rows)
+    bounds = np.array([hi for _, hi in groups])
+    expected = [int(counts[lo:hi].sum()) for lo, hi in groups]
+    held: list[list[pd.DataFrame]] = [[] for _ in groups]
+    have = [0] * len(groups)
+    for g, (lo, hi) in enumerate(groups):
+        if expected[g] == 0:
+            yield lo, hi, None
+    for chunk in iter_timeline_file(folder, fmt, rows=READ_ROWS):
+        client = pd.to_numeric(chunk["client"], errors="coerce").to_numpy()
+        which = np.searchsorted(bounds, client, side="right")
+        for g in np.unique(which).tolist():
+            part = chunk[which == g]
+            held[g].append(part)
+            have[g] += len(part)
+            if have[g] == expected[g]:
+                lo, hi = groups[g]
+                frames, held[g] = held[g], []
+                yield lo, hi, pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+
+
+def _validate(source, trace, group_rows: int) -> ValidationReport:
     report = ValidationReport()
     if isinstance(source, Schedule):
-        tl, rq, metrics = source.timeline.copy(), source.requests.copy(), dict(source.metrics)
+        tl_all, rq, metrics = source.timeline.copy(), source.requests.copy(), dict(source.metrics)
         # Round-trip exactly as the files would hold them, so both paths check the same thing.
-        if "request_ids" in tl.columns:
-            tl["request_ids"] = tl["request_ids"].astype(str)
+        if "request_ids" in tl_all.columns:
+            tl_all["request_ids"] = tl_all["request_ids"].astype(str)
+        fmt, header = None, list(tl_all.columns)
     else:
-        schedule = Schedule.read(source)
-        tl, rq, metrics = schedule.timeline, schedule.requests, schedule.metrics
-    if trace is not None and not isinstance(trace, pd.DataFrame):
-        trace = load_trace(trace)
-    elif trace is not None:
+        folder = Path(source)
+        fmt = schedule_format(folder)
+        metrics = read_metrics(folder)
+        rq = read_requests(folder, fmt)
+        header = _timeline_header(folder, fmt)
+    if trace is not None:
         trace = load_trace(trace)
 
     # -- schema ------------------------------------------------------------------------
-    report.checked.append("schema")
-    missing = [c for c in TIMELINE_COLUMNS if c not in tl.columns]
+    _checked(report, "schema")
+    missing = [c for c in TIMELINE_COLUMNS if c not in header]
     missing += [f"requests.{c}" for c in REQUEST_COLUMNS if c not in rq.columns]
     missing += [f"metrics.{k}" for k in METRIC_KEYS if k not in metrics]
     if missing:
@@ -222,10 +466,6 @@ def _validate(source, trace) -> ValidationReport:
             if isinstance(metrics[key], bool) or not isinstance(metrics[key], (int, float, str)):
                 raise TypeError(f"metrics.{key} is {metrics[key]!r}, not a number")
             float(metrics[key])
-        for col in ("client", "iteration", "n_requests", "tokens"):
-            tl[col] = pd.to_numeric(tl[col], errors="raise").astype(np.int64)
-        for col in ("start_s", "end_s"):
-            tl[col] = pd.to_numeric(tl[col], errors="raise").astype(float)
         for col in ("client", "input_tokens", "output_tokens"):
             rq[col] = pd.to_numeric(rq[col], errors="raise").astype(np.int64)
         for col in ("arrival_s", "prefill_start_s", "first_token_s", "finish_s"):
@@ -233,40 +473,104 @@ def _validate(source, trace) -> ValidationReport:
     except (ValueError, TypeError, KeyError, OverflowError, WorkbenchError) as exc:
         report.add("schema", f"cannot read the tables as numbers: {exc}")
         return report
-    nonlinear = any(type(m) is not LinearCostModel for m in models)
-    if metrics.get("kv_mode") == "paged" or (tl["kind"] == "preempt").any() or nonlinear:
-        # Paged KV: requests may be preempted and recomputed; a measured cost model prices each row on its
-        # contexts: either way the rules are checked by a replay.
-        if metrics.get("kv_mode") != "paged" and (tl["kind"] == "preempt").any():
-            report.add("schema", "preempt rows appear only in schedules with metrics.kv_mode = paged")
-            return report
-        from workbench.schedule.replay import validate_paged
-
-        validate_paged(tl, rq, metrics, models, B, clients, report, close=_close, examples=_examples,
-                       abs_tol_s=ABS_TOL_S)
-        _check_metrics(tl, rq, metrics, models, B, clients, report, trace)
-        return report
-    bad_kind = ~tl["kind"].isin(["prefill", "decode", "mixed"])
-    if bad_kind.any():
-        report.add("schema", "kind must be prefill or decode (or mixed, for chunked prefill); rows "
-                   f"{_examples(np.flatnonzero(bad_kind.to_numpy()))}")
-        return report
-    is_mixed_kind = (tl["kind"] == "mixed").to_numpy()
-    if is_mixed_kind.any() and not {"prefill_ids", "prefill_tokens"} <= set(tl.columns):
-        report.add("schema", "mixed rows need the columns prefill_ids and prefill_tokens")
-        return report
-    bad_client = (tl["client"] < 0) | (tl["client"] >= clients)
-    if bad_client.any() or ((rq["client"] < 0) | (rq["client"] >= clients)).any():
+    if ((rq["client"] < 0) | (rq["client"] >= clients)).any():
         report.add("schema", f"client numbers must be 0..{clients - 1}")
         return report
     rq_ids = rq["request_id"].astype(str).to_numpy()
-    if len(set(rq_ids)) != len(rq_ids):
+    if len(pd.unique(rq_ids)) != len(rq_ids):
         report.add("schema", "requests.csv repeats a request_id")
         return report
     if len(rq_ids) == 0:
         report.add("schema", "requests.csv lists no request (a trace has at least one)")
         return report
 
+    # -- paged KV, or a measured cost model: a replay of the whole timeline -----------------------------
+    if metrics.get("kv_mode") == "paged" or any(type(m) is not LinearCostModel for m in models):
+        # Requests may be preempted and recomputed, or each row is priced on its contexts: the rules are
+        # checked by replaying each client's rows in order (workbench.schedule.replay), on the whole timeline.
+        if fmt is not None:
+            tl_all = pd.concat(list(iter_timeline_file(folder, fmt)), ignore_index=True) \
+                if header else pd.DataFrame(columns=TIMELINE_COLUMNS)
+        try:
+            for col in ("client", "iteration", "n_requests", "tokens"):
+                tl_all[col] = pd.to_numeric(tl_all[col], errors="raise").astype(np.int64)
+            for col in ("start_s", "end_s"):
+                tl_all[col] = pd.to_numeric(tl_all[col], errors="raise").astype(float)
+        except (ValueError, TypeError, OverflowError) as exc:
+            report.add("schema", f"cannot read the timeline as numbers: {exc}")
+            return report
+        if ((tl_all["client"] < 0) | (tl_all["client"] >= clients)).any():
+            report.add("schema", f"client numbers must be 0..{clients - 1}")
+            return report
+        if metrics.get("kv_mode") != "paged" and (tl_all["kind"] == "preempt").any():
+            report.add("schema", "preempt rows appear only in schedules with metrics.kv_mode = paged")
+            return report
+        from workbench.schedule.replay import validate_paged
+
+        validate_paged(tl_all, rq, metrics, models, B, clients, report, close=_close, examples=_examples,
+                       abs_tol_s=ABS_TOL_S)
+        totals = _Totals()
+        totals.add(tl_all, B)
+        _check_metrics(rq, rq_ids, metrics, clients, B, models, totals, trace, report)
+        return report
+
+    # -- the timeline, group by group of clients ---------------------------------------------------
+    ids = _Ids(rq)
+    rq_client = rq["client"].to_numpy()
+    by_client = np.argsort(rq_client, kind="stable")
+    client_bounds = np.searchsorted(rq_client[by_client], np.arange(clients + 1))
+    totals = _Totals()
+    groups = (iter([(0, clients, tl_all)]) if fmt is None
+              else _file_groups(folder, fmt, clients, group_rows, report))
+    for lo, hi, tl in groups:
+        mine = np.sort(by_client[client_bounds[lo]:client_bounds[hi]])
+        if tl is None:
+            tl = pd.DataFrame({c: pd.Series(dtype=object) for c in header})
+        if not _group_schema(tl, clients, report):
+            return report
+        ids.start_group(mine)
+        rq_g = rq.iloc[mine].reset_index(drop=True) if fmt is not None else rq
+        ok = _check_group(tl, rq_g, ids, metrics, clients, B, models, report)
+        totals.add(tl, B)
+        if not ok:
+            return report
+    if any(v.rule == "schema" for v in report.violations):
+        return report  # the timeline could not be read (e.g. client numbers out of range): stop here
+    _check_metrics(rq, rq_ids, metrics, clients, B, models, totals, trace, report)
+    return report
+
+
+def _group_schema(tl: pd.DataFrame, clients: int, report: ValidationReport) -> bool:
+    """The ``schema`` rule on one group of timeline rows (in place: numbers become numbers)."""
+    try:
+        for col, dtype in _NUMBER_COLUMNS.items():
+            tl[col] = pd.to_numeric(tl[col], errors="raise").astype(dtype)
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        report.add("schema", f"cannot read the tables as numbers: {exc}")
+        return False
+    bad_kind = ~tl["kind"].isin(["prefill", "decode", "mixed"])
+    if bad_kind.any():
+        report.add("schema", "kind must be prefill or decode (or mixed, for chunked prefill); rows "
+                   f"{_examples(np.flatnonzero(bad_kind.to_numpy()))}")
+        return False
+    if (tl["kind"] == "mixed").any() and not {"prefill_ids", "prefill_tokens"} <= set(tl.columns):
+        report.add("schema", "mixed rows need the columns prefill_ids and prefill_tokens")
+        return False
+    if ((tl["client"] < 0) | (tl["client"] >= clients)).any():
+        report.add("schema", f"client numbers must be 0..{clients - 1}")
+        return False
+    return True
+
+
+def _check_group(tl: pd.DataFrame, rq: pd.DataFrame, ids: _Ids, metrics: dict, clients: int, B: np.ndarray,
+                 models: list, report: ValidationReport) -> bool:
+    """Every rule that reads timeline rows, on the rows of a group of clients and their requests.
+
+    ``rq`` holds the requests requests.csv puts on these clients (all of them, for a Schedule
+    checked as one group).  False when the group stops the check (a schema error).
+    """
+    violations_before = len(report.violations)
+    rq_ids = rq["request_id"].astype(str).to_numpy()
     tl = tl.sort_values(["client", "iteration"], kind="stable").reset_index(drop=True)
     client = tl["client"].to_numpy()
     start = tl["start_s"].to_numpy()
@@ -276,7 +580,7 @@ def _validate(source, trace) -> ValidationReport:
     n_req = tl["n_requests"].to_numpy()
 
     # -- iterations and overlap ---------------------------------------------------------
-    report.checked += ["iterations", "no-overlap"]
+    _checked(report, "iterations", "no-overlap")
     expected_iter = tl.groupby("client").cumcount().to_numpy()
     bad = np.flatnonzero(tl["iteration"].to_numpy() != expected_iter)
     if len(bad):
@@ -293,29 +597,26 @@ def _validate(source, trace) -> ValidationReport:
                    + _examples(f"client {client[r + 1]} iteration {tl['iteration'].iloc[r + 1]}" for r in overlap))
 
     # -- ids -----------------------------------------------------------------------------
-    report.checked.append("ids")
-    lists = tl["request_ids"].astype(str).str.split()
-    counts = lists.str.len().to_numpy()
+    _checked(report, "ids")
+    counts, row, req, foreign = ids.lookup(tl["request_ids"], report)
     bad = np.flatnonzero(counts != n_req)
     if len(bad):
         report.add("ids", "n_requests differs from the number of request_ids: "
                    + _examples(f"client {client[r]} iteration {tl['iteration'].iloc[r]}" for r in bad))
-    flat = np.fromiter((x for ids in lists for x in ids), dtype=object, count=int(counts.sum()))
-    row = np.repeat(np.arange(len(tl)), counts)
-    index_of = {rid: k for k, rid in enumerate(rq_ids)}
-    req = np.fromiter((index_of.get(x, -1) for x in flat), dtype=np.int64, count=len(flat))
-    unknown = req < 0
-    if unknown.any():
-        report.add("ids", f"ids not in requests.csv: {_examples(sorted(set(flat[unknown])))}")
-        row, req = row[~unknown], req[~unknown]
-    dup = pd.DataFrame({"row": row, "req": req}).duplicated().to_numpy()
-    if dup.any():
+    if foreign:
+        report.add("same-client", f"requests appear on a client other than requests.csv's: {_examples(foreign)}")
+    # Entries come in row order; sorted by request (stably) they are in iteration order per request,
+    # and a request listed twice in one row shows as two equal neighbours.
+    by_req = np.argsort(req, kind="stable")
+    req_sorted, row_sorted = req[by_req], row[by_req]
+    dup = np.flatnonzero((req_sorted[1:] == req_sorted[:-1]) & (row_sorted[1:] == row_sorted[:-1])) + 1
+    if len(dup):
         report.add("ids", "a request is listed twice in one iteration: "
-                   + _examples(f"{rq_ids[req[d]]} in client {client[row[d]]} iteration {tl['iteration'].iloc[row[d]]}"
-                               for d in np.flatnonzero(dup)))
+                   + _examples(f"{rq_ids[req_sorted[d]]} in client {client[row_sorted[d]]} iteration "
+                               f"{tl['iteration'].iloc[row_sorted[d]]}" for d in dup))
 
     # Prefill chunks of mixed rows (none in files without mixed rows): entries (row, request, length, prior).
-    ch_row, ch_req, ch_len = _prefill_chunks(tl, index_of, report, client)
+    ch_row, ch_req, ch_len = _prefill_chunks(tl, ids.local_index(), report, client)
     ch_iter = tl["iteration"].to_numpy()[ch_row]
 
     l = rq["input_tokens"].to_numpy()
@@ -326,7 +627,7 @@ def _validate(source, trace) -> ValidationReport:
     entry_iter = tl["iteration"].to_numpy()[row]
 
     # -- prefill once, same client, decode count -----------------------------------------
-    report.checked += ["prefill-once", "same-client", "decode-count"]
+    _checked(report, "prefill-once", "same-client", "decode-count")
     n_prefill = np.bincount(req[entry_prefill], minlength=n)
     n_decode = np.bincount(req[~entry_prefill], minlength=n)
     chunked = np.bincount(ch_req, minlength=n) > 0
@@ -363,10 +664,10 @@ def _validate(source, trace) -> ValidationReport:
     if len(early):
         report.add("decode-count", "a decode comes before its request's prefill: "
                    + _examples(sorted({rq_ids[req[e]] for e in early})))
-    structural_ok = report.ok
+    structural_ok = len(report.violations) == violations_before
 
     # -- batch and KV capacity -------------------------------------------------------------
-    report.checked.append("batch-capacity")
+    _checked(report, "batch-capacity")
     iters_per_client = np.bincount(client, minlength=clients)
     offset = np.concatenate([[0], np.cumsum(iters_per_client)])
     req_client = rq["client"].to_numpy()
@@ -402,7 +703,7 @@ def _validate(source, trace) -> ValidationReport:
                    + _examples(f"client {client[r]} iteration {tl['iteration'].iloc[r]} ({int(held[r])} > {B[client[r]]})"
                                for r in over))
     if metrics.get("kv_capacity_tokens") is not None:
-        report.checked.append("kv-capacity")
+        _checked(report, "kv-capacity")
         caps = metrics["kv_capacity_tokens"]
         caps = caps if isinstance(caps, list) else [caps] * clients
         try:
@@ -412,7 +713,7 @@ def _validate(source, trace) -> ValidationReport:
         except (ValueError, TypeError):
             report.add("schema", f"metrics.kv_capacity_tokens is {metrics['kv_capacity_tokens']!r}, "
                        f"not one capacity or one per client")
-            return report
+            return False
         reserved = holding((l + o).astype(float))
         over = np.flatnonzero(reserved > cap[client])
         if len(over):
@@ -420,9 +721,9 @@ def _validate(source, trace) -> ValidationReport:
                        + _examples(f"client {client[r]} iteration {tl['iteration'].iloc[r]}" for r in over))
 
     # -- tokens and durations ----------------------------------------------------------------
-    report.checked += ["tokens", "duration"]
+    _checked(report, "tokens", "duration")
     if structural_ok:
-        order = np.lexsort((entry_iter, req))
+        order = by_req  # by request, then iteration (see ids)
         dec_sorted = ~entry_prefill[order]
         req_sorted = req[order]
         # d = how many decodes of this request up to and including this one
@@ -472,7 +773,7 @@ def _validate(source, trace) -> ValidationReport:
                                f"({end[r] - start[r]:.9g} s != {expected[r]:.9g} s)" for r in bad))
 
     # -- per-request times ------------------------------------------------------------------------
-    report.checked.append("request-times")
+    _checked(report, "request-times")
     if structural_ok:
         pre_rows = np.full(n, 0, dtype=np.int64)
         pre_rows[req[entry_prefill]] = row[entry_prefill]
@@ -492,18 +793,63 @@ def _validate(source, trace) -> ValidationReport:
         if len(early):
             report.add("request-times", "prefilled before arrival: " + _examples(rq_ids[early]))
 
-    _check_metrics(tl, rq, metrics, models, B, clients, report, trace)
-    return report
+    group = Group(tl=tl, rq=rq, rq_ids=rq_ids, metrics=metrics, clients=clients, B=B, models=models,
+                  client=client, start=start, end=end, is_prefill=is_prefill, is_mixed=is_mixed_kind,
+                  n_requests=n_req, counts=counts, row=row, req=req, ch_row=ch_row, ch_req=ch_req, ch_len=ch_len,
+                  structural_ok=structural_ok and len(report.violations) == violations_before)
+    for rule in GROUP_RULES:
+        rule(group, report)
+    return True
 
 
-def _check_metrics(tl, rq, metrics, models, B, clients, report, trace) -> None:
-    """The metrics rule (recomputed from the timeline) and the trace rule: the same for every schedule."""
-    rq_ids = rq["request_id"].astype(str).to_numpy()
+@dataclass
+class Group:
+    """One group of timeline rows (whole clients, sorted by client and iteration) as a rule sees it.
+
+    Rows are indexed 0..len(tl)-1; requests 0..len(rq)-1 are the requests requests.csv puts on these
+    clients.  An *entry* is one listed id: ``row[e]`` lists request ``req[e]`` (ids of other groups or
+    unknown ones already reported and left out); entries are in row order.  ``ch_*`` are the prompt
+    chunks of mixed rows the same way.  ``structural_ok``: no rule broken so far in this group.
+    """
+
+    tl: pd.DataFrame
+    rq: pd.DataFrame
+    rq_ids: np.ndarray
+    metrics: dict
+    clients: int
+    B: np.ndarray
+    models: list
+    client: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    is_prefill: np.ndarray
+    is_mixed: np.ndarray
+    n_requests: np.ndarray
+    counts: np.ndarray
+    row: np.ndarray
+    req: np.ndarray
+    ch_row: np.ndarray
+    ch_req: np.ndarray
+    ch_len: np.ndarray
+    structural_ok: bool
+
+    def where(self, r: int) -> str:
+        return f"client {self.client[r]} iteration {self.tl['iteration'].iloc[r]}"
+
+
+#: More rules over a group of rows: ``rule(group: Group, report: ValidationReport) -> None``, run in
+#: this order on every group after the built-in ones (add the rule's name to :data:`RULES` and call
+#: ``_checked(report, name)`` in it).  A rule sees whole clients, so any per-client or per-request
+#: check fits; a rule that needs all clients at once belongs in :func:`_check_metrics`.
+GROUP_RULES: list = []
+
+
+def _check_metrics(rq: pd.DataFrame, rq_ids: np.ndarray, metrics: dict, clients: int, B: np.ndarray, models: list,
+                   totals: _Totals, trace: pd.DataFrame | None, report: ValidationReport) -> None:
+    """``metrics`` (from the sums over all groups), predictions and stealing, and ``trace``."""
     n = len(rq)
-    is_mixed_kind = (tl["kind"] == "mixed").to_numpy()
-    # -- metrics -------------------------------------------------------------------------------------
-    report.checked.append("metrics")
-    recomputed = schedule_metrics(tl, clients, B)
+    _checked(report, "metrics")
+    recomputed = totals.metrics(clients)
     for key, value in recomputed.items():
         if not _close(metrics[key], value):
             report.add("metrics", f"{key} is {metrics[key]!r} but recomputes to {value!r}")
@@ -514,24 +860,26 @@ def _check_metrics(tl, rq, metrics, models, B, clients, report, trace) -> None:
             report.add("metrics", f"gap is {metrics['gap']!r} but recomputes to {expected_gap!r}")
         if lb > recomputed["makespan_s"] * (1 + REL_TOL) + ABS_TOL_S:
             report.add("metrics", f"lower_bound_s {lb} exceeds the makespan {recomputed['makespan_s']}")
-        # With prefix caching a prompt may skip its cached part, so the bound is of shorter prompts.
+        # A measured model is bounded through its linear lower model; with prefix caching a prompt may skip
+        # its cached part, so the closed form of full prompts does not bind the schedule's bound.
         bound_models = [m if type(m) is LinearCostModel else getattr(m, "bound_model", lambda: None)()
                         for m in models]
-        if all(m == models[0] for m in models) and not metrics.get("prefix_caching") and bound_models[0] is not None:
+        if all(m == models[0] for m in models) and bound_models[0] is not None \
+                and not metrics.get("prefix_caching"):
             trace_view = rq.rename(columns={})[["input_tokens", "output_tokens", "arrival_s"]]
             closed = closed_form_lower_bound(trace_view, clients, B, bound_models[0])
-            if is_mixed_kind.any():  # mixed batching pays no a_p per prefill stage: its own bound
+            if totals.mixed:  # mixed batching pays no a_p per prefill stage: its own bound
                 from workbench.schedule.bounds import chunked_lower_bound
 
                 closed = chunked_lower_bound(trace_view, clients, B, bound_models[0])
             if lb < closed.value_s * (1 - REL_TOL) - ABS_TOL_S:
                 report.add("metrics", f"lower_bound_s {lb} is below the closed-form bound {closed.value_s}")
     _check_predictions_and_stealing(rq, metrics, report)
-    report.summary = {"clients": clients, "iterations": len(tl), "requests": n, **recomputed}
+    report.summary = {"clients": clients, "iterations": totals.rows, "requests": n, **recomputed}
 
     # -- trace ---------------------------------------------------------------------------------------
     if trace is not None:
-        report.checked.append("trace")
+        _checked(report, "trace")
         t_ids = trace["request_id"].astype(str).to_numpy()
         if set(t_ids) != set(rq_ids) or len(t_ids) != len(rq_ids):
             report.add("trace", "requests.csv and the trace hold different request ids")
@@ -577,6 +925,8 @@ def validate_files(folder: str | Path, trace=None) -> ValidationReport:
     """:func:`validate` on a folder, turning unreadable files into a report instead of an exception."""
     try:
         return validate(Path(folder), trace=trace)
+    except ParquetFileError:
+        raise  # a truncated or mistyped Parquet file is an input error (exit status 2), not a broken rule
     except ScheduleFileError as exc:
         report = ValidationReport()
         report.add("schema", str(exc))
