@@ -164,7 +164,7 @@ def test_cli_trace_info_and_simulate_take_each_format(tmp_path, capsys):
     assert main(["trace", "info", str(path), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["format"] == "vidur" and info["requests"] == 2 and info["arrival_span_s"] == 0.5
-    assert main(["simulate", "--trace", str(path), "--format", "vidur", "--clients", "1", "--batch-size", "2",
+    assert main(["simulate", "--trace", str(path), "--trace-format", "vidur", "--clients", "1", "--batch-size", "2",
                  "--out", str(tmp_path / "out")]) == 0
     capsys.readouterr()
     bad = _write(tmp_path / "bad.csv", "a,b\n1,2\n")

@@ -47,7 +47,8 @@ def add_instance_arguments(p: argparse.ArgumentParser, *, policy: bool = True) -
     """The options every command that builds a schedule shares."""
     p.add_argument("--trace", default="gsm8k-test", help="a shipped trace name (see `workbench trace list`) or a file")
     p.add_argument("--prompt-column", default=None, help="use this column of the trace as input_tokens")
-    p.add_argument("--format", default=None, help="the trace file's format: workbench, azure, vidur, vllm, "
+    # --format names the output format (csv, parquet) where a command writes a schedule; the trace's is this.
+    p.add_argument("--trace-format", default=None, help="the trace file's format: workbench, azure, vidur, vllm, "
                    "mooncake (default: detected from the columns)")
     p.add_argument("--clients", type=int, default=8, help="number of clients (model replicas)")
     p.add_argument("--batch-size", type=_batch_size, default=16, help="batch capacity B, or one per client: 16,16,32")
@@ -117,7 +118,7 @@ def load_instance(args):
     from workbench.costmodel.linear import load_preset
     from workbench.workload.trace import load_trace
 
-    trace = load_trace(args.trace, prompt_column=args.prompt_column, format=getattr(args, "format", None))
+    trace = load_trace(args.trace, prompt_column=args.prompt_column, format=getattr(args, "trace_format", None))
     return trace, load_preset(args.cost_model)
 
 

@@ -1096,7 +1096,12 @@ def _assemble_general(trace, segments, texts, per_request, models, B, n_clients,
         "tokens": seg_tok * seg_k + seg_n * (seg_k * (seg_k - 1) // 2) * decode,
         "first_tokens": seg_tok, "iterations": seg_k, "first_iteration": first_iter,
         "last_iteration": first_iter + seg_k - 1, "request_ids": ids,
-    }).iloc[order].reset_index(drop=True)
+    })
+    if config.iteration == "mixed":
+        # Mixed iterations are single rows in the order they were formed (time order across clients), as the
+        # chunked-prefill timeline has always been written.
+        order = np.arange(len(seg_k))
+    runs = runs.iloc[order].reset_index(drop=True)
     kinds = _KIND_NAMES[seg_kind[order]]
     bound_model = models[0] if type(models[0]) is LinearCostModel else getattr(models[0], "bound_model", lambda: None)()
     record_model = models[0]
