@@ -71,9 +71,9 @@ def main() -> None:
         print(pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.6g}"))
 
     print("\n== 2. lower bound, gsm8k-train on 64 clients ==")
-    closed = lower_bound("gsm8k-train", 64, cm, batch_size=B, method="closed", record=False)
+    closed = lower_bound("gsm8k-train", 64, cm, batch_size=B, method="closed")
     t0 = time.perf_counter()
-    full = lower_bound("gsm8k-train", 64, cm, batch_size=B, method="mip", time_limit=5.0, record=False)
+    full = lower_bound("gsm8k-train", 64, cm, batch_size=B, method="mip", time_limit=5.0)
     wall = time.perf_counter() - t0
     print(f"closed-form terms: {1000 * closed.details['total_s']:.1f} ms (target < 100 ms); "
           f"with the bin-packing bound model: {wall:.2f} s (target < 10 s), "
@@ -82,7 +82,7 @@ def main() -> None:
     print(table.to_string(float_format=lambda x: f"{x:.6f}"))
     print(f"binding: {full.binding} = {full.value_s:.6f} s")
     t0 = time.perf_counter()
-    test_bound = lower_bound("gsm8k-test", 8, cm, batch_size=B, method="mip", time_limit=5.0, record=False)
+    test_bound = lower_bound("gsm8k-test", 8, cm, batch_size=B, method="mip", time_limit=5.0)
     print(f"gsm8k-test/8: {test_bound.value_s:.6f} s ({test_bound.binding}), "
           f"{time.perf_counter() - t0:.2f} s, bin_packing term {test_bound.terms.get('bin_packing', float('nan')):.6f}, "
           f"aggregate_ceiling {test_bound.terms['aggregate_ceiling']:.6f}")
@@ -99,7 +99,7 @@ def main() -> None:
         trace = exact_instance(n, seed=n)
         t0 = time.perf_counter()
         try:
-            r = solve_exact(trace, 2, 2, cm, time_limit=args.exact_limit, record=False)
+            r = solve_exact(trace, 2, 2, cm, time_limit=args.exact_limit)
         except Exception as exc:
             rows.append({"requests": n, "status": f"refused: {exc}"})
             break

@@ -11,35 +11,44 @@ import pandas as pd
 from workbench.errors import ConfigError
 
 
-def _parse_value(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "inf": float("inf")}.get(text.lower(), text)
-
-
 def policy_params(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for item in getattr(args, "param", None) or []:
         if "=" not in item:
             raise ConfigError(f"'{item}' is not KEY=VALUE.", field="--param", fix="write e.g. --param mu=2.")
         key, value = item.split("=", 1)
-        params[key.strip()] = _parse_value(value.strip())
+        # Kept as text: the policy's typed schema (workbench.policies.registry.check_params) parses it,
+        # so `steal=no` is False and `mue=5` is refused with the known names.
+        params[key.strip()] = value.strip()
     if getattr(args, "mu", None) is not None:
         params["mu"] = args.mu
     return params
 
 
-def _batch_size(text: str):
-    parts = [p for p in str(text).split(",") if p.strip()]
+def _whole(text: str, field: str) -> int:
+    from workbench._checks import positive_int
+
     try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer or a comma-separated list of integers") from None
-    if not values:
+        return positive_int(int(text.strip()), field)
+    except ValueError as exc:  # int() of a non-number, or the ConfigError of positive_int
+        message = getattr(exc, "message", None) or f"'{text}' is not a whole number"
+        raise argparse.ArgumentTypeError(message.rstrip(".") + (f" ({getattr(exc, 'fix')})" if getattr(exc, "fix", None)
+                                                                 else "")) from None
+
+
+def _clients(text: str) -> int:
+    return _whole(text, "clients")
+
+
+def _batch_size(text: str):
+    parts = str(text).split(",")
+    if not str(text).strip():
         raise argparse.ArgumentTypeError("is empty; give an integer or a comma-separated list of integers")
+    empty = [k for k, p in enumerate(parts) if not p.strip()]
+    if empty:
+        raise argparse.ArgumentTypeError(f"'{text}' has an empty item at position {empty[0] + 1}; give an integer "
+                                         "or a comma-separated list of integers, e.g. 16,16,32")
+    values = [_whole(p, "batch_size") for p in parts]
     return values[0] if len(values) == 1 else values
 
 
@@ -47,7 +56,7 @@ def add_instance_arguments(p: argparse.ArgumentParser, *, policy: bool = True) -
     """The options every command that builds a schedule shares."""
     p.add_argument("--trace", default="gsm8k-test", help="a shipped trace name (see `workbench trace list`) or a file")
     p.add_argument("--prompt-column", default=None, help="use this column of the trace as input_tokens")
-    p.add_argument("--clients", type=int, default=8, help="number of clients (model replicas)")
+    p.add_argument("--clients", type=_clients, default=8, help="number of clients (model replicas)")
     p.add_argument("--batch-size", type=_batch_size, default=16, help="batch capacity B, or one per client: 16,16,32")
     p.add_argument("--cost-model", default="llama-65b", help="a preset name (see `workbench presets`) or a JSON file")
     p.add_argument("--kv-capacity", default=None,
@@ -81,12 +90,45 @@ def load_instance(args):
     return trace, load_preset(args.cost_model)
 
 
+def checked_params(policy: str, params: dict[str, Any], *, dispatch: str | None = None) -> dict[str, Any]:
+    """``params`` typed by the schema of ``policy`` (a simulator policy or a chunked-prefill one)."""
+    from workbench.engine.chunked import CHUNKED_POLICIES
+    from workbench.policies.registry import check_params, policy_parts, resolve_policy
+
+    if policy in CHUNKED_POLICIES:
+        parts = [("engine", "chunked"), ("dispatch", dispatch or CHUNKED_POLICIES[policy].dispatch)]
+        return check_params(params, parts, policy=policy)
+    return resolve_policy(policy, dispatch=dispatch, **params).params if params else {}
+
+
+def params_for(policy: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``params`` that ``policy`` takes (``compare`` gives one set to several policies)."""
+    from workbench.engine.chunked import CHUNKED_POLICIES
+    from workbench.policies.registry import PART_PARAMS, POLICIES, policy_parts
+
+    if policy in CHUNKED_POLICIES:
+        parts = [("engine", "chunked"), ("dispatch", CHUNKED_POLICIES[policy].dispatch)]
+    elif policy in POLICIES:
+        parts = policy_parts(POLICIES[policy])
+    else:
+        return params
+    takes = {k for part in parts for k in PART_PARAMS.get(part, ())}
+    return {k: v for k, v in params.items() if k in takes}
+
+
 def simulate_any(trace, clients, batch_size, policy: str, cost_model, *, dispatch=None, order=None,
                  kv_capacity_tokens=None, predictor=None, **params):
-    """``workbench.engine.core.simulate``, or the chunked-prefill simulator for its policies."""
+    """``workbench.engine.core.simulate``, or the chunked-prefill simulator for its policies.
+
+    ``params`` are checked against the policy's typed schema first (unknown keys refused, text parsed).
+    """
     from workbench.engine.chunked import CHUNKED_POLICIES, simulate_chunked
     from workbench.engine.core import simulate
 
+    params = checked_params(policy, params, dispatch=dispatch) if params else {}
+    from workbench.schedule.estimate import check_work
+
+    check_work(trace, clients, batch_size, export=True, stepped=policy in CHUNKED_POLICIES)
     if policy in CHUNKED_POLICIES:
         if predictor is not None:
             raise ConfigError(f"policy '{policy}' does not take a predictor.", field="--predictor",

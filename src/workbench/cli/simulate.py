@@ -11,6 +11,7 @@ from workbench.cli._common import (
     _kv,
     add_instance_arguments,
     load_instance,
+    params_for,
     policy_params,
     print_table,
     run_simulation,
@@ -54,12 +55,18 @@ def cmd_compare(args) -> int:
     if not policies:
         raise ConfigError("no policy named.", field="--policies", fix="give comma-separated policy names, "
                           "e.g. static,paper-baseline.")
+    params = policy_params(args)
+    taken = {k for name in policies for k in params_for(name, params)}
+    for key in params:
+        if key not in taken:
+            raise ConfigError(f"no policy of {', '.join(policies)} takes parameter '{key}'.", field=key,
+                              fix="drop it, or add a policy that takes it (workbench policies lists them).")
     trace, cost_model = load_instance(args)
     schedules = {}
     for name in tqdm(policies, desc="simulating", disable=len(policies) < 3, leave=False):
         schedules[name] = simulate_any(trace, args.clients, args.batch_size, name, cost_model,
                                        kv_capacity_tokens=_kv(args), predictor=getattr(args, "predictor", None),
-                                       **policy_params(args))
+                                       **params_for(name, params))
     base = policies[-1] if "paper-baseline" not in policies else "paper-baseline"
     table = comparison_table(schedules, base=base)
     assumptions = {"trace": args.trace, "requests": len(trace), "clients": args.clients,

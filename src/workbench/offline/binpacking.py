@@ -42,7 +42,6 @@ from workbench.costmodel.linear import load_preset
 from workbench.errors import ConfigError
 from workbench.offline import heuristics as H
 from workbench.offline.solver import solve
-from workbench.schedule.bounds import LowerBound, closed_form_lower_bound, record_bound
 from workbench.schedule.metrics import batch_sizes_array
 from workbench.workload.trace import load_trace
 
@@ -215,15 +214,15 @@ def _gap(value: float, bound: float) -> float:
 
 
 def assign(trace: pd.DataFrame | str, clients: int = 8, batch_size=16, cost_model="llama-65b", *,
-           method: str = "auto", time_limit: float = 2.0, rel_gap: float = 5e-4, threads: int | None = None,
-           record: bool = True) -> Assignment:
+           method: str = "auto", time_limit: float = 2.0, rel_gap: float = 5e-4,
+           threads: int | None = None) -> Assignment:
     """The offline bin-packing assignment of ``trace`` to ``clients`` clients.
 
     ``time_limit`` (s) bounds the whole call for ``auto`` and the solve for
-    ``mip``/``mip-cold``; ``rel_gap`` is the proven gap at which to stop.  With
-    ``record`` the proven bound is passed to :func:`workbench.schedule.bounds.record_bound`
-    (it is a valid makespan bound too: any schedule costs at least the
-    bin-packing optimum), so later schedules report it.
+    ``mip``/``mip-cold``; ``rel_gap`` is the proven gap at which to stop.  The proven bound
+    (``lower_bound_s``) is a valid makespan bound too, but it depends on the
+    time limit, so schedules report the instance's closed-form bound instead
+    (MODEL.md section 3).
     """
     started = time.perf_counter()
     if method not in METHODS:
@@ -301,8 +300,6 @@ def assign(trace: pd.DataFrame | str, clients: int = 8, batch_size=16, cost_mode
     makespan = float(loads.max())
     if makespan <= bound * (1 + 1e-12):
         status = "optimal"
-    if record and m >= 1:
-        _record(trace, clients, data.batch_size, cost_model, bound, terms)
     return Assignment(assignment=best, loads_s=loads, makespan_s=makespan, lower_bound_s=float(bound),
                       gap=_gap(makespan, bound), method=method if method != "auto" else f"auto({best_name})",
                       status=status, time_s=time.perf_counter() - started, bound_terms=terms, details=details)
@@ -311,23 +308,3 @@ def assign(trace: pd.DataFrame | str, clients: int = 8, batch_size=16, cost_mode
 def _best(W: np.ndarray, candidates: dict[str, np.ndarray]) -> tuple[str, np.ndarray]:
     name = min(candidates, key=lambda k: (H.loads_s(W, candidates[k]).max(), k))
     return name, candidates[name]
-
-
-def _record(trace, clients, batch_size, cost_model, bound_s: float, terms: dict[str, float]) -> None:
-    """Store the bin-packing bound as a makespan bound if it beats the closed form."""
-    if isinstance(cost_model, (list, tuple)):
-        models = [load_preset(c) for c in cost_model]
-        if any(mdl != models[0] for mdl in models):
-            # a mixed fleet: the bound is valid for it too (each client's cost >= its weights)
-            from workbench.schedule.fleet import record_fleet_bound
-
-            record_fleet_bound(trace, batch_size, models, float(bound_s))
-            return
-        cost_model = models[0]
-    cm = load_preset(cost_model)
-    closed = closed_form_lower_bound(trace, clients, batch_size, cm)
-    all_terms = dict(closed.terms)
-    all_terms["bin_packing_weights"] = float(bound_s)
-    binding = max(all_terms, key=all_terms.get)
-    record_bound(trace, clients, batch_size, cm, LowerBound(value_s=all_terms[binding], terms=all_terms,
-                                                            binding=binding, details={"mmbp_terms": terms}))

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from workbench.policies.builtin import Assigned
-from workbench.policies.registry import DISPATCH_DOCS, DISPATCHERS, Dispatcher
+from workbench.policies.registry import DISPATCH_DOCS, DISPATCHERS, Dispatcher, Param, declare_params
+
+
+#: ``workbench.offline.binpacking.METHODS``, written out so that declaring the parameters loads no Pyomo
+#: (tests/test_guards.py checks that the two agree).
+OFFLINE_METHODS = ("auto", "lpt", "kk", "ls", "mip", "mip-cold")
 
 
 def offline_dispatcher(*, trace, clients, batch_size, cost_model, params) -> Dispatcher:
@@ -20,3 +25,7 @@ def offline_dispatcher(*, trace, clients, batch_size, cost_model, params) -> Dis
 
 DISPATCHERS["offline"] = offline_dispatcher
 DISPATCH_DOCS["offline"] = "the offline bin-packing assignment (minimizing-makespan), fixed before the run"
+declare_params("dispatch", "offline",
+               method=Param("str", "the bin-packing method", choices=OFFLINE_METHODS),
+               time_limit=Param("float", "seconds the bin packing may take", minimum=1e-3),
+               rel_gap=Param("float", "the proven relative gap at which the bin packing stops", minimum=0.0))

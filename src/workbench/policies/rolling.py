@@ -13,7 +13,9 @@ from workbench.policies.registry import (
     DISPATCHERS,
     HOLD,
     ClientView,
+    Param,
     Policy,
+    declare_params,
     register_policy,
 )
 
@@ -96,6 +98,10 @@ def _rolling_dispatcher(*, trace, clients, batch_size, cost_model, params) -> Ro
 
 
 DISPATCHERS["rolling"] = _rolling_dispatcher
+declare_params("dispatch", "rolling",
+               horizon_s=Param("float", "seconds between decision epochs (inf: only when a client idles)",
+                               minimum=0.0),
+               release_on_idle=Param("bool", "also release held requests as soon as a client would idle"))
 DISPATCH_DOCS["rolling"] = ("hold arrivals; every horizon_s seconds, or when a client would idle, bin-pack the "
                             "held requests (LPT) on top of each client's outstanding work")
 

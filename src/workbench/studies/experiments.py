@@ -81,8 +81,6 @@ class Scenario:
     offline_method: str = "auto"
     offline_time_limit_s: float = 2.0
     offline_rel_gap: float = 5e-4
-    lower_bound_method: str = "auto"
-    lower_bound_time_limit_s: float = 10.0
     description: str = ("The paper's experiment: GSM8K test questions through LLaMA-65B on 8 clients of batch 16, "
                         "all requests known at t=0; minimize the makespan.")
 
@@ -112,7 +110,7 @@ class CaseStudy:
     #: GSM8K; ``auto`` adds a local search and a MIP that stop on a clock, so results would depend
     #: on machine load.
     offline_method: str = "kk"
-    lower_bound: str = "max(closed form, bin-packing bound of the assignment)"
+    lower_bound: str = "the instance's closed-form bound (MODEL.md section 3)"
     description: str = ("Each case: a source trace, a client count (uniform in clients_range), a batch size "
                         "(from batch_sizes), and n = round(rho * clients * B) requests (rho uniform in "
                         "requests_per_slot_range, capped at the source's size) drawn without replacement; "
@@ -154,25 +152,23 @@ def _scenario(scenario: str | Scenario) -> Scenario:
 
 
 def offline_assignment(trace: pd.DataFrame, clients: int, batch_size: int, cost_model, *, method: str = "auto",
-                       time_limit: float = 2.0, rel_gap: float = 5e-4, record: bool = True):
+                       time_limit: float = 2.0, rel_gap: float = 5e-4):
     """The offline stage's assignment (``workbench.offline.assign``)."""
     from workbench.offline import assign
 
     return assign(trace, clients=clients, batch_size=batch_size, cost_model=cost_model, method=method,
-                  time_limit=time_limit, rel_gap=rel_gap, record=record)
+                  time_limit=time_limit, rel_gap=rel_gap)
 
 
 def scenario_lower_bound(sc: Scenario, trace: pd.DataFrame) -> tuple[float, str, str, dict[str, float]]:
-    """(value, source, binding term, terms): ``workbench.offline.lower_bound`` if importable, else closed form."""
+    """(value, source, binding term, terms): the instance's bound, the one every command reports.
+
+    A pure function of the instance (MODEL.md section 3), so ``reproduce``, ``workbench bound`` and
+    ``simulate(...).metrics`` agree; the solver's bin-packing bound is not used (it depends on its time limit).
+    """
     cm = load_preset(sc.cost_model)
-    try:
-        from workbench.offline import lower_bound
-    except ImportError:
-        lb = closed_form_lower_bound(trace, sc.clients, sc.batch_size, cm)
-        return lb.value_s, "workbench.schedule.bounds.closed_form_lower_bound", lb.binding, dict(lb.terms)
-    lb = lower_bound(trace, sc.clients, cm, batch_size=sc.batch_size, method=sc.lower_bound_method,
-                     time_limit=sc.lower_bound_time_limit_s)
-    return lb.value_s, f"workbench.offline.lower_bound(method={sc.lower_bound_method!r})", lb.binding, dict(lb.terms)
+    lb = closed_form_lower_bound(trace, sc.clients, sc.batch_size, cm)
+    return lb.value_s, "workbench.schedule.bounds.closed_form_lower_bound", lb.binding, dict(lb.terms)
 
 
 def _row(name: str, s: Schedule, base: Schedule | None, lb: float) -> dict[str, Any]:
@@ -357,7 +353,7 @@ def run_case(spec: CaseSpec) -> dict[str, Any]:
     started = time.perf_counter()
     trace = _source(spec.source).iloc[list(spec.rows)].reset_index(drop=True)
     cm = load_preset(spec.cost_model)
-    result = offline_assignment(trace, spec.clients, spec.batch_size, cm, method=spec.offline_method, record=False)
+    result = offline_assignment(trace, spec.clients, spec.batch_size, cm, method=spec.offline_method)
     closed = closed_form_lower_bound(trace, spec.clients, spec.batch_size, cm)
     lb = max(closed.value_s, float(result.lower_bound_s))
     binding = closed.binding if closed.value_s >= result.lower_bound_s else "bin_packing_weights"
