@@ -117,10 +117,12 @@ def test_widget_upload_good_file_after_bad_ones(picker):
 
 
 # -- accepted with a documented behaviour ---------------------------------------------------------------
-def test_extra_columns_are_dropped(tmp_path):
+def test_extra_columns_are_kept_after_the_contract(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("request_id,input_tokens,output_tokens,model,note\n0,5,5,llama,hi\n")
-    assert list(load_trace(path).columns) == ["request_id", "input_tokens", "output_tokens", "arrival_s"]
+    trace = load_trace(path)
+    assert list(trace.columns) == ["request_id", "input_tokens", "output_tokens", "arrival_s", "model", "note"]
+    assert trace["note"].tolist() == ["hi"]
 
 
 def test_utf8_bom_is_accepted(tmp_path):
