@@ -128,7 +128,11 @@ def simulate_any(trace, clients, batch_size, policy: str, cost_model, *, dispatc
     params = checked_params(policy, params, dispatch=dispatch) if params else {}
     from workbench.schedule.estimate import check_work
 
-    check_work(trace, clients, batch_size, export=True, stepped=policy in CHUNKED_POLICIES)
+    from workbench._checks import cost_models as _models
+
+    check_work(trace, clients, batch_size, export=True, stepped=policy in CHUNKED_POLICIES,
+               cost_models=_models(cost_model, 1) if not isinstance(cost_model, (list, tuple)) else
+               _models(cost_model, len(cost_model)))
     if policy in CHUNKED_POLICIES:
         if predictor is not None:
             raise ConfigError(f"policy '{policy}' does not take a predictor.", field="--predictor",

@@ -91,7 +91,10 @@ class RollingHorizon:
 
 def _rolling_dispatcher(*, trace, clients, batch_size, cost_model, params) -> RollingHorizon:
     B = np.broadcast_to(np.asarray(batch_size), (int(clients),))
-    weights = cost_model.request_weight_s(trace["input_tokens"].to_numpy(float),
+    # A mixed fleet comes as one model per client.  The engine measures each client's speed against
+    # the first (ClientView.speed), so the weights are the first model's, as least-work's are.
+    reference = cost_model[0] if isinstance(cost_model, (list, tuple)) else cost_model
+    weights = reference.request_weight_s(trace["input_tokens"].to_numpy(float),
                                           trace["output_tokens"].to_numpy(float), int(np.max(B)))
     return RollingHorizon(weights, horizon_s=params.get("horizon_s", 0.25),
                           release_on_idle=params.get("release_on_idle", True))

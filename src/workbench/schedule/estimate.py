@@ -61,14 +61,46 @@ def estimate_work(trace: pd.DataFrame, clients: int, batch_size) -> WorkEstimate
                         max_iterations=n + D, max_segments=3 * n + int(clients))
 
 
+#: An iteration must be at least this many units in the last place of the clock at the latest time,
+#: so its start and end differ and its length is resolved to the validator's tolerance (TIME_ULPS).
+MIN_ITERATION_ULPS = 64
+
+
+def check_clock_resolution(trace: pd.DataFrame, cost_models) -> None:
+    """Refuse a cost model whose shortest iteration falls below the clock's resolution late in the run.
+
+    float64 time at ``t`` resolves ``ulp(t)``, about ``t * 2.2e-16``.  The latest time is at most
+    the last arrival plus every request served alone one after another; the shortest iteration is
+    a prefill of the shortest prompt or a decode of one request.  If the second is not
+    :data:`MIN_ITERATION_ULPS` ulps of the first, an exported iteration could have ``start_s ==
+    end_s`` (which the validator rightly rejects).
+    """
+    import math
+
+    l = trace["input_tokens"].to_numpy(float)
+    o = trace["output_tokens"].to_numpy(float)
+    models = list(cost_models) if isinstance(cost_models, (list, tuple)) else [cost_models]
+    latest = float(trace["arrival_s"].max()) + max(math.fsum(m.alone_time_s(l, o).tolist()) for m in models)
+    shortest = min(min(m.a_p + m.b_p * float(l.min()), m.a_d + m.b_d + m.c_d * float(l.min() + 1)) for m in models)
+    resolution = MIN_ITERATION_ULPS * math.ulp(latest) if math.isfinite(latest) else math.inf
+    if not shortest > resolution:
+        raise ConfigError(f"the shortest iteration ({shortest:.3g} s) is below the clock's resolution late in the "
+                          f"run ({MIN_ITERATION_ULPS} ulps at t = {latest:.3g} s is {resolution:.3g} s): start and "
+                          "end times would collapse.", field="cost_model",
+                          fix="shift arrival times to start near 0, or check the cost model's units (seconds).")
+
+
 def check_work(trace: pd.DataFrame, clients: int, batch_size, *, export: bool = True,
-               stepped: bool = False) -> WorkEstimate:
+               stepped: bool = False, cost_models=None) -> WorkEstimate:
     """:func:`estimate_work`, refusing what cannot finish in memory.
 
     ``export``: the per-iteration timeline will be built (the command line always writes it);
     ``stepped``: the simulator steps every iteration (the chunked-prefill one).  The floor
-    decides, so nothing a policy could finish is refused.
+    decides, so nothing a policy could finish is refused.  With ``cost_models`` (one, or one
+    per client) :func:`check_clock_resolution` runs too.
     """
+    if cost_models is not None:
+        check_clock_resolution(trace, cost_models)
     from workbench._checks import batch_size_option, positive_int
     from workbench.schedule.metrics import batch_sizes_array
 
@@ -88,3 +120,12 @@ def check_work(trace: pd.DataFrame, clients: int, batch_size, *, export: bool = 
                           f"iterations, above its limit of {MAX_STEPPED_ITERATIONS:,}.", field="trace",
                           fix="simulate fewer or shorter requests, or a prefill-first policy.")
     return est
+
+
+def check_rows(rows: int) -> None:
+    """Refuse to build a per-iteration timeline of more than :data:`MAX_TIMELINE_ROWS` rows."""
+    if rows > MAX_TIMELINE_ROWS:
+        raise ConfigError(f"the per-iteration timeline would have {rows:,} rows, above the limit of "
+                          f"{MAX_TIMELINE_ROWS:,} (about {rows * 130 / 1e9:.1f} GB).", field="timeline",
+                          fix="use schedule.runs (one row per run of decodes) and schedule.metrics instead, "
+                              "or simulate fewer or shorter requests.")

@@ -74,6 +74,9 @@ class Schedule:
     def timeline(self) -> pd.DataFrame:
         """One row per iteration (MODEL.md section 9), expanded from the runs on first use."""
         if self._timeline is None:
+            from workbench.schedule.estimate import check_rows
+
+            check_rows(int(self._runs["iterations"].sum()))  # refuse before allocating, not after
             self._timeline = expand_runs(self.runs, self.metrics)
         return self._timeline
 

@@ -227,6 +227,16 @@ def load_sweep(trace: pd.DataFrame | str = "gsm8k-train", *, clients: int = 8, b
         base = base.iloc[np.sort(np.random.default_rng(seed).permutation(len(base))[:int(n_requests)])]
         base = base.reset_index(drop=True)
     capacity = capacity or cluster_capacity(base, clients, batch_size, cm, kv_capacity_tokens=kv_capacity_tokens)
+    from workbench.workload.trace import MAX_ARRIVAL_S
+
+    for load in loads:
+        # Mean span of the resampled arrivals; a burst can stretch it, so half the limit is the line.
+        span_s = len(base) / capacity.rate_at(load)
+        if not span_s <= MAX_ARRIVAL_S / 2:
+            raise ConfigError(f"load {load:g} spreads {len(base):,} requests over about {span_s:.3g} s "
+                              f"({capacity.rate_at(load):.3g} requests/s), beyond the {MAX_ARRIVAL_S:.0e} s a "
+                              "trace may span.", field="loads",
+                              fix="give loads as fractions of capacity, e.g. 0.5,0.7,0.8,0.9.")
     rows = []
     for load in loads:
         rate = capacity.rate_at(load)
