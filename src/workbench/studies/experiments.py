@@ -406,6 +406,7 @@ def run_cases(specs: list[CaseSpec], *, scheduler: str | None = None, workers: i
 
 def _run_dask(specs, *, scheduler, workers, progress):
     import logging
+    import threading
 
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -422,16 +423,34 @@ def _run_dask(specs, *, scheduler, workers, progress):
 
         # Worker processes can be slow to start on a loaded machine: wait longer than the
         # default, and try once more before giving up.
-        with dask.config.set({"distributed.comm.timeouts.connect": "60s"}):
-            for attempt in (1, 2):
-                try:
-                    cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
-                                           dashboard_address=None, silence_logs=logging.ERROR)
-                    break
-                except (RuntimeError, TimeoutError, OSError):
-                    if attempt == 2:
-                        raise
-        client = Client(cluster)
+        # Ctrl-C reaches the whole process group, and a worker process that gets it while it starts
+        # prints its own traceback (four of them on a Ctrl-C during the start).  SIGINT is ignored
+        # while the cluster starts: the worker processes inherit that (an ignored signal stays
+        # ignored across exec, and Python then installs no KeyboardInterrupt handler), so for the
+        # whole run only this process reacts to Ctrl-C and the finally below shuts the cluster
+        # down.  A Ctrl-C during the start itself (a few seconds) is dropped.
+        import signal
+
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+        try:
+            with dask.config.set({"distributed.comm.timeouts.connect": "60s"}):
+                for attempt in (1, 2):
+                    try:
+                        cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
+                                               dashboard_address=None, silence_logs=logging.ERROR)
+                        break
+                    except (RuntimeError, TimeoutError, OSError):
+                        if attempt == 2:
+                            raise
+            client = Client(cluster)
+        except BaseException:
+            if cluster is not None:
+                cluster.close()
+            raise
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGINT, previous)
     startup = time.perf_counter() - t0
     try:
         n_workers = len(client.scheduler_info().get("workers", {}))
