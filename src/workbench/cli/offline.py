@@ -14,8 +14,6 @@ import json
 import numpy as np
 import pandas as pd
 
-from workbench.errors import ConfigError
-
 from workbench.cli._common import _kv, add_instance_arguments, load_instance, print_table
 
 
@@ -42,39 +40,16 @@ def _solver_arguments(p, *, time_limit: float, gap: float) -> None:
                    help=f"solver threads, 1 to {MAX_THREADS} (HiGHS default when absent)")
 
 
-def _offline_kv(args, trace, cost_model) -> None:
-    """The bin packing honours one KV capacity for all clients: it changes no weight, and a request
-    that fits no client is refused here.  Per-client capacities would need per-pair exclusions: refused."""
-    from workbench._checks import kv_capacities
-
-    kv = _kv(args)
-    if kv is None:
-        return
-    caps = kv_capacities(kv, [cost_model] * args.clients, args.clients)
-    if len(set(caps)) > 1:
-        raise ConfigError("the offline bin packing takes one KV capacity for every client.", field="--kv-capacity",
-                          fix="give one capacity, or simulate the offline policy (workbench simulate "
-                              "--policy offline --kv-capacity ...).")
-    cap = caps[0]
-    if cap is None:
-        return
-    need = trace["input_tokens"].to_numpy() + trace["output_tokens"].to_numpy()
-    too_big = np.flatnonzero(need > cap)
-    if len(too_big):
-        row = int(too_big[0])
-        raise ConfigError(f"request {trace['request_id'].iloc[row]!r} needs {int(need[row])} KV tokens (input + "
-                          f"output) but every client holds {cap}.", field="--kv-capacity", row=row,
-                          fix="raise --kv-capacity or drop requests longer than the cache.")
-
-
 def cmd_offline(args) -> int:
+    from workbench._checks import kv_capacities
     from workbench.offline import assign
     from workbench.schedule.schema import _jsonable, atomic_dir
 
     trace, cost_model = load_instance(args)
-    _offline_kv(args, trace, cost_model)
     result = assign(trace, args.clients, args.batch_size, cost_model, method=args.method,
-                    time_limit=args.time_limit, rel_gap=args.gap, threads=args.threads)
+                    time_limit=args.time_limit, rel_gap=args.gap, threads=args.threads,
+                    kv_capacity_tokens=None if _kv(args) is None else
+                    kv_capacities(_kv(args), [cost_model] * args.clients, args.clients))
     table = pd.DataFrame({"request_id": trace["request_id"].to_numpy(), "client": result.assignment})
     from workbench.offline import mmbp_data
 
@@ -113,12 +88,14 @@ def cmd_exact(args) -> int:
 
 
 def cmd_bound(args) -> int:
+    from workbench._checks import kv_capacities
     from workbench.offline import bound_table, lower_bound
 
     trace, cost_model = load_instance(args)
     bound = lower_bound(trace, args.clients, cost_model, batch_size=args.batch_size, method=args.method,
                         time_limit=args.time_limit, rel_gap=args.gap, threads=args.threads,
-                        kv_capacity_tokens=_kv(args))
+                        kv_capacity_tokens=None if _kv(args) is None else
+                    kv_capacities(_kv(args), [cost_model] * args.clients, args.clients))
     table = bound_table(bound)
     kv = "" if args.kv_capacity is None else f", KV capacity {args.kv_capacity}"
     print(f"lower bound {bound.value_s:.6f} s ({bound.binding}) for {len(trace)} requests on {args.clients} "

@@ -89,7 +89,7 @@ class RollingHorizon:
         return out
 
 
-def _rolling_dispatcher(*, trace, clients, batch_size, cost_model, params) -> RollingHorizon:
+def _rolling_dispatcher(*, trace, clients, batch_size, cost_model, params, **_) -> RollingHorizon:
     B = np.broadcast_to(np.asarray(batch_size), (int(clients),))
     # A mixed fleet comes as one model per client.  The engine measures each client's speed against
     # the first (ClientView.speed), so the weights are the first model's, as least-work's are.
