@@ -25,21 +25,6 @@ def policy_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
-def _whole(text: str, field: str) -> int:
-    from workbench._checks import positive_int
-
-    try:
-        return positive_int(int(text.strip()), field)
-    except ValueError as exc:  # int() of a non-number, or the ConfigError of positive_int
-        message = getattr(exc, "message", None) or f"'{text}' is not a whole number"
-        raise argparse.ArgumentTypeError(message.rstrip(".") + (f" ({getattr(exc, 'fix')})" if getattr(exc, "fix", None)
-                                                                 else "")) from None
-
-
-def _clients(text: str) -> int:
-    return _whole(text, "clients")
-
-
 def _batch_size(text: str):
     parts = str(text).split(",")
     if not str(text).strip():
@@ -48,7 +33,10 @@ def _batch_size(text: str):
     if empty:
         raise argparse.ArgumentTypeError(f"'{text}' has an empty item at position {empty[0] + 1}; give an integer "
                                          "or a comma-separated list of integers, e.g. 16,16,32")
-    values = [_whole(p, "batch_size") for p in parts]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer or a comma-separated list of integers") from None
     return values[0] if len(values) == 1 else values
 
 
@@ -56,7 +44,7 @@ def add_instance_arguments(p: argparse.ArgumentParser, *, policy: bool = True) -
     """The options every command that builds a schedule shares."""
     p.add_argument("--trace", default="gsm8k-test", help="a shipped trace name (see `workbench trace list`) or a file")
     p.add_argument("--prompt-column", default=None, help="use this column of the trace as input_tokens")
-    p.add_argument("--clients", type=_clients, default=8, help="number of clients (model replicas)")
+    p.add_argument("--clients", type=int, default=8, help="number of clients (model replicas)")
     p.add_argument("--batch-size", type=_batch_size, default=16, help="batch capacity B, or one per client: 16,16,32")
     p.add_argument("--cost-model", default="llama-65b", help="a preset name (see `workbench presets`) or a JSON file")
     p.add_argument("--kv-capacity", default=None,
@@ -86,6 +74,11 @@ def load_instance(args):
     from workbench.costmodel.linear import load_preset
     from workbench.workload.trace import load_trace
 
+    from workbench._checks import batch_size_option, positive_int
+
+    # Ranges first (one line each, before any allocation): --clients 10**12 must not reach numpy.
+    args.clients = positive_int(args.clients, "clients")
+    args.batch_size = batch_size_option(args.batch_size)
     trace = load_trace(args.trace, prompt_column=args.prompt_column)
     return trace, load_preset(args.cost_model)
 

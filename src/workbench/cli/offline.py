@@ -21,22 +21,22 @@ from workbench.cli._common import _kv, add_instance_arguments, load_instance, pr
 MAX_THREADS = 256
 
 
-def _threads(text: str) -> int:
-    import argparse
+def _check_solver_options(args) -> None:
+    """--threads and --time-limit in range, one line each, before any solver starts."""
+    from workbench.errors import ConfigError
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of threads") from None
-    if not 1 <= value <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"{value} is not between 1 and {MAX_THREADS} threads")
-    return value
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise ConfigError(f"{args.threads} is not between 1 and {MAX_THREADS} threads.", field="--threads",
+                          fix="give a whole number of solver threads, e.g. 2, or leave it out.")
+    if not (args.time_limit > 0 and args.time_limit < float("inf")):
+        raise ConfigError(f"{args.time_limit} is not a positive number of seconds.", field="--time-limit",
+                          fix="give the solver's wall-clock limit in seconds, e.g. 5.")
 
 
 def _solver_arguments(p, *, time_limit: float, gap: float) -> None:
     p.add_argument("--time-limit", type=float, default=time_limit, help="solver time limit in seconds")
     p.add_argument("--gap", type=float, default=gap, help="relative MIP gap at which to stop")
-    p.add_argument("--threads", type=_threads, default=None,
+    p.add_argument("--threads", type=int, default=None,
                    help=f"solver threads, 1 to {MAX_THREADS} (HiGHS default when absent)")
 
 
@@ -45,6 +45,7 @@ def cmd_offline(args) -> int:
     from workbench.offline import assign
     from workbench.schedule.schema import _jsonable, atomic_dir
 
+    _check_solver_options(args)
     trace, cost_model = load_instance(args)
     result = assign(trace, args.clients, args.batch_size, cost_model, method=args.method,
                     time_limit=args.time_limit, rel_gap=args.gap, threads=args.threads,
@@ -71,6 +72,7 @@ def cmd_exact(args) -> int:
     from workbench.offline import replay_exact, solve_exact
     from workbench.schedule.schema import atomic_dir
 
+    _check_solver_options(args)
     trace, cost_model = load_instance(args)
     result = solve_exact(trace, args.clients, args.batch_size, cost_model, time_limit=args.time_limit,
                          rel_gap=args.gap, threads=args.threads, max_binaries=args.max_binaries,
@@ -91,6 +93,7 @@ def cmd_bound(args) -> int:
     from workbench._checks import kv_capacities
     from workbench.offline import bound_table, lower_bound
 
+    _check_solver_options(args)
     trace, cost_model = load_instance(args)
     bound = lower_bound(trace, args.clients, cost_model, batch_size=args.batch_size, method=args.method,
                         time_limit=args.time_limit, rel_gap=args.gap, threads=args.threads,
