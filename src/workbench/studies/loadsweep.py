@@ -188,7 +188,11 @@ def run_policy(trace: pd.DataFrame | str, policy: str, *, clients: int = 8, batc
     """Simulate ``policy`` (a simulator policy or a chunked-prefill one) and return its schedule."""
     from workbench.engine.chunked import CHUNKED_POLICIES, simulate_chunked
     from workbench.engine.core import simulate
+    from workbench.schedule.estimate import check_work
+    from workbench.workload.trace import load_trace
 
+    trace = load_trace(trace)
+    check_work(trace, clients, batch_size, export=False, stepped=policy in CHUNKED_POLICIES)
     if policy in CHUNKED_POLICIES:
         return simulate_chunked(trace, clients, batch_size, policy, cost_model,
                                 kv_capacity_tokens=kv_capacity_tokens, **params)
