@@ -215,7 +215,7 @@ def _gap(value: float, bound: float) -> float:
 
 def assign(trace: pd.DataFrame | str, clients: int = 8, batch_size=16, cost_model="llama-65b", *,
            method: str = "auto", time_limit: float = 2.0, rel_gap: float = 5e-4,
-           threads: int | None = None, kv_capacity_tokens=None) -> Assignment:
+           threads: int | None = None, kv_capacity_tokens=None, record: bool = False) -> Assignment:
     """The offline bin-packing assignment of ``trace`` to ``clients`` clients.
 
     ``time_limit`` (s) bounds the whole call for ``auto`` and the solve for
@@ -229,6 +229,9 @@ def assign(trace: pd.DataFrame | str, clients: int = 8, batch_size=16, cost_mode
     the assignment comes from ``lpt`` and ``ls`` on the allowed pairs (``kk`` and the MIP assume
     every pair is allowed and are refused), and a request that fits no client is refused.
     """
+    from workbench.schedule.bounds import refuse_recording
+
+    refuse_recording(record)
     started = time.perf_counter()
     if method not in METHODS:
         raise ConfigError(f"unknown method '{method}'.", field="method", fix=f"use one of {', '.join(METHODS)}.")

@@ -435,7 +435,7 @@ def _warm_start(model: pyo.ConcreteModel, plan, data: ExactData):
 def solve_exact(trace: pd.DataFrame | str, clients: int = 2, batch_size=2, cost_model="llama-65b", *,
                 time_limit: float = 60.0, rel_gap: float = 0.0, threads: int | None = None,
                 max_binaries: int | None = MAX_EXACT_BINARIES, max_requests: int = MAX_EXACT_REQUESTS,
-                warm_start: bool = True, kv_capacity_tokens=None) -> ExactResult:
+                warm_start: bool = True, kv_capacity_tokens=None, record: bool = False) -> ExactResult:
     """Solve the exact MIP and export its schedule (policy ``exact``) in the common format.
 
     Refuses, before building, instances with more than ``max_requests``
@@ -447,6 +447,9 @@ def solve_exact(trace: pd.DataFrame | str, clients: int = 2, batch_size=2, cost_
     KV-cache constraint, so ``kv_capacity_tokens`` other than ``None`` is
     refused rather than ignored.
     """
+    from workbench.schedule.bounds import refuse_recording
+
+    refuse_recording(record)
     if kv_capacity_tokens is not None:
         raise ConfigError("the exact MIP has no KV-cache constraint, so it cannot honour a KV capacity.",
                           field="kv_capacity_tokens",

@@ -198,7 +198,7 @@ def build_bound_model(data: BoundData, *, bound_s: float | None = None) -> pyo.C
 
 def lower_bound(trace: pd.DataFrame | str, clients: int, cost_model="llama-65b", *, batch_size=16,
                 method: str = "auto", time_limit: float = 3.0, rel_gap: float = 1e-6,
-                threads: int | None = None, kv_capacity_tokens=None) -> LowerBound:
+                threads: int | None = None, kv_capacity_tokens=None, record: bool = False) -> LowerBound:
     """The instance's makespan lower bound with every term and the binding one.
 
     ``value_s`` is :func:`workbench.schedule.bounds.closed_form_lower_bound`
@@ -215,6 +215,9 @@ def lower_bound(trace: pd.DataFrame | str, clients: int, cost_model="llama-65b",
     """
     from workbench.offline.solver import solver_available
 
+    from workbench.schedule.bounds import refuse_recording
+
+    refuse_recording(record)
     if method not in ("auto", "closed", "mip"):
         raise ConfigError(f"unknown method '{method}'.", field="method", fix="use auto, closed or mip.")
     started = time.perf_counter()

@@ -162,6 +162,19 @@ def closed_form_lower_bound(trace: pd.DataFrame, clients: int, batch_size, cost_
     return LowerBound(value_s=_round_down(terms[binding]), terms=terms, binding=binding)
 
 
+def refuse_recording(record: bool) -> None:
+    """``record=True`` asked for the process-wide bound cache that no longer exists (MODEL.md section 3).
+
+    ``record=False`` (not recording) is what every call now does, so old calls that pass it run.
+    """
+    if record:
+        from workbench.errors import ConfigError
+
+        raise ConfigError("bounds are no longer recorded for later schedules: the bound of an instance is a pure "
+                          "function of it (MODEL.md section 3).", field="record",
+                          fix="drop record=True; read the solver's figure from the result instead.")
+
+
 #: The engine's name for the instance bound (it imports this one); the same pure function.
 best_lower_bound = closed_form_lower_bound
 instance_lower_bound = closed_form_lower_bound
