@@ -60,6 +60,12 @@ BAD_FILES = {
     "JSONL line that is not an object": ("t.jsonl", b'{"request_id": 0, "input_tokens": 1, "output_tokens": 2}\nnull\n',
                                           "cannot read"),
     "corrupt Parquet": ("t.parquet", b"PAR1 not really", "cannot read"),
+    "column named twice": ("t.csv", b"output_tokens,input_tokens,request_id,input_tokens\n48,59,22,10\n",
+                           "has two columns named 'input_tokens'. Fix: give each column once."),
+    "JSONL input_tokens: true": ("t.jsonl", b'{"request_id": 0, "input_tokens": true, "output_tokens": 2}\n',
+                                 "field 'input_tokens', row 0: true is a boolean, not a number"),
+    "CSV ids 1e3 beside 1000 are two ids": ("t.csv", (H + "1e3,5,5\n1000,5,5\n1000,6,6\n").encode(),
+                                            "field 'request_id', row 2: '1000' repeats the id of row 1"),
 }
 
 

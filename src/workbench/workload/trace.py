@@ -66,8 +66,15 @@ def _read_file(path: Path) -> pd.DataFrame:
         # Ids are labels: read as text so 007 and 1e3 stay as written (ids_from_text keeps plain
         # integers as integers).
         frame = pd.read_csv(path, dtype={"request_id": str})
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].str.strip()
+        if header.duplicated().any():
+            # pandas would rename the second copy "NAME.1" and one of the two would be used silently.
+            twice = str(header[header.duplicated()].iloc[0])
+            raise TraceError(f"'{path}' has two columns named '{twice}'.", field=twice, fix="give each column once.")
         if "request_id" in frame.columns:
             frame["request_id"] = ids_from_text(frame["request_id"])
+    except TraceError:
+        raise
     except pd.errors.EmptyDataError:
         raise TraceError(f"'{path}' is empty.", fix="give a file with a header row and at least one request.") from None
     except UnicodeDecodeError as exc:
