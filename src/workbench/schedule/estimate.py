@@ -35,7 +35,9 @@ class WorkEstimate:
     clients: int
     decode_tokens: int
     min_iterations: int
+    min_mixed_iterations: int
     max_iterations: int
+    max_mixed_iterations: int
     max_segments: int
 
     def as_dict(self) -> dict[str, int]:
@@ -47,18 +49,24 @@ def estimate_work(trace: pd.DataFrame, clients: int, batch_size) -> WorkEstimate
 
     ``min_iterations``: prefills (at least ``ceil(n / B_max)``) plus decodes (at least
     ``max(max_i (o_i - 1), ceil(D / B_max))``); ``max_iterations``: one prefill per request plus
-    one decode per decode token (each decode iteration advances at least one request).
+    one decode per decode token (each decode iteration advances at least one request);
+    ``min_mixed_iterations``: chunked prefill needs no separate prefill, so only
+    ``max(max_i o_i, ceil(D / B_max))`` (a request's last chunk, then its decodes);
+    ``max_mixed_iterations``: the same for chunked prefill, where an iteration may carry only a
+    chunk of a prompt, so one per decode token plus one per prompt token.
     ``max_segments``: the prefill-first engine's events, one prefill and at most two run cuts per
     request (its completion, an arrival) plus one per client.
     """
     o = trace["output_tokens"].to_numpy(np.int64)
+    L = int(trace["input_tokens"].to_numpy(np.int64).sum())
     n = len(o)
     b_max = int(np.max(np.broadcast_to(np.asarray(batch_size, dtype=np.int64), (int(clients),))))
     D = int((o - 1).sum())
     longest = int(o.max() - 1) if n else 0
     min_iter = -(-n // b_max) + max(longest, -(-D // b_max))
     return WorkEstimate(requests=n, clients=int(clients), decode_tokens=D, min_iterations=min_iter,
-                        max_iterations=n + D, max_segments=3 * n + int(clients))
+                        min_mixed_iterations=max(longest + 1 if n else 0, -(-D // b_max)),
+                        max_iterations=n + D, max_mixed_iterations=L + D, max_segments=3 * n + int(clients))
 
 
 #: An iteration must be at least this many units in the last place of the clock at the latest time,
@@ -109,14 +117,15 @@ def check_work(trace: pd.DataFrame, clients: int, batch_size, *, export: bool = 
     est = estimate_work(trace, clients, batch_size)
     fix = ("simulate fewer or shorter requests, or larger batches; in Python, simulate() without "
            "exporting keeps only the runs (schedule.runs)")
-    if export and est.min_iterations > MAX_TIMELINE_ROWS:
-        raise ConfigError(f"any schedule of this instance has at least {est.min_iterations:,} iterations "
+    floor = est.min_mixed_iterations if stepped else est.min_iterations
+    if export and floor > MAX_TIMELINE_ROWS:
+        raise ConfigError(f"any schedule of this instance has at least {floor:,} iterations "
                           f"({est.decode_tokens:,} decode tokens on batches of at most "
                           f"{int(np.max(batch_size)):,}), above the export limit of {MAX_TIMELINE_ROWS:,} "
-                          f"timeline rows (about {est.min_iterations * 130 / 1e9:.1f} GB).",
+                          f"timeline rows (about {floor * 130 / 1e9:.1f} GB).",
                           field="trace", fix=fix + ".")
-    if stepped and est.min_iterations > MAX_STEPPED_ITERATIONS:
-        raise ConfigError(f"the chunked-prefill simulator would step at least {est.min_iterations:,} "
+    if stepped and est.min_mixed_iterations > MAX_STEPPED_ITERATIONS:
+        raise ConfigError(f"the chunked-prefill simulator would step at least {est.min_mixed_iterations:,} "
                           f"iterations, above its limit of {MAX_STEPPED_ITERATIONS:,}.", field="trace",
                           fix="simulate fewer or shorter requests, or a prefill-first policy.")
     return est
