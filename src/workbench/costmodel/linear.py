@@ -171,7 +171,11 @@ def load_preset(name_or_path: str | Path | LinearCostModel = "llama-65b") -> Lin
     text = str(name_or_path)
     path = Path(text)
     named = presets_dir() / f"{text}.json"
-    if path.suffix != ".json" and "/" not in text and len(text) < 200:
+    try:
+        a_file = path.exists() and not path.is_dir()  # a folder named like a preset does not hide it
+    except OSError:  # a name too long to be a file: input_file names it
+        a_file = True
+    if path.suffix != ".json" and not a_file:
         if not named.is_file():
             raise ConfigError(f"unknown cost-model preset '{text}'.", field="cost_model",
                               fix=f"use one of {', '.join(list_presets())} or the path of a JSON file.")
