@@ -7,7 +7,14 @@ import math
 import pytest
 
 from workbench.errors import ConfigError
-from workbench.policies.registry import PARAMS, PART_PARAMS, POLICIES, coerce_param, policy_parts, resolve_policy
+from workbench.policies.registry import (
+    PARAMS,
+    PART_PARAMS,
+    POLICIES,
+    coerce_param,
+    policy_parts,
+    resolve_policy,
+)
 
 
 @pytest.mark.parametrize("text,value", [("yes", True), ("no", False), ("true", True), ("false", False),

@@ -9,7 +9,6 @@ import numpy as np
 from workbench.costmodel.linear import load_preset
 from workbench.errors import ConfigError
 
-
 #: The largest value each whole-number option may take.  Beyond them the simulator's per-client state
 #: or numpy's int64 arithmetic gives out (``--clients 10**7`` is gigabytes of client state before the
 #: first event, ``--batch-size 2**63`` overflows); no serving cluster is near them.

@@ -71,10 +71,9 @@ def _kv(args) -> Any:
 
 
 def load_instance(args):
+    from workbench._checks import batch_size_option, positive_int
     from workbench.costmodel.linear import load_preset
     from workbench.workload.trace import load_trace
-
-    from workbench._checks import batch_size_option, positive_int
 
     # Ranges first (one line each, before any allocation): --clients 10**12 must not reach numpy.
     args.clients = positive_int(args.clients, "clients")
@@ -86,7 +85,7 @@ def load_instance(args):
 def checked_params(policy: str, params: dict[str, Any], *, dispatch: str | None = None) -> dict[str, Any]:
     """``params`` typed by the schema of ``policy`` (a simulator policy or a chunked-prefill one)."""
     from workbench.engine.chunked import CHUNKED_POLICIES
-    from workbench.policies.registry import check_params, policy_parts, resolve_policy
+    from workbench.policies.registry import check_params, resolve_policy
 
     if policy in CHUNKED_POLICIES:
         parts = [("engine", "chunked"), ("dispatch", dispatch or CHUNKED_POLICIES[policy].dispatch)]
@@ -119,9 +118,8 @@ def simulate_any(trace, clients, batch_size, policy: str, cost_model, *, dispatc
     from workbench.engine.core import simulate
 
     params = checked_params(policy, params, dispatch=dispatch) if params else {}
-    from workbench.schedule.estimate import check_work
-
     from workbench._checks import cost_models as _models
+    from workbench.schedule.estimate import check_work
 
     check_work(trace, clients, batch_size, export=True, stepped=policy in CHUNKED_POLICIES,
                cost_models=_models(cost_model, 1) if not isinstance(cost_model, (list, tuple)) else

@@ -14,8 +14,12 @@ import json
 import numpy as np
 import pandas as pd
 
-from workbench.cli._common import _kv, add_instance_arguments, load_instance, print_table
-
+from workbench.cli._common import (
+    _kv,
+    add_instance_arguments,
+    load_instance,
+    print_table,
+)
 
 #: More solver threads than this is a typo: each HiGHS thread allocates its own workspace.
 MAX_THREADS = 256

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from workbench.policies.builtin import Assigned
-from workbench.policies.registry import DISPATCH_DOCS, DISPATCHERS, Dispatcher, Param, declare_params
-
+from workbench.policies.registry import (
+    DISPATCH_DOCS,
+    DISPATCHERS,
+    Dispatcher,
+    Param,
+    declare_params,
+)
 
 #: ``workbench.offline.binpacking.METHODS``, written out so that declaring the parameters loads no Pyomo
-#: (tests/test_guards.py checks that the two agree).
+#: (tests/test_params.py checks that the two agree).
 OFFLINE_METHODS = ("auto", "lpt", "kk", "ls", "mip", "mip-cold")
 
 

@@ -214,7 +214,6 @@ def lower_bound(trace: pd.DataFrame | str, clients: int, cost_model="llama-65b",
     also holds the time of each part and the bound model's size and status.
     """
     from workbench.offline.solver import solver_available
-
     from workbench.schedule.bounds import refuse_recording
 
     refuse_recording(record)
