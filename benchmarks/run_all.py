@@ -68,13 +68,13 @@ def measure(quick: bool) -> list[tuple[str, float, str, str]]:
         trace = synthetic_trace(n, seed=1, input_mean_tokens=68, output_mean_tokens=130)
         _, sec = best_of(lambda: simulate(trace, clients, batch, "paper-baseline", cm), repeat=1 if n > 50_000 else 3)
         rows.append((f"sim paper-baseline {n // 1000}k/{clients}/{batch} time", sec * 1e3, "ms", target))
-    a, sec = best_of(lambda: assign(test, 8, 16, cm, method="auto", time_limit=2.0, record=False), repeat=1)
+    a, sec = best_of(lambda: assign(test, 8, 16, cm, method="auto", time_limit=2.0), repeat=1)
     rows += [("bin packing gsm8k-test/8 auto time", sec, "s", "< 2"), ("bin packing gsm8k-test/8 proven gap", a.gap * 100, "%", "< 0.05")]
-    a, sec = best_of(lambda: assign(train, 64, 16, cm, method="auto", time_limit=10.0, record=False), repeat=1)
+    a, sec = best_of(lambda: assign(train, 64, 16, cm, method="auto", time_limit=10.0), repeat=1)
     rows += [("bin packing gsm8k-train/64 auto time", sec, "s", "< 10"), ("bin packing gsm8k-train/64 proven gap", a.gap * 100, "%", "< 0.5")]
-    _, sec = best_of(lambda: lower_bound(train, 64, cm, batch_size=16, method="closed", record=False))
+    _, sec = best_of(lambda: lower_bound(train, 64, cm, batch_size=16, method="closed"))
     rows.append(("lower bound gsm8k-train/64 closed form time", sec * 1e3, "ms", "< 100"))
-    _, sec = best_of(lambda: lower_bound(train, 64, cm, batch_size=16, method="mip", time_limit=5.0, record=False), repeat=1)
+    _, sec = best_of(lambda: lower_bound(train, 64, cm, batch_size=16, method="mip", time_limit=5.0), repeat=1)
     rows.append(("lower bound gsm8k-train/64 bin-packing bound time (5 s solver limit)", sec, "s", "< 10"))
     s = simulate(test, 8, 16, "hybrid", cm)
     _, sec = best_of(lambda: gantt(s))

@@ -185,7 +185,11 @@ _COST = LinearCostModel(a_p=0.015, b_p=1e-4, a_d=0.015, b_d=1e-4, c_d=2e-7, name
 
 def check_contract(trace: pd.DataFrame) -> None:
     """Raise Invariant unless ``trace`` meets the data contract of MODEL.md section 9."""
-    if list(trace.columns) != COLUMNS:
+    # The four of the contract first; extra columns are kept after them (issue 12), each once and none
+    # a mangled copy of a contract column (pandas' "input_tokens.1" for a column named twice).
+    extra = list(trace.columns)[len(COLUMNS):]
+    if list(trace.columns)[:len(COLUMNS)] != COLUMNS or len(set(trace.columns)) != len(trace.columns) or any(
+            str(c).split(".")[0] in COLUMNS for c in extra):
         raise Invariant(f"columns {list(trace.columns)}")
     if len(trace) == 0:
         raise Invariant("an empty trace was accepted")

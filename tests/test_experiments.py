@@ -17,7 +17,7 @@ from workbench.workload.trace import load_trace, sample_trace
 def tiny_scenario(tmp_path) -> E.Scenario:
     path = tmp_path / "tiny.csv"
     sample_trace(load_trace("gsm8k-test"), 160, seed=4).to_csv(path, index=False)
-    return E.Scenario(name="tiny", trace=str(path), clients=3, batch_size=8, lower_bound_method="closed")
+    return E.Scenario(name="tiny", trace=str(path), clients=3, batch_size=8)
 
 
 def test_scenario_states_every_default():

@@ -53,7 +53,7 @@ def test_offline_stage_prices_each_client_with_its_own_model():
     f = Fleet.parse(FLEET)
     W = mmbp_data(TRACE, f.clients, f.batch_size, f.cost_model).weights_s
     assert not np.allclose(W[:, 0], W[:, 2])  # an A100 and an H100 client price requests differently
-    ours = assign(TRACE, f.clients, f.batch_size, f.cost_model, method="lpt", record=False)
+    ours = assign(TRACE, f.clients, f.batch_size, f.cost_model, method="lpt")
     assert ours.makespan_s == pytest.approx(np.bincount(ours.assignment, W[np.arange(len(W)), ours.assignment]).max())
     assert ours.lower_bound_s <= ours.makespan_s
     # the simulator hands the offline dispatcher every client's model, not client 0's

@@ -60,6 +60,12 @@ BAD_FILES = {
     "JSONL line that is not an object": ("t.jsonl", b'{"request_id": 0, "input_tokens": 1, "output_tokens": 2}\nnull\n',
                                           "cannot read"),
     "corrupt Parquet": ("t.parquet", b"PAR1 not really", "cannot read"),
+    "column named twice": ("t.csv", b"output_tokens,input_tokens,request_id,input_tokens\n48,59,22,10\n",
+                           "has two columns named 'input_tokens'. Fix: give each column once."),
+    "JSONL input_tokens: true": ("t.jsonl", b'{"request_id": 0, "input_tokens": true, "output_tokens": 2}\n',
+                                 "field 'input_tokens', row 0: true is a boolean, not a number"),
+    "CSV ids 1e3 beside 1000 are two ids": ("t.csv", (H + "1e3,5,5\n1000,5,5\n1000,6,6\n").encode(),
+                                            "field 'request_id', row 2: '1000' repeats the id of row 1"),
 }
 
 
@@ -117,10 +123,12 @@ def test_widget_upload_good_file_after_bad_ones(picker):
 
 
 # -- accepted with a documented behaviour ---------------------------------------------------------------
-def test_extra_columns_are_dropped(tmp_path):
+def test_extra_columns_are_kept_after_the_contract(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("request_id,input_tokens,output_tokens,model,note\n0,5,5,llama,hi\n")
-    assert list(load_trace(path).columns) == ["request_id", "input_tokens", "output_tokens", "arrival_s"]
+    trace = load_trace(path)
+    assert list(trace.columns) == ["request_id", "input_tokens", "output_tokens", "arrival_s", "model", "note"]
+    assert trace["note"].tolist() == ["hi"]
 
 
 def test_utf8_bom_is_accepted(tmp_path):
@@ -384,3 +392,346 @@ def test_fuzz_smoke(script):
     result = harness.run(script, strategy, module.target, examples=40, seed=1, describe=module.describe)
     assert result.tried == 40
     assert not result.findings, result.summary()
+
+
+# -- issue 12: options honoured or refused, ids as written, no hangs ---------------------------------------
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+#: Each case: (files to write {name: text}, CLI arguments with {tmp} for the folder, the exact error line).
+#: The line is what `workbench ...` prints on stderr, exit status 2, nothing written.
+ISSUE12_CLI = {
+    "--param steal=maybe": ({}, ["simulate", "--policy", "hybrid-steal", "--param", "steal=maybe"],
+                            "workbench simulate: error: field 'steal': 'maybe' is not a boolean (true/false, yes/no, "
+                            "1/0). Fix: give steal as a boolean (true/false, yes/no, 1/0) (work stealing: a client "
+                            "with free slots and an empty queue takes waiting requests from the most loaded client)."),
+    "--param mue=5 (a typo)": ({}, ["simulate", "--policy", "hybrid", "--param", "mue=5"],
+                               "workbench simulate: error: field 'mue': 'mue' is an unknown parameter of policy "
+                               "'hybrid'. Fix: use one of horizon, lookahead, method, mu, rel_gap, steal, time_limit."),
+    "--param token_budget=5 on static": ({}, ["simulate", "--policy", "static", "--param", "token_budget=5"],
+                                         "workbench simulate: error: field 'token_budget': 'token_budget' is a "
+                                         "parameter that policy 'static' does not take. Fix: use one of steal."),
+    "--param mu=fast": ({}, ["simulate", "--policy", "hybrid", "--param", "mu=fast"],
+                        "workbench simulate: error: field 'mu': 'fast' is not a number. Fix: give mu as a number "
+                        "(price multiplier: 0 = static, inf = continuous, 1 = the plain price)."),
+    "compare: a parameter no policy takes": ({}, ["compare", "--policies", "static,continuous", "--param", "mu=2"],
+                                             "workbench compare: error: field 'mu': no policy of static, continuous "
+                                             "takes parameter 'mu'. Fix: drop it, or add a policy that takes it "
+                                             "(workbench policies lists them)."),
+    "preset a_p: true": ({"p.json": '{"a_p": true, "b_p": 0, "a_d": 0.01, "b_d": 0, "c_d": 0}'},
+                         ["simulate", "--cost-model", "{tmp}/p.json"],
+                         "workbench simulate: error: field 'a_p': must be a number, got True. Fix: give every "
+                         "coefficient as seconds, a JSON number >= 0 (not text or true/false)."),
+    "preset a_p: \"0.015\"": ({"p.json": '{"a_p": "0.015", "b_p": 0, "a_d": 0.01, "b_d": 0, "c_d": 0}'},
+                              ["simulate", "--cost-model", "{tmp}/p.json"],
+                              "workbench simulate: error: field 'a_p': must be a number, got '0.015'. Fix: give "
+                              "every coefficient as seconds, a JSON number >= 0 (not text or true/false)."),
+    "preset kv_capacity_tokens: 1000.5": (
+        {"p.json": '{"a_p": 0.01, "b_p": 0, "a_d": 0.01, "b_d": 0, "c_d": 0, "kv_capacity_tokens": 1000.5}'},
+        ["simulate", "--cost-model", "{tmp}/p.json"],
+        "workbench simulate: error: field 'kv_capacity_tokens': must be a whole number of tokens in 1..10**12, got "
+        "1000.5. Fix: give the KV cache size in tokens, or leave it out."),
+    "preset kv_capacity_tokens: \"lots\"": (
+        {"p.json": '{"a_p": 0.01, "b_p": 0, "a_d": 0.01, "b_d": 0, "c_d": 0, "kv_capacity_tokens": "lots"}'},
+        ["simulate", "--cost-model", "{tmp}/p.json"],
+        "workbench simulate: error: field 'kv_capacity_tokens': must be a whole number of tokens in 1..10**12, got "
+        "'lots'. Fix: give the KV cache size in tokens, or leave it out."),
+    "preset number of 400 digits": ({"p.json": '{"a_p": 1' + "0" * 399 + ', "b_p": 0, "a_d": 0.01, "b_d": 0, "c_d": 0}'},
+                                    ["simulate", "--cost-model", "{tmp}/p.json"],
+                                    "workbench simulate: error: field 'a_p': a number of 400 digits is too large for a "
+                                    "float. Fix: give seconds, at most 10000."),
+    "a_p = a_d = 1e308": ({"p.json": '{"a_p": 1e308, "b_p": 0, "a_d": 1e308, "b_d": 0, "c_d": 0}'},
+                          ["simulate", "--cost-model", "{tmp}/p.json"],
+                          "workbench simulate: error: field 'a_p': 1e+308 s is above 10000 s. Fix: check the units: "
+                          "coefficients are in seconds (an iteration of hours, summed over a trace, overflows the "
+                          "clock)."),
+    "--kv-capacity preset, preset without one": (
+        {"p.json": '{"a_p": 0.01, "b_p": 0, "a_d": 0.01, "b_d": 0, "c_d": 0}'},
+        ["simulate", "--cost-model", "{tmp}/p.json", "--kv-capacity", "preset"],
+        "workbench simulate: error: field 'kv_capacity_tokens': 'preset' asks for the preset's KV capacity, but p "
+        "has none (client 0). Fix: give a capacity in tokens, or a preset with kv_capacity_tokens."),
+    "--cost-model DIR.json (a folder)": ({"d.json/x": ""}, ["simulate", "--cost-model", "{tmp}/d.json"],
+                                         "workbench simulate: error: field 'cost_model': cost-model file "
+                                         "'{tmp}/d.json' is a folder, not a file. Fix: give the path of a JSON "
+                                         "file, or one of the presets {presets}."),
+    "--trace DIR.json (a folder)": ({"d.json/x": ""}, ["simulate", "--trace", "{tmp}/d.json"],
+                                    "workbench simulate: error: field 'trace': trace '{tmp}/d.json' is a folder, not "
+                                    "a file. Fix: give the path of a CSV, Parquet or JSONL file."),
+    "--trace /dev/zero": ({}, ["simulate", "--trace", "/dev/zero"],
+                          "workbench simulate: error: field 'trace': trace '/dev/zero' is a device; only regular "
+                          "files are read. Fix: save the data to a file first and give its path."),
+    "--clients 10000000": ({}, ["simulate", "--clients", "10000000"],
+                           "workbench simulate: error: field 'clients': 10,000,000 is above the limit of 100,000. "
+                           "Fix: give clients as an integer >= 1 and <= 100,000."),
+    "--clients 1000000000000 (bound)": ({}, ["bound", "--clients", "1000000000000"],
+                                        "workbench bound: error: field 'clients': 1,000,000,000,000 is above the "
+                                        "limit of 100,000. Fix: give clients as an integer >= 1 and <= 100,000."),
+    "--batch-size 9223372036854775808": ({}, ["simulate", "--batch-size", "9223372036854775808"],
+                                         "workbench simulate: error: field 'batch_size': 9,223,372,036,854,775,808 "
+                                         "is above the limit of 1,000,000. Fix: give batch_size as an integer >= 1 "
+                                         "and <= 1,000,000."),
+    "--threads 100000": ({}, ["bound", "--threads", "100000"],
+                         "workbench bound: error: field '--threads': 100000 is not between 1 and 256 threads. Fix: "
+                         "give a whole number of solver threads, e.g. 2, or leave it out."),
+    "--threads -1": ({}, ["offline", "--threads", "-1"],
+                     "workbench offline: error: field '--threads': -1 is not between 1 and 256 threads. Fix: give a "
+                     "whole number of solver threads, e.g. 2, or leave it out."),
+    "exact --kv-capacity": ({"t.csv": H + "0,100,4\n1,100,4\n2,100,4\n3,100,4\n"},
+                            ["exact", "--trace", "{tmp}/t.csv", "--kv-capacity", "210"],
+                            "workbench exact: error: field 'kv_capacity_tokens': the exact MIP has no KV-cache "
+                            "constraint, so it cannot honour a KV capacity. Fix: drop --kv-capacity, or simulate a "
+                            "policy with it (workbench simulate --kv-capacity)."),
+    "offline --kv-capacity below a request": ({"t.csv": H + "0,100,4\n1,100,4\n"},
+                                              ["offline", "--trace", "{tmp}/t.csv", "--clients", "2",
+                                               "--kv-capacity", "100"],
+                                              "workbench offline: error: field 'kv_capacity_tokens', row 0: request "
+                                              "'0' needs 104 KV tokens (input + output) but no client holds more "
+                                              "than 100. Fix: raise kv_capacity_tokens or drop requests longer than "
+                                              "the cache."),
+    "four requests of 10^7 output tokens on 4 clients of B=1": (
+        {"t.csv": H + "".join(f"{i},5,10000000\n" for i in range(4))},
+        ["simulate", "--trace", "{tmp}/t.csv", "--clients", "4", "--batch-size", "1"],
+        "workbench simulate: error: field 'trace': any schedule of this instance has at least 40,000,000 iterations "
+        "(39,999,996 decode tokens on batches of at most 1), above the export limit of 10,000,000 timeline rows "
+        "(about 5.2 GB). Fix: simulate fewer or shorter requests, or larger batches; in Python, simulate() without "
+        "exporting keeps only the runs (schedule.runs)."),
+    "iterations below the clock's resolution": (
+        {"t.csv": HA + "0,1,2,1e9\n", "p.json": '{"a_p": 0, "b_p": 1e-8, "a_d": 0.01, "b_d": 0, "c_d": 0}'},
+        ["simulate", "--trace", "{tmp}/t.csv", "--clients", "1", "--cost-model", "{tmp}/p.json"],
+        "workbench simulate: error: field 'cost_model': the shortest iteration (1e-08 s) is below the clock's "
+        "resolution late in the run (64 ulps at t = 1e+09 s is 7.63e-06 s): start and end times would collapse. "
+        "Fix: shift arrival times to start near 0, or check the cost model's units (seconds)."),
+    "loadsweep --loads 1e-9": ({}, ["loadsweep", "--loads", "1e-9"],
+                               "workbench loadsweep: error: field 'loads': load 1e-09 spreads 7,473 requests over "
+                               "about 1.36e+11 s (5.49e-08 requests/s), beyond the 1e+09 s a trace may span. Fix: "
+                               "give loads as fractions of capacity, e.g. 0.5,0.7,0.8,0.9."),
+}
+
+
+@pytest.mark.parametrize("case", list(ISSUE12_CLI))
+def test_issue12_cli_refusals_are_one_exact_line(tmp_path, capsys, case):
+    from workbench.costmodel.linear import list_presets
+
+    files, args, line = ISSUE12_CLI[case]
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if args[0] in ("simulate", "offline", "exact"):
+        args += ["--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == line.replace("{tmp}", str(tmp_path)).replace("{presets}", ", ".join(list_presets()))
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_issue12_fifo_as_trace_is_refused_without_hanging(tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "t.csv"
+    os.mkfifo(fifo)  # nothing ever writes it: opening it for reading would block forever
+    line = (f"field 'trace': trace '{fifo}' is a FIFO (named pipe); only regular files are read. "
+            "Fix: save the data to a file first and give its path.")
+    with pytest.raises(TraceError) as info:
+        load_trace(fifo)
+    assert str(info.value) == line
+    assert main(["simulate", "--trace", str(fifo), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == "workbench simulate: error: " + line
+    simulate(synthetic_trace(4), 2, 2, "static", SMALL).write(tmp_path / "s")
+    assert main(["validate", str(tmp_path / "s"), "--trace", str(fifo)]) == 2
+    assert capsys.readouterr().err.strip() == "workbench validate: error: " + line
+
+
+def test_issue12_a_300_character_path_is_one_line(capsys, tmp_path):
+    long = str(tmp_path / ("x" * 300 + ".csv"))
+    assert main(["simulate", "--trace", long, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot be opened (File name too long)" in err and len(err.splitlines()) == 1
+
+
+def test_issue12_steal_no_turns_stealing_off_and_yes_on(tmp_path):
+    from workbench.cli._common import checked_params
+
+    for text, value in [("no", False), ("false", False), ("0", False), ("yes", True), ("true", True), ("1", True),
+                        ("No", False), ("TRUE", True)]:
+        assert checked_params("hybrid-steal", {"steal": text})["steal"] is value
+    trace = synthetic_trace(60, seed=4)
+    off = simulate(trace, 3, 4, "hybrid-steal", "llama-65b", steal="no")
+    plain = simulate(trace, 3, 4, "hybrid", "llama-65b")
+    assert off.metrics["params"]["steal"] is False
+    assert off.makespan_s == plain.makespan_s
+
+
+def test_issue12_policy_parameters_are_typed_through_the_api():
+    with pytest.raises(ConfigError, match="'mue' is an unknown parameter of policy 'hybrid'"):
+        simulate(synthetic_trace(5), 2, 2, "hybrid", "llama-65b", mue=5)
+    with pytest.raises(ConfigError, match="'maybe' is not a boolean"):
+        simulate(synthetic_trace(5), 2, 2, "hybrid-steal", "llama-65b", steal="maybe")
+    with pytest.raises(ConfigError, match="is not a whole number"):
+        simulate(synthetic_trace(5), 2, 2, "hybrid", "llama-65b", horizon=2.5)
+
+
+def test_issue12_csv_ids_are_kept_exactly_as_written(tmp_path):
+    path = _write(tmp_path, "t.csv", H + "007,5,5\n008,5,5\n1e3,5,5\n1000,4,4\n")
+    trace = load_trace(path)
+    assert trace["request_id"].tolist() == ["007", "008", "1e3", "1000"]
+    s = simulate(trace, 2, 2, "paper-baseline", SMALL)
+    out = tmp_path / "out"
+    s.write(out)
+    assert validate(out, trace=path).ok
+    assert Schedule.read(out).requests["request_id"].tolist() == ["007", "008", "1e3", "1000"]
+    plain = load_trace(_write(tmp_path, "p.csv", H + "7,5,5\n8,5,5\n"))
+    assert plain["request_id"].tolist() == [7, 8]  # plain integers stay integers
+
+
+def test_issue12_extra_columns_reach_the_column_predictor(tmp_path, capsys):
+    path = _write(tmp_path, "t.csv", "request_id,input_tokens,output_tokens,guess\n0,5,5,4\n1,6,9,8\n2,3,3,3\n")
+    assert main(["simulate", "--trace", str(path), "--clients", "2", "--policy", "hybrid", "--predictor",
+                 "column:guess", "--out", str(tmp_path / "out")]) == 0
+    assert validate(tmp_path / "out", trace=path).ok
+
+
+@pytest.mark.parametrize("unit", ["us", "ns", "s"])
+def test_issue12_timedelta_arrivals_are_seconds(tmp_path, unit):
+    arrivals = pd.to_timedelta([0.5, 1.0, 2.0], unit="s").astype(f"timedelta64[{unit}]") if unit != "s" else \
+        pd.to_timedelta([0, 1, 2], unit="s").astype("timedelta64[s]")
+    frame = pd.DataFrame({"request_id": [0, 1, 2], "input_tokens": [5, 5, 5], "output_tokens": [5, 5, 5],
+                          "arrival_s": arrivals})
+    expected = [0.5, 1.0, 2.0] if unit != "s" else [0.0, 1.0, 2.0]
+    assert load_trace(frame)["arrival_s"].tolist() == expected
+    frame.to_parquet(tmp_path / "t.parquet")
+    assert load_trace(tmp_path / "t.parquet")["arrival_s"].tolist() == expected
+
+
+def test_issue12_boolean_values_are_refused(tmp_path):
+    frame = pd.DataFrame({"request_id": [0, 1], "input_tokens": [5, 5], "output_tokens": [5, 5],
+                          "arrival_s": [True, False]})
+    frame.to_parquet(tmp_path / "b.parquet")
+    with pytest.raises(TraceError) as info:
+        load_trace(tmp_path / "b.parquet")
+    assert str(info.value) == ("field 'arrival_s', row 0: true is a boolean, not a number (rows 0, 1). Fix: give "
+                               "arrival times in seconds from 0, or drop the column.")
+    path = _write(tmp_path, "t.jsonl", '{"request_id": 0, "input_tokens": true, "output_tokens": 2}\n')
+    with pytest.raises(TraceError) as info:
+        load_trace(path)
+    assert str(info.value) == ("field 'input_tokens', row 0: true is a boolean, not a number (rows 0). Fix: give "
+                               "input_tokens as a whole number of tokens >= 1.")
+
+
+def test_issue12_report_out_replaces_only_its_own_reports(tmp_path, capsys):
+    trace = _write(tmp_path, "t.csv", H + "0,5,5\n1,6,6\n")
+    assert main(["simulate", "--trace", str(trace), "--clients", "2", "--out", str(tmp_path / "s")]) == 0
+    keep = _write(tmp_path, "keep.csv", H + "0,5,5\n")
+    assert main(["report", str(tmp_path / "s"), "--out", str(keep)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"workbench report: error: field '--out': '{keep}' exists and is not a report workbench wrote; writing "
+        "there would replace it. Fix: give a new file name, or delete that file first.")
+    assert keep.read_text() == H + "0,5,5\n"
+    assert main(["report", str(tmp_path / "s"), "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "s"), "--out", str(tmp_path / "r.html")]) == 0
+    assert main(["report", str(tmp_path / "s"), "--out", str(tmp_path / "r.html")]) == 0  # ours: replaced
+
+
+def test_issue12_hybrid_rolling_on_a_mixed_fleet():
+    trace = synthetic_trace(50, seed=1, rate_per_s=20)
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        models = [str(rng.choice(["llama-65b", "llama2-70b-a100-tp4", "llama2-70b-h100-tp8"])) for _ in range(3)]
+        s = simulate(trace, 3, [int(b) for b in rng.integers(2, 17, 3)], "hybrid-rolling", models)
+        assert validate(s).ok
+
+
+def test_issue12_expanding_a_huge_timeline_is_refused_before_allocating():
+    trace = pd.DataFrame({"request_id": range(4), "input_tokens": 5, "output_tokens": 10_000_000})
+    s = simulate(trace, 4, 1, "static", SMALL)  # the runs are cheap: 8 of them
+    assert len(s.runs_without_ids()) == 8
+    with pytest.raises(ConfigError, match="the per-iteration timeline would have 40,000,000 rows"):
+        s.timeline
+
+
+CONCURRENT_WRITER = """
+import sys
+sys.path.insert(0, {src!r})
+from workbench.schedule.schema import atomic_dir
+for k in range(5):
+    with atomic_dir({out!r}) as tmp:
+        (tmp / "who.txt").write_text({tag!r})
+"""
+
+
+def test_issue12_concurrent_writers_of_one_output_folder(tmp_path):
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    out = tmp_path / "out"
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_WRITER.format(src=src, out=str(out), tag=str(i))],
+                              stderr=subprocess.PIPE, text=True) for i in range(8)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no .tmp-* or .old-PID left
+    assert (out / "who.txt").read_text() in {str(i) for i in range(8)}
+
+
+SIGTERM_WRITER = """
+import os, signal, sys
+sys.path.insert(0, {src!r})
+from workbench.schedule.schema import atomic_dir
+with atomic_dir({out!r}) as tmp:
+    (tmp / "half.txt").write_text("half")
+    os.kill(os.getpid(), signal.SIGTERM)
+    (tmp / "never.txt").write_text("never")
+"""
+
+
+def test_issue12_sigterm_while_writing_leaves_no_temporary_folder(tmp_path):
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    out = tmp_path / "out"
+    with atomic_dir(out) as tmp:
+        (tmp / "old.txt").write_text("previous")
+    p = subprocess.run([sys.executable, "-c", SIGTERM_WRITER.format(src=src, out=str(out))], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 143, p.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (out / "old.txt").read_text() == "previous"
+
+
+def test_issue12_out_given_as_a_symlink(tmp_path):
+    target = tmp_path / "real"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("1")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with atomic_dir(link) as tmp:
+        (tmp / "a.txt").write_text("2")
+    assert link.is_symlink() and (link / "a.txt").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]  # no stale .old-PID link
+
+
+def test_issue12_one_bound_per_instance_whatever_ran_before(tmp_path, capsys):
+    """compare static,hybrid and hybrid,static give static the same bound; bound, simulate agree."""
+    from workbench.offline import lower_bound
+
+    path = tmp_path / "t.csv"
+    synthetic_trace(80, seed=3).to_csv(path, index=False)
+    bounds = {}
+    for order in ("static,hybrid", "hybrid,static"):
+        out = tmp_path / order.replace(",", "-")
+        assert main(["compare", "--trace", str(path), "--clients", "3", "--batch-size", "4", "--policies", order,
+                     "--out", str(out)]) == 0
+        bounds[order] = json.loads((out / "static" / "metrics.json").read_text())["lower_bound_s"]
+    assert bounds["static,hybrid"] == bounds["hybrid,static"]
+    api = simulate(load_trace(path), 3, 4, "static", "llama-65b").metrics["lower_bound_s"]
+    assert api == bounds["static,hybrid"] == lower_bound(load_trace(path), 3, "llama-65b", batch_size=4).value_s
+    capsys.readouterr()
+    assert main(["bound", "--trace", str(path), "--clients", "3", "--batch-size", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["value_s"] == api

@@ -76,7 +76,7 @@ def test_exact_mip_equals_brute_force(seed):
     l = trace["input_tokens"].tolist()
     o = trace["output_tokens"].tolist()
     expected = brute_force_makespan(l, o, clients, B, CM)
-    result = solve_exact(trace, clients, B, CM, time_limit=60, record=False)
+    result = solve_exact(trace, clients, B, CM, time_limit=60)
     assert result.optimal
     assert result.makespan_s == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
@@ -93,14 +93,14 @@ def test_exact_schedule_validates_replays_and_brackets_every_policy(seed):
     rng = np.random.default_rng(100 + seed)
     rows = [(int(rng.integers(20, 200)), int(rng.integers(1, 6))) for _ in range(5)]
     trace = make_trace(rows)
-    result = solve_exact(trace, 2, 2, CM, time_limit=60, record=False)
+    result = solve_exact(trace, 2, 2, CM, time_limit=60)
     assert result.optimal
     report = validate(result.schedule, trace)
     assert report.ok, report.violations
     replayed = replay_exact(result)
     assert replayed.makespan_s == pytest.approx(result.makespan_s, rel=1e-12)
     assert validate(replayed).ok
-    lb = lower_bound(trace, 2, CM, batch_size=2, record=False)
+    lb = lower_bound(trace, 2, CM, batch_size=2)
     assert lb.value_s <= result.makespan_s * (1 + 1e-9)
     # The exact MIP is of the paper's model (exclusive iterations): it brackets the policies of that model.
     for policy in [p for p in list_policies() if POLICIES[p].engine.get("iteration", "exclusive") == "exclusive"]:
@@ -111,7 +111,7 @@ def test_exact_schedule_validates_replays_and_brackets_every_policy(seed):
 def test_exact_reference_instance_six_requests_under_a_minute():
     rng = np.random.default_rng(2025)
     rows = [(int(rng.integers(20, 200)), int(rng.integers(1, 6))) for _ in range(6)]
-    result = solve_exact(make_trace(rows), 2, 2, CM, time_limit=60, record=False)
+    result = solve_exact(make_trace(rows), 2, 2, CM, time_limit=60)
     assert result.optimal  # proven optimal within its 60 s limit
     assert result.schedule.metrics["policy"] == "exact"
     assert result.schedule.metrics["lower_bound_s"] <= result.makespan_s
@@ -121,7 +121,7 @@ def test_time_limit_returns_the_incumbent_with_its_gap():
     rng = np.random.default_rng(7)
     rows = [(int(rng.integers(20, 200)), int(rng.integers(2, 9))) for _ in range(9)]
     trace = make_trace(rows)
-    result = solve_exact(trace, 2, 3, CM, time_limit=0.5, record=False)
+    result = solve_exact(trace, 2, 3, CM, time_limit=0.5)
     assert result.status in ("time_limit", "optimal")
     assert validate(result.schedule, trace).ok
     if result.status == "time_limit":

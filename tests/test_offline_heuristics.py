@@ -63,10 +63,10 @@ def test_mip_reaches_the_brute_force_optimum(seed):
     W = mmbp_data(trace, m, B, cm).weights_s
     opt = brute_force_mmbp(W)
     for method in ("mip", "mip-cold"):
-        result = assign(trace, m, B, cm, method=method, time_limit=20, rel_gap=0.0, record=False)
+        result = assign(trace, m, B, cm, method=method, time_limit=20, rel_gap=0.0)
         assert result.makespan_s == pytest.approx(opt, rel=1e-7), method
         assert result.lower_bound_s <= opt * (1 + 1e-9), method
-    heuristic = assign(trace, m, B, cm, method="lpt", record=False)
+    heuristic = assign(trace, m, B, cm, method="lpt")
     assert heuristic.makespan_s >= opt * (1 - 1e-12) >= heuristic.lower_bound_s * (1 - 1e-12)
 
 
@@ -99,7 +99,7 @@ def test_bad_options_are_config_errors(small_cost):
 
 def test_auto_on_gsm8k_test_is_within_target():
     cm = LinearCostModel(a_p=0.015, b_p=1.06e-4, a_d=0.015, b_d=1.06e-4, c_d=2e-7)
-    result = assign("gsm8k-test", 8, 16, cm, record=False)  # benchmarks/bench_offline.py times it
+    result = assign("gsm8k-test", 8, 16, cm)  # benchmarks/bench_offline.py times it
     assert result.gap <= 5e-4
     assert np.bincount(result.assignment, minlength=8).sum() == 1319
     assert result.lower_bound_s <= result.makespan_s
@@ -111,7 +111,7 @@ def test_heterogeneous_clients_use_their_own_weights(small_cost):
     W = mmbp_data(trace, 3, [2, 8, 32], small_cost).weights_s
     assert not H.identical_columns(W)
     assert np.all(W[:, 0] >= W[:, 2])  # a larger batch spreads the fixed costs thinner
-    result = assign(trace, 3, [2, 8, 32], small_cost, method="ls", record=False)
+    result = assign(trace, 3, [2, 8, 32], small_cost, method="ls")
     assert result.makespan_s == pytest.approx(H.loads_s(W, result.assignment).max())
     assert result.makespan_s >= result.lower_bound_s
 
@@ -144,5 +144,5 @@ def test_auto_skips_kk_beyond_its_size(monkeypatch):
     from workbench.workload.trace import synthetic_trace
 
     monkeypatch.setattr(binpacking, "AUTO_KK_MAX_CELLS", 10)
-    result = assign(synthetic_trace(40, seed=2), 4, 16, "llama-65b", method="auto", record=False)
+    result = assign(synthetic_trace(40, seed=2), 4, 16, "llama-65b", method="auto")
     assert "kk_skipped" in result.details and result.details["heuristic"].startswith("lpt")

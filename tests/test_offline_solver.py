@@ -35,7 +35,7 @@ def test_missing_solver_is_a_solver_error(monkeypatch):
     with pytest.raises(SolverError):
         assign(synthetic_trace(10, seed=0), 2, 4, CM, method="mip")
     # heuristics need no solver
-    assert assign(synthetic_trace(10, seed=0), 2, 4, CM, method="ls", record=False).makespan_s > 0
+    assert assign(synthetic_trace(10, seed=0), 2, 4, CM, method="ls").makespan_s > 0
 
 
 def test_infeasible_model_is_a_solver_error():
@@ -85,8 +85,8 @@ def test_gap_stop_reports_a_proven_bound_not_the_incumbent():
 
 def test_assign_mip_time_limit_returns_the_warm_start_at_worst():
     trace, data = _big_instance()
-    heuristic = assign(trace, 12, 8, CM, method="ls", record=False)
-    mip = assign(trace, 12, 8, CM, method="mip", time_limit=0.5, rel_gap=0.0, record=False)
+    heuristic = assign(trace, 12, 8, CM, method="ls")
+    mip = assign(trace, 12, 8, CM, method="mip", time_limit=0.5, rel_gap=0.0)
     assert mip.makespan_s <= heuristic.makespan_s * (1 + 1e-12)
     assert mip.details["mip_warm_start"] == "accepted"
     assert np.isfinite(mip.gap) and mip.lower_bound_s <= mip.makespan_s

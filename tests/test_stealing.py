@@ -76,8 +76,7 @@ def test_paper_scenario_with_20_percent_error():
     base = simulate(trace, 8, 16, "paper-baseline", "llama-65b").makespan_s
     for seed in range(3):
         p = Noisy(0.2, seed)
-        a = assign(trace.assign(output_tokens=p.predict(trace)), 8, 16, "llama-65b", method="kk",
-                   record=False).assignment
+        a = assign(trace.assign(output_tokens=p.predict(trace)), 8, 16, "llama-65b", method="kk").assignment
         results = {pol: simulate(trace, 8, 16, pol, "llama-65b", predictor=p, assignment=a).makespan_s
                    for pol in ("hybrid", "hybrid-steal", "hybrid-robust")}
         assert all(v < base for v in results.values()), (seed, results, base)

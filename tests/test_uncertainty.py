@@ -12,7 +12,7 @@ from workbench.workload.trace import load_trace, sample_trace
 from workbench.studies.uncertainty import check_target, summarize, uncertainty_study
 
 SMALL = Scenario(name="small", trace=sample_trace(load_trace("gsm8k-test"), 160, seed=1), clients=2,
-                 batch_size=8, lower_bound_method="closed")
+                 batch_size=8)
 
 
 def test_study_table_is_tidy_and_reproducible():

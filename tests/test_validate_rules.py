@@ -201,6 +201,63 @@ def test_decode_before_prefill():
     _check(s, "decode-count", "a decode comes before its request's prefill")
 
 
+# -- decode-all (issue 12, item 4) ------------------------------------------------------------------------------
+def test_decode_all_a_running_request_left_out_of_a_decode():
+    """The request keeps its slot and gets the missing decode later: decode-count holds, decode-all does not."""
+    s = _schedule(FLAT, clients=1, batch=3)
+    tl = s.timeline
+    ids = tl["request_ids"].str.split()
+    r = _mid_decode_row(tl)
+    rid = ids[r][0]
+    last = max(k for k in tl.index if rid in ids[k])
+    later = [k for k in tl.index if k > last and tl.at[k, "kind"] == "decode" and rid not in ids[k]]
+    assert later, "the schedule needs a decode after the request's last one"
+    tl.at[r, "request_ids"] = " ".join(x for x in ids[r] if x != rid)
+    tl.at[r, "n_requests"] -= 1
+    tl.at[later[0], "request_ids"] += f" {rid}"
+    tl.at[later[0], "n_requests"] += 1
+    report = validate(s)
+    assert "decode-count" not in report.rules_violated()
+    _check(s, "decode-all", "a decode iteration must advance every running request of its client")
+    assert f"first left out: {rid}" in str(report)
+
+
+def test_decode_all_holds_on_every_policy_and_simulator():
+    from workbench.engine.chunked import simulate_chunked
+
+    for policy in ("static", "continuous", "hybrid", "online"):
+        s = simulate(TRACE, 2, 3, policy, SMALL)
+        assert "decode-all" in validate(s).checked and validate(s).ok, policy
+    assert validate(simulate_chunked(TRACE, 2, 3, token_budget=16, cost_model=SMALL)).ok
+
+
+def test_ids_empty_rows_are_invalid():
+    for kind in ("prefill", "decode"):
+        s = _schedule()
+        tl = s.timeline
+        r = tl.index[tl["kind"] == kind][0]
+        tl.at[r, "request_ids"] = ""
+        tl.at[r, "n_requests"] = 0
+        _check(s, "ids", f"an iteration must serve at least one request; empty rows: client {tl.at[r, 'client']} "
+                         f"iteration {tl.at[r, 'iteration']} ({kind})")
+
+
+@pytest.mark.parametrize("budget", ["missing", "lots", True, None, [48], 4.5, 0])
+def test_tokens_budget_missing_or_mistyped_is_invalid(budget):
+    """Issue 12, item 5: the mixed-row token-budget rule is never skipped."""
+    from workbench.engine.chunked import simulate_chunked
+
+    c = simulate_chunked(TRACE, 2, 3, token_budget=16, cost_model=SMALL)
+    s = Schedule(timeline=c.timeline.copy(), requests=c.requests.copy(), metrics=json.loads(json.dumps(c.metrics)))
+    assert validate(s).ok
+    if budget == "missing":
+        s.metrics.pop("token_budget")
+    else:
+        s.metrics["token_budget"] = budget
+    shown = "missing" if budget == "missing" else repr(budget)
+    _check(s, "schema", f"metrics.token_budget is {shown}; a schedule with mixed rows records its token budget")
+
+
 # -- batch-capacity and kv-capacity ----------------------------------------------------------------------------
 def test_batch_capacity(sched):
     sched.metrics["batch_size"] = 2

@@ -9,15 +9,26 @@ import numpy as np
 from workbench.costmodel.linear import load_preset
 from workbench.errors import ConfigError
 
+#: The largest value each whole-number option may take.  Beyond them the simulator's per-client state
+#: or numpy's int64 arithmetic gives out (``--clients 10**7`` is gigabytes of client state before the
+#: first event, ``--batch-size 2**63`` overflows); no serving cluster is near them.
+OPTION_LIMITS = {"clients": 100_000, "batch_size": 1_000_000, "kv_capacity_tokens": 10**12}
+
 
 def positive_int(value: Any, field: str) -> int:
-    """``value`` as an int >= 1, or a ConfigError naming ``field``."""
+    """``value`` as an int in ``1..OPTION_LIMITS[field]``, or a ConfigError naming ``field``."""
+    limit = OPTION_LIMITS.get(field)
+    fix = f"give {field} as an integer >= 1" + (f" and <= {limit:,}." if limit else ".")
+    if isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{value!r} is not a whole number >= 1.", field=field, fix=fix)
     try:
         as_int = int(value)
     except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{value!r} is not a whole number.", field=field, fix=f"give {field} as an integer >= 1.") from None
-    if isinstance(value, bool) or as_int != value or as_int < 1:
-        raise ConfigError(f"{value!r} is not a whole number >= 1.", field=field, fix=f"give {field} as an integer >= 1.")
+        raise ConfigError(f"{value!r} is not a whole number.", field=field, fix=fix) from None
+    if as_int != value or as_int < 1:
+        raise ConfigError(f"{value!r} is not a whole number >= 1.", field=field, fix=fix)
+    if limit is not None and as_int > limit:
+        raise ConfigError(f"{as_int:,} is above the limit of {limit:,}.", field=field, fix=fix)
     return as_int
 
 
@@ -53,8 +64,15 @@ def kv_capacities(kv: Any, models: list, n_clients: int) -> list:
     if kv is None:
         return [None] * n_clients
     if np.ndim(kv) == 0:
-        if kv == "preset":
-            return [getattr(m, "kv_capacity_tokens", None) for m in models]
+        if isinstance(kv, str) and kv == "preset":
+            caps = [getattr(m, "kv_capacity_tokens", None) for m in models]
+            missing = [j for j, c in enumerate(caps) if c is None]
+            if missing:
+                name = getattr(models[missing[0]], "name", "the cost model")
+                raise ConfigError(f"'preset' asks for the preset's KV capacity, but {name} has none "
+                                  f"(client {missing[0]}).", field="kv_capacity_tokens",
+                                  fix="give a capacity in tokens, or a preset with kv_capacity_tokens.")
+            return [positive_int(c, "kv_capacity_tokens") for c in caps]
         return [positive_int(kv, "kv_capacity_tokens")] * n_clients
     if len(kv) != n_clients:
         raise ConfigError(f"{len(kv)} KV capacities for {n_clients} clients.", field="kv_capacity_tokens",

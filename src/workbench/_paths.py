@@ -23,3 +23,48 @@ def repo_root() -> Path | None:
     """The repository root in a source checkout, else ``None``."""
     root = Path(__file__).resolve().parents[2]
     return root if (root / "pyproject.toml").is_file() else None
+
+
+#: Size limits of the files a loader reads (bytes).  A trace of 10^7 requests is about 250 MB of CSV;
+#: an exported timeline at the export limit (workbench.schedule.estimate) about 1 GB.
+MAX_TRACE_BYTES = 2 * 1024**3
+MAX_PRESET_BYTES = 1024**2
+MAX_SCHEDULE_FILE_BYTES = 4 * 1024**3
+
+
+def input_file(path: str | Path, *, what: str, field: str, max_bytes: int, error: type | None = None,
+               fix: str = "check the path.") -> Path:
+    """``path`` if it names a regular file of at most ``max_bytes``; else ``error`` (one line naming ``field``).
+
+    Every loader (traces, cost-model presets, exported schedules) reads through this, so a FIFO or a
+    device (``/dev/zero``) is refused before anything opens it (reading one would hang or never
+    end), as are folders, over-long names and files above the limit.  ``error`` defaults to
+    :class:`workbench.errors.ConfigError`.
+    """
+    import os
+    import stat
+
+    from workbench.errors import ConfigError
+
+    error = error or ConfigError
+    path = Path(path)
+    shown = str(path) if len(str(path)) <= 80 else str(path)[:60] + "..." + str(path)[-17:]
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{what} '{shown}' does not exist.", field=field, fix=fix) from None
+    except OSError as exc:  # a name too long, a component that is not a folder, no permission, a loop
+        raise error(f"{what} '{shown}' cannot be opened ({exc.strerror or type(exc).__name__}).", field=field,
+                    fix=fix) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise error(f"{what} '{shown}' is a folder, not a file.", field=field, fix=fix)
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else
+                "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
+                "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file")
+        raise error(f"{what} '{shown}' is {kind}; only regular files are read.", field=field,
+                    fix="save the data to a file first and give its path.")
+    if info.st_size > max_bytes:
+        raise error(f"{what} '{shown}' is {info.st_size:,} bytes, above the limit of {max_bytes:,}.", field=field,
+                    fix="give a smaller file (split the trace, or sample it with workbench.workload.trace.sample_trace).")
+    return path

@@ -11,35 +11,32 @@ import pandas as pd
 from workbench.errors import ConfigError
 
 
-def _parse_value(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "inf": float("inf")}.get(text.lower(), text)
-
-
 def policy_params(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for item in getattr(args, "param", None) or []:
         if "=" not in item:
             raise ConfigError(f"'{item}' is not KEY=VALUE.", field="--param", fix="write e.g. --param mu=2.")
         key, value = item.split("=", 1)
-        params[key.strip()] = _parse_value(value.strip())
+        # Kept as text: the policy's typed schema (workbench.policies.registry.check_params) parses it,
+        # so `steal=no` is False and `mue=5` is refused with the known names.
+        params[key.strip()] = value.strip()
     if getattr(args, "mu", None) is not None:
         params["mu"] = args.mu
     return params
 
 
 def _batch_size(text: str):
-    parts = [p for p in str(text).split(",") if p.strip()]
+    parts = str(text).split(",")
+    if not str(text).strip():
+        raise argparse.ArgumentTypeError("is empty; give an integer or a comma-separated list of integers")
+    empty = [k for k, p in enumerate(parts) if not p.strip()]
+    if empty:
+        raise argparse.ArgumentTypeError(f"'{text}' has an empty item at position {empty[0] + 1}; give an integer "
+                                         "or a comma-separated list of integers, e.g. 16,16,32")
     try:
         values = [int(p) for p in parts]
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer or a comma-separated list of integers") from None
-    if not values:
-        raise argparse.ArgumentTypeError("is empty; give an integer or a comma-separated list of integers")
     return values[0] if len(values) == 1 else values
 
 
@@ -115,19 +112,61 @@ def _kv(args) -> Any:
 
 
 def load_instance(args):
+    from workbench._checks import batch_size_option, positive_int
     from workbench.costmodel.linear import load_preset
     from workbench.workload.trace import load_trace
 
+    # Ranges first (one line each, before any allocation): --clients 10**12 must not reach numpy.
+    args.clients = positive_int(args.clients, "clients")
+    args.batch_size = batch_size_option(args.batch_size)
     trace = load_trace(args.trace, prompt_column=args.prompt_column, format=getattr(args, "trace_format", None))
     return trace, load_preset(args.cost_model)
 
 
+def checked_params(policy: str, params: dict[str, Any], *, dispatch: str | None = None) -> dict[str, Any]:
+    """``params`` typed by the schema of ``policy`` (a simulator policy or a chunked-prefill one)."""
+    from workbench.engine.chunked import CHUNKED_POLICIES
+    from workbench.policies.registry import check_params, resolve_policy
+
+    if policy in CHUNKED_POLICIES:
+        parts = [("engine", "chunked"), ("dispatch", dispatch or CHUNKED_POLICIES[policy].dispatch)]
+        return check_params(params, parts, policy=policy)
+    return resolve_policy(policy, dispatch=dispatch, **params).params if params else {}
+
+
+def params_for(policy: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``params`` that ``policy`` takes (``compare`` gives one set to several policies)."""
+    from workbench.engine.chunked import CHUNKED_POLICIES
+    from workbench.policies.registry import PART_PARAMS, POLICIES, policy_parts
+
+    if policy in CHUNKED_POLICIES:
+        parts = [("engine", "chunked"), ("dispatch", CHUNKED_POLICIES[policy].dispatch)]
+    elif policy in POLICIES:
+        parts = policy_parts(POLICIES[policy])
+    else:
+        return params
+    takes = {k for part in parts for k in PART_PARAMS.get(part, ())}
+    return {k: v for k, v in params.items() if k in takes}
+
+
 def simulate_any(trace, clients, batch_size, policy: str, cost_model, *, dispatch=None, order=None,
                  kv_capacity_tokens=None, predictor=None, engine: dict[str, Any] | None = None, **params):
-    """:func:`workbench.engine.simulate` with the command line's engine options (one engine for every policy)."""
+    """:func:`workbench.engine.simulate` with the command line's engine options (one engine for every policy).
+
+    ``params`` are checked against the policy's typed schema first (unknown keys refused, text parsed), and
+    the work is estimated before anything runs (:func:`workbench.schedule.estimate.check_work`).
+    """
+    from workbench._checks import cost_models as _models
     from workbench.engine.core import simulate
+    from workbench.policies.registry import POLICIES
+    from workbench.schedule.estimate import check_work
 
     options = {k: v for k, v in (engine or {}).items() if v is not None}
+    params = checked_params(policy, params, dispatch=dispatch) if params else {}
+    iteration = options.get("iteration") or (POLICIES[policy].engine.get("iteration") if policy in POLICIES else None)
+    check_work(trace, clients, batch_size, export=True, stepped=iteration == "mixed",
+               cost_models=_models(cost_model, 1) if not isinstance(cost_model, (list, tuple)) else
+               _models(cost_model, len(cost_model)))
     return simulate(trace, clients, batch_size, policy, cost_model, dispatch=dispatch, order=order,
                     kv_capacity_tokens=kv_capacity_tokens, predictor=predictor, **options, **params)
 

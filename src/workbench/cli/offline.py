@@ -14,22 +14,47 @@ import json
 import numpy as np
 import pandas as pd
 
-from workbench.cli._common import add_instance_arguments, load_instance, print_table
+from workbench.cli._common import (
+    _kv,
+    add_instance_arguments,
+    load_instance,
+    print_table,
+)
+
+#: More solver threads than this is a typo: each HiGHS thread allocates its own workspace.
+MAX_THREADS = 256
+
+
+def _check_solver_options(args) -> None:
+    """--threads and --time-limit in range, one line each, before any solver starts."""
+    from workbench.errors import ConfigError
+
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise ConfigError(f"{args.threads} is not between 1 and {MAX_THREADS} threads.", field="--threads",
+                          fix="give a whole number of solver threads, e.g. 2, or leave it out.")
+    if not (args.time_limit > 0 and args.time_limit < float("inf")):
+        raise ConfigError(f"{args.time_limit} is not a positive number of seconds.", field="--time-limit",
+                          fix="give the solver's wall-clock limit in seconds, e.g. 5.")
 
 
 def _solver_arguments(p, *, time_limit: float, gap: float) -> None:
     p.add_argument("--time-limit", type=float, default=time_limit, help="solver time limit in seconds")
     p.add_argument("--gap", type=float, default=gap, help="relative MIP gap at which to stop")
-    p.add_argument("--threads", type=int, default=None, help="solver threads (HiGHS default when absent)")
+    p.add_argument("--threads", type=int, default=None,
+                   help=f"solver threads, 1 to {MAX_THREADS} (HiGHS default when absent)")
 
 
 def cmd_offline(args) -> int:
+    from workbench._checks import kv_capacities
     from workbench.offline import assign
     from workbench.schedule.schema import _jsonable, atomic_dir
 
+    _check_solver_options(args)
     trace, cost_model = load_instance(args)
     result = assign(trace, args.clients, args.batch_size, cost_model, method=args.method,
-                    time_limit=args.time_limit, rel_gap=args.gap, threads=args.threads)
+                    time_limit=args.time_limit, rel_gap=args.gap, threads=args.threads,
+                    kv_capacity_tokens=None if _kv(args) is None else
+                    kv_capacities(_kv(args), [cost_model] * args.clients, args.clients))
     table = pd.DataFrame({"request_id": trace["request_id"].to_numpy(), "client": result.assignment})
     from workbench.offline import mmbp_data
 
@@ -38,7 +63,8 @@ def cmd_offline(args) -> int:
     with atomic_dir(args.out) as tmp:
         table.to_csv(tmp / "assignment.csv", index=False)
         summary = {**result.summary(), "clients": args.clients, "batch_size": args.batch_size,
-                   "trace": str(args.trace), "cost_model": cost_model.name, "loads_s": result.loads_s}
+                   "trace": str(args.trace), "cost_model": cost_model.name, "loads_s": result.loads_s,
+                   "kv_capacity_tokens": _kv(args)}
         (tmp / "assignment.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n", encoding="utf-8")
     print(f"offline {result.method}: {len(trace)} requests on {args.clients} clients, largest load "
           f"{result.makespan_s:.6f} s, proven bound {result.lower_bound_s:.6f} s, gap {result.gap:.2e}, "
@@ -51,9 +77,11 @@ def cmd_exact(args) -> int:
     from workbench.schedule.schema import atomic_dir, check_format
 
     check_format(args.format)
+    _check_solver_options(args)
     trace, cost_model = load_instance(args)
     result = solve_exact(trace, args.clients, args.batch_size, cost_model, time_limit=args.time_limit,
-                         rel_gap=args.gap, threads=args.threads, max_binaries=args.max_binaries)
+                         rel_gap=args.gap, threads=args.threads, max_binaries=args.max_binaries,
+                         kv_capacity_tokens=_kv(args))
     replayed = replay_exact(result)
     with atomic_dir(args.out) as tmp:
         result.schedule.write_into(tmp, format=args.format)
@@ -67,14 +95,24 @@ def cmd_exact(args) -> int:
 
 
 def cmd_bound(args) -> int:
+    from workbench._checks import kv_capacities
     from workbench.offline import bound_table, lower_bound
 
+    _check_solver_options(args)
     trace, cost_model = load_instance(args)
     bound = lower_bound(trace, args.clients, cost_model, batch_size=args.batch_size, method=args.method,
-                        time_limit=args.time_limit, rel_gap=args.gap, threads=args.threads)
+                        time_limit=args.time_limit, rel_gap=args.gap, threads=args.threads,
+                        kv_capacity_tokens=None if _kv(args) is None else
+                    kv_capacities(_kv(args), [cost_model] * args.clients, args.clients))
     table = bound_table(bound)
+    kv = "" if args.kv_capacity is None else f", KV capacity {args.kv_capacity}"
     print(f"lower bound {bound.value_s:.6f} s ({bound.binding}) for {len(trace)} requests on {args.clients} "
-          f"clients, B={args.batch_size}, cost model {cost_model.name}")
+          f"clients, B={args.batch_size}, cost model {cost_model.name}{kv} (the instance's bound: every command "
+          f"reports this value)")
+    if "bin_packing" in bound.details:
+        print(f"bin-packing bound model (HiGHS, {bound.details.get('bound_model_status')}): "
+              f"{bound.details['bin_packing']:.6f} s; a solver figure that depends on --time-limit, "
+              f"so it is not the instance's bound (docs/offline.md)")
     print_table(table[["value_s", "binds", "meaning"]])
     timing = {k: v for k, v in bound.details.items() if k.endswith("_s") and isinstance(v, float)}
     print("times: " + ", ".join(f"{k} {v:.3f}" for k, v in timing.items()))

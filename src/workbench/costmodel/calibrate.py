@@ -798,7 +798,6 @@ def fit_profile(profile_dir: str | Path, model: str, tp: int = 1, layers: int | 
         tp = int(tp)
     except (TypeError, ValueError):
         raise ConfigError(f"'{tp}' is not an integer.", field="tp", fix="give --tp 1, 2, ...") from None
-    degrees = sorted(int(d) for d in meta.get("tp_degrees", []) or [])
     tp_dir = root / f"tp{tp}"
     if not tp_dir.is_dir():
         have = sorted(p.name for p in root.glob("tp*") if p.is_dir())

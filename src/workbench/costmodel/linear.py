@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench._paths import data_dir
+from workbench._paths import MAX_PRESET_BYTES, data_dir, input_file
 from workbench.errors import ConfigError
 
 COEFFICIENTS = ("a_p", "b_p", "a_d", "b_d", "c_d")
@@ -34,6 +34,16 @@ COEFFICIENT_UNITS = {
     "b_d": "s per request in the batch",
     "c_d": "s per context token read",
 }
+
+
+#: A coefficient above this many seconds is a unit error (an iteration of hours); far below it,
+#: times summed over any accepted trace stay finite.
+MAX_COEFFICIENT_S = 1e4
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"a number of {len(text)} digits" if isinstance(value, int) else text[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -56,20 +66,36 @@ class LinearCostModel:
     def __post_init__(self) -> None:
         for key in COEFFICIENTS:
             value = getattr(self, key)
+            shown = _shown(value)
+            # JSON true is 1 and "0.015" parses as a number in Python, but neither is a coefficient.
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ConfigError(f"must be a number, got {shown}.", field=key,
+                                  fix="give every coefficient as seconds, a JSON number >= 0 (not text or true/false).")
             try:
                 value = float(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"must be a number, got {value!r}.", field=key,
-                                  fix="give every coefficient as seconds, a float >= 0.") from None
+            except OverflowError:
+                raise ConfigError(f"{shown} is too large for a float.", field=key,
+                                  fix=f"give seconds, at most {MAX_COEFFICIENT_S:g}.") from None
             if not np.isfinite(value) or value < 0:
-                raise ConfigError(f"must be finite and >= 0, got {value!r}.", field=key,
+                raise ConfigError(f"must be finite and >= 0, got {shown}.", field=key,
                                   fix="iteration times cannot shrink with more work; refit or correct the preset.")
+            if value > MAX_COEFFICIENT_S:
+                raise ConfigError(f"{value:g} s is above {MAX_COEFFICIENT_S:g} s.", field=key,
+                                  fix="check the units: coefficients are in seconds (an iteration of hours, "
+                                      "summed over a trace, overflows the clock).")
             object.__setattr__(self, key, value)
         overhead = self.frontend_overhead_s
         if isinstance(overhead, bool) or not isinstance(overhead, (int, float)) or not 0 <= overhead < math.inf:
             raise ConfigError(f"must be a number of seconds >= 0, got {overhead!r}.", field="frontend_overhead_s",
                               fix="give the per-request front-end overhead in seconds (0 for none).")
         object.__setattr__(self, "frontend_overhead_s", float(overhead))
+        kv = self.kv_capacity_tokens
+        if kv is not None:
+            if isinstance(kv, (bool, np.bool_)) or not isinstance(kv, (int, float, np.integer, np.floating)) \
+                    or isinstance(kv, (float, np.floating)) and not float(kv).is_integer() or not 1 <= kv <= 10**12:
+                raise ConfigError(f"must be a whole number of tokens in 1..10**12, got {_shown(kv)}.",
+                                  field="kv_capacity_tokens", fix="give the KV cache size in tokens, or leave it out.")
+            object.__setattr__(self, "kv_capacity_tokens", int(kv))
         if self.a_p + self.b_p <= 0:
             raise ConfigError("a_p and b_p are both 0, so a prefill would take no time.", field="a_p",
                               fix="give a positive a_p or b_p.")
@@ -185,18 +211,22 @@ def load_preset(name_or_path: str | Path | LinearCostModel = "llama-65b") -> Lin
         return name_or_path  # a cost model object already (linear, profiled, ...)
     text = str(name_or_path)
     path = Path(text)
-    if not (path.suffix == ".json" or path.is_file()):
-        path = presets_dir() / f"{text}.json"
-        if not path.is_file():
+    named = presets_dir() / f"{text}.json"
+    try:
+        a_file = path.exists() and not path.is_dir()  # a folder named like a preset does not hide it
+    except OSError:  # a name too long to be a file: input_file names it
+        a_file = True
+    if path.suffix != ".json" and not a_file:
+        if not named.is_file():
             raise ConfigError(f"unknown cost-model preset '{text}'.", field="cost_model",
                               fix=f"use one of {', '.join(list_presets())} or the path of a JSON file.")
-    if not path.is_file():
-        raise ConfigError(f"cost-model file '{path}' does not exist.", field="cost_model",
-                          fix="check the path.")
+        path = named
+    path = input_file(path, what="cost-model file", field="cost_model", max_bytes=MAX_PRESET_BYTES,
+                      fix=f"give the path of a JSON file, or one of the presets {', '.join(list_presets())}.")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cost-model file '{path}' is not valid JSON ({exc}).", field="cost_model",
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+        raise ConfigError(f"cost-model file '{path}' is not valid JSON ({str(exc)[:120]}).", field="cost_model",
                           fix="write a JSON object with a_p, b_p, a_d, b_d, c_d in seconds.") from None
     if isinstance(data, dict):
         data.setdefault("name", path.stem)

@@ -246,6 +246,11 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
                 options.pop(name, None)
     config = EngineConfig.from_options(options, int(B.max()))
     linear_models = all(type(m) is LinearCostModel for m in models)
+    # The work, estimated before anything runs: refused with the figure if it cannot finish in memory.
+    from workbench.schedule.estimate import check_work
+
+    check_work(trace, n_clients, B, export=False, stepped=config.iteration == "mixed" or not linear_models,
+               cost_models=models)
 
     l = trace["input_tokens"].to_numpy(np.int64)
     o = trace["output_tokens"].to_numpy(np.int64)
@@ -311,7 +316,8 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     else:
         dispatcher = DISPATCHERS[policy_obj.dispatch](trace=seen_trace, clients=n_clients, batch_size=B,
                                                      cost_model=weight_model if _same_models(models) else models,
-                                                     params=policy_obj.params)
+                                                     params=policy_obj.params,
+                                                     kv_capacity_tokens=kv_caps)
     iteration_rule = RULES[policy_obj.rule](**policy_obj.params)
     # Queue order as one integer rank per request (ties broken by trace row), so the waiting
     # heaps compare plain ints: several times faster than tuples whose keys often tie.

@@ -42,7 +42,6 @@ from workbench.costmodel.linear import load_preset
 from workbench.errors import ConfigError
 from workbench.offline import heuristics as H
 from workbench.offline.solver import solve
-from workbench.schedule.bounds import LowerBound, closed_form_lower_bound, record_bound
 from workbench.schedule.metrics import batch_sizes_array
 from workbench.workload.trace import load_trace
 
@@ -215,16 +214,24 @@ def _gap(value: float, bound: float) -> float:
 
 
 def assign(trace: pd.DataFrame | str, clients: int = 8, batch_size=16, cost_model="llama-65b", *,
-           method: str = "auto", time_limit: float = 2.0, rel_gap: float = 5e-4, threads: int | None = None,
-           record: bool = True) -> Assignment:
+           method: str = "auto", time_limit: float = 2.0, rel_gap: float = 5e-4,
+           threads: int | None = None, kv_capacity_tokens=None, record: bool = False) -> Assignment:
     """The offline bin-packing assignment of ``trace`` to ``clients`` clients.
 
     ``time_limit`` (s) bounds the whole call for ``auto`` and the solve for
-    ``mip``/``mip-cold``; ``rel_gap`` is the proven gap at which to stop.  With
-    ``record`` the proven bound is passed to :func:`workbench.schedule.bounds.record_bound`
-    (it is a valid makespan bound too: any schedule costs at least the
-    bin-packing optimum), so later schedules report it.
+    ``mip``/``mip-cold``; ``rel_gap`` is the proven gap at which to stop.  The proven bound
+    (``lower_bound_s``) is a valid makespan bound too, but it depends on the
+    time limit, so schedules report the instance's closed-form bound instead
+    (MODEL.md section 3).
+
+    ``kv_capacity_tokens`` (one, or one per client; ``None``: unlimited): no request goes to a
+    client whose KV cache cannot hold its ``l_i + o_i`` tokens.  When that excludes some pairs
+    the assignment comes from ``lpt`` and ``ls`` on the allowed pairs (``kk`` and the MIP assume
+    every pair is allowed and are refused), and a request that fits no client is refused.
     """
+    from workbench.schedule.bounds import refuse_recording
+
+    refuse_recording(record)
     started = time.perf_counter()
     if method not in METHODS:
         raise ConfigError(f"unknown method '{method}'.", field="method", fix=f"use one of {', '.join(METHODS)}.")
@@ -242,7 +249,19 @@ def assign(trace: pd.DataFrame | str, clients: int = 8, batch_size=16, cost_mode
     data = mmbp_data(trace, clients, batch_size, cost_model)
     W = data.weights_s
     n, m = W.shape
-    bound, terms = H.mmbp_lower_bound(W)
+    allowed = _kv_allowed(trace, m, kv_capacity_tokens)
+    if allowed is not None:
+        if method in ("kk", "mip", "mip-cold"):
+            raise ConfigError(f"method '{method}' assumes every request may go to every client, but the KV "
+                              "capacities exclude some pairs.", field="method", fix="use method 'auto', 'lpt' or 'ls'.")
+        # An excluded pair weighs inf for the heuristics; the bound treats it as the largest finite
+        # weight times n (a smaller weight can only lower the optimum, so the bound stays valid).
+        big = float(np.max(W)) * (n + 1)
+        bound, terms = H.mmbp_lower_bound(np.where(allowed, W, big))
+        W = np.where(allowed, W, np.inf)
+        method = {"auto": "ls"}.get(method, method)
+    else:
+        bound, terms = H.mmbp_lower_bound(W)
     identical = H.identical_columns(W)
     details: dict[str, Any] = {}
     candidates: dict[str, np.ndarray] = {}
@@ -301,33 +320,33 @@ def assign(trace: pd.DataFrame | str, clients: int = 8, batch_size=16, cost_mode
     makespan = float(loads.max())
     if makespan <= bound * (1 + 1e-12):
         status = "optimal"
-    if record and m >= 1:
-        _record(trace, clients, data.batch_size, cost_model, bound, terms)
     return Assignment(assignment=best, loads_s=loads, makespan_s=makespan, lower_bound_s=float(bound),
                       gap=_gap(makespan, bound), method=method if method != "auto" else f"auto({best_name})",
                       status=status, time_s=time.perf_counter() - started, bound_terms=terms, details=details)
 
 
+def _kv_allowed(trace: pd.DataFrame, clients: int, kv_capacity_tokens) -> np.ndarray | None:
+    """``allowed[i, j]``: client ``j``'s KV cache holds request ``i``; ``None`` when every pair is allowed."""
+    if kv_capacity_tokens is None:
+        return None
+    from workbench._checks import kv_capacities
+
+    caps = kv_capacities(kv_capacity_tokens, [None] * clients, clients)
+    if all(c is None for c in caps):
+        return None
+    need = (trace["input_tokens"].to_numpy(np.int64) + trace["output_tokens"].to_numpy(np.int64))[:, None]
+    cap = np.array([np.iinfo(np.int64).max if c is None else int(c) for c in caps], dtype=np.int64)[None, :]
+    allowed = need <= cap
+    homeless = np.flatnonzero(~allowed.any(axis=1))
+    if len(homeless):
+        row = int(homeless[0])
+        raise ConfigError(f"request '{trace['request_id'].iloc[row]}' needs {int(need[row, 0])} KV tokens (input + "
+                          f"output) but no client holds more than {int(max(c for c in caps if c is not None))}.",
+                          field="kv_capacity_tokens", row=row,
+                          fix="raise kv_capacity_tokens or drop requests longer than the cache.")
+    return None if allowed.all() else allowed
+
+
 def _best(W: np.ndarray, candidates: dict[str, np.ndarray]) -> tuple[str, np.ndarray]:
     name = min(candidates, key=lambda k: (H.loads_s(W, candidates[k]).max(), k))
     return name, candidates[name]
-
-
-def _record(trace, clients, batch_size, cost_model, bound_s: float, terms: dict[str, float]) -> None:
-    """Store the bin-packing bound as a makespan bound if it beats the closed form."""
-    if isinstance(cost_model, (list, tuple)):
-        models = [load_preset(c) for c in cost_model]
-        if any(mdl != models[0] for mdl in models):
-            # a mixed fleet: the bound is valid for it too (each client's cost >= its weights)
-            from workbench.schedule.fleet import record_fleet_bound
-
-            record_fleet_bound(trace, batch_size, models, float(bound_s))
-            return
-        cost_model = models[0]
-    cm = load_preset(cost_model)
-    closed = closed_form_lower_bound(trace, clients, batch_size, cm)
-    all_terms = dict(closed.terms)
-    all_terms["bin_packing_weights"] = float(bound_s)
-    binding = max(all_terms, key=all_terms.get)
-    record_bound(trace, clients, batch_size, cm, LowerBound(value_s=all_terms[binding], terms=all_terms,
-                                                            binding=binding, details={"mmbp_terms": terms}))

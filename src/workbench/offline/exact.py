@@ -60,8 +60,8 @@ import pyomo.environ as pyo
 from workbench.costmodel.linear import LinearCostModel, load_preset
 from workbench.errors import ConfigError
 from workbench.offline.solver import SolveResult, solve
-from workbench.policies.registry import register_rule
-from workbench.schedule.bounds import LowerBound, best_lower_bound, record_bound
+from workbench.policies.registry import Param, declare_params, register_rule
+from workbench.schedule.bounds import closed_form_lower_bound
 from workbench.schedule.metrics import batch_sizes_array
 from workbench.schedule.schema import (
     TIMELINE_COLUMNS,
@@ -326,6 +326,7 @@ class PlannedRule:
 
 
 register_rule("planned")(PlannedRule)
+declare_params("rule", "planned", plan=Param("object", "the admission plan of an exact schedule (replay_exact)"))
 
 
 def replay_inputs(plan, trace: pd.DataFrame):
@@ -434,14 +435,25 @@ def _warm_start(model: pyo.ConcreteModel, plan, data: ExactData):
 def solve_exact(trace: pd.DataFrame | str, clients: int = 2, batch_size=2, cost_model="llama-65b", *,
                 time_limit: float = 60.0, rel_gap: float = 0.0, threads: int | None = None,
                 max_binaries: int | None = MAX_EXACT_BINARIES, max_requests: int = MAX_EXACT_REQUESTS,
-                warm_start: bool = True, record: bool = True) -> ExactResult:
+                warm_start: bool = True, kv_capacity_tokens=None, record: bool = False) -> ExactResult:
     """Solve the exact MIP and export its schedule (policy ``exact``) in the common format.
 
     Refuses, before building, instances with more than ``max_requests``
     requests or an estimated ``max_binaries`` binaries.  A time limit with an
     incumbent returns that schedule with ``status='time_limit'`` and its
-    proven gap.  The proven bound is recorded for later schedules.
+    proven gap.  The schedule's ``lower_bound_s`` is the instance's bound
+    (:func:`workbench.schedule.bounds.closed_form_lower_bound`); the MIP's own
+    proven bound is ``bound_s`` and ``params.mip_bound_s``.  The MIP has no
+    KV-cache constraint, so ``kv_capacity_tokens`` other than ``None`` is
+    refused rather than ignored.
     """
+    from workbench.schedule.bounds import refuse_recording
+
+    refuse_recording(record)
+    if kv_capacity_tokens is not None:
+        raise ConfigError("the exact MIP has no KV-cache constraint, so it cannot honour a KV capacity.",
+                          field="kv_capacity_tokens",
+                          fix="drop --kv-capacity, or simulate a policy with it (workbench simulate --kv-capacity).")
     started_at = time.perf_counter()
     max_binaries = MAX_EXACT_BINARIES if max_binaries is None else int(max_binaries)
     trace = load_trace(trace)
@@ -489,16 +501,8 @@ def solve_exact(trace: pd.DataFrame | str, clients: int = 2, batch_size=2, cost_
     plan = extract_plan(model)
     timeline = plan_timeline(plan, trace, cm)
     makespan = float(timeline["end_s"].max())
-    bound = best_lower_bound(trace, m, B, cm)
-    proven = result.bound if result.bound is not None else None
-    if result.optimal:
-        proven = makespan  # proven optimal: the optimum is itself the tightest makespan bound
+    bound = closed_form_lower_bound(trace, m, B, cm)
     lb_value, lb_binding = bound.value_s, bound.binding
-    if proven is not None and proven > lb_value:
-        lb_value, lb_binding = float(min(proven, makespan)), "exact_mip"
-        if record:
-            record_bound(trace, m, B, cm, LowerBound(value_s=lb_value, terms={**bound.terms, "exact_mip": lb_value},
-                                                      binding="exact_mip"))
     metrics = build_metrics(timeline, clients=m, batch_size=B, cost_model=cm, policy="exact",
                             params={"method": "exact-mip", "status": result.status, "time_limit": time_limit,
                                     "rel_gap": rel_gap, "positions": K, "mip_bound_s": result.bound},

@@ -8,18 +8,15 @@ Every schedule of request set ``S`` on one client costs at least::
 max_j LB_j(S_j)``, and at least any request served alone.  :func:`lower_bound`
 reports these terms:
 
-``single_request``
-    ``max_i t_alone(i)``
-``average_work``
-    ``sum_i w_i / |J|`` (ceilings relaxed)
-``aggregate_ceiling``
-    ``(V + a_p ceil(n / B) + a_d ceil(D / B)) / |J|``: summing LB_j over clients,
-    ``sum_j ceil(n_j / B) >= ceil(n / B)``
-``pair``
-    two of the ``|J| + 1`` longest requests share a client: the smallest LB_j over such pairs
-``bin_packing``
-    the proven dual bound of the bin-packing bound model (:func:`build_bound_model`),
-    ceilings as integer variables
+``single_request``     ``max_i t_alone(i)``
+``average_work``       ``sum_i w_i / |J|`` (ceilings relaxed)
+``aggregate_ceiling``  ``(V + a_p ceil(n / B) + a_d ceil(D / B)) / |J|``: summing LB_j over
+                       clients, ``sum_j ceil(n_j / B) >= ceil(n / B)``
+``pair``               two of the ``|J| + 1`` longest requests share a client: the smallest
+                       LB_j over such pairs
+``bin_packing``        the proven dual bound of the bin-packing bound model
+                       (:func:`build_bound_model`), ceilings as integer variables: a separate
+                       figure, never the instance's bound (it depends on the time limit)
 
 Every reported value is proven: closed forms, or HiGHS's dual bound (valid
 whether or not the solve finished).  An incumbent is never reported as a bound.
@@ -42,7 +39,6 @@ from workbench.schedule.bounds import (
     TERM_DOCS,
     LowerBound,
     closed_form_lower_bound,
-    record_bound,
 )
 from workbench.schedule.metrics import batch_sizes_array
 from workbench.workload.trace import load_trace
@@ -200,39 +196,27 @@ def build_bound_model(data: BoundData, *, bound_s: float | None = None) -> pyo.C
     return model
 
 
-def _pair_term(l: np.ndarray, o: np.ndarray, clients: int, B: int, cm: LinearCostModel) -> float | None:
-    """Among the |J|+1 requests longest alone, two share a client: min over pairs of LB_j({a, b})."""
-    n = len(l)
-    if n <= clients:
-        return None
-    top = np.argsort(-cm.alone_time_s(l, o), kind="stable")[: clients + 1]
-    v = cm.request_work_s(l, o)
-    best = np.inf
-    for x in range(len(top)):
-        for y in range(x + 1, len(top)):
-            a, b = top[x], top[y]
-            d = (o[a] - 1) + (o[b] - 1)
-            cost = v[a] + v[b] + cm.a_p * np.ceil(2 / B) + cm.a_d * max(np.ceil(d / B), max(o[a], o[b]) - 1)
-            best = min(best, cost)
-    return float(best)
-
-
 def lower_bound(trace: pd.DataFrame | str, clients: int, cost_model="llama-65b", *, batch_size=16,
                 method: str = "auto", time_limit: float = 3.0, rel_gap: float = 1e-6,
-                threads: int | None = None, record: bool = True) -> LowerBound:
-    """The makespan lower bound with every term and the binding one.
+                threads: int | None = None, kv_capacity_tokens=None, record: bool = False) -> LowerBound:
+    """The instance's makespan lower bound with every term and the binding one.
 
-    ``method``: ``closed`` (the closed-form terms, milliseconds), ``mip`` (also
-    the bin-packing bound, solved up to ``time_limit`` seconds; requests are
-    grouped into classes beyond ``requests x clients = 20,000``) or ``auto``
-    (``mip`` when HiGHS is installed and ``requests x clients <= 2,000``: on
-    larger instances the model does not beat ``aggregate_ceiling`` within
-    seconds, and it can exceed it by at most ``a_p + a_d`` anyway).  ``details`` holds the time of each part
-    and the bound model's size and status.  With ``record`` the bound is
-    stored so every later schedule's ``metrics.json`` reports it.
+    ``value_s`` is :func:`workbench.schedule.bounds.closed_form_lower_bound`
+    (with ``kv_capacity_tokens``: its KV-aware term), the one bound every
+    command reports for the instance.  ``method``: ``closed`` (only that,
+    milliseconds), ``mip`` (also the bin-packing bound model, solved up to
+    ``time_limit`` seconds; requests are grouped into classes beyond
+    ``requests x clients = 20,000``) or ``auto`` (``mip`` when HiGHS is
+    installed and ``requests x clients <= 2,000``).  The solver's bound is a
+    separate figure, ``details["bin_packing_s"]`` (and the row
+    ``bin_packing`` of :func:`bound_table`): it depends on the time limit
+    and the machine, so it never becomes the instance's bound.  ``details``
+    also holds the time of each part and the bound model's size and status.
     """
     from workbench.offline.solver import solver_available
+    from workbench.schedule.bounds import refuse_recording
 
+    refuse_recording(record)
     if method not in ("auto", "closed", "mip"):
         raise ConfigError(f"unknown method '{method}'.", field="method", fix="use auto, closed or mip.")
     started = time.perf_counter()
@@ -240,7 +224,10 @@ def lower_bound(trace: pd.DataFrame | str, clients: int, cost_model="llama-65b",
     if isinstance(cost_model, (list, tuple)):
         models = [load_preset(c) for c in cost_model]
         if any(mdl != models[0] for mdl in models):
-            return _fleet_bound(trace, clients, batch_size, models, method, time_limit, record, started)
+            if kv_capacity_tokens is not None:
+                raise ConfigError("the bound of a mixed fleet does not take a KV capacity.",
+                                  field="kv_capacity_tokens", fix="drop --kv-capacity, or give one cost model.")
+            return _fleet_bound(trace, clients, batch_size, models, method, time_limit, started)
         cost_model = models[0]
     cm = load_preset(cost_model)
     try:
@@ -251,18 +238,10 @@ def lower_bound(trace: pd.DataFrame | str, clients: int, cost_model="llama-65b",
                           fix="give one integer, or one per client.") from None
     if clients < 1 or np.any(B < 1):
         raise ConfigError("clients and batch sizes must be >= 1.", field="clients", fix="use positive integers.")
-    closed = closed_form_lower_bound(trace, clients, B, cm)
-    terms = dict(closed.terms)
-    l = trace["input_tokens"].to_numpy(float)
-    o = trace["output_tokens"].to_numpy(np.int64)
-    V = float(cm.request_work_s(l, o).sum())
-    n, D = len(trace), int((o - 1).sum())
-    Bmax = int(B.max())
-    # With unequal B_j, sum_j ceil(n_j/B_j) >= ceil(n / B_max): the most favourable split.
-    terms["aggregate_ceiling"] = (V + cm.a_p * np.ceil(n / Bmax) + cm.a_d * np.ceil(D / Bmax)) / clients
-    pair = _pair_term(l, o.astype(float), clients, Bmax, cm)
-    if pair is not None:
-        terms["pair"] = pair
+    from workbench._checks import kv_capacities
+
+    kv = kv_capacities(kv_capacity_tokens, [cm] * clients, clients)
+    closed = closed_form_lower_bound(trace, clients, B, cm, kv_capacity_tokens=kv)
     details: dict = {"closed_form_s": time.perf_counter() - started}
     small = len(trace) * clients <= AUTO_MODEL_MAX_PAIRS
     if method == "auto" and not small:
@@ -270,27 +249,24 @@ def lower_bound(trace: pd.DataFrame | str, clients: int, cost_model="llama-65b",
     if method == "mip" or (method == "auto" and small and solver_available()):
         t0 = time.perf_counter()
         data = bound_data(trace, clients, B, cm)
-        model = build_bound_model(data, bound_s=max(terms.values()))
+        model = build_bound_model(data, bound_s=max(closed.terms.values()))
         details["bound_model_build_s"] = time.perf_counter() - t0
         result = solve(model, time_limit=time_limit, rel_gap=rel_gap, threads=threads, require_solution=False)
         details.update(bound_model_classes=len(data.count), bound_model_exact=data.exact,
                        bound_model_status=result.status, bound_model_solve_s=result.time_s,
                        bound_model_incumbent_s=result.incumbent)
         if result.bound is not None:
-            terms["bin_packing"] = float(result.bound)
-        details["bin_packing_s"] = time.perf_counter() - t0
+            details["bin_packing"] = float(result.bound)
+        details["bin_packing_time_s"] = time.perf_counter() - t0
     details["total_s"] = time.perf_counter() - started
-    binding = max(terms, key=lambda k: (terms[k], k != "bin_packing"))  # ties: name the closed form
-    bound = LowerBound(value_s=float(terms[binding]), terms={k: float(v) for k, v in terms.items()},
-                       binding=binding, details=details)
-    if record:
-        record_bound(trace, clients, B, cm, bound)
-    return bound
+    return LowerBound(value_s=closed.value_s, terms={k: float(v) for k, v in closed.terms.items()},
+                      binding=closed.binding, details=details)
 
 
-def _fleet_bound(trace, clients, batch_size, models, method, time_limit, record, started) -> LowerBound:
+def _fleet_bound(trace, clients, batch_size, models, method, time_limit, started) -> LowerBound:
     """Unlike clients (a mixed fleet): :func:`workbench.schedule.fleet.fleet_lower_bound`, and with ``mip``
-    (or ``auto`` on small instances) the offline bin packing's proven bound with per-client weights."""
+    (or ``auto`` on small instances) the offline bin packing's proven bound with per-client weights, as a
+    separate figure in ``details`` (it depends on the solver's time limit)."""
     from workbench.offline.binpacking import assign
     from workbench.offline.solver import solver_available
     from workbench.schedule.fleet import fleet_lower_bound
@@ -302,8 +278,9 @@ def _fleet_bound(trace, clients, batch_size, models, method, time_limit, record,
     if method == "mip" or (method == "auto" and len(trace) * int(clients) <= AUTO_MODEL_MAX_PAIRS
                            and solver_available()):
         result = assign(trace, clients, batch_size, models, method="mip" if method == "mip" else "auto",
-                        time_limit=time_limit, record=True)
+                        time_limit=time_limit)
         details["bin_packing_weights_status"] = result.status
+        details["bin_packing"] = float(result.lower_bound_s)
     bound = fleet_lower_bound(trace, clients, batch_size, models)
     details["total_s"] = time.perf_counter() - started
     return LowerBound(value_s=bound.value_s, terms=bound.terms, binding=bound.binding, details=details)
@@ -312,5 +289,8 @@ def _fleet_bound(trace, clients, batch_size, models, method, time_limit, record,
 def bound_table(bound: LowerBound) -> pd.DataFrame:
     """The terms with their meaning, the binding one marked (for the CLI and notebooks)."""
     table = bound.table()
+    if "bin_packing" in bound.details:
+        # The solver's figure, shown beside the instance bound but never binding it (see lower_bound).
+        table.loc["bin_packing"] = {"value_s": bound.details["bin_packing"], "binds": False}
     table["meaning"] = [TERM_DOCS.get(name, "") for name in table.index]
     return table

@@ -53,7 +53,9 @@ import math
 from workbench.errors import ConfigError
 from workbench.policies.registry import (
     ClientView,
+    Param,
     Policy,
+    declare_params,
     register_policy,
     register_rule,
 )
@@ -149,6 +151,12 @@ class LagrangianRule:
             if admitted >= waiting:
                 break
         return True
+
+
+declare_params("rule", "lagrangian",
+               mu=Param("float", "price multiplier: 0 = static, inf = continuous, 1 = the plain price", minimum=0.0),
+               lookahead=Param("str", "the look-ahead of the rule", choices=tuple(LOOKAHEADS)),
+               horizon=Param("int", "future completions the amortised look-ahead considers", minimum=1))
 
 
 @register_rule("lagrangian")

@@ -20,7 +20,8 @@ them all in.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -133,6 +134,117 @@ DISPATCHERS: dict[str, Callable[..., Dispatcher]] = {}
 DISPATCH_DOCS: dict[str, str] = {}
 
 
+# -- parameters: one typed schema for every policy -------------------------------------
+@dataclass(frozen=True)
+class Param:
+    """A policy parameter: its type (``bool``, ``int``, ``float``, ``str`` or ``object``) and meaning."""
+
+    kind: str
+    doc: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+
+
+#: name -> type and meaning; the parts that take each are in :data:`PART_PARAMS`.
+PARAMS: dict[str, Param] = {
+    "steal": Param("bool", "work stealing: a client with free slots and an empty queue takes waiting requests "
+                           "from the most loaded client"),
+    "token_budget": Param("int", "tokens per chunked-prefill iteration, decodes included (above the batch size)",
+                          minimum=2),
+}
+#: ("rule" | "dispatch" | "engine", name) -> the parameters that part takes.  The two simulators
+#: (``engine.core``: prefill-first; ``engine.chunked``) are declared here so a leaf holds them all.
+PART_PARAMS: dict[tuple[str, str], tuple[str, ...]] = {("engine", "prefill-first"): ("steal",),
+                                                       ("engine", "chunked"): ("token_budget",)}
+
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+
+def declare_params(part: str, name: str, **params: Param) -> None:
+    """Declare the parameters the ``part`` (``"rule"``, ``"dispatch"`` or ``"engine"``) named ``name`` takes."""
+    for key, spec in params.items():
+        if key in PARAMS and PARAMS[key] != spec:
+            raise ValueError(f"parameter {key!r} declared twice with different types")
+        PARAMS[key] = spec
+    PART_PARAMS[(part, name)] = tuple(params)
+
+
+def coerce_param(key: str, value: Any) -> Any:
+    """``value`` as the declared type of parameter ``key`` (text from the command line is parsed)."""
+    spec = PARAMS[key]
+    kind = spec.kind
+
+    def bad(what: str) -> ConfigError:
+        extra = f" one of {', '.join(spec.choices)}" if spec.choices else ""
+        return ConfigError(f"{value!r} is not {what}.", field=key, fix=f"give {key} as{extra or ' ' + what} "
+                           f"({spec.doc}).")
+
+    if kind == "object":
+        return value
+    if kind == "bool":
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if isinstance(value, (int, np.integer)) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise bad("a boolean (true/false, yes/no, 1/0)")
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad("a name")
+        if spec.choices and value not in spec.choices:
+            raise bad(f"one of {', '.join(spec.choices)}")
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        raise bad("a number")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text) if kind == "int" else float(text)
+        except ValueError:
+            raise bad("a whole number" if kind == "int" else "a number") from None
+    if kind == "int":
+        if isinstance(value, (float, np.floating)):
+            if not math.isfinite(value) or value != int(value):
+                raise bad("a whole number")
+            value = int(value)
+        if not isinstance(value, (int, np.integer)):
+            raise bad("a whole number")
+        value = int(value)
+    else:
+        if not isinstance(value, (int, float, np.integer, np.floating)):
+            raise bad("a number")
+        value = float(value)
+        if math.isnan(value):
+            raise bad("a number")
+    if spec.minimum is not None and value < spec.minimum:
+        raise ConfigError(f"{value!r} is below {spec.minimum:g}.", field=key,
+                          fix=f"give {key} >= {spec.minimum:g} ({spec.doc}).")
+    return value
+
+
+def check_params(params: dict[str, Any], parts: Iterable[tuple[str, str]], *, policy: str) -> dict[str, Any]:
+    """``params`` checked against what ``parts`` take: unknown keys refused, values converted to their types."""
+    known: list[str] = []
+    for part in parts:
+        known.extend(k for k in PART_PARAMS.get(part, ()) if k not in known)
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key not in known:
+            what = (f"an unknown parameter of policy '{policy}'" if key not in PARAMS
+                    else f"a parameter that policy '{policy}' does not take")
+            raise ConfigError(f"'{key}' is {what}.", field=key,
+                              fix=f"use one of {', '.join(sorted(known)) or '(none: this policy takes no parameters)'}.")
+        out[key] = coerce_param(key, value)
+    return out
+
+
+def policy_parts(policy: Policy, *, engine: str = "prefill-first") -> list[tuple[str, str]]:
+    """The parts whose parameters ``policy`` takes."""
+    return [("engine", engine), ("rule", policy.rule), ("dispatch", policy.dispatch)]
+
+
 # -- named policies ----------------------------------------------------------------
 @dataclass(frozen=True)
 class Policy:
@@ -190,4 +302,6 @@ def resolve_policy(name: str | Policy, *, dispatch: str | None = None, order: st
                                   ("rule", policy.rule, RULES)):
         if value not in registry:
             raise ConfigError(f"unknown {kind} '{value}'.", field=kind, fix=f"use one of {', '.join(registry)}.")
+    if policy.params:
+        policy = replace(policy, params=check_params(policy.params, policy_parts(policy), policy=policy.name))
     return policy

@@ -13,7 +13,9 @@ from workbench.policies.registry import (
     DISPATCHERS,
     HOLD,
     ClientView,
+    Param,
     Policy,
+    declare_params,
     register_policy,
 )
 
@@ -87,15 +89,22 @@ class RollingHorizon:
         return out
 
 
-def _rolling_dispatcher(*, trace, clients, batch_size, cost_model, params) -> RollingHorizon:
+def _rolling_dispatcher(*, trace, clients, batch_size, cost_model, params, **_) -> RollingHorizon:
     B = np.broadcast_to(np.asarray(batch_size), (int(clients),))
-    weights = cost_model.request_weight_s(trace["input_tokens"].to_numpy(float),
+    # A mixed fleet comes as one model per client.  The engine measures each client's speed against
+    # the first (ClientView.speed), so the weights are the first model's, as least-work's are.
+    reference = cost_model[0] if isinstance(cost_model, (list, tuple)) else cost_model
+    weights = reference.request_weight_s(trace["input_tokens"].to_numpy(float),
                                           trace["output_tokens"].to_numpy(float), int(np.max(B)))
     return RollingHorizon(weights, horizon_s=params.get("horizon_s", 0.25),
                           release_on_idle=params.get("release_on_idle", True))
 
 
 DISPATCHERS["rolling"] = _rolling_dispatcher
+declare_params("dispatch", "rolling",
+               horizon_s=Param("float", "seconds between decision epochs (inf: only when a client idles)",
+                               minimum=0.0),
+               release_on_idle=Param("bool", "also release held requests as soon as a client would idle"))
 DISPATCH_DOCS["rolling"] = ("hold arrivals; every horizon_s seconds, or when a client would idle, bin-pack the "
                             "held requests (LPT) on top of each client's outstanding work")
 

@@ -14,14 +14,12 @@ from workbench.schedule.bounds import (  # noqa: F401
     best_lower_bound,
     closed_form_lower_bound,
     kv_iteration_counts,
-    record_bound,
 )
 from workbench.schedule.fleet import (  # noqa: F401
     Fleet,
     fleet_lower_bound,
     fleet_weights,
     fractional_work_bound,
-    record_fleet_bound,
 )
 from workbench.schedule.metrics import (  # noqa: F401
     batch_sizes_array,
@@ -60,4 +58,4 @@ from workbench.schedule.validator import (  # noqa: F401
     validate_files,
 )
 
-__all__ = ['ABS_TOL_S', 'FILES', 'Fleet', 'LowerBound', 'MAX_CLIENTS', 'MAX_EXAMPLES', 'METRIC_KEYS', 'OPTIONAL_REQUEST_COLUMNS', 'OPTIONAL_TIMELINE_COLUMNS', 'OUTPUT_MARKER', 'REL_TOL', 'REQUEST_COLUMNS', 'RULES', 'Schedule', 'TERM_DOCS', 'TIMELINE_COLUMNS', 'TIME_ULPS', 'ValidationReport', 'Violation', 'atomic_dir', 'batch_sizes_array', 'best_lower_bound', 'build_metrics', 'closed_form_lower_bound', 'compact_timeline', 'cost_model_record', 'expand_runs', 'fleet_lower_bound', 'fleet_weights', 'fractional_work_bound', 'gap', 'gap_closed', 'kv_iteration_counts', 'latency_summary', 'record_bound', 'record_fleet_bound', 'request_latencies', 'requests_from_timeline', 'schedule_metrics', 'validate', 'validate_files']
+__all__ = ['ABS_TOL_S', 'FILES', 'Fleet', 'LowerBound', 'MAX_CLIENTS', 'MAX_EXAMPLES', 'METRIC_KEYS', 'OPTIONAL_REQUEST_COLUMNS', 'OPTIONAL_TIMELINE_COLUMNS', 'OUTPUT_MARKER', 'REL_TOL', 'REQUEST_COLUMNS', 'RULES', 'Schedule', 'TERM_DOCS', 'TIMELINE_COLUMNS', 'TIME_ULPS', 'ValidationReport', 'Violation', 'atomic_dir', 'batch_sizes_array', 'best_lower_bound', 'build_metrics', 'closed_form_lower_bound', 'compact_timeline', 'cost_model_record', 'expand_runs', 'fleet_lower_bound', 'fleet_weights', 'fractional_work_bound', 'gap', 'gap_closed', 'kv_iteration_counts', 'latency_summary', 'request_latencies', 'requests_from_timeline', 'schedule_metrics', 'validate', 'validate_files']

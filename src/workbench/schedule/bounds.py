@@ -4,7 +4,8 @@ Every schedule on client ``j`` costs ``sum v_i + a_p N_prefill + a_d N_decode``
 with ``N_prefill >= ceil(|S|/B)`` and ``N_decode >= max(ceil(D/B), max(o_i-1))``.
 Relaxing the ceilings gives additive weights ``w_i``, so the total work spread
 evenly over the clients bounds any makespan, and so does the longest request
-served alone.  The tighter bin-packing bound lives in ``workbench.offline``.
+served alone.  Every bound here is a pure function of the instance (trace, clients, batch sizes,
+cost model, KV capacity, mode); the solver's bin-packing bound lives in ``workbench.offline``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class LowerBound:
 TERM_DOCS = {
     "single_request": "the longest request served alone: max_i t_alone(i)",
     "average_work": "total relaxed work spread evenly: sum_i w_i / |J|",
+    "aggregate_ceiling": "(V + a_p ceil(n/B) + a_d ceil(D/B)) / |J|: summing LB_j over clients",
+    "pair": "two of the |J|+1 requests longest alone share a client: the smallest LB_j over such pairs",
+    "release_plus_alone": "no request finishes before its arrival plus its time alone: max_i (a_i + t_alone(i))",
     "kv_aggregate": "KV cache binds: (V + a_p N_p + a_d N_d) / |J| with N_p >= max(ceil(n/B_eff), ceil(sum s_i/M)), "
                     "N_d >= max(ceil(D/B_eff), ceil(sum s_i (o_i-1)/M)), s_i = l_i + o_i",
 }
@@ -76,68 +80,104 @@ def kv_iteration_counts(input_tokens, output_tokens, batch_size: int, kv_capacit
             "decodes": max(-(-D // b_eff), -(-int((s * (o - 1)).sum()) // M))}
 
 
+#: The reported bound is its computed value lowered by this relative margin (MODEL.md section 3): the
+#: simulator's clock and the bound's sums round differently, and a makespan may not fall one ulp below
+#: the bound of its own instance.  1e-9 is far above float64's accumulated error on any trace the
+#: loader accepts and far below any printed figure.
+BOUND_REL_MARGIN = 1e-9
+
+
+def _round_down(value_s: float) -> float:
+    return float(value_s) * (1.0 - BOUND_REL_MARGIN) if value_s > 0 else float(value_s)
+
+
+def pair_term(l: np.ndarray, o: np.ndarray, clients: int, batch_size: int, cost_model: LinearCostModel) -> float | None:
+    """Among the ``|J| + 1`` requests longest alone two share a client: the smallest LB_j over such pairs.
+
+    ``None`` when there are no more requests than clients (no pair must share).
+    """
+    n, m = len(l), int(clients)
+    if n <= m or m + 1 > PAIR_MAX_CLIENTS:
+        return None
+    l = np.asarray(l, dtype=float)
+    o = np.asarray(o, dtype=float)
+    top = np.argsort(-cost_model.alone_time_s(l, o), kind="stable")[: m + 1]
+    v = cost_model.request_work_s(l[top], o[top])
+    ot = o[top]
+    x, y = np.triu_indices(len(top), k=1)
+    B = int(batch_size)
+    d = (ot[x] - 1) + (ot[y] - 1)
+    cost = (v[x] + v[y] + cost_model.a_p * math.ceil(2 / B)
+            + cost_model.a_d * np.maximum(np.ceil(d / B), np.maximum(ot[x], ot[y]) - 1))
+    return float(cost.min())
+
+
+#: Above this many clients the ``pair`` term (|J|^2 / 2 pairs) is left out; the bound stays valid.
+PAIR_MAX_CLIENTS = 2_000
+
+
 def closed_form_lower_bound(trace: pd.DataFrame, clients: int, batch_size, cost_model: LinearCostModel,
                             release_aware: bool = True, kv_capacity_tokens=None) -> LowerBound:
-    """``max(max_i t_alone(i), sum_i w_i / |J|)``, instant on any trace.
+    """The lower bound of an instance: the largest closed-form term, a pure function of the instance.
 
-    With per-client batch sizes the weights use the largest ``B`` (the most
-    favourable client), which keeps the bound valid.  When requests arrive
-    over time, no request can finish before ``a_i + t_alone(i)``, which is
-    added as a term.  With ``kv_capacity_tokens`` (one ``M`` or one per
-    client; ``None`` entries mean unlimited) the ``kv_aggregate`` term of
-    :func:`kv_iteration_counts` is added when every client has a capacity.
+    Terms (MODEL.md section 3): ``single_request`` (the longest request
+    served alone), ``average_work`` (``sum w_i / |J|``), ``aggregate_ceiling``
+    (``(V + a_p ceil(n/B) + a_d ceil(D/B)) / |J|``), ``pair`` (two of the
+    ``|J| + 1`` longest requests share a client), ``release_plus_alone``
+    when requests arrive over time and, with ``kv_capacity_tokens`` (one
+    ``M`` or one per client; ``None`` entries mean unlimited) on every
+    client, ``kv_aggregate`` (:func:`kv_iteration_counts`).  With
+    per-client batch sizes the terms use the largest ``B`` (the most
+    favourable client), which keeps them valid.  The value is rounded down
+    by :data:`BOUND_REL_MARGIN`.  Nothing here depends on what ran before
+    in the process or on a solver's time limit: every command reports this
+    value for the instance (the solver's bin-packing bound is a separate
+    figure of ``workbench bound``).
     """
     B = batch_sizes_array(batch_size, clients)
+    Bmax = int(B.max())
+    m = int(clients)
     l = trace["input_tokens"].to_numpy(float)
     o = trace["output_tokens"].to_numpy(float)
     alone = cost_model.alone_time_s(l, o)
-    weights = cost_model.request_weight_s(l, o, int(B.max()))
+    weights = cost_model.request_weight_s(l, o, Bmax)
+    work = math.fsum(cost_model.request_work_s(l, o).tolist())
+    n, D = len(l), int((o - 1).sum())
     terms = {
         "single_request": float(alone.max()),
-        "average_work": float(weights.sum()) / int(clients),
+        "average_work": math.fsum(weights.tolist()) / m,
+        "aggregate_ceiling": (work + cost_model.a_p * -(-n // Bmax) + cost_model.a_d * -(-D // Bmax)) / m,
     }
+    pair = pair_term(l, o, m, Bmax, cost_model)
+    if pair is not None:
+        terms["pair"] = pair
     if release_aware and "arrival_s" in trace and float(trace["arrival_s"].max()) > 0:
         terms["release_plus_alone"] = float((trace["arrival_s"].to_numpy(float) + alone).max())
     caps = [kv_capacity_tokens] if np.ndim(kv_capacity_tokens) == 0 else list(kv_capacity_tokens)
     if kv_capacity_tokens is not None and len(caps) and all(c is not None for c in caps):
-        counts = kv_iteration_counts(l, o, int(B.max()), max(int(c) for c in caps))
-        work = float(cost_model.request_work_s(l, o).sum())
+        counts = kv_iteration_counts(l, o, Bmax, max(int(c) for c in caps))
         terms["kv_aggregate"] = (work + cost_model.a_p * counts["prefills"]
-                                 + cost_model.a_d * counts["decodes"]) / int(clients)
+                                 + cost_model.a_d * counts["decodes"]) / m
     binding = max(terms, key=terms.get)
-    return LowerBound(value_s=terms[binding], terms=terms, binding=binding)
+    return LowerBound(value_s=_round_down(terms[binding]), terms=terms, binding=binding)
 
 
-# -- the tightest bound known so far --------------------------------------------------
-#: (trace digest, clients, batch sizes, cost coefficients) -> best bound computed in this process.
-_BEST: dict[tuple, LowerBound] = {}
+def refuse_recording(record: bool) -> None:
+    """``record=True`` asked for the process-wide bound cache that no longer exists (MODEL.md section 3).
 
-
-def _bound_key(trace: pd.DataFrame, clients: int, batch_size, cost_model: LinearCostModel) -> tuple:
-    from workbench.workload.trace import trace_digest
-
-    B = tuple(int(b) for b in batch_sizes_array(batch_size, clients))
-    return (trace_digest(trace), int(clients), B, tuple(cost_model.coefficients().values()))
-
-
-def record_bound(trace: pd.DataFrame, clients: int, batch_size, cost_model: LinearCostModel,
-                 bound: LowerBound) -> None:
-    """Remember a bound (e.g. the bin-packing bound) so later schedules report it."""
-    key = _bound_key(trace, clients, batch_size, cost_model)
-    if key not in _BEST or bound.value_s > _BEST[key].value_s:
-        _BEST[key] = bound
-
-
-def best_lower_bound(trace: pd.DataFrame, clients: int, batch_size, cost_model: LinearCostModel,
-                     kv_capacity_tokens=None) -> LowerBound:
-    """The tightest of the closed-form bound and any bound recorded for this instance.
-
-    A recorded bound ignores the KV cache; it stays valid with one (KV only
-    removes schedules), so the larger of the two is reported.
+    ``record=False`` (not recording) is what every call now does, so old calls that pass it run.
     """
-    closed = closed_form_lower_bound(trace, clients, batch_size, cost_model, kv_capacity_tokens=kv_capacity_tokens)
-    known = _BEST.get(_bound_key(trace, clients, batch_size, cost_model))
-    return known if known is not None and known.value_s > closed.value_s else closed
+    if record:
+        from workbench.errors import ConfigError
+
+        raise ConfigError("bounds are no longer recorded for later schedules: the bound of an instance is a pure "
+                          "function of it (MODEL.md section 3).", field="record",
+                          fix="drop record=True; read the solver's figure from the result instead.")
+
+
+#: The engine's name for the instance bound (it imports this one); the same pure function.
+best_lower_bound = closed_form_lower_bound
+instance_lower_bound = closed_form_lower_bound
 
 
 def chunked_lower_bound(trace: pd.DataFrame, clients: int, batch_size, cost_model: LinearCostModel, *,
@@ -177,4 +217,4 @@ def chunked_lower_bound(trace: pd.DataFrame, clients: int, batch_size, cost_mode
     a_m = max(cost_model.a_p, cost_model.a_d)
     terms["chunked_aggregate"] = (V + cost_model.a_d * n_iter + (a_m - cost_model.a_d) * n_mixed) / int(clients)
     binding = max(terms, key=terms.get)
-    return LowerBound(value_s=float(terms[binding]), terms=terms, binding=binding)
+    return LowerBound(value_s=_round_down(terms[binding]), terms=terms, binding=binding)

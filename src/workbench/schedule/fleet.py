@@ -48,9 +48,9 @@ from workbench._checks import cost_models as _cost_models
 from workbench._checks import positive_int
 from workbench.costmodel.linear import load_preset
 from workbench.errors import ConfigError
-from workbench.schedule.bounds import LowerBound
+from workbench.schedule.bounds import LowerBound, _round_down
 from workbench.schedule.metrics import batch_sizes_array
-from workbench.workload.trace import load_trace, trace_digest
+from workbench.workload.trace import load_trace
 
 TERM_DOCS = {
     "single_request": "the longest request served alone on its fastest client: max_i min_j t_alone_j(i)",
@@ -230,11 +230,9 @@ def fleet_lower_bound(trace: pd.DataFrame | str, clients: int, batch_size, cost_
         terms["pair"] = pair
     if release_aware and "arrival_s" in trace and float(trace["arrival_s"].max()) > 0:
         terms["release_plus_alone"] = float((trace["arrival_s"].to_numpy(float) + alone).max())
-    known = _BEST.get(_key(trace, B, models))
-    if known is not None:
-        terms["bin_packing_weights"] = known
     binding = max(terms, key=terms.get)
-    return LowerBound(value_s=terms[binding], terms=terms, binding=binding, details={"dual_y": y.tolist()})
+    return LowerBound(value_s=_round_down(terms[binding]), terms=terms, binding=binding,
+                      details={"dual_y": y.tolist()})
 
 
 def _pair_term(l, o, alone, models, B) -> float | None:
@@ -254,22 +252,3 @@ def _pair_term(l, o, alone, models, B) -> float | None:
                         + mdl.a_d * max(math.ceil(d / b), max(o[a], o[c]) - 1))
                 best = min(best, cost)
     return float(best)
-
-
-# -- bounds proven elsewhere (the offline bin packing) -------------------------------------------
-_BEST: dict[tuple, float] = {}
-
-
-def _key(trace: pd.DataFrame, B, models) -> tuple:
-    return (trace_digest(trace), tuple(int(b) for b in B), tuple(tuple(mdl.coefficients().values()) for mdl in models))
-
-
-def record_fleet_bound(trace: pd.DataFrame, batch_size, cost_model, value_s: float) -> None:
-    """Remember a proven bound for this fleet (e.g. the offline bin packing's) so schedules report it."""
-    models = cost_model if isinstance(cost_model, (list, tuple)) else None
-    if models is None:
-        return
-    models = _cost_models(models, len(models))
-    key = _key(trace, batch_sizes_array(batch_size, len(models)), models)
-    if value_s > _BEST.get(key, -math.inf):
-        _BEST[key] = float(value_s)

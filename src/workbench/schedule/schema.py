@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from workbench._paths import MAX_SCHEDULE_FILE_BYTES, input_file
 from workbench._version import __version__
 from workbench.costmodel.linear import LinearCostModel
 from workbench.errors import ConfigError, ScheduleFileError
@@ -75,6 +76,9 @@ class Schedule:
     def timeline(self) -> pd.DataFrame:
         """One row per iteration (MODEL.md section 9), expanded from the runs on first use."""
         if self._timeline is None:
+            from workbench.schedule.estimate import check_rows
+
+            check_rows(int(self._runs["iterations"].sum()))  # refuse before allocating, not after
             self._timeline = expand_runs(self.runs, self.metrics)
         return self._timeline
 
@@ -170,10 +174,14 @@ def schedule_format(folder: str | Path) -> str:
                                     "or timeline.parquet and requests.parquet).")
     fmt = "parquet" if has_parquet else "csv"
     for name in (FILES if fmt == "csv" else PARQUET_FILES):
-        if not (folder / name).is_file():
+        if not (folder / name).exists():
             raise ScheduleFileError(f"'{folder}' has no {name}.", field=name,
                                     fix="a schedule folder holds timeline.csv, requests.csv and metrics.json "
                                         "(or timeline.parquet and requests.parquet with --format parquet).")
+        # Regular files of bounded size only: a FIFO or /dev/zero named timeline.csv must not hang the reader.
+        input_file(folder / name, what="schedule file", field=name, max_bytes=MAX_SCHEDULE_FILE_BYTES,
+                   error=ScheduleFileError, fix="a schedule folder holds the regular files timeline.csv, "
+                                                "requests.csv and metrics.json.")
     return fmt
 
 
@@ -306,10 +314,11 @@ def iter_timeline_file(folder: str | Path, fmt: str | None = None, rows: int = 1
 
 
 def _ids_from_text(ids: pd.Series) -> pd.Series:
-    """Integer ids when every id is written as a plain integer (as integer ids are written), else the text."""
-    if len(ids) and ids.str.fullmatch(r"0|-?[1-9][0-9]{0,17}").all():
-        return ids.astype(np.int64)
-    return ids
+    """Integer ids when every id is written as a plain integer (as integer ids are written), else the text
+    (the trace loader's rule, :func:`workbench.workload.trace.ids_from_text`)."""
+    from workbench.workload.trace import ids_from_text
+
+    return ids_from_text(ids)
 
 
 def _jsonable(value: Any) -> Any:
@@ -337,6 +346,8 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
     """
     out_dir = Path(out_dir)
     resolved = out_dir.resolve()
+    if out_dir.is_symlink():
+        out_dir = resolved  # replace the folder the link names; the link itself stays as it was
     parent = resolved.parent
     try:
         cwd = Path.cwd().resolve()
@@ -366,25 +377,72 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
         raise ConfigError(f"cannot write to '{out_dir}': {exc.strerror}.", field="out",
                           fix="choose a folder you can write to.") from None
     try:
-        yield tmp
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ConfigError(f"'{out_dir}' exists and is not a folder.", field="out",
-                              fix="choose another output folder.")
-        backup = None
-        if out_dir.exists():
-            backup = parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, backup)
-        try:
-            os.replace(tmp, out_dir)
-        except BaseException:
-            if backup is not None:
-                os.replace(backup, out_dir)  # put the previous output back
-            raise
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
+        with _terminate_as_exit():
+            yield tmp
+            with _folder_lock(parent):
+                _swap_in(tmp, out_dir, parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap_in(tmp: Path, out_dir: Path, parent: Path) -> None:
+    """Move ``tmp`` to ``out_dir``, the previous output aside first and deleted after (under the lock)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"'{out_dir}' exists and is not a folder.", field="out",
+                          fix="choose another output folder.")
+    backup = None
+    if out_dir.exists():
+        backup = parent / f".{out_dir.name}.old-{os.getpid()}"
+        os.replace(out_dir, backup)
+    try:
+        os.replace(tmp, out_dir)
+    except BaseException:
+        if backup is not None:
+            os.replace(backup, out_dir)  # put the previous output back
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``folder`` itself (no lock file to leave behind), so writers of
+    one output folder swap their results in one at a time (the last one wins) instead of racing
+    between moving the old folder aside and moving theirs in."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; writers there are not serialised
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """While an output is written, SIGTERM raises SystemExit (so the temporary folder is removed and
+    the previous output stays) instead of killing the process where it stands."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def compact_timeline(timeline: pd.DataFrame) -> pd.DataFrame:

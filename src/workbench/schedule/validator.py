@@ -12,10 +12,14 @@ rule                      what it checks
 ``iterations``            per client, iterations are numbered 0, 1, 2, ... in time order
 ``no-overlap``            iterations on a client do not overlap and have positive length
 ``ids``                   every listed id is a request of ``requests.csv``; n_requests
-                          equals the number of ids; no id twice in one iteration
+                          equals the number of ids; no id twice in one iteration; a prefill
+                          or decode row serves at least one request (a mixed row one id or chunk)
 ``prefill-once``          each request is prefilled exactly once
 ``same-client``           all of a request's iterations are on the client requests.csv names
 ``decode-count``          each request decodes exactly ``o_i - 1`` times, all after its prefill
+``decode-all``            a decode (or mixed) iteration advances every request running on its
+                          client: each request between its prefill and its last decode is in
+                          every decode and mixed row of its client in between (MODEL.md section 1)
 ``batch-capacity``        requests holding a slot (from prefill to last decode) never exceed ``B_j``
 ``kv-capacity``           when set: the KV tokens they reserve never exceed ``M_j``
 ``tokens``                ``tokens`` equals the prompt tokens (prefill) or the context read (decode)
@@ -79,7 +83,7 @@ from workbench.schedule.schema import (
 from workbench.workload.trace import load_trace
 
 RULES = ("schema", "iterations", "no-overlap", "ids", "prefill-once", "same-client", "decode-count",
-         "batch-capacity", "kv-capacity", "tokens", "duration", "request-times", "metrics", "trace",
+         "decode-all", "batch-capacity", "kv-capacity", "tokens", "duration", "request-times", "metrics", "trace",
          # paged KV and measured cost models, checked by a replay (workbench.schedule.replay)
          "paged-rows", "recompute", "paged-tokens", "kv-blocks")
 METRIC_KEYS = ("makespan_s", "lower_bound_s", "gap", "slot_utilization", "busy_utilization", "clients",
@@ -196,6 +200,65 @@ def _prefill_chunks(tl: pd.DataFrame, index_of: dict, report: ValidationReport,
     if pd.DataFrame({"row": rows[keep], "req": req[keep]}).duplicated().any():
         report.add("ids", "a request has two prefill chunks in one iteration")
     return rows[keep], req[keep], length[keep]
+
+
+_MISSING = object()
+
+
+def _check_empty_rows(tl, counts, ch_row, is_mixed_kind, client, report) -> None:
+    """A prefill or decode row serves at least one request; a mixed row at least one decode or chunk."""
+    chunks = np.bincount(ch_row, minlength=len(tl))
+    empty = np.flatnonzero((counts < 1) & (~is_mixed_kind | (chunks < 1)))
+    if len(empty):
+        report.add("ids", "an iteration must serve at least one request; empty rows: "
+                   + _examples(f"client {client[r]} iteration {tl['iteration'].iloc[r]} ({tl['kind'].iloc[r]})"
+                               for r in empty))
+
+
+def _check_token_budget(budget, tokens, is_mixed_kind, tl, client, report) -> None:
+    """Mixed rows carry at most ``metrics.token_budget`` tokens.  Without a usable budget the rule could
+    not be checked, so a file with mixed rows must record one (a whole number >= 1): missing or
+    mistyped is a schema violation, never a skipped check."""
+    if budget is _MISSING or isinstance(budget, bool) or not isinstance(budget, (int, float)) \
+            or not np.isfinite(budget) or budget != int(budget) or budget < 1:
+        shown = "missing" if budget is _MISSING else f"{budget!r}"
+        report.add("schema", f"metrics.token_budget is {shown}; a schedule with mixed rows records its token "
+                   "budget as a whole number >= 1 so the tokens rule can check it")
+        return
+    over = np.flatnonzero(is_mixed_kind & (tokens > budget))
+    if len(over):
+        report.add("tokens", f"an iteration processes more than token_budget = {budget} tokens: "
+                   + _examples(f"client {client[r]} iteration {tl['iteration'].iloc[r]}" for r in over))
+
+
+def _check_decode_all(tl, client, counts, is_prefill, req_client, o, req, row, entry_prefill, ch_req, ch_row,
+                      rq_ids, report) -> None:
+    """Every decode and mixed row of a client lists every request running there (MODEL.md section 1).
+
+    Request ``i`` runs from the row after its prefill (or its last chunk) to the row of its last
+    decode; rows are sorted by client and iteration, so that is one range of rows of its client.
+    """
+    n = len(o)
+    done_row = np.full(n, -1, dtype=np.int64)  # the row where its prompt was processed
+    done_row[req[entry_prefill]] = row[entry_prefill]
+    np.maximum.at(done_row, ch_req, ch_row)
+    last_row = np.full(n, -1, dtype=np.int64)
+    np.maximum.at(last_row, req, row)
+    runs = (done_row >= 0) & (last_row > done_row) & (o > 1)
+    delta = np.zeros(len(tl) + 1, dtype=np.int64)
+    np.add.at(delta, done_row[runs] + 1, 1)
+    np.add.at(delta, last_row[runs] + 1, -1)
+    running = np.cumsum(delta)[:-1]
+    missing = np.flatnonzero(~is_prefill & (counts < running))
+    if len(missing):
+        r = int(missing[0])
+        listed = set(tl["request_ids"].iloc[r].split())
+        left_out = [rq_ids[i] for i in np.flatnonzero(runs & (done_row < r) & (last_row >= r))
+                    if rq_ids[i] not in listed]
+        report.add("decode-all", "a decode iteration must advance every running request of its client; "
+                   + _examples(f"client {client[m]} iteration {tl['iteration'].iloc[m]} "
+                               f"({counts[m]} of {running[m]} running)" for m in missing)
+                   + f"; first left out: {_examples(left_out)}")
 
 
 def validate(source: Schedule | str | Path, trace: pd.DataFrame | str | Path | None = None, *,
@@ -617,6 +680,7 @@ def _check_group(tl: pd.DataFrame, rq: pd.DataFrame, ids: _Ids, metrics: dict, c
 
     # Prefill chunks of mixed rows (none in files without mixed rows): entries (row, request, length, prior).
     ch_row, ch_req, ch_len = _prefill_chunks(tl, ids.local_index(), report, client)
+    _check_empty_rows(tl, counts, ch_row, is_mixed_kind, client, report)
     ch_iter = tl["iteration"].to_numpy()[ch_row]
 
     l = rq["input_tokens"].to_numpy()
@@ -665,6 +729,10 @@ def _check_group(tl: pd.DataFrame, rq: pd.DataFrame, ids: _Ids, metrics: dict, c
         report.add("decode-count", "a decode comes before its request's prefill: "
                    + _examples(sorted({rq_ids[req[e]] for e in early})))
     structural_ok = len(report.violations) == violations_before
+    _checked(report, "decode-all")
+    if structural_ok:
+        _check_decode_all(tl, client, counts, is_prefill, rq["client"].to_numpy(), o, req, row, entry_prefill,
+                          ch_req, ch_row, rq_ids, report)
 
     # -- batch and KV capacity -------------------------------------------------------------
     _checked(report, "batch-capacity")
@@ -757,12 +825,7 @@ def _check_group(tl: pd.DataFrame, rq: pd.DataFrame, ids: _Ids, metrics: dict, c
         Q = np.bincount(ch_row, weights=prior, minlength=len(tl))
         mixed_s = np.where(P > 0, np.maximum(a_p, a_d), a_d) + b_d * n_req + c_d * (tokens + Q) + b_p * P
         expected = np.where(is_mixed_kind, mixed_s, expected)
-        budget = metrics.get("token_budget")
-        if isinstance(budget, (int, float)) and not isinstance(budget, bool):
-            over = np.flatnonzero(n_req + P > budget)
-            if len(over):
-                report.add("tokens", f"an iteration processes more than token_budget = {budget} tokens: "
-                           + _examples(f"client {client[r]} iteration {tl['iteration'].iloc[r]}" for r in over))
+        _check_token_budget(metrics.get("token_budget", _MISSING), n_req + P, is_mixed_kind, tl, client, report)
     # end - start cannot be more exact than the times it subtracts: allow a few units in the last place
     # of the larger time (at t = 1e7 s one ulp is 1.9e-9 s, more than REL_TOL of a 15 ms iteration).
     ulps = TIME_ULPS * np.finfo(float).eps * np.maximum(np.abs(start), np.abs(end))

@@ -81,8 +81,9 @@ class Scenario:
     offline_method: str = "auto"
     offline_time_limit_s: float = 2.0
     offline_rel_gap: float = 5e-4
-    lower_bound_method: str = "auto"
-    lower_bound_time_limit_s: float = 10.0
+    #: Only ``"closed"``: the instance's bound is its closed form (MODEL.md section 3); other values,
+    #: which ran the time-limited bin-packing model, are refused rather than ignored.
+    lower_bound_method: str = "closed"
     description: str = ("The paper's experiment: GSM8K test questions through LLaMA-65B on 8 clients of batch 16, "
                         "all requests known at t=0; minimize the makespan.")
 
@@ -112,7 +113,7 @@ class CaseStudy:
     #: GSM8K; ``auto`` adds a local search and a MIP that stop on a clock, so results would depend
     #: on machine load.
     offline_method: str = "kk"
-    lower_bound: str = "max(closed form, bin-packing bound of the assignment)"
+    lower_bound: str = "the instance's closed-form bound (MODEL.md section 3)"
     description: str = ("Each case: a source trace, a client count (uniform in clients_range), a batch size "
                         "(from batch_sizes), and n = round(rho * clients * B) requests (rho uniform in "
                         "requests_per_slot_range, capped at the source's size) drawn without replacement; "
@@ -154,25 +155,27 @@ def _scenario(scenario: str | Scenario) -> Scenario:
 
 
 def offline_assignment(trace: pd.DataFrame, clients: int, batch_size: int, cost_model, *, method: str = "auto",
-                       time_limit: float = 2.0, rel_gap: float = 5e-4, record: bool = True):
+                       time_limit: float = 2.0, rel_gap: float = 5e-4):
     """The offline stage's assignment (``workbench.offline.assign``)."""
     from workbench.offline import assign
 
     return assign(trace, clients=clients, batch_size=batch_size, cost_model=cost_model, method=method,
-                  time_limit=time_limit, rel_gap=rel_gap, record=record)
+                  time_limit=time_limit, rel_gap=rel_gap)
 
 
 def scenario_lower_bound(sc: Scenario, trace: pd.DataFrame) -> tuple[float, str, str, dict[str, float]]:
-    """(value, source, binding term, terms): ``workbench.offline.lower_bound`` if importable, else closed form."""
+    """(value, source, binding term, terms): the instance's bound, the one every command reports.
+
+    A pure function of the instance (MODEL.md section 3), so ``reproduce``, ``workbench bound`` and
+    ``simulate(...).metrics`` agree; the solver's bin-packing bound is not used (it depends on its time limit).
+    """
+    if sc.lower_bound_method != "closed":
+        raise ConfigError(f"lower_bound_method {sc.lower_bound_method!r}: a scenario's bound is the instance's "
+                          "closed-form bound (MODEL.md section 3).", field="lower_bound_method",
+                          fix="use 'closed' (the default), or leave it out.")
     cm = load_preset(sc.cost_model)
-    try:
-        from workbench.offline import lower_bound
-    except ImportError:
-        lb = closed_form_lower_bound(trace, sc.clients, sc.batch_size, cm)
-        return lb.value_s, "workbench.schedule.bounds.closed_form_lower_bound", lb.binding, dict(lb.terms)
-    lb = lower_bound(trace, sc.clients, cm, batch_size=sc.batch_size, method=sc.lower_bound_method,
-                     time_limit=sc.lower_bound_time_limit_s)
-    return lb.value_s, f"workbench.offline.lower_bound(method={sc.lower_bound_method!r})", lb.binding, dict(lb.terms)
+    lb = closed_form_lower_bound(trace, sc.clients, sc.batch_size, cm)
+    return lb.value_s, "workbench.schedule.bounds.closed_form_lower_bound", lb.binding, dict(lb.terms)
 
 
 def _row(name: str, s: Schedule, base: Schedule | None, lb: float) -> dict[str, Any]:
@@ -357,7 +360,7 @@ def run_case(spec: CaseSpec) -> dict[str, Any]:
     started = time.perf_counter()
     trace = _source(spec.source).iloc[list(spec.rows)].reset_index(drop=True)
     cm = load_preset(spec.cost_model)
-    result = offline_assignment(trace, spec.clients, spec.batch_size, cm, method=spec.offline_method, record=False)
+    result = offline_assignment(trace, spec.clients, spec.batch_size, cm, method=spec.offline_method)
     closed = closed_form_lower_bound(trace, spec.clients, spec.batch_size, cm)
     lb = max(closed.value_s, float(result.lower_bound_s))
     binding = closed.binding if closed.value_s >= result.lower_bound_s else "bin_packing_weights"
@@ -410,6 +413,7 @@ def run_cases(specs: list[CaseSpec], *, scheduler: str | None = None, workers: i
 
 def _run_dask(specs, *, scheduler, workers, progress):
     import logging
+    import threading
 
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -426,16 +430,34 @@ def _run_dask(specs, *, scheduler, workers, progress):
 
         # Worker processes can be slow to start on a loaded machine: wait longer than the
         # default, and try once more before giving up.
-        with dask.config.set({"distributed.comm.timeouts.connect": "60s"}):
-            for attempt in (1, 2):
-                try:
-                    cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
-                                           dashboard_address=None, silence_logs=logging.ERROR)
-                    break
-                except (RuntimeError, TimeoutError, OSError):
-                    if attempt == 2:
-                        raise
-        client = Client(cluster)
+        # Ctrl-C reaches the whole process group, and a worker process that gets it while it starts
+        # prints its own traceback (four of them on a Ctrl-C during the start).  SIGINT is ignored
+        # while the cluster starts: the worker processes inherit that (an ignored signal stays
+        # ignored across exec, and Python then installs no KeyboardInterrupt handler), so for the
+        # whole run only this process reacts to Ctrl-C and the finally below shuts the cluster
+        # down.  A Ctrl-C during the start itself (a few seconds) is dropped.
+        import signal
+
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+        try:
+            with dask.config.set({"distributed.comm.timeouts.connect": "60s"}):
+                for attempt in (1, 2):
+                    try:
+                        cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
+                                               dashboard_address=None, silence_logs=logging.ERROR)
+                        break
+                    except (RuntimeError, TimeoutError, OSError):
+                        if attempt == 2:
+                            raise
+            client = Client(cluster)
+        except BaseException:
+            if cluster is not None:
+                cluster.close()
+            raise
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGINT, previous)
     startup = time.perf_counter() - t0
     try:
         n_workers = len(client.scheduler_info().get("workers", {}))

@@ -185,9 +185,14 @@ def run_policy(trace: pd.DataFrame | str, policy: str, *, clients: int = 8, batc
                cost_model="llama-65b", kv_capacity_tokens=None, **params: Any) -> Schedule:
     """Simulate ``policy`` and return its schedule."""
     from workbench.engine.core import simulate
+    from workbench.schedule.estimate import check_work
+    from workbench.workload.trace import load_trace
 
     if policy not in POLICIES:
         raise ConfigError(f"unknown policy '{policy}'.", field="policy", fix=f"use one of {', '.join(policy_names())}.")
+    trace = load_trace(trace)
+    check_work(trace, clients, batch_size, export=False,
+               stepped=(params.get("iteration") or POLICIES[policy].engine.get("iteration")) == "mixed")
     return simulate(trace, clients, batch_size, policy, cost_model, kv_capacity_tokens=kv_capacity_tokens, **params)
 
 
@@ -221,6 +226,16 @@ def load_sweep(trace: pd.DataFrame | str = "gsm8k-train", *, clients: int = 8, b
         base = base.iloc[np.sort(np.random.default_rng(seed).permutation(len(base))[:int(n_requests)])]
         base = base.reset_index(drop=True)
     capacity = capacity or cluster_capacity(base, clients, batch_size, cm, kv_capacity_tokens=kv_capacity_tokens)
+    from workbench.workload.trace import MAX_ARRIVAL_S
+
+    for load in loads:
+        # Mean span of the resampled arrivals; a burst can stretch it, so half the limit is the line.
+        span_s = len(base) / capacity.rate_at(load)
+        if not span_s <= MAX_ARRIVAL_S / 2:
+            raise ConfigError(f"load {load:g} spreads {len(base):,} requests over about {span_s:.3g} s "
+                              f"({capacity.rate_at(load):.3g} requests/s), beyond the {MAX_ARRIVAL_S:.0e} s a "
+                              "trace may span.", field="loads",
+                              fix="give loads as fractions of capacity, e.g. 0.5,0.7,0.8,0.9.")
     rows = []
     for load in loads:
         rate = capacity.rate_at(load)

@@ -66,7 +66,7 @@ def _assignment(seen: pd.DataFrame, sc, method: str) -> np.ndarray:
     if method == "kk" and np.ndim(sc.batch_size) != 0:
         method = "auto"
     return assign(seen, sc.clients, sc.batch_size, sc.cost_model, method=method,
-                  time_limit=sc.offline_time_limit_s, record=False).assignment
+                  time_limit=sc.offline_time_limit_s).assignment
 
 
 def _reads_no_length(policy) -> bool:

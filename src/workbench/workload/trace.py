@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench._paths import data_dir
+from workbench._paths import MAX_TRACE_BYTES, data_dir, input_file
 from workbench.errors import TraceError
 
 TRACE_COLUMNS = ("request_id", "input_tokens", "output_tokens", "arrival_s")
@@ -41,6 +41,17 @@ def list_traces() -> list[str]:
     return list(NAMED_TRACES)
 
 
+_PLAIN_INT = r"0|-?[1-9][0-9]{0,17}"
+
+
+def ids_from_text(ids: pd.Series) -> pd.Series:
+    """Ids as written: integers when every id is written as a plain integer (``7``, not ``007`` or
+    ``1e3``), else the text itself.  Either way ``str(id)`` gives back what the file holds."""
+    if len(ids) and ids.notna().all() and ids.astype(str).str.fullmatch(_PLAIN_INT).all():
+        return ids.astype(np.int64)
+    return ids
+
+
 def _read_file(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
@@ -50,8 +61,20 @@ def _read_file(path: Path) -> pd.DataFrame:
             with warnings.catch_warnings():
                 # pandas only warns (for now) when JSON records are not all objects of one shape.
                 warnings.simplefilter("error")
-                return pd.read_json(path, lines=suffix != ".json")
-        frame = pd.read_csv(path)
+                # dtype=False: a field is what the JSON holds (true stays a bool, so it can be refused).
+                return pd.read_json(path, lines=suffix != ".json", dtype=False)
+        # Ids are labels: read as text so 007 and 1e3 stay as written (ids_from_text keeps plain
+        # integers as integers).
+        frame = pd.read_csv(path, dtype={"request_id": str})
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].str.strip()
+        if header.duplicated().any():
+            # pandas would rename the second copy "NAME.1" and one of the two would be used silently.
+            twice = str(header[header.duplicated()].iloc[0])
+            raise TraceError(f"'{path}' has two columns named '{twice}'.", field=twice, fix="give each column once.")
+        if "request_id" in frame.columns:
+            frame["request_id"] = ids_from_text(frame["request_id"])
+    except TraceError:
+        raise
     except pd.errors.EmptyDataError:
         raise TraceError(f"'{path}' is empty.", fix="give a file with a header row and at least one request.") from None
     except UnicodeDecodeError as exc:
@@ -95,13 +118,16 @@ def load_trace(source: str | Path | pd.DataFrame, *, prompt_column: str | None =
         else:
             path = Path(text)
             name = str(path)
-            if not path.exists():
-                raise TraceError(f"no trace named '{text}' and no such file.", field="trace",
+            try:
+                exists = path.exists()
+            except OSError:  # a name too long: input_file names it
+                exists = True
+            if not exists:
+                raise TraceError(f"no trace named '{text[:80]}' and no such file.", field="trace",
                                  fix=f"use one of {', '.join(NAMED_TRACES)} or the path of a CSV, "
                                      "Parquet or JSONL file.")
-            if path.is_dir():
-                raise TraceError(f"'{text}' is a folder, not a trace file.", field="trace",
-                                 fix="give the path of a CSV, Parquet or JSONL file.")
+        path = input_file(path, what="trace", field="trace", max_bytes=MAX_TRACE_BYTES, error=TraceError,
+                          fix="give the path of a CSV, Parquet or JSONL file.")
         frame = _read_file(path)
     frame, trace_format = import_frame(frame, format=format, source=name)
     if prompt_column and prompt_column != "input_tokens":
@@ -118,8 +144,26 @@ def _bad_rows(mask: np.ndarray) -> str:
     return shown + (f" (and {len(rows) - 5} more)" if len(rows) > 5 else "")
 
 
+def _booleans(raw: pd.Series) -> np.ndarray:
+    """Which values are booleans (a bool column, or true/false inside a mixed JSON column)."""
+    if pd.api.types.is_bool_dtype(raw):
+        return np.ones(len(raw), dtype=bool)
+    if raw.dtype == object:
+        return np.fromiter((isinstance(v, (bool, np.bool_)) for v in raw), dtype=bool, count=len(raw))
+    return np.zeros(len(raw), dtype=bool)
+
+
+def _refuse_booleans(raw: pd.Series, column: str, fix: str) -> None:
+    flags = _booleans(raw)
+    if flags.any():
+        row = int(np.flatnonzero(flags)[0])
+        raise TraceError(f"{str(bool(raw.iloc[row])).lower()} is a boolean, not a number (rows {_bad_rows(flags)}).",
+                         field=column, row=row, fix=fix)
+
+
 def _lengths(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
     raw = frame[column]
+    _refuse_booleans(raw, column, f"give {column} as a whole number of tokens >= 1.")
     numeric = pd.to_numeric(raw, errors="coerce")
     if pd.api.types.is_complex_dtype(numeric):
         raise TraceError("holds complex numbers.", field=column, fix=f"give {column} as a whole number of tokens >= 1.")
@@ -158,8 +202,10 @@ def _lengths(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
 def validate_trace(frame: pd.DataFrame, *, source: str = "trace") -> pd.DataFrame:
     """Check ``frame`` against the data contract; return a clean copy.
 
-    Rows keep their order (round-robin dispatch uses it).  Extra columns are
-    dropped.  Rows are numbered from 0 in error messages, header excluded.
+    Rows keep their order (round-robin dispatch uses it).  Extra columns
+    are kept, after the four of the contract, as they are (a predictor
+    such as ``column:NAME`` reads them).  Rows are numbered from 0 in
+    error messages, header excluded.
     """
     if not isinstance(frame, pd.DataFrame):
         raise TraceError(f"{source} must be a table, got {type(frame).__name__}.")
@@ -209,6 +255,13 @@ def validate_trace(frame: pd.DataFrame, *, source: str = "trace") -> pd.DataFram
     outputs = _lengths(frame, "output_tokens", source)
     if "arrival_s" in frame.columns:
         raw = frame["arrival_s"]
+        _refuse_booleans(raw, "arrival_s", "give arrival times in seconds from 0, or drop the column.")
+        if pd.api.types.is_timedelta64_dtype(raw):
+            # A duration since the start is a time in seconds (whatever unit numpy stores it in).
+            raw = raw.dt.total_seconds()
+        elif pd.api.types.is_datetime64_any_dtype(raw):
+            raise TraceError("holds dates and times, not seconds from the first request.", field="arrival_s",
+                             fix="subtract the first arrival and give seconds (or a duration column).")
         numeric = pd.to_numeric(raw, errors="coerce")
         if pd.api.types.is_complex_dtype(numeric):
             numeric = pd.Series(np.nan, index=raw.index)
@@ -226,8 +279,12 @@ def validate_trace(frame: pd.DataFrame, *, source: str = "trace") -> pd.DataFram
                              "the first request (a Unix timestamp needs the first arrival subtracted).")
     else:
         arrivals = np.zeros(len(frame))
-    return pd.DataFrame({"request_id": ids.to_numpy(), "input_tokens": inputs, "output_tokens": outputs,
-                         "arrival_s": arrivals.astype(float)})
+    out = pd.DataFrame({"request_id": ids.to_numpy(), "input_tokens": inputs, "output_tokens": outputs,
+                        "arrival_s": arrivals.astype(float)})
+    for column in frame.columns:
+        if column not in TRACE_COLUMNS:
+            out[column] = frame[column].to_numpy()
+    return out
 
 
 def trace_digest(trace: pd.DataFrame) -> str:

@@ -1,0 +1,61 @@
+"""The typed schema of policy parameters (workbench.policies.registry.PARAMS, check_params)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from workbench.errors import ConfigError
+from workbench.policies.registry import (
+    PARAMS,
+    PART_PARAMS,
+    POLICIES,
+    coerce_param,
+    policy_parts,
+    resolve_policy,
+)
+
+
+@pytest.mark.parametrize("text,value", [("yes", True), ("no", False), ("true", True), ("false", False),
+                                        ("1", True), ("0", False), ("On", True), ("OFF", False), (True, True),
+                                        (0, False)])
+def test_booleans(text, value):
+    assert coerce_param("steal", text) is value
+
+
+@pytest.mark.parametrize("bad", ["maybe", "", 2, 0.5, None, [True]])
+def test_booleans_refused(bad):
+    with pytest.raises(ConfigError, match="is not a boolean"):
+        coerce_param("steal", bad)
+
+
+def test_numbers_and_names():
+    assert coerce_param("mu", "2.5") == 2.5 and coerce_param("mu", "inf") == math.inf
+    assert coerce_param("horizon", "4") == 4 and coerce_param("horizon", 4.0) == 4
+    for key, bad in [("mu", "fast"), ("mu", True), ("mu", "nan"), ("horizon", "2.5"), ("horizon", 2.5),
+                     ("lookahead", "far"), ("lookahead", 3)]:
+        with pytest.raises(ConfigError, match=f"field '{key}'"):
+            coerce_param(key, bad)
+    with pytest.raises(ConfigError, match="below 0"):
+        coerce_param("mu", -1)
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_every_policy_default_fits_its_schema(name):
+    policy = POLICIES[name]
+    known = {k for part in policy_parts(policy) for k in PART_PARAMS.get(part, ())}
+    assert set(policy.params) <= known, name
+    assert resolve_policy(name).params == {k: coerce_param(k, v) for k, v in policy.params.items()}
+
+
+def test_every_declared_parameter_has_a_type_and_a_meaning():
+    for key, spec in PARAMS.items():
+        assert spec.kind in {"bool", "int", "float", "str", "object"} and spec.doc, key
+
+
+def test_offline_methods_agree_with_the_bin_packing():
+    from workbench.offline.binpacking import METHODS
+    from workbench.offline.dispatch import OFFLINE_METHODS
+
+    assert tuple(METHODS) == OFFLINE_METHODS
