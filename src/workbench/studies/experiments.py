@@ -225,6 +225,9 @@ def headline(scenario: str | Scenario = "paper-gsm8k") -> dict[str, Any]:
                  "busy_utilization": math.nan, "gap": 0.0, "gap_closed": 1.0, "prefills": None,
                  "decode_iterations": None})
     table = pd.DataFrame(rows).set_index("policy")
+    # counts stay integers (the bound's row has none), so tables print 1132, not 1132.0000
+    for column in ("prefills", "decode_iterations"):
+        table[column] = table[column].astype("Int64")
     paper = {"paper-baseline": (PAPER["baseline_makespan_s"], PAPER["baseline_utilization"], 0.0),
              "hybrid": (PAPER["hybrid_makespan_s"], PAPER["hybrid_utilization"], PAPER["gap_closed"]),
              "lower bound": (PAPER["lower_bound_s"], math.nan, 1.0)}
@@ -485,12 +488,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def format_points(gain: float) -> str:
+    """A utilization difference (a fraction) as signed percentage points, never a misleading ``-0.0``.
+
+    One decimal as a rule; a non-zero gain that would round to 0.0 gets three, so a small loss
+    reads as a loss (``-0.006``) rather than as nothing.
+    """
+    points = float(gain) * 100
+    if points != 0 and abs(points) < 0.05:
+        return f"{points:+.3f}"
+    return f"{points:+.1f}"
+
+
 def explain_case(row: pd.Series) -> str:
     """Why a case gains little: read from its size and which bound binds."""
     rps = float(row["requests_per_slot"])
     text = (f"case {int(row['case'])}: {int(row['n_requests'])} requests of {row['source']} on "
             f"{int(row['clients'])} clients of batch {int(row['batch_size'])} ({rps:.2f} requests per batch slot); "
-            f"utilization {row['utilization_gain']:+.1%} points, gap closed {row['gap_closed']:.0%}. ")
+            f"utilization {format_points(row['utilization_gain'])} points, gap closed {row['gap_closed']:.0%}. ")
     if rps <= 1.0:
         text += ("Every client's queue fits its batch at once, so both policies admit all requests in the first "
                  "prefill and the iteration rule never has a decision to make; only the assignment differs, and "
@@ -600,6 +615,8 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _json_value(value: Any) -> Any:
+    if value is pd.NA:
+        return None
     value = _plain(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
