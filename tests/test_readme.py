@@ -44,6 +44,7 @@ def code_blocks(text: str, lang: str) -> list[str]:
 def fresh_checkout(tmp: Path) -> Path:
     """A folder that looks like the repository root after ``scripts/run.sh``, for the README's relative paths."""
     shutil.copytree(ROOT / "data", tmp / "data")
+    (tmp / "src").symlink_to(ROOT / "src", target_is_directory=True)
     shutil.copytree(ROOT / "benchmarks", tmp / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
     (tmp / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
     return tmp
@@ -122,6 +123,9 @@ def test_readme_headline_table_is_what_reproduce_prints(command_line_run):
     assert f"in {s['share_won']:.0%} of the cases" in text
     assert f"mean slot-utilization gain {s['utilization_gain_mean'] * 100:+.1f} points" in text
     assert f"paper: {paper['case_study_mean_improvement'] * 100:+.1f}" in text
+    from workbench.studies.experiments import format_points
+
+    assert f"smallest gain is {format_points(s['utilization_gain_min'])} points" in text
 
 
 def test_readme_python_snippet_runs_as_written(tmp_path):
@@ -138,3 +142,25 @@ def test_readme_python_snippet_runs_as_written(tmp_path):
 def test_runs_folder_is_ignored_by_git():
     ignored = [line.strip() for line in (ROOT / ".gitignore").read_text().splitlines()]
     assert "/runs/" in ignored or "runs/" in ignored
+
+
+def _performance_commands() -> list:
+    blocks = code_blocks(section("Performance"), "bash")
+    assert blocks, "the README's performance section has no ```bash block"
+    lines = [line for block in blocks for line in block.splitlines() if line.strip()]
+    return [pytest.param(line, id="quick" if "--quick" in line else "full",
+                         marks=[] if "--quick" in line else [pytest.mark.slow]) for line in lines]
+
+
+@pytest.mark.parametrize("line", _performance_commands())
+def test_readme_benchmark_commands_run_as_written(line, tmp_path):
+    folder = fresh_checkout(tmp_path)
+    env = _env()
+    env.pop("PYTHONPATH")  # the benchmarks must find the package on their own
+    env["PATH"] = os.pathsep.join([str(folder / ".venv" / "bin"), env.get("PATH", "")])  # `.venv` activated
+    before = (folder / "benchmarks" / "results" / "history.csv").read_text().count("\n")
+    proc = subprocess.run(["bash", "-c", "set -euo pipefail\n" + line], cwd=folder, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "appended" in proc.stdout
+    assert (folder / "benchmarks" / "results" / "history.csv").read_text().count("\n") > before
