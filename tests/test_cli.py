@@ -108,3 +108,35 @@ def test_chunked_prefill_through_simulate_and_compare(tmp_path, capsys):
     assert main(["simulate", "--trace", trace, "--policy", "chunked-prefill", "--predictor", "noisy:0.2",
                  "--out", str(tmp_path / "x")]) == 2
     assert "predictor" in capsys.readouterr().err
+
+
+def test_help_is_plain_text_without_restructuredtext(capsys):
+    from workbench.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    helps = [parser.format_help()]
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    helps += [p.format_help() for p in sub.choices.values()]
+    assert len(helps) > len(COMMANDS)
+    for text in helps:
+        assert "``" not in text and ":mod:" not in text and ":func:" not in text, text[:200]
+    assert "The workbench command line" in helps[0]
+
+
+def test_counts_print_as_integers(capsys):
+    assert main(["trace", "info", "gsm8k-test"]) == 0
+    out = capsys.readouterr().out
+    assert "1,319.0000" not in out and " 1319 " in out
+
+
+def test_presets_table_states_each_coefficients_unit(capsys):
+    from workbench.costmodel.linear import load_preset
+
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "milliseconds" not in out
+    header = out.splitlines()[0]
+    assert "a_p_ms: ms per prefill stage" in header and "c_d_ns: ns per context token read" in header
+    row = next(line for line in out.splitlines() if line.startswith("llama-65b "))
+    c_d_ns = float(row.split()[5])
+    assert c_d_ns > 1 and abs(c_d_ns - load_preset("llama-65b").c_d * 1e9) < 1e-3  # not 0.0000

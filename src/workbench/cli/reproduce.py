@@ -39,7 +39,7 @@ def register(subparsers) -> None:
 
 def _fmt_table(frame: pd.DataFrame) -> str:
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
-        return frame.to_string()
+        return frame.to_string(na_rep="")  # a row without the value (the bound has no prefills): blank
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
