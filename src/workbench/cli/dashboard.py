@@ -27,9 +27,9 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
 #: A kernel whose page is gone (closed without Voila's shutdown beacon, a crashed tab, a lost
 #: network) is stopped after this many idle seconds; a kernel with its page still open is kept.
-CULL_IDLE_S = 600
+CULL_IDLE_S = 120
 #: How often (s) Voila looks for such kernels.
-CULL_INTERVAL_S = 60
+CULL_INTERVAL_S = 15
 #: Kernels kept ready with the dashboard already run (Voila's preheated pool): a page takes one
 #: and renders at once instead of waiting for a kernel to start, import and simulate (~10 s on
 #: 2 cores); Voila refills the pool in the background.  0 starts a kernel per page load.
@@ -85,6 +85,38 @@ def voila_env() -> dict[str, str]:
     env = dict(os.environ)
     env["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(template_root()), env.get("JUPYTER_PATH")) if p)
     return env
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, read from /proc (Linux; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2:].split()
+        if fields and fields[0] != "Z":  # a zombie has exited
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def kernel_pids(pid: int) -> list[int]:
+    """The Jupyter kernels a dashboard (the process ``pid``) is running now: its ipykernel descendants."""
+    out = []
+    for child in descendants(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"ipykernel" in cmdline:
+            out.append(child)
+    return out
 
 
 def stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
