@@ -356,3 +356,13 @@ def test_explorer_chart_follows_its_container():
     fig = responsive(go.FigureWidget(go.Figure(layout={"width": 1370})))
     assert fig.layout.autosize is True and fig.layout.width is None
     assert fig._config["responsive"] is True
+
+
+def test_dashboard_page_skips_extensions_it_does_not_use():
+    from workbench.cli.dashboard import EXTENSION_DENYLIST, dashboard_notebook, voila_command
+
+    command = voila_command(dashboard_notebook(), 8123)
+    assert "jupyterlab-plotly" in EXTENSION_DENYLIST  # the chart is a FigureWidget (anywidget), not a mime output
+    for name in EXTENSION_DENYLIST:
+        assert f"--VoilaConfiguration.extension_denylist={name}" in command
+    assert not any("anywidget" in c or "jupyter-widgets" in c for c in command)

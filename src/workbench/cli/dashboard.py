@@ -34,6 +34,11 @@ CULL_INTERVAL_S = 15
 #: and renders at once instead of waiting for a kernel to start, import and simulate (~10 s on
 #: 2 cores); Voila refills the pool in the background.  0 starts a kernel per page load.
 POOL_SIZE = 1
+#: JupyterLab extensions the dashboard page does not load: it draws its chart with the FigureWidget
+#: (anywidget), so Plotly's mime renderer (a 4.8 MB bundle), jupytext, code highlighting and the lab preview button only
+#: cost load time (and jupytext's fails to load in Voila).
+EXTENSION_DENYLIST = ("jupyterlab-plotly", "jupyterlab-jupytext", "jupyterlab_pygments",
+                      "@voila-dashboards/jupyterlab-preview")
 #: The dashboard's Voila template (Voila's lab template without CDN links), on JUPYTER_PATH.
 TEMPLATE = "workbench"
 
@@ -77,7 +82,8 @@ def voila_command(notebook: Path, port: int, *, cull_idle_s: float = CULL_IDLE_S
             f"--template={TEMPLATE}",
             f"--MappingKernelManager.cull_idle_timeout={int(cull_idle_s)}",
             f"--MappingKernelManager.cull_interval={int(cull_interval_s)}",
-            "--MappingKernelManager.cull_connected=False", *pool]
+            "--MappingKernelManager.cull_connected=False", *pool,
+            *(f"--VoilaConfiguration.extension_denylist={name}" for name in EXTENSION_DENYLIST)]
 
 
 def voila_env() -> dict[str, str]:
