@@ -127,7 +127,8 @@ def _mark_makespan(fig: go.Figure, makespan_s: float, lower_bound_s: float | Non
     for shape, label in zip(_marker_shapes(makespan_s, lower_bound_s), labels, strict=True):
         fig.add_vline(x=shape["x0"], line=shape["line"], annotation_text=label["text"],
                       annotation_position="top right" if label["xanchor"] == "left" else "top left",
-                      annotation_font=label["font"], **kwargs)
+                      annotation_font=label["font"], annotation_bgcolor="rgba(255,255,255,0.85)",
+                      **kwargs)  # a backing, as the label sits over the bars
 
 
 def update_gantt(fig: go.Figure, schedule: Schedule) -> None:
