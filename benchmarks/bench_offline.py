@@ -17,6 +17,12 @@ Nothing here is hard-coded: every figure is measured when the script runs.
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+# This checkout's package, whether or not it is installed (`python benchmarks/...` from the repository root).
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1] / "src"))
+
 import argparse
 import time
 

@@ -12,6 +12,12 @@ hybrid policy on the paper-gsm8k scenario, per look-ahead at mu = 1.
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+# This checkout's package, whether or not it is installed (`python benchmarks/...` from the repository root).
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1] / "src"))
+
 import argparse
 import time
 

@@ -15,6 +15,12 @@ runs can be compared over time (``--quick`` skips the 100-case study and the
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+# This checkout's package, whether or not it is installed (`python benchmarks/...` from the repository root).
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1] / "src"))
+
 import argparse
 import csv
 import datetime as dt

@@ -110,3 +110,36 @@ def test_chunked_prefill_through_simulate_and_compare(tmp_path, capsys):
                  "--out", str(tmp_path / "x")]) == 0
     assert main(["validate", str(tmp_path / "x"), "--trace", trace]) == 0
     assert "predicted_output_tokens" in (tmp_path / "x" / "requests.csv").read_text()
+
+
+def test_help_is_plain_text_without_restructuredtext(capsys):
+    from workbench.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    helps = [parser.format_help()]
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    helps += [p.format_help() for p in sub.choices.values()]
+    assert len(helps) > len(COMMANDS)
+    for text in helps:
+        assert "``" not in text and ":mod:" not in text and ":func:" not in text, text[:200]
+    assert "The workbench command line" in helps[0]
+
+
+def test_counts_print_as_integers(capsys):
+    assert main(["trace", "info", "gsm8k-test"]) == 0
+    out = capsys.readouterr().out
+    assert "1,319.0000" not in out and " 1319 " in out
+
+
+def test_presets_table_states_each_coefficients_unit(capsys):
+    from workbench.costmodel.linear import load_preset
+
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "milliseconds" not in out
+    header = out.splitlines()[0]
+    assert "a_p_ms: ms per prefill stage" in header and "c_d_ns: ns per context token read" in header
+    columns = next(line for line in out.splitlines() if "c_d_ns" in line and ":" not in line).split()
+    row = next(line for line in out.splitlines() if line.startswith("llama-65b "))
+    c_d_ns = float(row.split()[1 + columns.index("c_d_ns")])
+    assert c_d_ns > 1 and abs(c_d_ns - load_preset("llama-65b").c_d * 1e9) < 1e-3  # not 0.0000

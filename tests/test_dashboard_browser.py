@@ -6,7 +6,11 @@ The test starts the dashboard on a free port of 127.0.0.1, changes the
 client-count control, checks that the Gantt chart re-renders with one row
 per client and prints how long that took, uploads a malformed trace and
 checks that the error appears while the chart stays, saves screenshots, and
-stops every process it started.
+stops every process it started.  A second test loads and closes the page three
+times and checks that no page leaves a kernel behind (Voila's preheated pool
+aside), that no request leaves 127.0.0.1, and that the chart fits an 800 px
+window after a resize.  Times are printed, never asserted (the benchmark
+``benchmarks/bench_dashboard.py`` measures the first render).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,8 +34,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 START_TIMEOUT_S = 90
 RENDER_TIMEOUT_MS = 120_000
-#: Generous ceiling for a re-render on a loaded CI machine; the target (< 1 s) is printed, not asserted.
-RERENDER_LIMIT_S = 5.0
+#: The dashboard under test culls a kernel 20 s after its page is gone (the command's default is longer),
+#: and keeps no preheated kernel: Voila culls a pool kernel still starting after that long, which on a loaded
+#: machine a 20 s limit would hit (the default pool is measured by benchmarks/bench_dashboard.py).
+CULL_IDLE_S, CULL_INTERVAL_S, POOL_SIZE = 20, 2, 0
+#: How long a closed page's kernel may take to go: the cull time, with room for a loaded machine.
+KERNEL_GONE_TIMEOUT_S = 180
+CHART_DRAWN = "() => document.querySelectorAll('.js-plotly-plot .ytick text').length > 0"
 
 
 def _requirements() -> None:
@@ -97,14 +107,32 @@ def _stop(proc: subprocess.Popen, readers: list[threading.Thread]) -> None:
                 pass
 
 
+@dataclass
+class Dashboard:
+    url: str
+    pid: int  # the `workbench dashboard` process: Voila and its kernels are below it
+
+
+def _wait_until(predicate, timeout_s: float, poll_s: float = 0.5) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout_s`` passes (a generous wait, not a timing check)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll_s)
+    return bool(predicate())
+
+
 @pytest.fixture(scope="module")
 def dashboard():
-    """``workbench dashboard --port P --no-browser`` in its own process group; yields its URL."""
+    """``workbench dashboard --port P --no-browser`` in its own process group; yields its URL and pid."""
     _requirements()
     from workbench.cli.dashboard import free_port
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", "dashboard", "--port", str(port), "--no-browser"],
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "dashboard", "--port", str(port), "--no-browser",
+                             "--cull-idle", str(CULL_IDLE_S), "--cull-interval", str(CULL_INTERVAL_S),
+                             "--pool-size", str(POOL_SIZE)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     lines: list[str] = []
     ready = threading.Event()
@@ -124,7 +152,7 @@ def dashboard():
             pytest.fail(f"the dashboard did not print its URL within {START_TIMEOUT_S} s: {''.join(lines)!r}")
         url = next(line for line in lines if "http://" in line).split("serving at ", 1)[1].split()[0]
         assert url == f"http://127.0.0.1:{port}/"
-        yield url
+        yield Dashboard(url=url, pid=proc.pid)
     finally:
         _stop(proc, readers)
         from workbench.cli.dashboard import _listening
@@ -160,9 +188,8 @@ def _screenshot_dir(tmp_path_factory) -> Path:
 def test_dashboard_rerenders_with_new_client_count(dashboard, browser, tmp_path_factory):
     shots = _screenshot_dir(tmp_path_factory)
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
-    page.goto(dashboard, timeout=RENDER_TIMEOUT_MS)
-    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .ytick text').length > 0",
-                           timeout=RENDER_TIMEOUT_MS)
+    page.goto(dashboard.url, timeout=RENDER_TIMEOUT_MS)
+    page.wait_for_function(CHART_DRAWN, timeout=RENDER_TIMEOUT_MS)
     assert _client_rows(page) == 8
     page.screenshot(path=str(shots / "dashboard-8-clients.png"), full_page=True)
 
@@ -183,7 +210,6 @@ def test_dashboard_rerenders_with_new_client_count(dashboard, browser, tmp_path_
     assert _client_rows(page) == 4
     assert page.locator(".js-plotly-plot").count() == 1  # updated in place, not a second figure
     page.screenshot(path=str(shots / "dashboard-4-clients.png"), full_page=True)
-    assert elapsed < RERENDER_LIMIT_S
 
     # A malformed upload: the command line's one-line error inside the widget; the chart stays.
     bad = tmp_path_factory.mktemp("upload") / "bad-trace.csv"
@@ -199,3 +225,59 @@ def test_dashboard_rerenders_with_new_client_count(dashboard, browser, tmp_path_
     page.screenshot(path=str(shots / "dashboard-bad-upload.png"), full_page=True)
     print(f"screenshots in {shots}")
     page.close()
+
+
+def _local(url: str) -> bool:
+    return url.startswith(("http://127.0.0.1:", "ws://127.0.0.1:", "blob:http://127.0.0.1:", "data:", "about:"))
+
+
+def _chart_fits(page) -> dict:
+    return page.evaluate("""() => {
+        const plot = document.querySelector('.js-plotly-plot');
+        const svg = plot.querySelector('.main-svg');
+        return {svg: svg.getBoundingClientRect().width, box: plot.parentElement.getBoundingClientRect().width,
+                page: document.documentElement.scrollWidth, window: window.innerWidth};
+    }""")
+
+
+def test_pages_leave_no_kernel_and_no_request_leaves_localhost(dashboard, browser, tmp_path_factory):
+    from workbench.cli.dashboard import kernel_pids
+
+    def kernels() -> int:
+        return len(kernel_pids(dashboard.pid))
+
+    # every kernel beyond the pool (none here) serves a page
+    assert _wait_until(lambda: kernels() <= POOL_SIZE, KERNEL_GONE_TIMEOUT_S), \
+        f"{kernels()} kernels before the loads (pool of {POOL_SIZE})"
+    outside: list[str] = []
+    shots = _screenshot_dir(tmp_path_factory)
+    for load in range(3):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("request", lambda r: None if _local(r.url) else outside.append(r.url))
+        page.on("websocket", lambda ws: None if _local(ws.url) else outside.append(ws.url))
+        started = time.perf_counter()
+        page.goto(dashboard.url, timeout=RENDER_TIMEOUT_MS)
+        page.wait_for_function(CHART_DRAWN, timeout=RENDER_TIMEOUT_MS)
+        print(f"\nload {load + 1}: chart drawn {time.perf_counter() - started:.2f} s after the request "
+              f"(measured, not asserted: benchmarks/bench_dashboard.py); {kernels()} kernels running")
+        assert kernels() >= 1
+        if load == 0:
+            wide = _chart_fits(page)
+            page.set_viewport_size({"width": 800, "height": 1000})
+            # the chart follows its container: wait (generously) for the redraw at the new width
+            page.wait_for_function("""() => {
+                const plot = document.querySelector('.js-plotly-plot');
+                const svg = plot.querySelector('.main-svg');
+                const width = svg.getBoundingClientRect().width;
+                return width <= window.innerWidth && width <= plot.parentElement.getBoundingClientRect().width + 1
+                       && document.documentElement.scrollWidth <= window.innerWidth;
+            }""", timeout=30_000)
+            narrow = _chart_fits(page)
+            print(f"chart {wide['svg']:.0f} px wide in a 1,400 px window, {narrow['svg']:.0f} px in 800 px")
+            assert narrow["svg"] <= min(800, narrow["box"] + 1) < wide["svg"] and narrow["page"] <= 800, narrow
+            page.screenshot(path=str(shots / "dashboard-800px.png"), full_page=True)
+        page.close(run_before_unload=True)
+        # the page's kernel goes (Voila culls it once no page is connected); the pool stays
+        assert _wait_until(lambda: kernels() <= POOL_SIZE, KERNEL_GONE_TIMEOUT_S), \
+            f"after closing page {load + 1}, {kernels()} kernels still run (pool of {POOL_SIZE})"
+    assert not outside, f"requests left 127.0.0.1: {sorted(set(outside))[:5]}"

@@ -152,3 +152,38 @@ def test_reproduce_json_keys_and_types(tmp_path, capsys):
     out = tmp_path / "out"
     assert (out / "results.json").is_file() and (out / "report.html").is_file()
     assert json.loads((out / "results.json").read_text()) == res
+
+
+def test_format_points_never_prints_a_small_loss_as_zero():
+    assert E.format_points(-5.97e-05) == "-0.006"
+    assert E.format_points(0.164) == "+16.4"
+    assert E.format_points(0.0) == "+0.0"
+    assert E.format_points(0.0004) == "+0.040"
+
+
+def test_headline_counts_are_integers(tiny_scenario):
+    table = E.headline(tiny_scenario)["table"]
+    assert str(table["prefills"].dtype) == "Int64" and str(table["decode_iterations"].dtype) == "Int64"
+    assert table["prefills"].isna().tolist() == [False] * 4 + [True]
+    assert ".0000" not in table[["prefills"]].to_string()
+
+
+def test_mu_sweep_legend_names_both_panels(tiny_scenario):
+    sweep = E.mu_sweep(tiny_scenario, mus=(0.0, 0.5, 1.0, math.inf))
+    fig = E.mu_sweep_figure(sweep).to_dict()
+    legend = {t["legendgroup"]: t["line"]["color"] for t in fig["data"] if t.get("showlegend", True)}
+    right = [t for t in fig["data"] if t["xaxis"] == "x2"]
+    assert right and len(set(legend.values())) == len(legend)
+    for t in right:  # every right-panel curve has its legend entry's colour
+        assert t["line"]["color"] == legend[t["legendgroup"]]
+
+
+def test_paper_figure_shows_ours_beside_the_papers(tiny_scenario):
+    table = E.headline(tiny_scenario)["table"]
+    fig = E.paper_figure(table, {"utilization_gain_mean": 0.15}).to_dict()
+    ours = [t for t in fig["data"] if t["name"] == "ours"]
+    paper = [t for t in fig["data"] if t["name"].startswith("paper")]
+    assert len(ours) == len(paper) == 4
+    assert paper[0]["y"] == (E.PAPER["baseline_utilization"], E.PAPER["hybrid_utilization"]) or \
+        list(paper[0]["y"]) == [E.PAPER["baseline_utilization"], E.PAPER["hybrid_utilization"]]
+    assert list(ours[2]["y"]) == [float(table.loc["hybrid", "gap_closed"])]

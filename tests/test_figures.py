@@ -50,3 +50,33 @@ def test_chunked_prefill_schedules_draw_mixed_bars(small_cost):
     fig = gantt(simulate_chunked(trace, 2, 4, cost_model=small_cost))
     mixed = fig.data[2]
     assert mixed.name == "mixed" and len(mixed.x) > 0 and mixed.showlegend
+
+
+def _panel_labels(fig) -> list[tuple[str, str]]:
+    return [(a.text, a.xref) for a in fig.layout.annotations if a.text in ("makespan", "lower bound")]
+
+
+def test_compare_labels_the_makespan_and_bound_lines_of_every_panel(small_cost):
+    trace = synthetic_trace(50, seed=4)
+    ss = {p: simulate(trace, 2, 4, p, small_cost) for p in ("static", "continuous")}
+    fig = gantt_compare(ss)
+    labels = _panel_labels(fig)
+    # one "makespan" and one "lower bound" label per panel, each on its own panel's time axis
+    assert sorted(labels) == sorted([("lower bound", "x"), ("makespan", "x"), ("lower bound", "x2"),
+                                     ("makespan", "x2")])
+    single = gantt(ss["static"])
+    assert sorted(t for t, _ in _panel_labels(single)) == ["lower bound", "makespan"]
+
+
+def test_gantt_charts_carry_a_caption_that_reports_print(small_cost, tmp_path):
+    from workbench.viz.figures import GANTT_CAPTION
+    from workbench.viz.report import write_report
+
+    trace = synthetic_trace(30, seed=4)
+    s = simulate(trace, 2, 4, "continuous", small_cost)
+    for fig in (gantt(s), gantt_compare({"a": s, "b": s})):
+        assert fig.layout.meta["caption"] == GANTT_CAPTION
+    for words in ("prefill", "decode", "paler", "dotted", "makespan", "dashed", "lower bound"):
+        assert words in GANTT_CAPTION
+    html = write_report(tmp_path / "r.html", "t", [("Gantt", gantt(s))]).read_text()
+    assert "class='caption'" in html and "dotted black line is the makespan" in html

@@ -119,3 +119,19 @@ def test_request_stop_from_another_thread_returns_the_incumbent():
     result = out["result"]
     assert result.status == "interrupted"  # stopped by the request, not by its 30 s limit
     assert result.makespan_s >= result.lower_bound_s
+
+
+def test_time_limit_is_wall_clock_from_started_at():
+    """A caller's build time counts against the limit: a limit already spent on the build stops the solve
+    at once with the warm start as its incumbent, instead of giving HiGHS the whole limit again."""
+    import time
+
+    trace, data = _big_instance()
+    build_started = time.perf_counter()
+    model = build_mmbp_model(data)
+    start = mmbp_warm_start(model, data, lpt(data.weights_s))
+    # as if the build had taken the whole 30 s limit
+    result = solve(model, time_limit=30.0, rel_gap=0.0, warm_start=start, started_at=build_started - 30.0)
+    assert result.status == "time_limit"
+    assert result.has_solution and result.incumbent is not None
+    assert result.time_s >= 30.0  # time_s is counted from started_at, the build included

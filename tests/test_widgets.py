@@ -295,3 +295,48 @@ def test_upload_file_names_are_only_shown_never_trusted(filename, shown):
     assert picker.label == f"uploaded {shown}" and len(picker.trace) == 2
     assert picker.load_file("a" * 300 + ".csv", good)
     assert len(picker.label) < 140
+
+
+def test_dashboard_culls_idle_kernels_preheats_one_and_uses_a_template_without_cdn():
+    from workbench.cli.dashboard import CULL_IDLE_S, TEMPLATE, dashboard_notebook, template_root, voila_command, \
+        voila_env
+
+    command = voila_command(dashboard_notebook(), 8123, cull_idle_s=30, cull_interval_s=5, pool_size=1)
+    assert "--MappingKernelManager.cull_idle_timeout=30" in command
+    assert "--MappingKernelManager.cull_interval=5" in command
+    assert "--MappingKernelManager.cull_connected=False" in command  # an open page keeps its kernel
+    assert "--preheat_kernel=True" in command and "--pool_size=1" in command
+    assert not any("preheat" in c for c in voila_command(dashboard_notebook(), 8123, pool_size=0))
+    assert f"--template={TEMPLATE}" in command and CULL_IDLE_S >= 60  # longer than a pool kernel takes to start
+    folder = template_root() / "voila" / "templates" / TEMPLATE
+    assert json.loads((folder / "conf.json").read_text())["base_template"] == "lab"
+    text = (folder / "index.html.j2").read_text()
+    assert "replace(" in text and "fontawesome" in text  # the CDN links it removes
+    assert str(template_root()) in voila_env()["JUPYTER_PATH"].split(os.pathsep)
+
+
+@pytest.mark.parametrize("argv, needle", [(["--cull-idle", "0"], "--cull-idle"),
+                                          (["--cull-interval", "0.5"], "--cull-interval"),
+                                          (["--pool-size", "-1"], "--pool-size")])
+def test_dashboard_refuses_bad_kernel_options(argv, needle, capsys):
+    pytest.importorskip("voila")
+    assert cli.main(["dashboard", "--no-browser", *argv]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_explorer_chart_follows_its_container():
+    from workbench.viz.widgets import responsive
+
+    fig = responsive(go.FigureWidget(go.Figure(layout={"width": 1370})))
+    assert fig.layout.autosize is True and fig.layout.width is None
+    assert fig._config["responsive"] is True
+
+
+def test_dashboard_page_skips_extensions_it_does_not_use():
+    from workbench.cli.dashboard import EXTENSION_DENYLIST, dashboard_notebook, voila_command
+
+    command = voila_command(dashboard_notebook(), 8123)
+    assert "jupyterlab-plotly" in EXTENSION_DENYLIST  # the chart is a FigureWidget (anywidget), not a mime output
+    for name in EXTENSION_DENYLIST:
+        assert f"--VoilaConfiguration.extension_denylist={name}" in command
+    assert not any("anywidget" in c or "jupyter-widgets" in c for c in command)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from workbench._version import __version__
@@ -21,8 +22,31 @@ COMMANDS = ("simulate", "validate", "offline", "reproduce", "loadsweep", "calibr
             "catalog", "dashboard")
 
 
+_RST_ROLE = re.compile(r":(?:mod|func|class|meth|data|attr|obj|ref|doc):`~?([^`]+)`")
+_RST_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def plain_text(text: str) -> str:
+    """Docstring text as a terminal shows it: ``x`` and :mod:`x` become x."""
+    return _RST_LITERAL.sub(r"\1", _RST_ROLE.sub(r"\1", text))
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help reads as plain text, whatever reStructuredText the docstrings it quotes hold.
+
+    Subcommand parsers are made with the same class (argparse uses the parent's class), so this
+    is the one place help text is cleaned.
+    """
+
+    def format_help(self) -> str:
+        return plain_text(super().format_help())
+
+    def format_usage(self) -> str:
+        return plain_text(super().format_usage())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="workbench", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"workbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:

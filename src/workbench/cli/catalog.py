@@ -48,6 +48,12 @@ def cmd_trace(args) -> int:
     raise ConfigError("unknown trace command.", fix="use list, info or build-gsm8k.")
 
 
+#: The unit each coefficient is shown in by ``workbench presets``: each a few digits before the point
+#: (the per-stage costs are milliseconds, the per-token ones micro- or nanoseconds).
+PRESET_TABLE_UNITS = {"a_p": "ms", "b_p": "us", "a_d": "ms", "b_d": "us", "c_d": "ns"}
+PRESET_TABLE_SCALE = {"ms": 1e3, "us": 1e6, "ns": 1e9}
+
+
 def cmd_presets(args) -> int:
     from workbench.costmodel.linear import COEFFICIENT_UNITS, list_presets, load_preset
 
@@ -60,9 +66,12 @@ def cmd_presets(args) -> int:
         m = load_preset(name)
         coefficients = m.coefficients()
         rows.append({"preset": name, "kind": "linear" if coefficients else "profiled",
-                     **{k: v * 1e3 for k, v in coefficients.items()}, "kv_capacity_tokens": m.kv_capacity_tokens})
+                     **{f"{k}_{unit}": v * PRESET_TABLE_SCALE[unit] for k, v in coefficients.items()
+                        for unit in [PRESET_TABLE_UNITS[k]]},
+                     "kv_capacity_tokens": m.kv_capacity_tokens})
     table = pd.DataFrame(rows).set_index("preset") if rows else pd.DataFrame()
-    print("coefficients in milliseconds: " + ", ".join(f"{k}: {u}" for k, u in COEFFICIENT_UNITS.items())
+    print("coefficients: " + ", ".join(f"{k}_{PRESET_TABLE_UNITS[k]}: {u.replace('s per', PRESET_TABLE_UNITS[k] + ' per', 1)}"
+                                       for k, u in COEFFICIENT_UNITS.items())
           + "; profiled presets interpolate measured kernel tables (workbench presets NAME shows them)")
     print_table(table)
     return 0

@@ -25,6 +25,22 @@ from workbench.errors import ConfigError
 HOST = "127.0.0.1"
 #: Seconds to wait for Voila to accept connections.
 START_TIMEOUT_S = 60.0
+#: A kernel whose page is gone (closed without Voila's shutdown beacon, a crashed tab, a lost
+#: network) is stopped after this many idle seconds; a kernel with its page still open is kept.
+CULL_IDLE_S = 120
+#: How often (s) Voila looks for such kernels.
+CULL_INTERVAL_S = 15
+#: Kernels kept ready with the dashboard already run (Voila's preheated pool): a page takes one
+#: and renders at once instead of waiting for a kernel to start, import and simulate (~10 s on
+#: 2 cores); Voila refills the pool in the background.  0 starts a kernel per page load.
+POOL_SIZE = 1
+#: JupyterLab extensions the dashboard page does not load: it draws its chart with the FigureWidget
+#: (anywidget), so Plotly's mime renderer (a 4.8 MB bundle), jupytext, code highlighting and the lab preview button only
+#: cost load time (and jupytext's fails to load in Voila).
+EXTENSION_DENYLIST = ("jupyterlab-plotly", "jupyterlab-jupytext", "jupyterlab_pygments",
+                      "@voila-dashboards/jupyterlab-preview")
+#: The dashboard's Voila template (Voila's lab template without CDN links), on JUPYTER_PATH.
+TEMPLATE = "workbench"
 
 
 def dashboard_notebook() -> Path:
@@ -45,10 +61,68 @@ def _listening(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def voila_command(notebook: Path, port: int) -> list[str]:
-    """The Voila command line: the venv's Python, localhost only, no browser, no token."""
+def template_root() -> Path:
+    """The folder that goes on JUPYTER_PATH so Voila finds ``voila/templates/workbench``."""
+    return Path(__file__).resolve().parents[1] / "viz" / "voila"
+
+
+def voila_command(notebook: Path, port: int, *, cull_idle_s: float = CULL_IDLE_S,
+                  cull_interval_s: float = CULL_INTERVAL_S, pool_size: int = POOL_SIZE) -> list[str]:
+    """The Voila command line: the venv's Python, localhost only, no browser, no token, no CDN.
+
+    Kernels: Voila's page sends a shutdown beacon when it closes (``beforeunload``), and the
+    kernel manager culls a kernel that has had no page connected and no activity for
+    ``cull_idle_s`` seconds (``MappingKernelManager.cull_idle_timeout``; ``cull_connected``
+    stays off, so an open page keeps its kernel however long its user reads).  With
+    ``pool_size`` > 0, that many preheated kernels wait for the next page (Voila never culls them).
+    """
+    pool = ["--preheat_kernel=True", f"--pool_size={int(pool_size)}"] if pool_size > 0 else []
     return [sys.executable, "-m", "voila", str(notebook), f"--port={port}", f"--Voila.ip={HOST}",
-            "--no-browser", "--Voila.port_retries=0", "--show_tracebacks=True", "--theme=light"]
+            "--no-browser", "--Voila.port_retries=0", "--show_tracebacks=True", "--theme=light",
+            f"--template={TEMPLATE}",
+            f"--MappingKernelManager.cull_idle_timeout={int(cull_idle_s)}",
+            f"--MappingKernelManager.cull_interval={int(cull_interval_s)}",
+            "--MappingKernelManager.cull_connected=False", *pool,
+            *(f"--VoilaConfiguration.extension_denylist={name}" for name in EXTENSION_DENYLIST)]
+
+
+def voila_env() -> dict[str, str]:
+    """The environment Voila runs in: ours, with the dashboard's template on JUPYTER_PATH."""
+    env = dict(os.environ)
+    env["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(template_root()), env.get("JUPYTER_PATH")) if p)
+    return env
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, read from /proc (Linux; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2:].split()
+        if fields and fields[0] != "Z":  # a zombie has exited
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def kernel_pids(pid: int) -> list[int]:
+    """The Jupyter kernels a dashboard (the process ``pid``) is running now: its ipykernel descendants."""
+    out = []
+    for child in descendants(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"ipykernel" in cmdline:
+            out.append(child)
+    return out
 
 
 def stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
@@ -72,7 +146,9 @@ def stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
 
 
 def start_dashboard(port: int | None = None, *, notebook: Path | None = None,
-                    timeout_s: float = START_TIMEOUT_S) -> tuple[subprocess.Popen, str]:
+                    timeout_s: float = START_TIMEOUT_S, cull_idle_s: float = CULL_IDLE_S,
+                    cull_interval_s: float = CULL_INTERVAL_S, pool_size: int = POOL_SIZE
+                    ) -> tuple[subprocess.Popen, str]:
     """Start Voila in its own process group; return the process and the URL once it listens."""
     if importlib.util.find_spec("voila") is None:
         raise ConfigError("Voila is not installed.", field="dashboard",
@@ -81,6 +157,12 @@ def start_dashboard(port: int | None = None, *, notebook: Path | None = None,
     if not notebook.is_file():
         raise ConfigError(f"the dashboard notebook '{notebook}' is missing.", field="dashboard",
                           fix="reinstall the package.")
+    for name, value in (("--cull-idle", cull_idle_s), ("--cull-interval", cull_interval_s)):
+        if not (value >= 1 and value == int(value)):
+            raise ConfigError(f"{name} is {value!r}.", field=name, fix="give a whole number of seconds >= 1.")
+    if not (isinstance(pool_size, int) and 0 <= pool_size <= 8):
+        raise ConfigError(f"--pool-size is {pool_size!r}.", field="--pool-size",
+                          fix="give 0 (a kernel per page load) up to 8 preheated kernels.")
     if port is None:
         port = free_port()
     elif not 1 <= port <= 65535:
@@ -90,7 +172,9 @@ def start_dashboard(port: int | None = None, *, notebook: Path | None = None,
                           fix="choose another port, or leave out --port to pick a free one.")
     # Voila's log goes to an unnamed temporary file: shown if it fails to start, never a full pipe.
     log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115 (lives as long as Voila; closed by stop())
-    proc = subprocess.Popen(voila_command(notebook, port), cwd=notebook.parent, start_new_session=True,
+    proc = subprocess.Popen(voila_command(notebook, port, cull_idle_s=cull_idle_s, cull_interval_s=cull_interval_s,
+                                          pool_size=pool_size),
+                            cwd=notebook.parent, start_new_session=True, env=voila_env(),
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     proc.log = log  # type: ignore[attr-defined]
     deadline = time.monotonic() + timeout_s
@@ -114,7 +198,8 @@ def _exit_on_sigterm(signum, frame) -> None:
 
 
 def cmd_dashboard(args) -> int:
-    proc, url = start_dashboard(args.port)
+    proc, url = start_dashboard(args.port, cull_idle_s=args.cull_idle, cull_interval_s=args.cull_interval,
+                                pool_size=args.pool_size)
     # Stopped with SIGTERM (a service manager, a test): unwind so ``finally`` stops Voila too.
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
@@ -133,4 +218,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("dashboard", help="serve the interactive dashboard (Voila) on 127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
     p.add_argument("--no-browser", action="store_true", help="print the URL but do not open a browser")
+    p.add_argument("--cull-idle", type=float, default=CULL_IDLE_S, metavar="SECONDS",
+                   help="stop a kernel whose page is gone after this many idle seconds (default %(default)g)")
+    p.add_argument("--cull-interval", type=float, default=CULL_INTERVAL_S, metavar="SECONDS",
+                   help="how often to look for such kernels (default %(default)g)")
+    p.add_argument("--pool-size", type=int, default=POOL_SIZE, metavar="N",
+                   help="kernels kept ready with the dashboard already run, so a page renders at once; "
+                        "0: start one per page load (default %(default)s)")
     p.set_defaults(func=cmd_dashboard)

@@ -497,7 +497,8 @@ def solve_exact(trace: pd.DataFrame | str, clients: int = 2, batch_size=2, cost_
                      positions=K, makespan_ub_s=heuristic.makespan_s * (1 + 1e-9) + 1e-12)
     model = build_exact_model(data)
     start = _warm_start(model, plan_from_timeline(heuristic.timeline, trace, m), data) if warm_start else None
-    result = solve(model, time_limit=time_limit, rel_gap=rel_gap, threads=threads, warm_start=start)
+    result = solve(model, time_limit=time_limit, rel_gap=rel_gap, threads=threads, warm_start=start,
+                   started_at=started_at)  # the limit covers building the model too
     plan = extract_plan(model)
     timeline = plan_timeline(plan, trace, cm)
     makespan = float(timeline["end_s"].max())

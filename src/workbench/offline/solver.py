@@ -76,7 +76,7 @@ def _missing_solver_error() -> SolverError:
 
 def solve(model, *, time_limit: float | None = 10.0, rel_gap: float | None = 1e-4, abs_gap: float = 0.0,
           threads: int | None = None, warm_start=None, require_solution: bool = True, tee: bool = False,
-          options: dict[str, Any] | None = None) -> SolveResult:
+          options: dict[str, Any] | None = None, started_at: float | None = None) -> SolveResult:
     """Solve a Pyomo ``model`` with HiGHS; load its incumbent into the model's variables.
 
     ``warm_start`` gives values to Pyomo variables (a full or partial MIP
@@ -91,6 +91,12 @@ def solve(model, *, time_limit: float | None = 10.0, rel_gap: float | None = 1e-
     proven bound is then ``min(reported, incumbent - tolerance)``; on a time
     limit the reported dual bound is kept as is.  ``abs_gap`` defaults to 0,
     not HiGHS's 1e-6, so that ``rel_gap=0`` means optimal.
+
+    ``time_limit`` is a wall-clock limit on what the caller waits for, counted from
+    ``started_at`` (a ``time.perf_counter()`` reading: pass the moment the model build began,
+    so the build counts) or else from this call: loading the model into HiGHS is taken off
+    what HiGHS is given, and HiGHS's interrupt callbacks stop the search at the deadline
+    (HiGHS's own clock starts only when it runs, and it may check its limit late).
     """
     from pyomo.contrib.solver.common.results import TerminationCondition as TC
 
@@ -105,7 +111,7 @@ def solve(model, *, time_limit: float | None = 10.0, rel_gap: float | None = 1e-
         raise SolverError(f"time_limit is {time_limit!r}.", field="time_limit", fix="give a positive number of seconds.")
     if rel_gap is not None and not (rel_gap >= 0):
         raise SolverError(f"rel_gap is {rel_gap!r}.", field="rel_gap", fix="give a relative gap >= 0, e.g. 1e-4.")
-    started = time.perf_counter()
+    started = time.perf_counter() if started_at is None else float(started_at)
     config: dict[str, Any] = dict(time_limit=time_limit, rel_gap=rel_gap, abs_gap=abs_gap, threads=threads, tee=tee,
                                   load_solutions=False, raise_exception_on_nonoptimal_result=False,
                                   solver_options=dict(options or {}))
@@ -139,8 +145,13 @@ def solve(model, *, time_limit: float | None = 10.0, rel_gap: float | None = 1e-
                                   check_for_new_or_removed_params=False, check_for_new_objective=False,
                                   update_constraints=False, update_vars=False, update_parameters=False,
                                   update_named_expressions=False, update_objective=False)
+    deadline = None
+    if time_limit is not None:
+        deadline = started + time_limit
+        # What is left of the user's limit after the build and the load; HiGHS needs a positive limit.
+        config["time_limit"] = max(deadline - time.perf_counter(), 1e-3)
     try:
-        with _stop_on_interrupt(highs):
+        with _stop_on_interrupt(highs, deadline=deadline):
             results = opt.solve(model, **config)
     except (ValueError, RuntimeError) as exc:
         raise SolverError(f"HiGHS failed: {exc}.", field="solver",
@@ -154,6 +165,8 @@ def solve(model, *, time_limit: float | None = 10.0, rel_gap: float | None = 1e-
         raise SolverError(f"the model '{model.name}' is {tc.name} (status after {elapsed:.2f} s).", field="model",
                           fix="check the instance: every request must fit a client's batch capacity.")
     interrupted = _highs_interrupted(opt)
+    user_stop = _STOPPED.pop(id(highs), False)
+    past_deadline = interrupted and not user_stop and deadline is not None and time.perf_counter() >= deadline
     if tc == TC.error and not interrupted:
         raise SolverError(f"HiGHS stopped with an error on '{model.name}'.", field="solver",
                           fix="rerun with tee=True to see the solver log.")
@@ -169,14 +182,15 @@ def solve(model, *, time_limit: float | None = 10.0, rel_gap: float | None = 1e-
     if has_solution:
         results.solution_loader.load_vars()
     elif require_solution:
-        why = "its time limit" if tc == TC.maxTimeLimit else "interrupted" if interrupted else tc.name
+        why = ("its time limit" if tc == TC.maxTimeLimit or past_deadline else "interrupted" if interrupted
+               else tc.name)
         raise SolverError(f"HiGHS stopped on '{model.name}' after {elapsed:.2f} s ({why}) without any solution.",
                           field="time_limit", fix="raise time_limit, or give a warm start / use a heuristic method.")
     if tc == TC.convergenceCriteriaSatisfied:
         gap_value = _gap(incumbent, bound)
         status = "optimal" if gap_value <= 1e-9 else "gap_limit"
-    elif tc == TC.maxTimeLimit:
-        status = "time_limit"
+    elif tc == TC.maxTimeLimit or past_deadline:
+        status = "time_limit"  # HiGHS's own limit, or our deadline through the interrupt callback
     elif interrupted:
         status = "interrupted"  # Ctrl-C (or a stop button): the incumbent so far is the result
     else:
@@ -194,7 +208,7 @@ class _UnhandledStatusFilter(logging.Filter):
 
 
 @contextlib.contextmanager
-def _stop_on_interrupt(highs):
+def _stop_on_interrupt(highs, deadline: float | None = None):
     """During the solve, Ctrl-C (SIGINT) asks HiGHS to stop at its next check and keep its incumbent.
 
     Python's default handler would raise KeyboardInterrupt inside HiGHS's callback, which
@@ -208,6 +222,9 @@ def _stop_on_interrupt(highs):
 
     def check(event) -> None:
         if state["stop"]:
+            _STOPPED[id(highs)] = True  # a user's stop, not the deadline
+            event.interrupt()
+        elif deadline is not None and time.perf_counter() >= deadline:
             event.interrupt()
 
     events = [getattr(highs, name, None) for name in ("cbMipInterrupt", "cbSimplexInterrupt", "cbIpmInterrupt")]
@@ -232,6 +249,8 @@ def _stop_on_interrupt(highs):
 
 #: The solves in progress in this process (for request_stop).
 _ACTIVE: list[dict] = []
+#: HiGHS objects a user's stop (Ctrl-C, request_stop) interrupted, as opposed to the deadline.
+_STOPPED: dict[int, bool] = {}
 
 
 def request_stop() -> int:

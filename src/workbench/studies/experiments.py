@@ -228,6 +228,9 @@ def headline(scenario: str | Scenario = "paper-gsm8k") -> dict[str, Any]:
                  "busy_utilization": math.nan, "gap": 0.0, "gap_closed": 1.0, "prefills": None,
                  "decode_iterations": None})
     table = pd.DataFrame(rows).set_index("policy")
+    # counts stay integers (the bound's row has none), so tables print 1132, not 1132.0000
+    for column in ("prefills", "decode_iterations"):
+        table[column] = table[column].astype("Int64")
     paper = {"paper-baseline": (PAPER["baseline_makespan_s"], PAPER["baseline_utilization"], 0.0),
              "hybrid": (PAPER["hybrid_makespan_s"], PAPER["hybrid_utilization"], PAPER["gap_closed"]),
              "lower bound": (PAPER["lower_bound_s"], math.nan, 1.0)}
@@ -507,12 +510,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def format_points(gain: float) -> str:
+    """A utilization difference (a fraction) as signed percentage points, never a misleading ``-0.0``.
+
+    One decimal as a rule; a non-zero gain that would round to 0.0 gets three, so a small loss
+    reads as a loss (``-0.006``) rather than as nothing.
+    """
+    points = float(gain) * 100
+    if points != 0 and abs(points) < 0.05:
+        return f"{points:+.3f}"
+    return f"{points:+.1f}"
+
+
 def explain_case(row: pd.Series) -> str:
     """Why a case gains little: read from its size and which bound binds."""
     rps = float(row["requests_per_slot"])
     text = (f"case {int(row['case'])}: {int(row['n_requests'])} requests of {row['source']} on "
             f"{int(row['clients'])} clients of batch {int(row['batch_size'])} ({rps:.2f} requests per batch slot); "
-            f"utilization {row['utilization_gain']:+.1%} points, gap closed {row['gap_closed']:.0%}. ")
+            f"utilization {format_points(row['utilization_gain'])} points, gap closed {row['gap_closed']:.0%}. ")
     if rps <= 1.0:
         text += ("Every client's queue fits its batch at once, so both policies admit all requests in the first "
                  "prefill and the iteration rule never has a decision to make; only the assignment differs, and "
@@ -565,17 +580,59 @@ def case_figures(cases: pd.DataFrame) -> list:
     return [per_case, dist]
 
 
+def paper_figure(table: pd.DataFrame, summary: dict | None = None, base_policy: str = "paper-baseline"):
+    """Ours beside the paper's published results, on the measures that do not depend on the hardware.
+
+    Three panels: slot utilization of the baseline and of hybrid, the makespan relative to the
+    baseline's, and the share of the gap to the lower bound that hybrid closes; with the case
+    study's ``summary`` a fourth shows the mean utilization gain over the cases.  Absolute times
+    are not compared: the paper's cost model and hardware are not public.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    ours_base, ours_hybrid = table.loc[base_policy], table.loc["hybrid"]
+    panels = [
+        ("slot utilization", ["baseline", "hybrid"],
+         [float(ours_base["slot_utilization"]), float(ours_hybrid["slot_utilization"])],
+         [PAPER["baseline_utilization"], PAPER["hybrid_utilization"]], ".0%"),
+        ("makespan / baseline's", ["hybrid"], [float(ours_hybrid["makespan_s"] / ours_base["makespan_s"])],
+         [PAPER["hybrid_makespan_s"] / PAPER["baseline_makespan_s"]], ".1%"),
+        ("gap to the bound closed", ["hybrid"], [float(ours_hybrid["gap_closed"])], [PAPER["gap_closed"]], ".0%"),
+    ]
+    if summary is not None:
+        panels.append(("case study: mean utilization gain", ["hybrid"], [float(summary["utilization_gain_mean"])],
+                       [PAPER["case_study_mean_improvement"]], ".1%"))
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels])
+    for col, (_, x, ours, paper, fmt) in enumerate(panels, start=1):
+        for who, values, color in (("ours", ours, "#2E86AB"), ("paper (its hardware)", paper, "#B0B0B0")):
+            fig.add_trace(go.Bar(x=x, y=values, name=who, legendgroup=who, showlegend=col == 1,
+                                 marker_color=color, text=[format(v, fmt) for v in values], textposition="outside",
+                                 hovertemplate=f"{who}: %{{y:{fmt}}}<extra></extra>"), row=1, col=col)
+        fig.update_yaxes(tickformat=fmt.replace(".1%", ".0%"), rangemode="tozero", row=1, col=col)
+    fig.update_layout(template="plotly_white", barmode="group", height=380,
+                      title="Ours beside the paper's published results (GSM8K, LLaMA-65B, 8 clients, B = 16)",
+                      legend=dict(orientation="h", x=0, y=-0.12))
+    return fig
+
+
 def mu_sweep_figure(sweep: pd.DataFrame):
     """Slot utilization and gap closed against ``mu`` (log axis), one line per look-ahead."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    import plotly.colors
+
     finite = sweep[(sweep["mu"] > 0) & np.isfinite(sweep["mu"])]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("slot utilization", "gap closed vs paper-baseline"))
-    for lookahead, part in finite.groupby("lookahead", sort=False):
+    palette = plotly.colors.qualitative.Plotly
+    for k, (lookahead, part) in enumerate(finite.groupby("lookahead", sort=False)):
+        # one colour per look-ahead in both panels, so the one legend names the right panel's curves too
+        color = palette[k % len(palette)]
         for col, metric in ((1, "slot_utilization"), (2, "gap_closed")):
             fig.add_trace(go.Scatter(x=part["mu"], y=part[metric], mode="lines+markers", name=lookahead,
-                                     legendgroup=lookahead, showlegend=col == 1), row=1, col=col)
+                                     legendgroup=lookahead, showlegend=col == 1, line=dict(color=color),
+                                     marker=dict(color=color)), row=1, col=col)
     for limit, label, dash in ((0.0, "mu = 0 (static)", "dot"), (math.inf, "mu = inf (continuous)", "dash")):
         part = sweep[sweep["mu"] == limit]
         if len(part):
@@ -585,7 +642,7 @@ def mu_sweep_figure(sweep: pd.DataFrame):
     fig.update_xaxes(type="log", title_text="mu (price scale)")
     fig.update_yaxes(tickformat=".0%")
     fig.update_layout(template="plotly_white", title="The mu sweep of the Lagrangian rule (hybrid, paper-gsm8k)",
-                      height=420)
+                      height=420, legend=dict(title_text="look-ahead (both panels)"))
     return fig
 
 
@@ -622,6 +679,8 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _json_value(value: Any) -> Any:
+    if value is pd.NA:
+        return None
     value = _plain(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
@@ -706,6 +765,8 @@ def report_sections(run: dict[str, Any]) -> list[tuple[str, Any]]:
                                    f"Lower bound {lb['value_s']:.3f} s from {lb['source']} (binding term: "
                                    f"{lb['binding']})."]),
         ("Headline: ours beside the paper's", [
+            paper_figure(head["table"], res["case_study"]["summary"] if res.get("case_study") else None,
+                         sc.base_policy),
             head["table"],
             f"<p class='note'>Columns paper_* are the paper's published figures ({_html.escape(PAPER['source'])}); "
             "their cost model and hardware are not public, so absolute times differ; compare gap closed and "

@@ -24,6 +24,15 @@ KINDS = ("prefill", "decode", "mixed")
 MAX_IDS_IN_HOVER = 12
 
 
+#: What a reader needs to read a Gantt chart; reports print it under every one.
+GANTT_CAPTION = ("Each row is a client (a model replica); time runs left to right. Red bars are prefill "
+                 "iterations, blue bars decode iterations (runs of identical iterations merged); a decode bar is "
+                 "paler the emptier its batch (full colour: all B slots in use; palest: one request). Orange bars, where present, are mixed chunked-prefill iterations, shaded the same "
+                 "way. The dotted black line is the makespan (the last request's end), the dashed green line the "
+                 "lower bound no schedule can beat; the gap between them is what is left to gain. Hover a bar for "
+                 "its iterations, requests and tokens.")
+
+
 def _short_ids(ids: str) -> str:
     parts = ids.split()
     if len(parts) <= MAX_IDS_IN_HOVER:
@@ -88,6 +97,7 @@ def gantt(schedule: Schedule, *, title: str | None = None, height: int | None = 
     fig.update_yaxes(categoryorder="array", categoryarray=_client_order(schedule.clients)[::-1])
     fig.layout.shapes = _marker_shapes(m["makespan_s"], m.get("lower_bound_s"))
     fig.layout.annotations = _marker_labels(m["makespan_s"], m.get("lower_bound_s"))
+    fig.layout.meta = {"caption": GANTT_CAPTION}  # reports print it under the chart
     return fig
 
 
@@ -111,9 +121,14 @@ def _marker_labels(makespan_s: float, lower_bound_s: float | None) -> list[dict]
 
 
 def _mark_makespan(fig: go.Figure, makespan_s: float, lower_bound_s: float | None, row=None, col=None) -> None:
+    """The makespan and lower-bound lines of one panel, each labelled as in :func:`gantt`."""
     kwargs = {} if row is None else {"row": row, "col": col}
-    for shape in _marker_shapes(makespan_s, lower_bound_s):
-        fig.add_vline(x=shape["x0"], line=shape["line"], **kwargs)
+    labels = _marker_labels(makespan_s, lower_bound_s)
+    for shape, label in zip(_marker_shapes(makespan_s, lower_bound_s), labels, strict=True):
+        fig.add_vline(x=shape["x0"], line=shape["line"], annotation_text=label["text"],
+                      annotation_position="top right" if label["xanchor"] == "left" else "top left",
+                      annotation_font=label["font"], annotation_bgcolor="rgba(255,255,255,0.85)",
+                      **kwargs)  # a backing, as the label sits over the bars
 
 
 def update_gantt(fig: go.Figure, schedule: Schedule) -> None:
@@ -152,6 +167,7 @@ def gantt_compare(schedules: Mapping[str, Schedule], *, title: str = "Per-client
                       height=120 + 26 * sum(heights) + 40 * len(names), margin=dict(l=80, r=110, t=80, b=50),
                       legend=dict(x=1.01, y=1.0, xanchor="left", yanchor="top"))
     fig.update_xaxes(title_text="time (s)", row=len(names), col=1)
+    fig.layout.meta = {"caption": GANTT_CAPTION}
     return fig
 
 

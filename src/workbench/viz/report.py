@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -21,6 +22,10 @@ from workbench.errors import ConfigError
 STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto; max-width: 1200px;
        color: #222; line-height: 1.45; padding: 0 1rem; }
+.table-wrap { max-width: 100%; overflow-x: auto; }
+.table-wrap.wide { max-height: 36rem; overflow-y: auto; border: 1px solid #ddd; }
+th { overflow-wrap: anywhere; min-width: 3.5rem; }
+.caption { color: #555; font-size: 0.9rem; margin-top: 0; }
 h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; font-size: 0.9rem; margin: 0.5rem 0 1rem; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: right; }
@@ -31,9 +36,15 @@ th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 Item = str | pd.DataFrame | go.Figure
 
 
+#: Tables with more columns than this scroll inside their own box (the page itself never widens).
+WIDE_TABLE_COLUMNS = 12
+
+
 def _fmt(value):
-    if isinstance(value, float) and value != value:
+    if value is pd.NA or (isinstance(value, float) and value != value):
         return ""  # NaN: no value for this row (e.g. the lower bound has no utilization)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return f"{int(value):,}"  # a count: 11,521, never 11,521.0
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.1f}"
     return value
@@ -41,9 +52,15 @@ def _fmt(value):
 
 def render(item: Item, *, plotlyjs: bool) -> str:
     if isinstance(item, go.Figure):
-        return item.to_html(full_html=False, include_plotlyjs=plotlyjs, config={"displaylogo": False})
+        meta = item.layout.meta
+        caption = meta.get("caption") if isinstance(meta, dict) else None
+        # responsive: the chart follows the page's width, never wider than its column
+        out = item.to_html(full_html=False, include_plotlyjs=plotlyjs,
+                           config={"displaylogo": False, "responsive": True})
+        return out + (f"<p class='caption'>{html.escape(caption)}</p>" if caption else "")
     if isinstance(item, pd.DataFrame):
-        return item.map(_fmt).to_html(border=0, escape=True)
+        wide = " wide" if item.shape[1] > WIDE_TABLE_COLUMNS or len(item) > 40 else ""
+        return f"<div class='table-wrap{wide}'>" + item.map(_fmt).to_html(border=0, escape=True) + "</div>"
     text = str(item)
     return text if text.lstrip().startswith("<") else f"<p>{html.escape(text)}</p>"
 

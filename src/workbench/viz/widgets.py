@@ -422,6 +422,15 @@ def timeline_steps(schedule: Schedule, max_steps: int = MAX_PLAYER_STEPS) -> np.
     return np.concatenate([[0.0], ends])
 
 
+def responsive(fig: go.FigureWidget) -> go.FigureWidget:
+    """The widget's chart follows its container: no fixed width, and Plotly's ``responsive`` config, which
+    resizes the plot when the window does (a FigureWidget is otherwise drawn once at its first width)."""
+    fig.layout.autosize = True
+    fig.layout.width = None
+    fig._config = {**(fig._config or {}), "responsive": True, "displaylogo": False}
+    return fig
+
+
 def clip_gantt(fig: go.Figure, full: Mapping[str, Mapping[str, np.ndarray]], t: float) -> None:
     """Show the Gantt chart as it stood at time ``t``: bars clipped at ``t``, a cursor line at ``t``."""
     with fig.batch_update():
@@ -552,9 +561,8 @@ class ScheduleExplorer(widgets.VBox):
         self.schedule = self.run()
         self._baseline = self.baseline()
         self.last_refresh_s = time.perf_counter() - started
-        self.figure = go.FigureWidget(gantt(self.schedule))
+        self.figure = responsive(go.FigureWidget(gantt(self.schedule)))
         self.figure.add_class("wb-gantt")
-        self.figure.layout.autosize = True
         self.player = TimelinePlayer(self.figure, self.schedule) if player else None
         self._show_table()
         self._sync_enabled()
@@ -706,7 +714,7 @@ class FunctionPanel(widgets.VBox):
         self.error.value = ""
         if isinstance(result, go.Figure):
             if self.figure is None or len(self.figure.data) != len(result.data):
-                self.figure = go.FigureWidget(result)
+                self.figure = responsive(go.FigureWidget(result))
                 self._body.children = [self.figure]
             else:
                 with self.figure.batch_update():
