@@ -11,8 +11,8 @@ def test_gantt_has_one_bar_per_run_and_client_rows(small_cost):
     s = simulate(trace, 3, 4, "continuous", small_cost)
     fig = gantt(s)
     names = [t.name for t in fig.data]
-    assert names == ["prefill", "decode", "mixed"]
-    assert [t.showlegend for t in fig.data] == [True, True, False]  # no mixed iterations here
+    assert names == ["prefill", "decode", "mixed", "preempt"]
+    assert [t.showlegend for t in fig.data] == [True, True, False, False]  # no mixed iterations here
     n_bars = sum(len(t.x) for t in fig.data)
     runs = s.compact()
     assert n_bars == len(runs) < len(s.timeline)
@@ -38,7 +38,7 @@ def test_compare_and_table(small_cost):
     trace = synthetic_trace(50, seed=4)
     ss = {p: simulate(trace, 2, 4, p, small_cost) for p in ("static", "continuous")}
     fig = gantt_compare(ss)
-    assert len(fig.data) == 6
+    assert len(fig.data) == 8  # four kinds per panel (prefill, decode, mixed, preempt)
     table = comparison_table(ss, base="static")
     assert table.loc["static", "gap_closed"] == 0.0
 
@@ -80,3 +80,17 @@ def test_gantt_charts_carry_a_caption_that_reports_print(small_cost, tmp_path):
         assert words in GANTT_CAPTION
     html = write_report(tmp_path / "r.html", "t", [("Gantt", gantt(s))]).read_text()
     assert "class='caption'" in html and "dotted black line is the makespan" in html
+
+
+def test_preemptions_are_drawn_as_ticks():
+    import workbench
+
+    s = workbench.simulate("gsm8k-test", 8, 16, "vllm", "llama-65b", kv_capacity_tokens=3000)
+    fig = gantt(s)
+    ticks = next(t for t in fig.data if t.name == "preempt")
+    pre = s.timeline[s.timeline["kind"] == "preempt"]
+    assert len(ticks.x) == len(pre) == s.metrics["preemptions"] > 0
+    import numpy as np
+
+    centres = np.sort(np.asarray(ticks.base, dtype=float) + np.asarray(ticks.x, dtype=float) / 2)
+    np.testing.assert_allclose(centres, np.sort(pre["start_s"].to_numpy()), rtol=1e-12)  # centred on each moment

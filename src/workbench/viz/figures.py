@@ -19,8 +19,11 @@ from workbench.schedule.metrics import batch_sizes_array
 from workbench.schedule.schema import Schedule
 
 #: decode bars fade with the share of the batch in use; "mixed" is a chunked-prefill iteration.
-COLORS = {"prefill": "#E4572E", "decode": "#2E86AB", "mixed": "#F2A541"}
-KINDS = ("prefill", "decode", "mixed")
+COLORS = {"prefill": "#E4572E", "decode": "#2E86AB", "mixed": "#F2A541", "preempt": "#111111"}
+#: "preempt" rows (paged KV) are moments: drawn as thin black ticks where requests were preempted.
+KINDS = ("prefill", "decode", "mixed", "preempt")
+#: The width of a preemption tick, as a share of the makespan (a moment has no width of its own).
+PREEMPT_TICK_SHARE = 0.003
 MAX_IDS_IN_HOVER = 12
 
 
@@ -28,7 +31,8 @@ MAX_IDS_IN_HOVER = 12
 GANTT_CAPTION = ("Each row is a client (a model replica); time runs left to right. Red bars are prefill "
                  "iterations, blue bars decode iterations (runs of identical iterations merged); a decode bar is "
                  "paler the emptier its batch (full colour: all B slots in use; palest: one request). Orange bars, where present, are mixed chunked-prefill iterations, shaded the same "
-                 "way. The dotted black line is the makespan (the last request's end), the dashed green line the "
+                 "way. Thin black ticks, where present, are preemptions (paged KV: the requests freed to make room, "
+                 "recomputed later). The dotted black line is the makespan (the last request's end), the dashed green line the "
                  "lower bound no schedule can beat; the gap between them is what is left to gain. Hover a bar for "
                  "its iterations, requests and tokens.")
 
@@ -50,6 +54,12 @@ def gantt_data(schedule: Schedule) -> dict[str, dict[str, np.ndarray]]:
         n = part["n_requests"].to_numpy()
         fill = n / B[part["client"].to_numpy()]
         duration = (part["end_s"] - part["start_s"]).to_numpy()
+        base = part["start_s"].to_numpy()
+        if kind == "preempt":  # a moment: a tick centred on it, wide enough to see
+            tick = PREEMPT_TICK_SHARE * float(schedule.metrics.get("makespan_s") or 1.0)
+            duration = np.full(len(part), tick)
+            base = base - tick / 2
+            fill = np.ones(len(part))
         iters = np.where(part["iterations"] > 1,
                          part["first_iteration"].astype(str) + "-" + part["last_iteration"].astype(str),
                          part["first_iteration"].astype(str))
@@ -59,8 +69,8 @@ def gantt_data(schedule: Schedule) -> dict[str, dict[str, np.ndarray]]:
         ]) if len(part) else np.empty((0, 7))
         out[kind] = {
             "y": ("client " + part["client"].astype(str)).to_numpy(),
-            "base": part["start_s"].to_numpy(), "x": duration, "customdata": custom,
-            "opacity": (0.35 + 0.65 * fill) if kind != "prefill" else np.ones(len(part)),
+            "base": base, "x": duration, "customdata": custom,
+            "opacity": (0.35 + 0.65 * fill) if kind not in ("prefill", "preempt") else np.ones(len(part)),
         }
     return out
 
