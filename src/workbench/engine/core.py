@@ -558,20 +558,20 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
             done_at_prefill = []
             pieces: list[tuple[int, int]] = []  # (computed tokens, cached tokens) per member
             count = c.decode_count - 1
-            for i in members:
+            for i in (members if classic else ()):  # the paper's engine, the hot path
                 li, oi = l_list[i], o_list[i]
-                if classic:
-                    tokens += li
-                    prefill_start[i] = now
-                    pre_seg[i] = index
-                    if oi > 1:
-                        heappush(running, (count + oi, i))
-                        predicted_finish[i] = count + seen_list[i]
-                        c.ctx_sum += li + 1
-                    else:
-                        done_at_prefill.append(i)
-                    c.kv_reserved_tokens += li + oi
-                    continue
+                tokens += li
+                prefill_start[i] = now
+                pre_seg[i] = index
+                if oi > 1:
+                    heappush(running, (count + oi, i))
+                    predicted_finish[i] = count + seen_list[i]
+                    c.ctx_sum += li + 1
+                else:
+                    done_at_prefill.append(i)
+                c.kv_reserved_tokens += li + oi
+            for i in (() if classic else members):
+                li, oi = l_list[i], o_list[i]
                 g = generated[i]
                 need = li + g  # a preempted request recomputes its prompt and the tokens it had generated
                 hit = paged_admit(c, i, need) if paged else 0
@@ -597,8 +597,19 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
             end = now + (c.a_p + c.b_p * tokens if c.linear else float(c.cost_model.prefill_time(tokens)))
             c._just_prefilled = (members, done_at_prefill)
             c.ids_cache = None
-            if classic:
-                record(c, _PREFILL, now, end, 1, m, tokens)
+            if classic:  # the hot path: record() inlined
+                seg_client.append(c.index)
+                seg_kind.append(_PREFILL)
+                seg_start.append(now)
+                seg_end.append(end)
+                seg_k.append(1)
+                seg_n.append(m)
+                seg_tok.append(tokens)
+                c.current = index
+                c.version += 1
+                c.pending = True
+                seq += 1
+                heappush(events, (end, seq, c.index, c.version))
             else:
                 record(c, _PREFILL, now, end, 1, m, tokens,
                        " ".join(sorted((ids_text[i] for i in members), key=_id_key)),
@@ -631,7 +642,21 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
                                                                   decode_max_context_tokens=longest))
                 else:
                     end = now + float(c.cost_model.decode_time(nr, tokens))
-            record(c, _DECODE, now, end, k, nr, tokens, "" if classic else running_ids(c))
+            if classic:  # the hot path: record() inlined
+                seg_client.append(c.index)
+                seg_kind.append(_DECODE)
+                seg_start.append(now)
+                seg_end.append(end)
+                seg_k.append(k)
+                seg_n.append(nr)
+                seg_tok.append(tokens)
+                c.current = index
+                c.version += 1
+                c.pending = True
+                seq += 1
+                heappush(events, (end, seq, c.index, c.version))
+            else:
+                record(c, _DECODE, now, end, k, nr, tokens, running_ids(c))
             return
         c.pending = False
 
@@ -886,9 +911,13 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
         end = seg_end[index]
         if seg_kind[index] == _PREFILL:
             members, done = c._just_prefilled
-            for i in members:
-                if first_token[i] != first_token[i]:
+            if classic:
+                for i in members:
                     first_token[i] = end
+            else:
+                for i in members:
+                    if first_token[i] != first_token[i]:  # a recompute keeps the first token's time
+                        first_token[i] = end
             for i in done:
                 finish[i] = end
                 finished[0] += 1

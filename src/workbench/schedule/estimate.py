@@ -93,6 +93,11 @@ def check_clock_resolution(trace: pd.DataFrame, cost_models) -> None:
     models = [m for m in models if m is not None]
     if not models:
         return
+    unique = []  # one per distinct model: a fleet of 64 identical clients sums the trace once, not 64 times
+    for m in models:
+        if not any(m is u or m == u for u in unique):
+            unique.append(m)
+    models = unique
     latest = float(trace["arrival_s"].max()) + max(math.fsum(m.alone_time_s(l, o).tolist()) for m in models)
     shortest = min(min(m.a_p + m.b_p * float(l.min()), m.a_d + m.b_d + m.c_d * float(l.min() + 1)) for m in models)
     resolution = MIN_ITERATION_ULPS * math.ulp(latest) if math.isfinite(latest) else math.inf

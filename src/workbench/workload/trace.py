@@ -8,6 +8,8 @@ A trace is a pandas DataFrame with columns ``request_id`` (unique int or str),
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import warnings
 from pathlib import Path
@@ -105,6 +107,9 @@ def load_trace(source: str | Path | pd.DataFrame, *, prompt_column: str | None =
     """
     from workbench.workload.formats import finish_trace, import_frame
 
+    if isinstance(source, str) and source in NAMED_TRACES and format is None:
+        # The shipped traces are read-only data: parse and validate each once per process, hand out copies.
+        return _named_trace(source, prompt_column).copy()
     name = "trace"
     if isinstance(source, pd.DataFrame):
         frame = source
@@ -136,6 +141,12 @@ def load_trace(source: str | Path | pd.DataFrame, *, prompt_column: str | None =
                              fix=f"use one of the columns {', '.join(map(str, frame.columns))}.")
         frame = frame.drop(columns=["input_tokens"], errors="ignore").rename(columns={prompt_column: "input_tokens"})
     return finish_trace(validate_trace(frame, source=name), frame, trace_format, source=name)
+
+
+@functools.lru_cache(maxsize=8)
+def _named_trace(name: str, prompt_column: str | None) -> pd.DataFrame:
+    return load_trace(data_dir() / "traces" / NAMED_TRACES[name][0],
+                      prompt_column=prompt_column or NAMED_TRACES[name][1])
 
 
 def _bad_rows(mask: np.ndarray) -> str:
