@@ -227,10 +227,17 @@ def coerce_param(key: str, value: Any) -> Any:
 def check_params(params: dict[str, Any], parts: Iterable[tuple[str, str]], *, policy: str) -> dict[str, Any]:
     """``params`` checked against what ``parts`` take: unknown keys refused, values converted to their types."""
     known: list[str] = []
+    parts = list(parts)
     for part in parts:
         known.extend(k for k in PART_PARAMS.get(part, ()) if k not in known)
+    # A rule or dispatcher a user registered without declaring its parameters (a notebook's logged rule,
+    # say) takes whatever it is given: it is the one to refuse what it does not know.
+    open_schema = any(part not in PART_PARAMS for part in parts if part[0] in ("rule", "dispatch"))
     out: dict[str, Any] = {}
     for key, value in params.items():
+        if key not in known and open_schema:
+            out[key] = coerce_param(key, value) if key in PARAMS else value
+            continue
         if key not in known:
             what = (f"an unknown parameter of policy '{policy}'" if key not in PARAMS
                     else f"a parameter that policy '{policy}' does not take")
