@@ -59,3 +59,28 @@ def test_offline_methods_agree_with_the_bin_packing():
     from workbench.offline.dispatch import OFFLINE_METHODS
 
     assert tuple(METHODS) == OFFLINE_METHODS
+
+
+def test_a_rule_registered_without_declared_parameters_takes_what_it_is_given():
+    """A notebook's own rule (no declare_params) gets its keyword arguments; declared rules still refuse."""
+    import workbench
+    from workbench.errors import ConfigError
+    from workbench.policies.builtin import ContinuousRule
+    from workbench.policies.registry import RULES
+
+    seen = {}
+
+    def factory(**params):
+        seen.update(params)
+        return ContinuousRule()
+
+    RULES["test-open-rule"] = factory
+    try:
+        workbench.simulate("gsm8k-test", 2, 8, "continuous", "llama-65b", rule="test-open-rule", mu=2.0, colour="blue")
+        assert seen == {"mu": 2.0, "colour": "blue"}
+    finally:
+        del RULES["test-open-rule"]
+    import pytest
+
+    with pytest.raises(ConfigError, match="colour"):
+        workbench.simulate("gsm8k-test", 2, 8, "continuous", "llama-65b", colour="blue")

@@ -10,6 +10,7 @@ from workbench.policies.registry import (
     RULES,
     ClientView,
     Policy,
+    declare_params,
     register_policy,
 )
 
@@ -73,6 +74,11 @@ DISPATCHERS["round-robin"] = lambda **_: RoundRobin()
 DISPATCHERS["least-work"] = lambda **_: LeastWork()
 DISPATCH_DOCS["round-robin"] = "request k in arrival order goes to client k mod |J|"
 DISPATCH_DOCS["least-work"] = "join the client with the least outstanding work"
+# They take no parameters: declared so, a stray --param on them is refused (a user's own rule or
+# dispatcher, registered without a declaration, takes whatever it is given).
+for _part, _name in (("rule", "static"), ("rule", "continuous"), ("dispatch", "round-robin"),
+                     ("dispatch", "least-work")):
+    declare_params(_part, _name)
 
 register_policy(Policy("static", "round-robin", "fifo", "static",
                        description="static batching: fill the batch, decode until empty, refill"))
