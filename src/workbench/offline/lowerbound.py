@@ -8,15 +8,18 @@ Every schedule of request set ``S`` on one client costs at least::
 max_j LB_j(S_j)``, and at least any request served alone.  :func:`lower_bound`
 reports these terms:
 
-``single_request``     ``max_i t_alone(i)``
-``average_work``       ``sum_i w_i / |J|`` (ceilings relaxed)
-``aggregate_ceiling``  ``(V + a_p ceil(n / B) + a_d ceil(D / B)) / |J|``: summing LB_j over
-                       clients, ``sum_j ceil(n_j / B) >= ceil(n / B)``
-``pair``               two of the ``|J| + 1`` longest requests share a client: the smallest
-                       LB_j over such pairs
-``bin_packing``        the proven dual bound of the bin-packing bound model
-                       (:func:`build_bound_model`), ceilings as integer variables: a separate
-                       figure, never the instance's bound (it depends on the time limit)
+``single_request``
+    ``max_i t_alone(i)``
+``average_work``
+    ``sum_i w_i / |J|`` (ceilings relaxed)
+``aggregate_ceiling``
+    ``(V + a_p ceil(n / B) + a_d ceil(D / B)) / |J|``: summing LB_j over clients,
+    ``sum_j ceil(n_j / B) >= ceil(n / B)``
+``pair``
+    two of the ``|J| + 1`` longest requests share a client: the smallest LB_j over such pairs
+``bin_packing``
+    the proven dual bound of the bin-packing bound model (:func:`build_bound_model`), ceilings as
+    integer variables: a separate figure, never the instance's bound (it depends on the time limit)
 
 Every reported value is proven: closed forms, or HiGHS's dual bound (valid
 whether or not the solve finished).  An incumbent is never reported as a bound.

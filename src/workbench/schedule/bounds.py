@@ -112,7 +112,7 @@ def pair_term(l: np.ndarray, o: np.ndarray, clients: int, batch_size: int, cost_
     return float(cost.min())
 
 
-#: Above this many clients the ``pair`` term (|J|^2 / 2 pairs) is left out; the bound stays valid.
+#: Above this many clients the ``pair`` term (``|J|^2 / 2`` pairs) is left out; the bound stays valid.
 PAIR_MAX_CLIENTS = 2_000
 
 

@@ -5,15 +5,15 @@ layout (``request_id``, ``input_tokens``, ``output_tokens``, ``arrival_s``),
 plus the columns a format carries beyond it (prefix sharing, measured times).
 The format is detected from the columns or named:
 
-============  ===============================================  ==========================================
-format        columns read                                     arrivals
-============  ===============================================  ==========================================
-workbench     request_id, input_tokens, output_tokens          ``arrival_s`` as given (0 when absent)
-azure         TIMESTAMP, ContextTokens, GeneratedTokens        date-times, seconds from the first
-vidur         [arrived_at,] num_prefill_tokens, num_decode_... seconds, from the first (0 without)
-vllm          request_id, input_toks, output_toks, queued_ts   ``queued_ts - min(queued_ts)``
-mooncake      timestamp (ms), input_length, output_length      milliseconds, from the first
-============  ===============================================  ==========================================
+=========  ===================================================  ======================================
+format     columns read                                         arrivals
+=========  ===================================================  ======================================
+workbench  request_id, input_tokens, output_tokens              ``arrival_s`` as given (0 when absent)
+azure      TIMESTAMP, ContextTokens, GeneratedTokens            date-times, seconds from the first
+vidur      [arrived_at,] num_prefill_tokens, num_decode_tokens  seconds, from the first (0 without)
+vllm       request_id, input_toks, output_toks, queued_ts       ``queued_ts - min(queued_ts)``
+mooncake   timestamp (ms), input_length, output_length          milliseconds, from the first
+=========  ===================================================  ======================================
 
 Arrivals are measured from the *earliest* timestamp, so the first request
 arrives at 0 whatever the file's row order; rows keep the file's order.
