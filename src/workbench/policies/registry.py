@@ -302,8 +302,16 @@ def resolve_policy(name: str | Policy, *, dispatch: str | None = None, order: st
         changes["order"] = order
     if rule is not None:
         changes["rule"] = rule
-    if params:
-        changes["params"] = {**policy.params, **{k: v for k, v in params.items() if v is not None}}
+    defaults = dict(policy.params)
+    if rule is not None or dispatch is not None:
+        # The policy's own defaults for a part the caller replaced do not follow it to the new part
+        # (hybrid with rule="continuous" keeps no mu); what the caller passes is always checked.
+        replaced = [("rule", policy.rule)] if rule is not None else []
+        replaced += [("dispatch", policy.dispatch)] if dispatch is not None else []
+        dropped = {k for part in replaced for k in PART_PARAMS.get(part, ())}
+        defaults = {k: v for k, v in defaults.items() if k not in dropped}
+    if params or defaults != policy.params:
+        changes["params"] = {**defaults, **{k: v for k, v in params.items() if v is not None}}
     policy = replace(policy, **changes) if changes else policy
     for kind, value, registry in (("dispatch", policy.dispatch, DISPATCHERS), ("order", policy.order, ORDERS),
                                   ("rule", policy.rule, RULES)):
