@@ -84,3 +84,16 @@ def test_a_rule_registered_without_declared_parameters_takes_what_it_is_given():
 
     with pytest.raises(ConfigError, match="colour"):
         workbench.simulate("gsm8k-test", 2, 8, "continuous", "llama-65b", colour="blue")
+
+
+def test_replacing_a_policys_rule_drops_the_old_rules_defaults_but_checks_what_is_passed():
+    from workbench.errors import ConfigError
+    from workbench.policies.registry import resolve_policy
+
+    p = resolve_policy("hybrid", rule="continuous")
+    assert p.rule == "continuous" and "mu" not in p.params and "lookahead" not in p.params
+    assert resolve_policy("hybrid").params["mu"] == 1.0  # untouched without the override
+    import pytest
+
+    with pytest.raises(ConfigError, match="mu"):
+        resolve_policy("hybrid", rule="continuous", mu=2.0)  # asked for explicitly: refused
