@@ -182,6 +182,17 @@ class LinearCostModel:
         return LinearCostModel.from_dict(data)
 
 
+def takes_longest_context(cost_model) -> bool:
+    """Whether ``cost_model.iteration_time`` takes ``decode_max_context_tokens`` (measured attention kernels
+    correct for a skewed batch from its longest context); the engine and the validator both ask."""
+    import inspect
+
+    try:
+        return "decode_max_context_tokens" in inspect.signature(cost_model.iteration_time).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
 # -- presets ------------------------------------------------------------------
 #: Other kinds of preset file ("kind" in the JSON) -> function(data, source) -> cost model.  Filled in by
 #: the modules of those kinds (``profiled``: workbench.costmodel.profiled), which the package imports.

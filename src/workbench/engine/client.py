@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workbench.costmodel.linear import LinearCostModel
+from workbench.costmodel.linear import LinearCostModel, takes_longest_context
 
 
 class ClientState:
@@ -60,13 +60,7 @@ class ClientState:
         self.prefilling_index: dict[int, list[int]] = {}
         self.ids_cache: str | None = None
         # Whether the cost model's iteration_time takes the longest decode context (measured kernels do).
-        try:
-            import inspect
-
-            self.skew_aware = (not self.linear and "decode_max_context_tokens"
-                               in inspect.signature(cost_model.iteration_time).parameters)
-        except (AttributeError, TypeError, ValueError):
-            self.skew_aware = False
+        self.skew_aware = not self.linear and takes_longest_context(cost_model)
 
     @property
     def n_waiting(self) -> int:

@@ -70,7 +70,7 @@ from workbench.policies.registry import (
 )
 from workbench.schedule.bounds import best_lower_bound, chunked_lower_bound
 from workbench.schedule.metrics import batch_sizes_array
-from workbench.schedule.schema import Schedule, build_metrics
+from workbench.schedule.schema import Schedule, build_metrics, cost_model_record
 from workbench.workload.trace import load_trace
 
 _PREFILL, _DECODE, _MIXED, _PREEMPT = 0, 1, 2, 3
@@ -1174,14 +1174,8 @@ def _assemble_general(trace, segments, texts, per_request, models, B, n_clients,
     metrics = build_metrics(timeline, clients=n_clients, batch_size=B, cost_model=record_model, policy=policy_name,
                             params=params, lower_bound_s=lower_bound_s, lower_bound_binding=binding, extra=extra)
     if not _same_models(models):
-        metrics["cost_model"] = [_model_record(m) for m in models]
+        metrics["cost_model"] = [cost_model_record(m) for m in models]
     return Schedule(timeline=timeline, requests=requests, metrics=metrics)
-
-
-def _model_record(m) -> dict:
-    if type(m) is LinearCostModel:
-        return m.coefficients() | {"name": m.name}
-    return m.to_dict()
 
 
 def _coefficients_record(models) -> list[dict]:

@@ -38,6 +38,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from workbench.costmodel.linear import takes_longest_context
+
 #: The rules this module checks (the validator lists them with its own).
 PAGED_RULES = ("paged-rows", "recompute", "paged-tokens", "kv-blocks")
 
@@ -233,7 +235,7 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
                     expected = float(cost.prefill_time(row.tokens))
                 else:
                     longest = max((l[i] + generated[i] - 1 for i in members), default=0)
-                    extra = {"decode_max_context_tokens": longest} if _skew_aware(cost) else {}
+                    extra = {"decode_max_context_tokens": longest} if takes_longest_context(cost) else {}
                     expected = float(cost.iteration_time(row.n_requests, row.tokens, [t for _, t, _ in pieces],
                                                          [q for _, _, q in pieces], **extra))
                 if not close(row.end_s - row.start_s, expected):
@@ -271,11 +273,3 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
     if len(early):
         report.add("request-times", "prefilled before arrival: " + examples(np.array(ids)[early]))
 
-
-def _skew_aware(cost) -> bool:
-    import inspect
-
-    try:
-        return "decode_max_context_tokens" in inspect.signature(cost.iteration_time).parameters
-    except (TypeError, ValueError):
-        return False
