@@ -69,6 +69,7 @@ from workbench.policies.registry import (
     resolve_policy,
 )
 from workbench.schedule.bounds import best_lower_bound, chunked_lower_bound
+from workbench.schedule.members import RunMembers
 from workbench.schedule.metrics import batch_sizes_array
 from workbench.schedule.schema import Schedule, build_metrics, cost_model_record
 from workbench.workload.trace import load_trace
@@ -337,7 +338,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     first_token = [nan] * n
     finish = [nan] * n
     # Each request's prefill segment and the segment at whose end it finished: enough to list the
-    # members of any segment later (see _segment_ids), so none are stored per segment.
+    # members of any segment later (see schedule.members.RunMembers), so none are stored per segment.
     pre_seg = [-1] * n
     last_seg = [-1] * n
     # Segments (a prefill, or a run of decodes between two batch changes), one flat list per field.
@@ -354,7 +355,8 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     seg_pids: list[str] = []
     seg_ptok: list[str] = []
     seg_pprior: list[str] = []  # per prompt piece: its tokens already in the KV cache (paged schedules)
-    ids_text = trace["request_id"].astype(str).tolist()
+    # Ids as text, listed by the loop outside the paper's engine (the paper's runs list theirs when written).
+    ids_text = trace["request_id"].astype(str).tolist() if not classic else []
 
     # Per request, outside the paper's engine: tokens generated so far (for a request not decoding now),
     # the decode count it is referenced to while decoding (generated = decode_count - gen_base), prompt
@@ -1062,6 +1064,12 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     members = {"pre_seg": np.array(pre_seg, dtype=np.int64), "last_seg": np.array(last_seg, dtype=np.int64)}
     per_request = {"client": np.array(client_of, dtype=np.int64), "prefill_start_s": np.array(prefill_start),
                    "first_token_s": np.array(first_token), "finish_s": np.array(finish)}
+    # The loop's lists are arrays now: free them before the tables are assembled (at a million
+    # requests they hold about 0.4 GB of Python objects).
+    for spent in (seg_client, seg_kind, seg_start, seg_end, seg_k, seg_n, seg_tok, pre_seg, last_seg, client_of,
+                  prefill_start, first_token, finish, l_list, o_list, w_list, seen_list, rank_list, by_rank_list,
+                  arrival_list, arrival_order, predicted_finish):
+        spent.clear()
     unserved = np.flatnonzero(np.isnan(per_request["finish_s"]))
     if len(unserved):
         raise _unserved_error(unserved, per_request["client"], kv_caps, l, o, trace)
@@ -1236,39 +1244,6 @@ def _admissible(c: ClientState, l_list: list[int], o_list: list[int], by_rank: l
     return count
 
 
-def _segment_ids(ids: list[str], seg_client: np.ndarray, seg_kind: np.ndarray, pre_seg: np.ndarray,
-                 last_seg: np.ndarray) -> np.ndarray:
-    """The space-separated request ids of every segment, in trace order.
-
-    A prefill segment serves the requests prefilled in it; a decode segment
-    serves every request of its client prefilled in an earlier segment and
-    finished in this one or a later one (a running request decodes in every
-    decode iteration).  Built only when someone asks for the ids.
-    """
-    n_seg = len(seg_client)
-    out = np.empty(n_seg, dtype=object)
-    by_pre = np.argsort(pre_seg, kind="stable")
-    pre_sorted = pre_seg[by_pre]
-    bounds = np.searchsorted(pre_sorted, np.arange(n_seg + 1))
-    by_last = np.argsort(last_seg, kind="stable")
-    last_sorted = last_seg[by_last]
-    last_bounds = np.searchsorted(last_sorted, np.arange(n_seg + 1))
-    active: list[set[int]] = [set() for _ in range(int(seg_client.max()) + 1 if n_seg else 0)]
-    pick = ids.__getitem__
-    by_pre_list, by_last_list = by_pre.tolist(), by_last.tolist()
-    for s in range(n_seg):
-        new = by_pre_list[bounds[s]:bounds[s + 1]]
-        if seg_kind[s] == _PREFILL:
-            out[s] = " ".join(map(pick, new))
-        else:
-            out[s] = " ".join(map(pick, sorted(active[seg_client[s]])))
-        done = set(by_last_list[last_bounds[s]:last_bounds[s + 1]])
-        running = active[seg_client[s]]
-        running.update(i for i in new if i not in done)
-        running.difference_update(done)
-    return out
-
-
 def _assemble(trace, segments, members, per_request, models, B, n_clients, policy_name, params, lower_bound_s,
               kv) -> Schedule:
     seg_client, seg_kind, seg_k = segments["client"], segments["kind"], segments["k"]
@@ -1289,12 +1264,11 @@ def _assemble(trace, segments, members, per_request, models, B, n_clients, polic
         "first_tokens": seg_tok, "iterations": seg_k, "first_iteration": first_iter,
         "last_iteration": first_iter + seg_k - 1,
     })
-    ids = trace["request_id"].astype(str).tolist()
-    pre_seg, last_seg = members["pre_seg"], members["last_seg"]
-
-    def request_ids() -> np.ndarray:
-        return _segment_ids(ids, seg_client, seg_kind, pre_seg, last_seg)[order]
-
+    # Who is in each run: the sorted position of each request's admitting run and of its last run.
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    members = RunMembers(trace["request_id"].astype(str), position[members["pre_seg"]],
+                         position[members["last_seg"]], decode[order])
     runs = runs.iloc[order].reset_index(drop=True)
     requests = pd.DataFrame({
         "request_id": trace["request_id"].to_numpy(), "client": per_request["client"],
@@ -1323,7 +1297,7 @@ def _assemble(trace, segments, members, per_request, models, B, n_clients, polic
                             params=params, lower_bound_s=lower_bound_s, lower_bound_binding=binding, extra=extra)
     if not same:
         metrics["cost_model"] = [m.coefficients() | {"name": m.name} for m in models]
-    return Schedule(requests=requests, metrics=metrics, runs=runs, run_ids=request_ids)
+    return Schedule(requests=requests, metrics=metrics, runs=runs, run_ids=members)
 
 
 def _predictor(spec):

@@ -31,11 +31,10 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyomo.environ as pyo
 
 from workbench._checks import cost_models, positive_int
 from workbench.costmodel.linear import load_preset
@@ -44,6 +43,9 @@ from workbench.offline import heuristics as H
 from workbench.offline.solver import solve
 from workbench.schedule.metrics import batch_sizes_array
 from workbench.workload.trace import load_trace
+
+if TYPE_CHECKING:
+    import pyomo.environ as pyo
 
 METHODS = ("auto", "lpt", "kk", "ls", "mip", "mip-cold")
 #: Above this many x_ij the MMBP model is not built by ``auto`` (Pyomo builds ~1e5 per second
@@ -110,6 +112,7 @@ def build_mmbp_model(data: MMBPData, *, symmetry: bool = True, bound_s: float | 
     ``bound_s``, a proven lower bound on the optimum, becomes the makespan
     variable's lower bound, which lets HiGHS stop as soon as it meets it.
     """
+    import pyomo.environ as pyo  # here, not at import: `simulate` never pays its 0.2 s
     W = data.weights_s
     n, m = W.shape
     model = pyo.ConcreteModel(name="mmbp")
@@ -171,6 +174,7 @@ def _sorted_for_symmetry(W: np.ndarray, assignment: np.ndarray) -> np.ndarray:
 
 def extract_assignment(model: pyo.ConcreteModel) -> np.ndarray:
     """Client of each request from a solved MMBP model (the largest x_ij, robust to tolerances)."""
+    import pyomo.environ as pyo  # here, not at import: `simulate` never pays its 0.2 s
     n, m = len(model.REQUESTS), len(model.CLIENTS)
     x = np.array([[pyo.value(model.x[i, j], exception=False) or 0.0 for j in range(m)] for i in range(n)])
     return np.argmax(x, axis=1).astype(np.int64)

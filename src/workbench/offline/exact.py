@@ -51,11 +51,10 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyomo.environ as pyo
 
 from workbench.costmodel.linear import LinearCostModel, load_preset
 from workbench.errors import ConfigError
@@ -70,6 +69,9 @@ from workbench.schedule.schema import (
     requests_from_timeline,
 )
 from workbench.workload.trace import load_trace
+
+if TYPE_CHECKING:
+    import pyomo.environ as pyo
 
 #: Default refusal limits: beyond these HiGHS rarely proves optimality within minutes.
 MAX_EXACT_REQUESTS = 12
@@ -126,6 +128,7 @@ def positions_needed(output_tokens: np.ndarray, cost_model: LinearCostModel, mak
 
 def build_exact_model(data: ExactData) -> pyo.ConcreteModel:
     """The exact MIP of MODEL.md section 4 (not solved here; see the module docstring)."""
+    import pyomo.environ as pyo  # here, not at import: `simulate` never pays its 0.2 s
     n, m, K = data.n_requests, data.n_clients, data.positions
     l, o, v = data.input_tokens, data.output_tokens, data.work_s
     cm = data.cost_model
@@ -254,6 +257,7 @@ def build_exact_model(data: ExactData) -> pyo.ConcreteModel:
 # -- extraction, export and replay --------------------------------------------------------
 def extract_plan(model: pyo.ConcreteModel) -> list[list[tuple[str, list[int]]]]:
     """Per client, the used positions in order as ``(kind, request rows)``."""
+    import pyomo.environ as pyo  # here, not at import: `simulate` never pays its 0.2 s
     def on(var) -> bool:
         return (pyo.value(var, exception=False) or 0.0) > 0.5
 

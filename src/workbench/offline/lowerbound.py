@@ -30,10 +30,10 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import pyomo.environ as pyo
 
 from workbench.costmodel.linear import LinearCostModel, load_preset
 from workbench.errors import ConfigError
@@ -45,6 +45,9 @@ from workbench.schedule.bounds import (
 )
 from workbench.schedule.metrics import batch_sizes_array
 from workbench.workload.trace import load_trace
+
+if TYPE_CHECKING:
+    import pyomo.environ as pyo
 
 TERM_DOCS = {
     **TERM_DOCS,
@@ -124,6 +127,7 @@ def build_bound_model(data: BoundData, *, bound_s: float | None = None) -> pyo.C
     prefill and decode iteration counts), so the optimum, and any dual bound
     on it, is a lower bound on every makespan.
     """
+    import pyomo.environ as pyo  # here, not at import: `simulate` never pays its 0.2 s
     G, m = len(data.count), len(data.batch_size)
     model = pyo.ConcreteModel(name="binpacking_bound")
     model.CLASSES = pyo.RangeSet(0, G - 1, doc="request classes g (single requests or groups)")

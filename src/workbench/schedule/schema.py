@@ -24,6 +24,7 @@ from workbench._paths import MAX_SCHEDULE_FILE_BYTES, input_file
 from workbench._version import __version__
 from workbench.costmodel.linear import LinearCostModel
 from workbench.errors import ConfigError, ScheduleFileError
+from workbench.schedule.members import RunMembers
 from workbench.schedule.metrics import batch_sizes_array, gap, schedule_metrics
 
 TIMELINE_COLUMNS = ("client", "iteration", "kind", "start_s", "end_s", "n_requests", "tokens", "request_ids")
@@ -52,7 +53,7 @@ class Schedule:
 
     def __init__(self, timeline: pd.DataFrame | None = None, requests: pd.DataFrame | None = None,
                  metrics: dict[str, Any] | None = None, runs: pd.DataFrame | None = None,
-                 run_ids: Callable[[], np.ndarray] | None = None) -> None:
+                 run_ids: RunMembers | Callable[[], np.ndarray] | None = None) -> None:
         if timeline is None and runs is None:
             raise ValueError("a Schedule needs a timeline or runs")
         self._timeline = timeline
@@ -285,7 +286,7 @@ def iter_timeline_file(folder: str | Path, fmt: str | None = None, rows: int = 1
                        columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
     """The timeline of a schedule folder in chunks of at most ``rows`` rows, read as streams.
 
-    CSV with pandas' chunked reader, Parquet batch by batch (``iter_batches``), so a timeline of
+    CSV with pandas' chunked reader, Parquet row group by row group, so a timeline of
     millions of rows is never held whole.
     """
     import pyarrow as pa
@@ -306,8 +307,12 @@ def iter_timeline_file(folder: str | Path, fmt: str | None = None, rows: int = 1
     _parquet_schema(path, () if columns is not None else TIMELINE_COLUMNS, PARQUET_TIMELINE_TYPES)
     try:
         handle = pq.ParquetFile(path)
-        for batch in handle.iter_batches(batch_size=rows, columns=columns):
-            yield _frame_from_arrow(pa.Table.from_batches([batch]))
+        # Row group by row group: ``iter_batches`` keeps what it has read (1.3 GB over the 5M rows of a
+        # million requests, against 0.2 GB this way).
+        for group in range(handle.metadata.num_row_groups):
+            table = handle.read_row_group(group, columns=columns)
+            for batch in table.to_batches(max_chunksize=rows):
+                yield _frame_from_arrow(pa.Table.from_batches([batch]))
     except (pa.ArrowException, OSError) as exc:
         raise ParquetFileError(f"timeline.parquet cannot be read ({exc}).", field="timeline.parquet",
                                fix="write the schedule again; the file may be truncated.") from None
@@ -651,119 +656,126 @@ class _SlowPath(Exception):
     """The fast CSV path cannot promise pandas' bytes for this column: write the file with pandas."""
 
 
-def _float_field_bytes(values: np.ndarray) -> np.ndarray:
-    """Floats as pandas writes them (Python's repr, NaN as an empty field), as fixed-width bytes.
+#: Bytes that make pandas quote a field (and NUL, which the fast path does not promise to carry).
+_CSV_SPECIAL_BYTES = tuple(ch.encode() for ch in _CSV_SPECIALS)
 
-    Arrow's shortest round-trip formatting is three times numpy's speed and gives the same digits;
+
+def _check_plain_text(arr) -> None:
+    """_SlowPath when any value of an Arrow string array holds a byte pandas would quote."""
+    data = arr.buffers()[2]
+    if data is not None and data.size:
+        raw = data.to_pybytes()
+        if any(raw.find(ch) >= 0 for ch in _CSV_SPECIAL_BYTES):
+            raise _SlowPath
+
+
+def _float_text(values: np.ndarray):
+    """Floats as pandas writes them (Python's repr, NaN as an empty field), as an Arrow string array.
+
+    Arrow's shortest round-trip formatting is several times numpy's speed and gives the same digits;
     it differs only in layout (``3`` for ``3.0``, ``0.00001`` for ``1e-05``, exponents from 1e15),
-    so only values whose arrow text is a plain decimal fraction in Python's fixed-notation range are
-    taken from arrow, and the rest from numpy (whose ``str`` is Python's repr).
+    so only values whose Arrow text is a plain decimal fraction in Python's fixed-notation range are
+    taken from Arrow, and the rest from numpy (whose ``str`` is Python's repr).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    out = _fixed_width(pc.cast(pa.array(values, type=pa.float64()), pa.string()))
-    size = np.abs(values)
-    safe = (size >= 1e-4) & (size < 1e15)
-    grid = out.view(np.uint8).reshape(len(out), out.dtype.itemsize)
-    safe &= (grid == ord(".")).any(axis=1) & ~(grid == ord("e")).any(axis=1)
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    text = pc.cast(pa.array(values, type=pa.float64()), pa.string())
+    with np.errstate(invalid="ignore"):
+        size = np.abs(values)
+        safe = (size >= 1e-4) & (size < 1e15)
+    safe &= pc.match_substring(text, ".").to_numpy(zero_copy_only=False)
+    safe &= ~pc.match_substring(text, "e").to_numpy(zero_copy_only=False)
     redo = np.flatnonzero(~safe)
-    if len(redo):
-        width = max(out.dtype.itemsize, 32)
-        out = out.astype(f"S{width}")
-        fixed = values[redo].astype(str).astype("S")
-        fixed[np.isnan(values[redo])] = b""
-        out[redo] = fixed
-    return out
+    if not len(redo):
+        return text
+    fixed = values[redo].astype(str)
+    fixed[np.isnan(values[redo])] = ""
+    return pc.replace_with_mask(text, pa.array(~safe), pa.array(fixed.tolist(), type=pa.string()))
 
 
-def _object_field_bytes(values: np.ndarray) -> np.ndarray:
-    """Text fields as pandas writes them (``str`` of each, missing values empty), UTF-8 encoded."""
-    texts = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values.tolist()]
-    if not texts:
-        return np.zeros(0, dtype="S1")
-    joined = "".join(texts)
-    if any(ch in joined for ch in _CSV_SPECIALS):
-        raise _SlowPath  # a field pandas would quote
-    if joined.isascii():
-        return np.array(texts, dtype="S")
-    return np.array([t.encode("utf-8") for t in texts], dtype="S")
-
-
-def _fixed_width(arr) -> np.ndarray:
-    """An Arrow string array as fixed-width bytes, straight from its buffers (no Python object per value)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    arr = pc.fill_null(arr, "")  # missing values are empty fields, as pandas' na_rep
-    n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if pa.types.is_large_string(arr.type) else np.int32)
-    offsets = offsets[arr.offset:arr.offset + n + 1].astype(np.int64)
-    data_buffer = arr.buffers()[2]
-    data = (np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None
-            else np.zeros(0, dtype=np.uint8))[offsets[0]:offsets[-1]]
-    lengths = np.diff(offsets)
-    width = max(int(lengths.max()) if n else 1, 1)
-    out = np.zeros((n, width), dtype=np.uint8)
-    # Row-major boolean assignment lays the concatenated bytes into each row's first `length` places.
-    out[np.arange(width) < lengths[:, None]] = data
-    return out.view(f"S{width}").reshape(n)
-
-
-def _arrow_text_bytes(series: pd.Series) -> np.ndarray | None:
-    """Text as fixed-width bytes from Arrow, or None when the column is not all text."""
+def _text_array(values):
+    """Text as pandas writes it (``str`` of each value, missing values empty), as an Arrow string array."""
     import pyarrow as pa
 
     try:
-        arr = pa.array(series, type=pa.string()) if series.dtype.kind == "O" else pa.array(series)
+        if isinstance(values, pa.ChunkedArray):
+            arr = values.combine_chunks()
+        elif isinstance(values, pa.Array):
+            arr = values
+        else:
+            arr = pa.array(values, type=pa.string(), from_pandas=True)
     except (pa.ArrowException, TypeError, ValueError):
-        return None  # not all text (e.g. numbers in an object column): str() of each, the slow way
-    if isinstance(arr, pa.ChunkedArray):
+        arr = None  # not all text (e.g. numbers in an object column): str() of each, the slow way
+    if arr is not None and isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-        return None
-    data_buffer = arr.buffers()[2]
-    if data_buffer is not None:
-        raw = data_buffer.to_pybytes()
-        if any(ch.encode() in raw for ch in _CSV_SPECIALS):
-            raise _SlowPath  # a field pandas would quote
-    return _fixed_width(arr)
+    if arr is None or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        seq = values.to_pylist() if isinstance(values, (pa.Array, pa.ChunkedArray)) else np.asarray(values, dtype=object)
+        arr = pa.array(["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in seq],
+                       type=pa.string())
+    _check_plain_text(arr)
+    return arr
 
 
-def _int_field_bytes(values: np.ndarray) -> np.ndarray:
-    """Integers as decimal text (what pandas writes), formatted by Arrow."""
+def _csv_array(values):
+    """One column as an Arrow array whose CSV text is what pandas' ``to_csv`` writes for it.
+
+    Integers stay integers (Arrow writes them as pandas does), floats and booleans become their
+    text, text is checked for bytes pandas would quote (then the whole file takes pandas' path).
+    """
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    return _fixed_width(pc.cast(pa.array(values.astype(np.int64, copy=False)), pa.string()))
-
-
-def _field_bytes(series: pd.Series) -> np.ndarray:
-    values = series.to_numpy() if series.dtype.kind in "iufb" else None
-    if values is not None and values.dtype.kind in "iu":
-        return _int_field_bytes(values)
-    if values is not None and values.dtype.kind == "f" and values.dtype.itemsize == 8:
-        return _float_field_bytes(values)
-    if values is not None and values.dtype.kind == "b":
-        return np.where(values, b"True", b"False")
-    if series.dtype.kind == "O" or isinstance(series.dtype, pd.StringDtype):
-        fields = _arrow_text_bytes(series)
-        return fields if fields is not None else _object_field_bytes(series.to_numpy(dtype=object))
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        if pa.types.is_integer(values.type):
+            return values.cast(pa.int64())
+        if pa.types.is_floating(values.type) or pa.types.is_boolean(values.type):
+            values = values.to_numpy(zero_copy_only=False)
+        else:
+            return _text_array(values)
+    if isinstance(values, pd.Series):
+        if values.dtype.kind in "iufb":
+            values = values.to_numpy()
+        elif values.dtype.kind == "O" or isinstance(values.dtype, pd.StringDtype):
+            return _text_array(values)
+        else:
+            raise _SlowPath
+    values = np.asarray(values)
+    if values.dtype.kind in "iu":
+        return pa.array(values.astype(np.int64, copy=False))
+    if values.dtype.kind == "f" and values.dtype.itemsize == 8:
+        return _float_text(values)
+    if values.dtype.kind == "b":
+        return pa.array(np.where(values, "True", "False").tolist(), type=pa.string())
+    if values.dtype.kind in "OUS":
+        return _text_array(values)
     raise _SlowPath
 
 
-def _csv_rows(fields: list[np.ndarray]) -> bytes:
-    """CSV lines from equal-length fixed-width byte columns: join with commas, squeeze out the padding."""
-    n = len(fields[0])
-    parts = []
-    for k, column in enumerate(fields):
-        width = column.dtype.itemsize
-        parts.append(np.ascontiguousarray(column).view(np.uint8).reshape(n, width))
-        parts.append(np.full((n, 1), ord(",") if k + 1 < len(fields) else ord("\n"), dtype=np.uint8))
-    block = np.hstack(parts)
-    return block[block != 0].tobytes()
+def _per_row(arr, seg: np.ndarray):
+    """A per-run Arrow column repeated on each row of its run (text as a dictionary: no copy per row)."""
+    import pyarrow as pa
+
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        if pa.types.is_large_string(arr.type):
+            arr = arr.cast(pa.string())
+        return pa.DictionaryArray.from_arrays(pa.array(seg.astype(np.int32, copy=False)), arr)
+    return arr.take(pa.array(seg))
+
+
+def _write_arrow_csv(fh, arrays: list, columns: list[str]) -> None:
+    """Rows of ``arrays`` (no header) with Arrow's CSV writer; nothing is quoted (checked before)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    table = pa.Table.from_arrays(arrays, names=columns)
+    if not table.num_rows:
+        return
+    try:
+        pcsv.write_csv(table, fh, write_options=pcsv.WriteOptions(include_header=False, quoting_style="none",
+                                                                  batch_size=1024))
+    except pa.ArrowInvalid:
+        raise _SlowPath from None  # a structural character the checks did not foresee: pandas quotes it
 
 
 def _header(columns: list[str]) -> bytes:
@@ -773,47 +785,50 @@ def _header(columns: list[str]) -> bytes:
 
 
 def _timeline_parts(schedule: Schedule, columns: list[str], rows: int = EXPORT_CHUNK_ROWS
-                    ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None, pd.DataFrame | None]]:
+                    ) -> Iterator[tuple[dict[str, Any], np.ndarray | None, dict[str, Any]]]:
     """Chunks of the timeline as ``(per-row columns, seg, per-run columns)``.
 
     From runs, the columns that are the same on every row of a run (``kind``, ``request_ids``, ...)
     stay per run (``seg`` maps each row to its run), so their text is built once per run and repeated
-    by numpy; from a held timeline every column is per row and ``seg`` is None.
+    by Arrow; a simulator's ``request_ids`` are listed chunk by chunk from the run members, never held
+    whole.  From a held timeline every column is per row and ``seg`` is None.
     """
     if schedule._timeline is not None or schedule._runs is None:
         tl = schedule.timeline
         for lo in range(0, len(tl), rows):
             part = tl.iloc[lo:lo + rows]
-            yield {c: part[c].to_numpy() for c in columns}, None, None
+            yield {c: part[c] for c in columns}, None, {}
         return
-    runs = schedule.runs
+    runs = schedule.runs_without_ids()
+    members = schedule._run_ids if "request_ids" not in runs.columns else None
+    if members is not None and not isinstance(members, RunMembers):
+        runs, members = schedule.runs, None  # ids from a plain callable: listed whole, once
     for part in _run_chunks(runs, rows):
         chunk = runs.iloc[part]
         seg, numbers = _expand_numbers(chunk, schedule.metrics)
-        yield numbers, seg, chunk
+        per_run = {c: chunk[c] for c in columns if c not in numbers and c in chunk.columns}
+        if members is not None:
+            per_run["request_ids"] = members.arrow(part.start, part.stop)
+        yield numbers, seg, per_run
 
 
 def _write_timeline_csv(path: Path, schedule: Schedule, columns: list[str]) -> None:
-    with open(path, "wb") as fh:
+    import pyarrow as pa
+
+    with pa.OSFile(str(path), "wb") as fh:  # Arrow's own file: its CSV writer skips Python's io
         fh.write(_header(columns))
-        for numbers, seg, chunk in _timeline_parts(schedule, columns):
-            fields = []
-            for c in columns:
-                if seg is not None and c in _PER_RUN:
-                    fields.append(_field_bytes(chunk[c])[seg])  # formatted once per run, repeated
-                elif c in numbers:
-                    fields.append(_field_bytes(pd.Series(numbers[c], copy=False)))
-                else:
-                    fields.append(_field_bytes(chunk[c])[seg])
-            if len(fields[0]):
-                fh.write(_csv_rows(fields))
+        for numbers, seg, per_run in _timeline_parts(schedule, columns):
+            arrays = [_csv_array(numbers[c]) if c in numbers else _per_row(_csv_array(per_run[c]), seg)
+                      for c in columns]
+            _write_arrow_csv(fh, arrays, columns)
 
 
 def _write_frame_csv(path: Path, frame: pd.DataFrame, columns: list[str]) -> None:
-    with open(path, "wb") as fh:
+    import pyarrow as pa
+
+    with pa.OSFile(str(path), "wb") as fh:
         fh.write(_header(columns))
-        if len(frame):
-            fh.write(_csv_rows([_field_bytes(frame[c]) for c in columns]))
+        _write_arrow_csv(fh, [_csv_array(frame[c]) for c in columns], columns)
 
 
 def _write_csv(path: Path, fast: Callable[[], None], frames: Callable[[], Iterator[pd.DataFrame]],
@@ -845,23 +860,31 @@ PARQUET_REQUEST_TYPES = {"client": "int", "input_tokens": "int", "output_tokens"
                          "cached_tokens": "int"}
 
 
+def _parquet_array(values, want: str | None):
+    """One column as the Arrow array of its Parquet type (``want``: int, float, str, or None for ids)."""
+    import pyarrow as pa
+
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        arrow = values
+        if want == "str" and not pa.types.is_string(arrow.type):
+            arrow = arrow.cast(pa.string())
+        return arrow.combine_chunks() if isinstance(arrow, pa.ChunkedArray) else arrow
+    values = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+    if want == "int":
+        return pa.array(values.astype(np.int64))
+    if want == "float":
+        return pa.array(values.astype(float))
+    if want == "str":
+        return (pa.array(values.astype(object)).cast(pa.string()) if values.dtype.kind == "O"
+                else pa.array(values.astype(str)))
+    # request_id: integer ids stay integers, text ids text (as requests.csv reads them back)
+    return pa.array(values.astype(object) if values.dtype.kind == "O" else values)
+
+
 def _arrow_table(frame: pd.DataFrame, columns: list[str], types: dict[str, str]):
     import pyarrow as pa
 
-    arrays = []
-    for c in columns:
-        values = frame[c].to_numpy()
-        want = types.get(c)
-        if want == "int":
-            arrays.append(pa.array(values.astype(np.int64)))
-        elif want == "float":
-            arrays.append(pa.array(values.astype(float)))
-        elif want == "str":
-            arrays.append(pa.array(values.astype(object)).cast(pa.string()) if values.dtype.kind == "O"
-                          else pa.array(values.astype(str)))
-        else:  # request_id: integer ids stay integers, text ids text (as requests.csv reads them back)
-            arrays.append(pa.array(values.astype(object) if values.dtype.kind == "O" else values))
-    return pa.Table.from_arrays(arrays, names=columns)
+    return pa.Table.from_arrays([_parquet_array(frame[c], types.get(c)) for c in columns], names=columns)
 
 
 def _arrow_type(kind: str | None):
@@ -878,7 +901,10 @@ def _write_parquet(path: Path, tables: Iterator, columns: list[str], types: dict
     try:
         for table in tables:
             if writer is None:
-                writer = pq.ParquetWriter(path, table.schema)
+                # Dictionary pages only for text (kind, ids): times and counts are near-unique, and
+                # trying a dictionary on them first costs a quarter of the writing time.
+                writer = pq.ParquetWriter(path, table.schema,
+                                          use_dictionary=[c for c in columns if types.get(c) == "str"])
             elif table.schema != writer.schema:
                 table = table.cast(writer.schema)
             writer.write_table(table)
@@ -894,20 +920,16 @@ def _timeline_tables(schedule: Schedule, columns: list[str]) -> Iterator:
     """Arrow tables of the timeline; per-run text columns become dictionary arrays indexed by ``seg``."""
     import pyarrow as pa
 
-    for numbers, seg, chunk in _timeline_parts(schedule, columns):
+    for numbers, seg, per_run in _timeline_parts(schedule, columns):
         arrays = []
         for c in columns:
+            want = PARQUET_TIMELINE_TYPES.get(c)
             if c in numbers:
-                arrays.append(_arrow_table(pd.DataFrame({c: numbers[c]}), [c], PARQUET_TIMELINE_TYPES).column(0))
-            elif PARQUET_TIMELINE_TYPES.get(c) != "str":  # a per-run number or flag: repeated as it is
-                arrays.append(_arrow_table(pd.DataFrame({c: chunk[c].to_numpy()[seg]}), [c],
-                                           PARQUET_TIMELINE_TYPES).column(0))
+                arrays.append(_parquet_array(numbers[c], want))
+            elif want != "str":  # a per-run number or flag: repeated as it is
+                arrays.append(_parquet_array(per_run[c], want).take(pa.array(seg)))
             else:
-                words = pa.array(chunk[c]) if chunk[c].dtype.kind != "O" else pa.array(chunk[c], type=pa.string())
-                if isinstance(words, pa.ChunkedArray):
-                    words = words.combine_chunks()
-                if not pa.types.is_string(words.type):
-                    words = words.cast(pa.string())
+                words = _parquet_array(per_run[c], "str")
                 arrays.append(pa.DictionaryArray.from_arrays(pa.array(seg.astype(np.int32)), words))
         yield pa.Table.from_arrays(arrays, names=columns)
 
@@ -915,7 +937,8 @@ def _timeline_tables(schedule: Schedule, columns: list[str]) -> Iterator:
 def write_schedule_files(schedule: Schedule, folder: Path, fmt: str = "csv") -> None:
     """``timeline``, ``requests`` (as CSV or Parquet) and ``metrics.json`` of ``schedule`` into ``folder``."""
     check_format(fmt)
-    source = schedule._timeline if schedule._timeline is not None or schedule._runs is None else schedule.runs
+    source = (schedule._timeline if schedule._timeline is not None or schedule._runs is None
+              else schedule.runs_without_ids())  # the runs' ids are listed while writing, chunk by chunk
     columns = _timeline_columns(source.columns)
     request_columns = _request_columns(schedule.requests.columns)
     if fmt == "csv":
