@@ -9,7 +9,10 @@ fresh process, imports included):
   equal the workbench's (checked);
 - ``workbench simulate --out`` with CSV and with ``--format parquet``: speed-up over the naive
   reference (targets >= 4x and >= 10x), and export time over simulation time as the command
-  reports them (targets <= 1 and <= 1/3).
+  reports them (targets <= 1 and <= 1/3);
+- the command's start-up alone (``python -c "import workbench.cli"``: the interpreter, pandas,
+  pyarrow), beside the wall times the two speed-up targets allow.
+Each 100k command runs ``--repeat`` times (default 3) and the fastest run counts.
 Part 2, 1,000,000 requests on 256 clients: peak memory (max RSS) of ``workbench simulate --out``
 (target <= 1.5 GB), and time and peak memory of ``workbench validate`` on that export (targets
 < 60 s, < 2 GB), each its own process.
@@ -65,6 +68,12 @@ def run_measured(cmd: list[str]) -> tuple[float, float, str]:
         return wall, usage.ru_maxrss / 1024, out.read()
 
 
+def best_of(cmd: list[str], repeat: int) -> tuple[float, float, str]:
+    """The fastest of ``repeat`` runs of ``cmd`` (a shared machine's noise only ever adds time)."""
+    runs = [run_measured(cmd) for _ in range(max(repeat, 1))]
+    return min(runs, key=lambda r: r[0])
+
+
 def workbench(*args: str) -> list[str]:
     return [sys.executable, "-m", "workbench", *args]
 
@@ -77,17 +86,19 @@ def times_from(stdout: str) -> tuple[float, float]:
     return int(m.group(1)) / 1e3, int(m.group(2)) / 1e3
 
 
-def measure(skip_big: bool) -> list[tuple[str, float, str, str]]:
+def measure(skip_big: bool, repeat: int = 3) -> list[tuple[str, float, str, str]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         trace = gsm8k_trace(100_000, seed=16, path=tmp / "gsm8k-100k.csv")
         common = ["--trace", str(trace), "--clients", "64", "--batch-size", "32", "--policy", "continuous"]
-        naive_s, _, naive_out = run_measured([sys.executable, str(ROOT / "benchmarks" / "naive_export.py"),
-                                              str(trace), "64", "32", str(tmp / "naive")])
-        csv_s, csv_mb, csv_out = run_measured(workbench("simulate", *common, "--out", str(tmp / "csv")))
-        pq_s, pq_mb, pq_out = run_measured(workbench("simulate", *common, "--out", str(tmp / "pq"),
-                                                     "--format", "parquet"))
+        naive_s, _, naive_out = best_of([sys.executable, str(ROOT / "benchmarks" / "naive_export.py"),
+                                         str(trace), "64", "32", str(tmp / "naive")], repeat)
+        csv_s, csv_mb, csv_out = best_of(workbench("simulate", *common, "--out", str(tmp / "csv")), repeat)
+        pq_s, pq_mb, pq_out = best_of(workbench("simulate", *common, "--out", str(tmp / "pq"),
+                                                "--format", "parquet"), repeat)
+        # What any run of the command costs before it simulates: the interpreter and its imports.
+        floor_s, _, _ = best_of([sys.executable, "-c", "import workbench.cli"], repeat)
         naive_T = json.loads(naive_out)["makespan_s"]
         ours_T = json.loads((tmp / "csv" / "metrics.json").read_text())["makespan_s"]
         if not np.isclose(naive_T, ours_T, rtol=1e-9, atol=0):
@@ -105,6 +116,9 @@ def measure(skip_big: bool) -> list[tuple[str, float, str, str]]:
             ("export 100k/64/32 naive reference wall", naive_s, "s", ""),
             ("export 100k/64/32 workbench simulate --out (csv) wall", csv_s, "s", ""),
             ("export 100k/64/32 workbench simulate --out --format parquet wall", pq_s, "s", ""),
+            ("export 100k/64/32 start-up (python -c 'import workbench.cli') wall", floor_s, "s", ""),
+            ("export 100k/64/32 wall the 4x target allows (naive / 4)", naive_s / 4, "s", ""),
+            ("export 100k/64/32 wall the 10x target allows (naive / 10)", naive_s / 10, "s", ""),
             ("export 100k/64/32 speed-up over naive, csv", naive_s / csv_s, "x", ">= 4"),
             ("export 100k/64/32 speed-up over naive, parquet", naive_s / pq_s, "x", ">= 10"),
             ("export 100k/64/32 csv: simulate time", sim_csv, "s", ""),
@@ -140,8 +154,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", default=str(ROOT / "benchmarks" / "results" / "history.csv"))
     parser.add_argument("--skip-big", action="store_true", help="only the 100k case")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each 100k command; the fastest counts")
     args = parser.parse_args()
-    rows = measure(args.skip_big)
+    rows = measure(args.skip_big, args.repeat)
     stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     machine = f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}"
     rev = commit()

@@ -376,12 +376,14 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     max_partial = config.max_partial_prefills
 
     stolen = [0]
-    arrival_order = np.argsort(engine_arrival, kind="stable").tolist()
-    arrival_list = engine_arrival.tolist()
+    inf = math.inf
+    by_arrival = np.argsort(engine_arrival, kind="stable")
+    arrival_order = by_arrival.tolist()
+    arrival_list = engine_arrival[by_arrival].tolist()  # in arrival order, ended by a sentinel
+    arrival_list.append(inf)
     events: list[tuple[float, int, int, int]] = []
     seq = 0
     ptr = 0
-    inf = math.inf
 
     def pop_waiting(c: ClientState) -> int:
         r = heappop(c.waiting)
@@ -1022,12 +1024,14 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
 
         bar = tqdm(total=n, desc="simulating", unit="request", leave=False, mininterval=0.5)
     loops = 0
+    assign = dispatcher.assign
     while True:
-        loops += 1
-        if bar is not None and not loops & 16383:
-            bar.n = finished[0]
-            bar.refresh()
-        t_arr = arrival_list[arrival_order[ptr]] if ptr < n else inf
+        if bar is not None:
+            loops += 1
+            if not loops & 16383:
+                bar.n = finished[0]
+                bar.refresh()
+        t_arr = arrival_list[ptr]
         t_ev = events[0][0] if events else inf
         t_ep = next_epoch(now, state) if next_epoch is not None else inf
         if t_arr == inf and t_ev == inf and t_ep == inf:
@@ -1037,13 +1041,18 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
             release_held(t_ep)
             continue
         if t_arr <= t_ev:
-            # Arrivals first at equal times, so a boundary sees every request that has arrived.
-            i = arrival_order[ptr]
-            ptr += 1
-            j = int(dispatcher.assign(i, t_arr, state))
-            if j == HOLD and next_epoch is not None:
-                continue
-            enqueue(i, j, t_arr)
+            # Arrivals first at equal times, so a boundary sees every request that has arrived.  Without
+            # decision epochs every arrival of this instant is taken now: what they push is at t_arr or
+            # later, so the loop would take them next anyway.
+            while True:
+                i = arrival_order[ptr]
+                ptr += 1
+                j = int(assign(i, t_arr, state))
+                if j == HOLD and next_epoch is not None:
+                    break
+                enqueue(i, j, t_arr)
+                if next_epoch is not None or arrival_list[ptr] != t_arr:
+                    break
         else:
             t, _, j, version = heappop(events)
             c = state[j]

@@ -365,12 +365,7 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
         raise ConfigError(f"'{out_dir}' is the working folder, a parent of it, the home folder or a root; "
                           "writing the output there would replace everything in it.", field="out",
                           fix="give a new folder for the output, e.g. runs/my-run.")
-    if out_dir.is_dir() and not (out_dir / OUTPUT_MARKER).is_file() and any(out_dir.iterdir()):
-        # Only a folder this package wrote (it holds the marker), or an empty one, is replaced:
-        # --out ~/Documents must not wipe the user's documents.
-        raise ConfigError(f"'{out_dir}' already holds files that workbench did not write; writing the output "
-                          "there would replace them.", field="out",
-                          fix="give a new or empty folder, or delete this one first.")
+    _refuse_foreign(out_dir)  # before the work, so a refusal costs nothing; again under the lock
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
@@ -391,8 +386,26 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
         raise
 
 
+def _refuse_foreign(out_dir: Path) -> None:
+    """ConfigError if ``out_dir`` is a folder holding files this package did not write.
+
+    Only a folder this package wrote (it holds the marker), or an empty one, is replaced: --out
+    ~/Documents must not wipe the user's documents.  The folder is listed once, so a writer swapping
+    its output in at that moment is seen before or after the swap, never half-way.
+    """
+    try:
+        names = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
+    except (FileNotFoundError, NotADirectoryError):
+        names = set()  # moved aside by another writer of the same folder just now
+    if names and OUTPUT_MARKER not in names:
+        raise ConfigError(f"'{out_dir}' already holds files that workbench did not write; writing the output "
+                          "there would replace them.", field="out",
+                          fix="give a new or empty folder, or delete this one first.")
+
+
 def _swap_in(tmp: Path, out_dir: Path, parent: Path) -> None:
     """Move ``tmp`` to ``out_dir``, the previous output aside first and deleted after (under the lock)."""
+    _refuse_foreign(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"'{out_dir}' exists and is not a folder.", field="out",
                           fix="choose another output folder.")
@@ -532,10 +545,12 @@ def requests_from_timeline(timeline: pd.DataFrame, trace: pd.DataFrame) -> pd.Da
 # -- export: per-iteration rows from runs, in chunks, as CSV or Parquet --------------------------------
 #
 # The timeline of a simulated schedule is never held whole for writing: runs are expanded a chunk at a
-# time (about EXPORT_CHUNK_ROWS rows) and each chunk is formatted and written before the next.  CSV
-# bytes are assembled with numpy (each field a fixed-width byte string, padding squeezed out), so they
-# equal pandas' ``to_csv`` byte for byte; anything the fast path cannot prove it writes the same way
-# (a dtype it does not know, a field that would need quoting) falls back to pandas for that file.
+# time (about EXPORT_CHUNK_ROWS rows) and each chunk is formatted and written before the next; a
+# simulator's ``request_ids`` are listed per chunk from its run members (schedule.members).  Every
+# field is given the text pandas' ``to_csv`` writes (floats as Python's repr) and Arrow's CSV writer
+# lays the rows out, so the files equal pandas' byte for byte; anything the fast path cannot prove
+# it writes the same way (a dtype it does not know, a field that would need quoting) falls back to
+# pandas for that file.
 
 #: Rows expanded and written at a time: bounds the memory of an export whatever its size.
 EXPORT_CHUNK_ROWS = 1 << 16

@@ -37,7 +37,7 @@ optional ``requests.predicted_output_tokens`` (whole numbers >= 1, ``schema``),
 ``same-client`` like any other, on the client requests.csv names.
 
 Streaming.  Files are checked in bounded memory: requests and metrics are read whole, the
-timeline in chunks (pandas' chunked reader for CSV, ``iter_batches`` for Parquet) gathered into
+timeline in chunks (pandas' chunked reader for CSV, row group by row group for Parquet) gathered into
 groups of whole clients of about :data:`GROUP_ROWS` rows; each group is checked by
 :func:`_check_group` with the requests requests.csv puts on its clients, then dropped.  Only
 ``metrics`` (and ``trace``) look at all clients at once, from sums kept across groups
