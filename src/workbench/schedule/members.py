@@ -13,6 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 
+#: Runs listed at a time when the ids of many runs are asked for at once.
+SLICE_RUNS = 1 << 15
+
+
 class RunMembers:
     """The members of every run of a schedule whose runs are sorted by client, then time.
 
@@ -94,9 +98,19 @@ class RunMembers:
         lists = pa.LargeListArray.from_arrays(pa.array(offsets), words)
         return pc.binary_join(lists, " ")
 
-    def text(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
-        """The ids of runs ``lo..hi-1`` as a numpy array of ``str`` (what a pandas column holds)."""
-        return self.arrow(lo, len(self) if hi is None else hi).to_numpy(zero_copy_only=False)
+    def text(self, lo: int = 0, hi: int | None = None):
+        """The ids of runs ``lo..hi-1`` as a pandas array of text (what a pandas column holds).
 
-    def __call__(self) -> np.ndarray:
+        Listed a slice of :data:`SLICE_RUNS` runs at a time, so the temporary (run, request) pairs
+        stay small whatever the schedule's size.
+        """
+        import pyarrow as pa
+
+        hi = len(self) if hi is None else min(int(hi), len(self))
+        lo = max(int(lo), 0)
+        parts = [self.arrow(a, min(a + SLICE_RUNS, hi)) for a in range(lo, hi, SLICE_RUNS)]
+        whole = pa.concat_arrays(parts) if parts else pa.array([], type=pa.string())
+        return whole.to_pandas().array
+
+    def __call__(self):
         return self.text()

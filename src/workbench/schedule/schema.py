@@ -53,7 +53,7 @@ class Schedule:
 
     def __init__(self, timeline: pd.DataFrame | None = None, requests: pd.DataFrame | None = None,
                  metrics: dict[str, Any] | None = None, runs: pd.DataFrame | None = None,
-                 run_ids: RunMembers | Callable[[], np.ndarray] | None = None) -> None:
+                 run_ids: RunMembers | Callable[[], Any] | None = None) -> None:
         if timeline is None and runs is None:
             raise ValueError("a Schedule needs a timeline or runs")
         self._timeline = timeline
@@ -636,12 +636,13 @@ def expand_runs(runs: pd.DataFrame, metrics: dict[str, Any]) -> pd.DataFrame:
     work per row.
     """
     seg, numbers = _expand_numbers(runs, metrics)
-    out = {"client": numbers["client"], "iteration": numbers["iteration"], "kind": runs["kind"].to_numpy()[seg],
+    out = {"client": numbers["client"], "iteration": numbers["iteration"], "kind": runs["kind"].array.take(seg),
            "start_s": numbers["start_s"], "end_s": numbers["end_s"], "n_requests": numbers["n_requests"],
            "tokens": numbers["tokens"]}
     for column in runs.columns:
         if column not in out and column not in _RUN_ONLY_COLUMNS:
-            out[column] = runs[column].to_numpy()[seg]
+            # The column's own array type repeats it: Arrow-backed text stays Arrow (no Python string per row).
+            out[column] = runs[column].array.take(seg)
     return pd.DataFrame(out)
 
 
