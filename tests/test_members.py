@@ -86,3 +86,23 @@ def test_a_schedule_of_no_decodes_lists_its_prefills():
                                      "output_tokens": [1, 1, 1], "arrival_s": 0.0}))
     schedule = simulate(trace, 1, 2, "continuous", CM)
     assert schedule.timeline["request_ids"].tolist() == ["x y", "z"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_writing_lists_the_ids_chunk_by_chunk_and_the_same_either_way(tmp_path, fmt, monkeypatch):
+    from workbench.schedule import schema
+
+    trace = _trace(8, "shuffled")
+    lazy = simulate(trace, 3, 5, "hybrid", CM)
+    monkeypatch.setattr(schema._timeline_parts, "__defaults__", (50,))  # many chunks
+    lazy.write(tmp_path / "lazy", format=fmt)
+    assert "request_ids" not in lazy.runs_without_ids().columns  # never held whole for writing
+    held = simulate(trace, 3, 5, "hybrid", CM)
+    held.runs  # the whole column listed first
+    held.write(tmp_path / "held", format=fmt)
+    for name in (f"timeline.{fmt}", f"requests.{fmt}"):
+        if fmt == "csv":
+            assert (tmp_path / "lazy" / name).read_bytes() == (tmp_path / "held" / name).read_bytes()
+        else:
+            a, b = pd.read_parquet(tmp_path / "lazy" / name), pd.read_parquet(tmp_path / "held" / name)
+            pd.testing.assert_frame_equal(a, b)
