@@ -113,4 +113,5 @@ class RunMembers:
         return whole.to_pandas().array
 
     def __call__(self):
+        """The ids of every run: what :attr:`workbench.schedule.Schedule.runs` puts in its column."""
         return self.text()
