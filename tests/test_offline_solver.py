@@ -60,7 +60,12 @@ def test_time_limit_with_incumbent_is_a_result():
     result = solve(model, time_limit=0.5, rel_gap=0.0, warm_start=start)
     assert result.warm_start == "accepted"
     assert result.has_solution and result.status in ("time_limit", "optimal")
-    assert result.bound is not None and result.bound <= result.incumbent + 1e-9
+    # Whether HiGHS reaches a dual bound within 0.5 s depends on the machine's load (CI met a busy one):
+    # a bound it reached is below the incumbent, and without one none is claimed and the gap is open.
+    if result.bound is None:
+        assert result.gap == float("inf")
+    else:
+        assert result.bound <= result.incumbent + 1e-9
     assert result.gap >= 0
 
 
