@@ -37,7 +37,8 @@ BAD_FILES = {
     "header only": ("t.csv", H.encode(), "has no rows"),
     "UTF-16": ("t.csv", (H + "0,5,5\n").encode("utf-16"), "is not UTF-8 text"),
     "Latin-1": ("t.csv", (H + "\u00e9t\u00e9,5,5\n").encode("latin-1"), "is not UTF-8 text"),
-    "binary junk": ("t.csv", bytes(range(256)) * 4, "cannot read"),
+    # pandas 3 refuses it as a CSV it cannot parse, pandas 2 as text that is not UTF-8: one line either way.
+    "binary junk": ("t.csv", bytes(range(256)) * 4, ("cannot read", "is not UTF-8 text")),
     "row longer than header": ("t.csv", (H + "0,1,2,3\n").encode(), "more fields than its header"),
     "missing column": ("t.csv", b"request_id,input_tokens\n0,5\n", "has no column 'output_tokens'"),
     "semicolon separated": ("t.csv", b"request_id;input_tokens;output_tokens\n0;5;5\n", "has no column 'request_id'"),
@@ -69,6 +70,14 @@ BAD_FILES = {
 }
 
 
+def _found(needle, text: str, *, before_quote: bool = False) -> bool:
+    """Whether ``text`` holds the case's expected words (one of them, where pandas versions differ)."""
+    for words in (needle if isinstance(needle, tuple) else (needle,)):
+        if (words.split("'")[0] if before_quote else words) in text:
+            return True
+    return False
+
+
 @pytest.mark.parametrize("case", list(BAD_FILES))
 def test_bad_file_python_api(tmp_path, case):
     name, content, needle = BAD_FILES[case]
@@ -76,7 +85,7 @@ def test_bad_file_python_api(tmp_path, case):
     path.write_bytes(content)
     with pytest.raises(TraceError) as info:
         load_trace(path)
-    assert needle in str(info.value)
+    assert _found(needle, str(info.value))
     assert "Fix:" in str(info.value) or "no column" in str(info.value)
 
 
@@ -90,7 +99,7 @@ def test_bad_file_cli_keeps_the_old_output(tmp_path, capsys, case):
     (out / "keep.txt").write_text("previous result")
     assert main(["simulate", "--trace", str(path), "--clients", "2", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert _found(needle, err) and len(err.splitlines()) == 1 and "Traceback" not in err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "out"])  # no temporary folder left
 
@@ -106,9 +115,9 @@ def test_bad_file_widget_upload(picker, case):
     name, content, needle = BAD_FILES[case]
     before, label = picker.trace, picker.label
     assert picker.load_file(name, content) is False
-    assert needle in picker.last_error and "workbench-upload" not in picker.last_error
+    assert _found(needle, picker.last_error) and "workbench-upload" not in picker.last_error
     assert picker.trace is before and picker.label == label
-    assert needle.split("'")[0] in picker.error.value or "error" in picker.error.value.lower()
+    assert _found(needle, picker.error.value, before_quote=True) or "error" in picker.error.value.lower()
 
 
 @pytest.mark.parametrize("filename", ["..", "a" * 300 + ".csv", "x\x00.csv"])

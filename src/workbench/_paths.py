@@ -68,3 +68,16 @@ def input_file(path: str | Path, *, what: str, field: str, max_bytes: int, error
         raise error(f"{what} '{shown}' is {info.st_size:,} bytes, above the limit of {max_bytes:,}.", field=field,
                     fix="give a smaller file (split the trace, or sample it with workbench.workload.trace.sample_trace).")
     return path
+
+
+@cache
+def exact_floats() -> dict[str, str]:
+    """``read_csv`` options that parse every float exactly as it is written.
+
+    pandas 3 parses floats exactly; the fast parser of pandas 2 can miss by an ulp, and a schedule or
+    trace read back must hold the very times it was written with (``Schedule.read`` of CSV and of
+    Parquet must agree, and a validator compares durations to a few ulps).
+    """
+    import pandas as pd
+
+    return {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}

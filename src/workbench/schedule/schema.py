@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench._paths import MAX_SCHEDULE_FILE_BYTES, input_file
+from workbench._paths import MAX_SCHEDULE_FILE_BYTES, exact_floats, input_file
 from workbench._version import __version__
 from workbench.costmodel.linear import LinearCostModel
 from workbench.errors import ConfigError, ScheduleFileError
@@ -140,7 +140,8 @@ class Schedule:
         requests = read_requests(folder, fmt)
         if fmt == "csv":
             try:
-                timeline = pd.read_csv(folder / "timeline.csv", dtype=_CSV_TEXT_COLUMNS, keep_default_na=False)
+                timeline = pd.read_csv(folder / "timeline.csv", dtype=_CSV_TEXT_COLUMNS, keep_default_na=False,
+                                       **exact_floats())
             except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
                 raise ScheduleFileError(f"cannot read the schedule in '{folder}': {exc}.") from None
         else:
@@ -204,7 +205,7 @@ def read_requests(folder: Path, fmt: str | None = None) -> pd.DataFrame:
         table = _read_parquet(folder / "requests.parquet", REQUEST_COLUMNS, PARQUET_REQUEST_TYPES)
         return _frame_from_arrow(table)
     try:
-        requests = pd.read_csv(folder / "requests.csv")
+        requests = pd.read_csv(folder / "requests.csv", **exact_floats())
         if "request_id" in requests.columns:
             # Ids as written, like timeline.csv's request_ids: the text "01", "+1" or "NaN" is an id,
             # not a number (pandas would read "01" and "1" both as 1).
@@ -297,7 +298,7 @@ def iter_timeline_file(folder: str | Path, fmt: str | None = None, rows: int = 1
     if fmt == "csv":
         try:
             reader = pd.read_csv(folder / "timeline.csv", dtype=_CSV_TEXT_COLUMNS, keep_default_na=False,
-                                 chunksize=rows, usecols=columns)
+                                 chunksize=rows, usecols=columns, **exact_floats())
             with reader:
                 yield from reader
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench._paths import MAX_TRACE_BYTES, data_dir, input_file
+from workbench._paths import MAX_TRACE_BYTES, data_dir, exact_floats, input_file
 from workbench.errors import TraceError
 
 TRACE_COLUMNS = ("request_id", "input_tokens", "output_tokens", "arrival_s")
@@ -64,10 +64,13 @@ def _read_file(path: Path) -> pd.DataFrame:
                 # pandas only warns (for now) when JSON records are not all objects of one shape.
                 warnings.simplefilter("error")
                 # dtype=False: a field is what the JSON holds (true stays a bool, so it can be refused).
-                return pd.read_json(path, lines=suffix != ".json", dtype=False)
+                try:
+                    return pd.read_json(path, lines=suffix != ".json", dtype=False)
+                except AttributeError as exc:  # pandas 2 on a line that is not an object (pandas 3 warns)
+                    raise ValueError(f"a line is not a JSON object ({exc})") from None
         # Ids are labels: read as text so 007 and 1e3 stay as written (ids_from_text keeps plain
         # integers as integers).
-        frame = pd.read_csv(path, dtype={"request_id": str})
+        frame = pd.read_csv(path, dtype={"request_id": str}, **exact_floats())
         header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].str.strip()
         if header.duplicated().any():
             # pandas would rename the second copy "NAME.1" and one of the two would be used silently.
