@@ -1276,8 +1276,8 @@ def _assemble(trace, segments, members, per_request, models, B, n_clients, polic
     # Who is in each run: the sorted position of each request's admitting run and of its last run.
     position = np.empty(len(order), dtype=np.int64)
     position[order] = np.arange(len(order))
-    members = RunMembers(trace["request_id"].astype(str), position[members["pre_seg"]],
-                         position[members["last_seg"]], decode[order])
+    run_members = RunMembers(trace["request_id"].astype(str), position[members["pre_seg"]],
+                             position[members["last_seg"]], decode[order])
     runs = runs.iloc[order].reset_index(drop=True)
     requests = pd.DataFrame({
         "request_id": trace["request_id"].to_numpy(), "client": per_request["client"],
@@ -1306,7 +1306,7 @@ def _assemble(trace, segments, members, per_request, models, B, n_clients, polic
                             params=params, lower_bound_s=lower_bound_s, lower_bound_binding=binding, extra=extra)
     if not same:
         metrics["cost_model"] = [m.coefficients() | {"name": m.name} for m in models]
-    return Schedule(requests=requests, metrics=metrics, runs=runs, run_ids=members)
+    return Schedule(requests=requests, metrics=metrics, runs=runs, run_ids=run_members)
 
 
 def _predictor(spec):

@@ -561,9 +561,6 @@ FORMATS = ("csv", "parquet")
 _RUN_ONLY_COLUMNS = ("start_s", "end_s", "tokens", "first_tokens", "iterations", "first_iteration",
                      "last_iteration")
 _CSV_SPECIALS = (",", '"', "\r", "\n", "\x00")
-#: Columns of the runs table that are the same on every row of a run (the rest of
-#: :data:`_RUN_ONLY_COLUMNS` varies along the run).
-_PER_RUN = ("client", "n_requests")
 
 
 def check_format(fmt: str) -> str:
@@ -725,7 +722,7 @@ def _text_array(values):
             arr = pa.array(values, type=pa.string(), from_pandas=True)
     except (pa.ArrowException, TypeError, ValueError):
         arr = None  # not all text (e.g. numbers in an object column): str() of each, the slow way
-    if arr is not None and isinstance(arr, pa.ChunkedArray):
+    if isinstance(arr, pa.ChunkedArray):  # what pa.array gives for an Arrow-backed pandas column
         arr = arr.combine_chunks()
     if arr is None or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         seq = values.to_pylist() if isinstance(values, (pa.Array, pa.ChunkedArray)) else np.asarray(values, dtype=object)
@@ -943,11 +940,8 @@ def _timeline_tables(schedule: Schedule, columns: list[str]) -> Iterator:
             want = PARQUET_TIMELINE_TYPES.get(c)
             if c in numbers:
                 arrays.append(_parquet_array(numbers[c], want))
-            elif want != "str":  # a per-run number or flag: repeated as it is
-                arrays.append(_parquet_array(per_run[c], want).take(pa.array(seg)))
-            else:
-                words = _parquet_array(per_run[c], "str")
-                arrays.append(pa.DictionaryArray.from_arrays(pa.array(seg.astype(np.int32)), words))
+            else:  # per run: text as a dictionary over the run's rows, a number or flag repeated
+                arrays.append(_per_row(_parquet_array(per_run[c], want), seg))
         yield pa.Table.from_arrays(arrays, names=columns)
 
 
