@@ -1,11 +1,20 @@
-"""The simulation engine: one event loop, clients, batch forming and KV memory, with the cost model injected.
+"""The simulation engine: one event loop over named parts, with the cost model injected.
 
-* :mod:`~workbench.engine.core` - :func:`simulate`, the loop and its iteration formers
-  (``exclusive``: the paper's prefill-or-decode stages; ``mixed``: vLLM V1 / Sarathi-Serve
-  chunked prefill), :class:`EngineConfig`;
-* :mod:`~workbench.engine.client` - a client's state (queue, running batch, KV use, clock);
-* :mod:`~workbench.engine.kv` - KV memory reserved at admission, or paged with recompute
-  preemption and a prefix cache;
+* :mod:`~workbench.engine.core` - :func:`simulate` and :func:`build_engine` (a run to step and join);
+* :mod:`~workbench.engine.config` - :class:`EngineConfig`, how iterations are formed and KV held;
+* :mod:`~workbench.engine.loop` - :class:`Engine`, the loop: ``run(until_s)``, ``step()``, ``decide()``,
+  ``add_replica()``, ``drain_replica()``;
+* :mod:`~workbench.engine.clock` - the event clock;
+* :mod:`~workbench.engine.replica` - a replica's state (queue, running batch, KV use, clock, life) and
+  its read-only view;
+* :mod:`~workbench.engine.requests` - the requests as the engine tracks them;
+* :mod:`~workbench.engine.formers` - the iteration formers (``exclusive``: the paper's prefill-or-decode
+  stages; ``mixed``: vLLM V1 / Sarathi-Serve chunked prefill);
+* :mod:`~workbench.engine.kv` - KV memory reserved at admission, or paged with recompute preemption and
+  a prefix cache;
+* :mod:`~workbench.engine.hooks` - routing, iteration rules, work stealing and outside decisions;
+* :mod:`~workbench.engine.recorder` and :mod:`~workbench.engine.assemble` - the segments and the schedule;
+* :mod:`~workbench.engine.lifecycle` - replicas that come and go;
 * :mod:`~workbench.engine.chunked` - the chunked-prefill entry point and its cost formula.
 """
 
@@ -15,8 +24,7 @@ from workbench.engine.chunked import (  # noqa: F401
     prefill_chunks,
     simulate_chunked,
 )
-from workbench.engine.client import ClientState  # noqa: F401
-from workbench.engine.core import (  # noqa: F401
+from workbench.engine.config import (  # noqa: F401
     DEFAULT_BLOCK_SIZE,
     DEFAULT_TOKEN_BUDGET,
     ENGINE_OPTIONS,
@@ -24,10 +32,14 @@ from workbench.engine.core import (  # noqa: F401
     KV_MODES,
     PROGRESS_MIN_REQUESTS,
     EngineConfig,
-    simulate,
 )
-from workbench.engine.kv import PagedKV  # noqa: F401
+from workbench.engine.core import build_engine, simulate  # noqa: F401
+from workbench.engine.hooks import Decision  # noqa: F401
+from workbench.engine.kv import PagedKV, PagedKVManager  # noqa: F401
+from workbench.engine.loop import Engine, Step  # noqa: F401
+from workbench.engine.replica import ClientState, Replica, ReplicaView  # noqa: F401
 
 __all__ = ["CHUNKED_POLICIES", "DEFAULT_BLOCK_SIZE", "DEFAULT_TOKEN_BUDGET", "ENGINE_OPTIONS", "ITERATION_MODES",
-           "KV_MODES", "PROGRESS_MIN_REQUESTS", "ClientState", "EngineConfig", "PagedKV", "mixed_iteration_time",
+           "KV_MODES", "PROGRESS_MIN_REQUESTS", "ClientState", "Decision", "Engine", "EngineConfig", "PagedKV",
+           "PagedKVManager", "Replica", "ReplicaView", "Step", "build_engine", "mixed_iteration_time",
            "prefill_chunks", "simulate", "simulate_chunked"]

@@ -4,14 +4,17 @@ Two managers, one per run (``kv_mode``):
 
 * ``reserve`` (the paper's setting and the workbench's first one): a request
   holds ``l_i + o_i`` tokens from its admission to its last token; the
-  client's :class:`~workbench.engine.client.ClientState` counts them in
-  ``kv_reserved_tokens`` and nothing here is used.
+  replica (:class:`~workbench.engine.replica.Replica`) counts them in
+  ``kv_reserved_tokens`` and :func:`reserved_admissible` says how many of its
+  waiting requests fit.
 * ``paged`` (vLLM's PagedAttention): memory is ``capacity_blocks`` blocks of
   ``block_size`` tokens; a request holds ``ceil(kv_tokens / block_size)``
   blocks, allocated as its context grows; when a running request needs a
   block and none is free, the engine preempts the most recently admitted
-  running request (recompute preemption).  :class:`PagedKV` is that
-  bookkeeping for one client.
+  running request (recompute preemption).  :class:`PagedKV` is the block
+  pool of one replica; :class:`PagedKVManager` is the request-level policy
+  over it (admission, growth, the victim of a preemption, cache lookups),
+  after vLLM's ``KVCacheManager`` over its ``BlockPool``.
 
 **Prefix caching** (optional, paged only).  Every *full* block of a prompt
 has a key: blocks inside a shared prefix (the trace's ``prefix_id`` +
@@ -29,7 +32,11 @@ recompute hits whatever has not been evicted since.
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections import deque
+
+import pandas as pd
 
 
 class PagedKV:
@@ -173,3 +180,161 @@ class PagedKV:
     def _queued_blocks(self) -> int:
         """Blocks in the free queue that still hold something (cached content or anonymous runs)."""
         return len(self.cached_free) + self.anon_queued
+
+
+def reserved_admissible(c, l: list[int], o: list[int], by_rank: list[int]) -> int:
+    """How many waiting requests, in queue order, fit the free slots and the reserved KV cache."""
+    free = c.batch_size - c.n_running
+    if c.kv_capacity_tokens is None:
+        return min(free, len(c.waiting))
+    room = c.kv_capacity_tokens - c.kv_reserved_tokens
+    count = 0
+    for r in heapq.nsmallest(min(free, len(c.waiting)), c.waiting):
+        need = l[by_rank[r]] + o[by_rank[r]]
+        if need > room:
+            break  # head-of-line: keep the queue order
+        room -= need
+        count += 1
+    return count
+
+
+def prefix_block_keys(trace: pd.DataFrame, block_size: int) -> list[list]:
+    """Per request, the keys of the full blocks of its shared prompt prefix (see the module docstring)."""
+    n = len(trace)
+    keys: list[list] = [[] for _ in range(n)]
+    if "prefix_id" in trace.columns and "prefix_tokens" in trace.columns:
+        pid = trace["prefix_id"].tolist()
+        ptok = trace["prefix_tokens"].tolist()
+        for i in range(n):
+            if pid[i] is None or (isinstance(pid[i], float) and math.isnan(pid[i])):
+                continue
+            keys[i] = [("p", str(pid[i]), b) for b in range(int(ptok[i]) // block_size)]
+    elif "prefix_hashes" in trace.columns:
+        hashes = trace["prefix_hashes"].tolist()
+        per = (trace["prefix_block_tokens"].tolist() if "prefix_block_tokens" in trace.columns else [512] * n)
+        for i in range(n):
+            text = hashes[i]
+            if not isinstance(text, str) or not text.strip():
+                continue
+            chain = text.split()
+            hb = int(per[i])
+            # Engine block b covers tokens [b*bs, (b+1)*bs): shared while inside a hashed block of the chain.
+            n_blocks = (len(chain) * hb) // block_size
+            keys[i] = [("h", chain[(b * block_size) // hb], (b * block_size) % hb) for b in range(n_blocks)]
+    return keys
+
+
+class PagedKVManager:
+    """Paged KV at the level of requests: what fits, what a request holds, whom to preempt.
+
+    One per run, over every replica's :class:`PagedKV` (``replica.paged``).  It reads the
+    requests' prompt lengths, generated tokens and admission order from the engine's
+    :class:`~workbench.engine.requests.RequestTable`.
+    """
+
+    __slots__ = ("requests", "block_size", "block_keys", "mixed")
+
+    def __init__(self, requests, block_size: int, mixed: bool) -> None:
+        self.requests = requests
+        self.block_size = block_size
+        self.block_keys = requests.block_keys
+        self.mixed = mixed
+
+    def keys_for(self, i: int, tokens: int) -> list:
+        """Keys of the full blocks of request i's first ``tokens`` tokens: its shared prefix, then its own."""
+        shared = self.block_keys[i]
+        full = tokens // self.block_size
+        if full <= len(shared):
+            return shared[:full]
+        return shared + [(i, b) for b in range(len(shared), full)]
+
+    def hit_tokens(self, c, i: int, need: int) -> int:
+        """Cached leading tokens of request i's first ``need`` tokens (at least one is always computed)."""
+        if self.block_keys is None:
+            return 0
+        return min(c.paged.lookup(self.keys_for(i, need)), (need - 1) // self.block_size) * self.block_size
+
+    def admissible(self, c, free_slots: int) -> int:
+        """How many waiting requests, in queue order, fit the free slots and the free blocks (head-of-line)."""
+        kvm, rq = c.paged, self.requests
+        free = kvm.free_blocks
+        count = 0
+        for r in heapq.nsmallest(min(free_slots, len(c.waiting)), c.waiting):
+            i = rq.request_of_rank(r)
+            need = rq.l[i] + rq.generated[i]
+            if self.block_keys is not None:
+                keys = self.keys_for(i, need)
+                hit = min(kvm.lookup(keys), (need - 1) // self.block_size)
+                blocks = kvm.blocks(need) - hit + kvm.new_blocks_for_hits(keys, hit)
+            else:
+                blocks = kvm.blocks(need)
+            if blocks > free:
+                break
+            free -= blocks
+            count += 1
+        return count
+
+    def first_chunk_blocks(self, c, i: int, need_tokens: int, hit_tokens: int, first: int) -> int:
+        """Blocks that admitting request i for its cached part and a first chunk of ``first`` tokens takes."""
+        kvm = c.paged
+        hit_blocks = hit_tokens // self.block_size
+        keys = self.keys_for(i, need_tokens) if self.block_keys is not None else []
+        return (kvm.blocks(hit_tokens + first) - hit_blocks
+                + (kvm.new_blocks_for_hits(keys, hit_blocks) if hit_blocks else 0))
+
+    def admit(self, c, i: int, tokens: int) -> int:
+        """Admit request i to c's blocks for the first ``tokens`` tokens it will compute; return cached tokens."""
+        kvm, rq, bs = c.paged, self.requests, self.block_size
+        need = rq.l[i] + rq.generated[i]
+        hit = 0
+        keys: list = []
+        if self.block_keys is not None:
+            keys = self.keys_for(i, need)
+            hit = min(kvm.lookup(keys), (need - 1) // bs)
+            kvm.queried_tokens += need
+            kvm.hits_tokens += hit * bs
+        kvm.admit(i, keys, hit, kvm.blocks(max(hit * bs + tokens, 1)) if self.mixed else kvm.blocks(need))
+        return hit * bs
+
+    def register(self, c, i: int, tokens: int) -> None:
+        """Request i's first ``tokens`` computed tokens become cacheable (prefix caching only)."""
+        if self.block_keys is not None:
+            c.paged.register(i, self.keys_for(i, tokens), tokens // self.block_size)
+
+    def decode_blocks_needed(self, c, j: int) -> int:
+        """New blocks the running decodes need for ``j`` more decode iterations."""
+        rq, bs = self.requests, self.block_size
+        l, gen_base = rq.l, rq.gen_base
+        last = c.decode_count - 1
+        need = 0
+        for _, i in c.running:
+            # Held now: s = l + generated - 1 tokens; ceil((s + j) / bs) - ceil(s / bs), in integers.
+            s = l[i] + last - gen_base[i]
+            need += (s + j - 1) // bs - (s - 1) // bs
+        return need
+
+    def longest_decode_run(self, c, k: int) -> int:
+        """The longest run of at most ``k`` decodes whose new blocks fit (the caller made room for one)."""
+        free = c.paged.free_blocks
+        if self.decode_blocks_needed(c, k) <= free:
+            return k
+        lo, hi = 1, k  # need(lo) fits, need(hi) does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.decode_blocks_needed(c, mid) <= free:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def victim(self, c) -> int:
+        """The running request admitted last (vLLM preempts from the tail of its running list)."""
+        admit_seq = self.requests.admit_seq
+        best, best_seq = -1, -1
+        for _, i in c.running:
+            if admit_seq[i] > best_seq:
+                best, best_seq = i, admit_seq[i]
+        for entry in c.prefilling:
+            if admit_seq[entry[0]] > best_seq:
+                best, best_seq = entry[0], admit_seq[entry[0]]
+        return best

@@ -1,0 +1,209 @@
+"""From the recorder's segments to a ``Schedule``: the run table, the timeline, the requests and the metrics.
+
+Two assemblers, one schema (MODEL.md section 9).  The paper's engine keeps runs of decodes
+in closed form and lists their members lazily (:func:`assemble`); outside it every segment
+carries its members and prompt pieces, and the per-iteration timeline is expanded here
+(:func:`assemble_general`).  The lower bound is the instance's, for the engine's options.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from workbench.costmodel.linear import LinearCostModel
+from workbench.engine.config import EngineConfig
+from workbench.engine.recorder import DECODE, KIND_NAMES, PREEMPT
+from workbench.errors import ConfigError
+from workbench.schedule.bounds import best_lower_bound, chunked_lower_bound
+from workbench.schedule.members import RunMembers
+from workbench.schedule.schema import Schedule, build_metrics, cost_model_record
+
+
+def assemble_general(trace, segments, texts, per_request, models, B, n_clients, policy_name, params, lower_bound_s,
+                      kv, config: EngineConfig, extra, request_extra, block_keys) -> Schedule:
+    """The schedule of a run outside the paper's engine: members recorded per segment, mixed and preempt rows."""
+    from workbench.schedule.schema import expand_runs
+
+    seg_client, seg_kind, seg_k = segments["client"], segments["kind"], segments["k"]
+    order = np.argsort(seg_client, kind="stable")
+    counted = np.where(seg_kind == PREEMPT, 0, seg_k)  # a preemption is a moment, not an iteration
+    k_sorted = counted[order]
+    client_sorted = seg_client[order]
+    ends = np.cumsum(k_sorted)
+    client_first = np.searchsorted(client_sorted, client_sorted, side="left")
+    first_iter = np.empty(len(seg_k), dtype=np.int64)
+    first_iter[order] = ends - k_sorted - np.where(client_first > 0, ends[client_first - 1], 0)
+    decode = seg_kind == DECODE
+    seg_n, seg_tok = segments["n"], segments["tokens"]
+    ids, pids, ptok, pprior = (np.array(t, dtype=object) for t in texts)
+    runs = pd.DataFrame({
+        "client": seg_client, "kind": np.where(decode, "decode", "prefill"),
+        "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
+        "tokens": seg_tok * seg_k + seg_n * (seg_k * (seg_k - 1) // 2) * decode,
+        "first_tokens": seg_tok, "iterations": seg_k, "first_iteration": first_iter,
+        "last_iteration": first_iter + seg_k - 1, "request_ids": ids,
+    })
+    if config.iteration == "mixed":
+        # Mixed iterations are single rows in the order they were formed (time order across clients), as the
+        # chunked-prefill timeline has always been written.
+        order = np.arange(len(seg_k))
+    runs = runs.iloc[order].reset_index(drop=True)
+    kinds = KIND_NAMES[seg_kind[order]]
+    bound_model = models[0] if type(models[0]) is LinearCostModel else getattr(models[0], "bound_model", lambda: None)()
+    record_model = models[0]
+    expand_metrics = {"clients": n_clients, "cost_model": coefficients_record(models)}
+    timeline = expand_runs(runs, expand_metrics)
+    reps = runs["iterations"].to_numpy(np.int64)
+    row_kind = np.repeat(kinds, reps)
+    timeline["kind"] = row_kind
+    timeline.loc[row_kind == "preempt", "iteration"] = -1
+    if config.iteration == "mixed" or config.kv == "paged":
+        # Prompt pieces: the chunks of mixed rows and, with paged KV, the prompts of prefill rows (whose
+        # recomputation and cached part the validator checks through prefill_prior).
+        timeline["prefill_ids"] = np.repeat(pids[order], reps)
+        timeline["prefill_tokens"] = np.repeat(ptok[order], reps)
+        if config.kv == "paged":
+            timeline["prefill_prior"] = np.repeat(pprior[order], reps)
+    requests = pd.DataFrame({
+        "request_id": trace["request_id"].to_numpy(), "client": per_request["client"],
+        "input_tokens": trace["input_tokens"].to_numpy(), "output_tokens": trace["output_tokens"].to_numpy(),
+        "arrival_s": trace["arrival_s"].to_numpy(float), "prefill_start_s": per_request["prefill_start_s"],
+        "first_token_s": per_request["first_token_s"], "finish_s": per_request["finish_s"],
+    })
+    if config.kv == "paged":
+        requests["preemptions"] = np.array(request_extra["preemptions"], dtype=np.int64)
+        requests["recomputed_tokens"] = np.array(request_extra["recomputed_tokens"], dtype=np.int64)
+    if config.prefix_caching:
+        requests["cached_tokens"] = np.array(request_extra["cached_tokens"], dtype=np.int64)
+    binding = "given"
+    if lower_bound_s is None:
+        lower_bound_s, binding = general_bound(trace, n_clients, B, models, bound_model, kv, config, block_keys)
+    if any(v is not None for v in kv):
+        extra["kv_capacity_tokens"] = [None if v is None else int(v) for v in kv]
+    if bound_model is not None and config.iteration == "mixed":
+        extra["lower_bound_model"] = "chunked-prefill"
+    metrics = build_metrics(timeline, clients=n_clients, batch_size=B, cost_model=record_model, policy=policy_name,
+                            params=params, lower_bound_s=lower_bound_s, lower_bound_binding=binding, extra=extra)
+    if not same_models(models):
+        metrics["cost_model"] = [cost_model_record(m) for m in models]
+    return Schedule(timeline=timeline, requests=requests, metrics=metrics)
+
+
+def coefficients_record(models) -> list[dict]:
+    """Per client, the linear coefficients the timeline's decode runs were computed with (zeros if not linear:
+    such runs are single iterations, whose recorded times are kept)."""
+    out = []
+    for m in models:
+        if type(m) is LinearCostModel:
+            out.append(m.coefficients())
+        else:
+            out.append({"a_p": 0.0, "b_p": 0.0, "a_d": 0.0, "b_d": 0.0, "c_d": 0.0})
+    return out
+
+
+def general_bound(trace, n_clients, B, models, bound_model, kv, config: EngineConfig, block_keys):
+    """The makespan lower bound valid for this engine configuration, and which term binds.
+
+    Paged KV frees memory earlier than reservation, so the KV-aware terms (which assume ``l_i + o_i`` held
+    throughout) are dropped; recompute only adds work.  With prefix caching a prompt may skip up to its
+    cached prefix, so the bound is taken on prompts shortened by every token that could be cached.
+    """
+    if bound_model is None or not same_models(models):
+        return float("nan"), "none: the cost model states no linear lower model"
+    bound_trace = trace
+    if block_keys is not None:
+        skip = np.array([len(k) * config.block_size for k in block_keys], dtype=np.int64)
+        l = trace["input_tokens"].to_numpy(np.int64)
+        bound_trace = trace.assign(input_tokens=np.maximum(l - np.minimum(skip, l - 1), 1))
+    caps = kv if config.kv == "reserve" else None
+    if config.iteration == "mixed":
+        bound = chunked_lower_bound(bound_trace, n_clients, B, bound_model, token_budget=config.token_budget,
+                                    kv_capacity_tokens=caps)
+    else:
+        bound = best_lower_bound(bound_trace, n_clients, B, bound_model, kv_capacity_tokens=caps
+                                 if caps is not None else [None] * n_clients)
+    return (bound.value_s, bound.binding) if bound is not None else (float("nan"), None)
+
+
+def assemble(trace, segments, members, per_request, models, B, n_clients, policy_name, params, lower_bound_s,
+              kv) -> Schedule:
+    seg_client, seg_kind, seg_k = segments["client"], segments["kind"], segments["k"]
+    seg_n, seg_tok = segments["n"], segments["tokens"]
+    # Segments were appended in event order, which is time order on each client.
+    order = np.argsort(seg_client, kind="stable")
+    k_sorted = seg_k[order]
+    client_sorted = seg_client[order]
+    ends = np.cumsum(k_sorted)
+    client_first = np.searchsorted(client_sorted, client_sorted, side="left")
+    first_iter = np.empty(len(seg_k), dtype=np.int64)
+    first_iter[order] = ends - k_sorted - np.where(client_first > 0, ends[client_first - 1], 0)
+    decode = seg_kind == DECODE
+    runs = pd.DataFrame({
+        "client": seg_client, "kind": np.where(decode, "decode", "prefill"),
+        "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
+        "tokens": seg_tok * seg_k + seg_n * (seg_k * (seg_k - 1) // 2) * decode,
+        "first_tokens": seg_tok, "iterations": seg_k, "first_iteration": first_iter,
+        "last_iteration": first_iter + seg_k - 1,
+    })
+    # Who is in each run: the sorted position of each request's admitting run and of its last run.
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    run_members = RunMembers(trace["request_id"].astype(str), position[members["pre_seg"]],
+                             position[members["last_seg"]], decode[order])
+    runs = runs.iloc[order].reset_index(drop=True)
+    requests = pd.DataFrame({
+        "request_id": trace["request_id"].to_numpy(), "client": per_request["client"],
+        "input_tokens": trace["input_tokens"].to_numpy(), "output_tokens": trace["output_tokens"].to_numpy(),
+        "arrival_s": trace["arrival_s"].to_numpy(float), "prefill_start_s": per_request["prefill_start_s"],
+        "first_token_s": per_request["first_token_s"], "finish_s": per_request["finish_s"],
+    })
+    bound_model = models[0] if type(models[0]) is LinearCostModel else getattr(models[0], "bound_model", lambda: None)()
+    same = same_models(models)
+    if lower_bound_s is None:
+        if bound_model is None:
+            bound = None  # a measured model that states no linear model below it: no bound is claimed
+        else:
+            bound = (best_lower_bound(trace, n_clients, B, bound_model, kv_capacity_tokens=kv) if same
+                     else fleet_bound(trace, n_clients, B, models))
+        lower_bound_s = bound.value_s if bound is not None else float("nan")
+        binding = bound.binding if bound is not None else None
+    else:
+        binding = "given"
+    extra = {}
+    if any(v is not None for v in kv):
+        extra["kv_capacity_tokens"] = [None if v is None else int(v) for v in kv]
+    # The metrics of the runs equal those of the per-iteration timeline (same durations, summed
+    # per run), so the timeline need not be expanded to report them.
+    metrics = build_metrics(runs, clients=n_clients, batch_size=B, cost_model=models[0], policy=policy_name,
+                            params=params, lower_bound_s=lower_bound_s, lower_bound_binding=binding, extra=extra)
+    if not same:
+        metrics["cost_model"] = [m.coefficients() | {"name": m.name} for m in models]
+    return Schedule(requests=requests, metrics=metrics, runs=runs, run_ids=run_members)
+
+
+def fleet_bound(trace, n_clients, B, models):
+    """Per-client cost models: the mixed-fleet bound of :mod:`workbench.schedule.fleet` (linear models only)."""
+    if not all(isinstance(m, LinearCostModel) for m in models):
+        return None
+    from workbench.schedule.fleet import fleet_lower_bound
+
+    return fleet_lower_bound(trace, n_clients, B, models)
+
+
+def same_models(models) -> bool:
+    return all(m == models[0] for m in models)
+
+
+def unserved_error(unserved, client_of, kv, l, o, trace) -> Exception:
+    """Why requests were never served: a KV cache too small on the client they were dispatched to."""
+    for i in unserved.tolist():
+        j = int(client_of[i])
+        cap = kv[j] if j >= 0 else None
+        if cap is not None and l[i] + o[i] > cap:
+            return ConfigError(f"request {trace['request_id'].iloc[i]!r} needs {int(l[i] + o[i])} KV tokens "
+                               f"(input + output) but client {j}, where it was dispatched, holds {cap}.",
+                               field="kv_capacity_tokens", row=i,
+                               fix="give every client a KV capacity that holds the longest request, "
+                                   "or dispatch such requests to a larger client.")
+    return RuntimeError(f"request row {int(unserved[0])} was never served (a bug in the policy or the simulator).")

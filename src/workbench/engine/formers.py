@@ -1,0 +1,500 @@
+"""The iteration formers: at a replica's iteration boundary, what its next iteration is.
+
+Each former works in two phases around the one decision a scheduler makes:
+
+1. :meth:`prepare` brings the replica to the boundary (work stealing, KV room, prompt
+   chunks already under way) and returns ``admissible``, how many waiting requests could
+   be admitted now (0: there is no choice to make);
+2. :meth:`form` admits the ``m`` requests the iteration rule (or an outside caller)
+   chose, times the iteration with the cost model, records it and schedules its end.
+   It returns ``False`` when the replica must be brought to its boundary again (with paged
+   KV every running request was preempted to make room: the queue has changed).
+
+:meth:`complete` applies an iteration's end (tokens generated, requests finished, memory
+released).  ``exclusive`` (the paper's setting, MODEL.md section 1): an iteration is a
+prefill stage or a run of decode stages, computed in closed form between two batch changes
+(see :mod:`workbench.engine.loop`).  ``mixed`` (vLLM V1, Sarathi-Serve): every running decode
+plus prompt chunks up to the token budget, one iteration at a time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from heapq import heappop, heappush
+
+from workbench.engine.kv import reserved_admissible
+from workbench.engine.recorder import DECODE, MIXED, PREEMPT, PREFILL
+
+
+def id_key(text: str):
+    """Ids in numeric order when they are integers (as the engine lists them), else as text."""
+    return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)
+
+
+def cum_decode_s(r: int, base: float, c_d: float, S: int, n: int) -> float:
+    """Time of the first ``r`` decodes of a run of ``n`` requests whose first reads ``S`` context tokens."""
+    return r * base + c_d * (r * S + n * (r * (r - 1) // 2))
+
+
+class Former:
+    """What both formers share: the engine's parts they act on, preemption, and listing members."""
+
+    def __init__(self, requests, recorder, clock, kv_manager, config, classic: bool, stealing) -> None:
+        self.requests = requests
+        self.recorder = recorder
+        self.clock = clock
+        self.kv = kv_manager  # a PagedKVManager, or None when KV memory is reserved
+        self.paged = kv_manager is not None
+        self.config = config
+        self.classic = classic  # the paper's engine: linear costs, exclusive iterations, reserved KV
+        self.stealing = stealing  # a WorkStealing hook, or None
+        self._emit = recorder.emitter(clock)
+
+    def _steal_if_idle(self, c) -> None:
+        if self.stealing is not None and not c.waiting and c.n_running < c.batch_size and c.accepting:
+            self.stealing.steal_for(c)
+
+    def running_ids(self, c) -> str:
+        if c.ids_cache is None:
+            ids = self.requests.ids_text
+            c.ids_cache = " ".join(sorted((ids[i] for _, i in c.running), key=id_key))
+        return c.ids_cache
+
+    def preempt(self, c, victims: list[int], now: float) -> None:
+        """Recompute preemption: free the victims' blocks, send each back to the front of the queue, record a
+        ``preempt`` row (its tokens: the KV tokens freed)."""
+        rq, kvm = self.requests, c.paged
+        ids_out = []
+        freed = 0
+        for i in victims:
+            if i in c.prefilling_index:
+                entry = c.prefilling_index.pop(i)
+                c.prefilling.remove(entry)
+                tokens = entry[1]  # computed prompt tokens (of the prompt plus generated tokens being recomputed)
+            else:
+                g = c.decode_count - rq.gen_base[i]
+                rq.generated[i] = g
+                tokens = rq.l[i] + g - 1
+                c.running.remove((rq.o[i] + rq.gen_base[i], i))
+                heapq.heapify(c.running)
+                c.ctx_sum -= rq.l[i] + g
+            self.kv.register(c, i, tokens)
+            kvm.release(i, kvm.blocks(tokens))
+            freed += tokens
+            rq.preemptions[i] += 1
+            heappush(c.waiting, rq.requeue_preempted(i))
+            ids_out.append(rq.ids_text[i])
+        c.n_running = len(c.running) + len(c.prefilling)
+        c.ids_cache = None
+        self.recorder.add_listed(c.index, PREEMPT, now, now, 1, len(victims), freed, " ".join(ids_out))
+
+    def _finish(self, c, i: int, end: float, kv_tokens: int) -> None:
+        """Request i produced its last token at ``end``: release its memory and its predicted work."""
+        rq = self.requests
+        rq.finish[i] = end
+        rq.finished += 1
+        if self.paged:
+            c.paged.release(i, c.paged.blocks(kv_tokens))
+        else:
+            c.kv_reserved_tokens -= rq.l[i] + rq.o[i]
+        c.outstanding_s -= rq.w[i]
+
+
+class ExclusiveFormer(Former):
+    """The paper's iterations: a prefill stage (the rule admits) or a run of decode stages."""
+
+    def prepare(self, c, now: float) -> int:
+        c.clock_s = now
+        c.current = None
+        if self.stealing is not None:
+            self._steal_if_idle(c)
+        if c.waiting and c.n_running < c.batch_size:
+            rq = self.requests
+            c.admissible = admissible = (reserved_admissible(c, rq.l, rq.o, rq.by_rank) if not self.paged
+                                         else self.kv.admissible(c, c.batch_size - c.n_running))
+            return admissible
+        return 0
+
+    def form(self, c, now: float, m: int) -> bool:
+        """A prefill of ``m`` requests, or else a run of decodes up to the next completion (closed form; one
+        decode for a measured model), or else nothing (the replica idles)."""
+        if m > 0:
+            (self._prefill_classic if self.classic else self._prefill)(c, now, m)
+            return True
+        if c.n_running == 0:
+            c.pending = False
+            return True
+        nr, tokens = c.n_running, c.ctx_sum
+        k = c.running[0][0] - c.decode_count if c.linear else 1
+        if self.paged:
+            k = self.fit_run(c, k, now)
+            nr, tokens = c.n_running, c.ctx_sum
+            if nr == 0:
+                return False  # everyone was preempted: the queue changed, start the boundary again
+        if c.linear:
+            end = now + (k * (c.a_d + c.b_d * nr) + c.c_d * (k * tokens + nr * (k * (k - 1) // 2)))
+        else:
+            end = now + self._measured_decode_s(c, nr, tokens)
+        if self.classic:
+            self._emit(c, DECODE, now, end, k, nr, tokens)
+        else:
+            c.current = self.recorder.add_listed(c.index, DECODE, now, end, k, nr, tokens, self.running_ids(c))
+            self.clock.at(c, end)
+        return True
+
+    def _measured_decode_s(self, c, nr: int, tokens: int) -> float:
+        if c.skew_aware:
+            rq, d = self.requests, c.decode_count
+            longest = max(rq.l[i] + d - rq.gen_base[i] for _, i in c.running)
+            return float(c.cost_model.iteration_time(nr, tokens, [], [], decode_max_context_tokens=longest))
+        return float(c.cost_model.decode_time(nr, tokens))
+
+    def _prefill_classic(self, c, now: float, m: int) -> None:
+        """The paper's engine, the hot path: ``m`` requests prefilled from the queue head."""
+        rq = self.requests
+        by_rank, l, o, seen = rq.by_rank, rq.l, rq.o, rq.seen
+        prefill_start, pre_seg, predicted_finish = rq.prefill_start, rq.pre_seg, rq.predicted_finish
+        waiting, running = c.waiting, c.running
+        members = [by_rank[heappop(waiting)] for _ in range(m)]
+        index = len(self.recorder.start)
+        tokens = 0
+        done_at_prefill = []
+        count = c.decode_count - 1
+        for i in members:
+            li, oi = l[i], o[i]
+            tokens += li
+            prefill_start[i] = now
+            pre_seg[i] = index
+            if oi > 1:
+                heappush(running, (count + oi, i))
+                predicted_finish[i] = count + seen[i]
+                c.ctx_sum += li + 1
+            else:
+                done_at_prefill.append(i)
+            c.kv_reserved_tokens += li + oi
+        c.n_running = len(running)
+        end = now + (c.a_p + c.b_p * tokens if c.linear else float(c.cost_model.prefill_time(tokens)))
+        c._just_prefilled = (members, done_at_prefill)
+        c.ids_cache = None
+        self._emit(c, PREFILL, now, end, 1, m, tokens)
+
+    def _prefill(self, c, now: float, m: int) -> None:
+        """A prefill stage outside the paper's engine: recomputes, cached prefixes, members listed."""
+        rq = self.requests
+        l, o, generated = rq.l, rq.o, rq.generated
+        members = [rq.pop_waiting(c) for _ in range(m)]
+        tokens = 0
+        done_at_prefill = []
+        pieces: list[tuple[int, int]] = []  # (computed tokens, cached tokens) per member
+        count = c.decode_count - 1
+        for i in members:
+            li, oi, g = l[i], o[i], generated[i]
+            need = li + g  # a preempted request recomputes its prompt and the tokens it had generated
+            hit = self.kv.admit(c, i, need) if self.paged else 0
+            if not self.paged:
+                c.kv_reserved_tokens += li + oi
+            rq.cached[i] += hit
+            if g:
+                rq.recomputed[i] += need - hit
+            tokens += need - hit
+            pieces.append((need - hit, hit))
+            if rq.prefill_start[i] != rq.prefill_start[i]:
+                rq.prefill_start[i] = now
+            rq.admissions += 1
+            rq.admit_seq[i] = rq.admissions
+            if g + 1 < oi:
+                rq.gen_base[i] = c.decode_count - (g + 1)
+                heappush(c.running, (oi + rq.gen_base[i], i))
+                rq.predicted_finish[i] = count + max(rq.seen[i] - g, 1)
+                c.ctx_sum += li + g + 1
+            else:
+                done_at_prefill.append(i)
+        c.n_running = len(c.running)
+        end = now + (c.a_p + c.b_p * tokens if c.linear else float(c.cost_model.prefill_time(tokens)))
+        c._just_prefilled = (members, done_at_prefill)
+        c.ids_cache = None
+        ids = rq.ids_text
+        c.current = self.recorder.add_listed(
+            c.index, PREFILL, now, end, 1, m, tokens, " ".join(sorted((ids[i] for i in members), key=id_key)),
+            " ".join(ids[i] for i in members), " ".join(str(p[0]) for p in pieces),
+            " ".join(str(p[1]) for p in pieces))
+        self.clock.at(c, end)
+
+    def fit_run(self, c, k: int, now: float) -> int:
+        """Paged KV: the longest run of at most k decodes whose blocks fit, preempting first if none fits."""
+        kv = self.kv
+        while c.running and kv.decode_blocks_needed(c, 1) > c.paged.free_blocks:
+            self.preempt(c, [kv.victim(c)], now)
+        if not c.running:
+            return 0
+        return kv.longest_decode_run(c, k)
+
+    def complete(self, c) -> None:
+        """Apply the end of ``c``'s current segment: a prefill's first tokens, or a decode run's completions."""
+        index = c.current
+        if index is None:
+            return
+        rec = self.recorder
+        if rec.kind[index] == PREFILL:
+            self._complete_prefill(c, index)
+            return
+        end, k, nr = rec.end[index], rec.k[index], rec.n[index]
+        if self.paged:
+            c.paged.grow(-1, self.kv.decode_blocks_needed(c, k))
+        c.decode_count += k
+        c.ctx_sum += nr * k
+        d = c.decode_count
+        running = c.running
+        if running and running[0][0] <= d:
+            rq = self.requests
+            l, o, last_seg, finish, w = rq.l, rq.o, rq.last_seg, rq.finish, rq.w
+            paged = self.paged
+            while running and running[0][0] <= d:
+                i = heappop(running)[1]
+                finish[i] = end
+                rq.finished += 1
+                last_seg[i] = index
+                done = l[i] + o[i]
+                c.ctx_sum -= done
+                if paged:
+                    c.paged.release(i, c.paged.blocks(done - 1))
+                else:
+                    c.kv_reserved_tokens -= done
+                c.outstanding_s -= w[i]
+                c.ids_cache = None
+        c.n_running = len(running)
+
+    def _complete_prefill(self, c, index: int) -> None:
+        rq = self.requests
+        end = self.recorder.end[index]
+        members, done = c._just_prefilled
+        first_token = rq.first_token
+        if self.classic:
+            for i in members:
+                first_token[i] = end
+        else:
+            for i in members:
+                if first_token[i] != first_token[i]:  # a recompute keeps the first token's time
+                    first_token[i] = end
+        for i in done:
+            rq.last_seg[i] = index
+            self._finish(c, i, end, rq.l[i] + rq.generated[i])
+        if self.paged:
+            for i in members:
+                if i not in done:
+                    self.kv.register(c, i, rq.l[i] + rq.generated[i])
+        c._just_prefilled = ((), ())
+
+    def cut_run_at(self, c, t: float) -> None:
+        """End the decode run in progress at the first iteration boundary at or after ``t``."""
+        index = c.current
+        rec = self.recorder
+        if index is None or rec.kind[index] != DECODE or rec.k[index] <= 1 or not c.linear:
+            return
+        t0, k, nr, S = rec.start[index], rec.k[index], rec.n[index], rec.tokens[index]
+        base = c.a_d + c.b_d * nr
+        # Solve cum(r) = t - t0 for r, then step to the first boundary at or after t.
+        target = t - t0
+        qa, qb = c.c_d * nr / 2.0, base + c.c_d * (S - nr / 2.0)
+        r = target / qb if qa == 0 else (-qb + math.sqrt(qb * qb + 4 * qa * target)) / (2 * qa)
+        r = max(1, min(k, int(math.ceil(r))))
+        while r > 1 and t0 + cum_decode_s(r - 1, base, c.c_d, S, nr) >= t:
+            r -= 1
+        while r < k and t0 + cum_decode_s(r, base, c.c_d, S, nr) < t:
+            r += 1
+        if r >= k:
+            return
+        rec.k[index] = r
+        rec.end[index] = t0 + cum_decode_s(r, base, c.c_d, S, nr)
+        self.clock.at(c, rec.end[index])
+
+
+class MixedFormer(Former):
+    """vLLM V1's iterations: every running decode plus prompt chunks up to the token budget."""
+
+    def prepare(self, c, now: float) -> int:
+        c.clock_s = now
+        c.current = None
+        if self.stealing is not None:
+            self._steal_if_idle(c)
+        preempted_now = self._make_room(c, now) if self.paged else False
+        n_d, budget, chunks = self._continue_chunks(c)
+        c.forming = (n_d, budget, chunks)
+        if budget > 0 and c.waiting and c.n_running < c.batch_size and not preempted_now:
+            rq = self.requests
+            # Paged: blocks are checked request by request in form(), for the cached part and the first
+            # chunk only (vLLM allocates a prompt's blocks chunk by chunk).
+            c.admissible = admissible = (reserved_admissible(c, rq.l, rq.o, rq.by_rank) if not self.paged
+                                         else min(c.batch_size - c.n_running, len(c.waiting)))
+            return admissible
+        return 0
+
+    def _make_room(self, c, now: float) -> bool:
+        """Blocks for this iteration's decode tokens and the chunks under way: preempt the newest running
+        requests until they fit (vLLM then admits nobody new in this step).  Whether anyone was preempted."""
+        rq, kv, kvm = self.requests, self.kv, c.paged
+        tau = self.config.token_budget
+        preempted = False
+        while c.running or c.prefilling:
+            need = kv.decode_blocks_needed(c, 1)
+            budget = tau - len(c.running)
+            for i, done in c.prefilling:
+                if budget <= 0:
+                    break
+                take = min(rq.l[i] + rq.generated[i] - done, budget)
+                need += kvm.blocks(done + take) - kvm.blocks(done)
+                budget -= take
+            if need <= kvm.free_blocks:
+                break
+            self.preempt(c, [kv.victim(c)], now)
+            preempted = True
+        return preempted
+
+    def _continue_chunks(self, c) -> tuple[int, int, list]:
+        """This iteration's decodes and the next chunks of the prompts under way, in admission order."""
+        rq = self.requests
+        kvm = c.paged
+        if self.paged:
+            kvm.grow(-1, self.kv.decode_blocks_needed(c, 1))  # the decode tokens, before anyone is admitted
+        n_d = len(c.running)
+        budget = self.config.token_budget - n_d
+        chunks: list[tuple[int, int, int]] = []  # (request, chunk tokens, prompt tokens done before)
+        for i, done in c.prefilling:
+            if budget <= 0:
+                break
+            take = min(rq.l[i] + rq.generated[i] - done, budget)
+            chunks.append((i, take, done))
+            budget -= take
+            if self.paged:
+                kvm.grow(i, kvm.blocks(done + take) - kvm.blocks(done))
+        return n_d, budget, chunks
+
+    def form(self, c, now: float, m: int) -> bool:
+        n_d, budget, chunks = c.forming
+        c.forming = None
+        if m > 0:
+            self._admit(c, now, m, budget, chunks)
+        if n_d == 0 and not chunks:
+            c.pending = False
+            return True
+        end = self._iteration_end(c, now, n_d, chunks)
+        c._just_prefilled = chunks
+        ids = self.requests.ids_text
+        c.current = self.recorder.add_listed(
+            c.index, MIXED if chunks else DECODE, now, end, 1, n_d, c.ctx_sum, self.running_ids(c),
+            " ".join(ids[ch[0]] for ch in chunks), " ".join(str(ch[1]) for ch in chunks),
+            " ".join(str(ch[2]) for ch in chunks))
+        self.clock.at(c, end)
+        return True
+
+    def _admit(self, c, now: float, m: int, budget: int, chunks: list) -> None:
+        """Admit up to ``m`` waiting requests in queue order, each with a first chunk, while the budget,
+        the partial-prefill limit and the KV memory allow (head-of-line: the queue order is kept)."""
+        rq, kv = self.requests, self.kv
+        l, o, generated = rq.l, rq.o, rq.generated
+        max_partial = self.config.max_partial_prefills
+        partial = sum(1 for ch in chunks if ch[2] + ch[1] < l[ch[0]] + generated[ch[0]])
+        while budget > 0 and m > 0 and c.waiting:
+            i = rq.peek_waiting(c)
+            need_tokens = l[i] + generated[i]
+            if max_partial is not None and partial >= max_partial:
+                break
+            if not self.paged:
+                want = l[i] + o[i]
+                if c.kv_capacity_tokens is not None and c.kv_reserved_tokens + want > c.kv_capacity_tokens:
+                    break
+            m -= 1
+            hit = 0
+            if self.paged:
+                hit_tokens = kv.hit_tokens(c, i, need_tokens)
+                first = min(need_tokens - hit_tokens, budget)
+                if kv.first_chunk_blocks(c, i, need_tokens, hit_tokens, first) > c.paged.free_blocks:
+                    break
+                rq.pop_waiting(c)
+                hit = kv.admit(c, i, first)
+                rq.cached[i] += hit
+            else:
+                rq.pop_waiting(c)
+                c.kv_reserved_tokens += l[i] + o[i]
+            entry = [i, hit]
+            c.prefilling.append(entry)
+            c.prefilling_index[i] = entry
+            rq.admissions += 1
+            rq.admit_seq[i] = rq.admissions
+            if rq.prefill_start[i] != rq.prefill_start[i]:
+                rq.prefill_start[i] = now
+            take = min(need_tokens - hit, budget)
+            chunks.append((i, take, hit))
+            budget -= take
+            if hit + take < need_tokens:
+                partial += 1
+            c.n_running = len(c.running) + len(c.prefilling)
+
+    def _iteration_end(self, c, now: float, n_d: int, chunks: list) -> float:
+        ctx = c.ctx_sum
+        if c.linear:
+            if chunks:
+                P = sum(ch[1] for ch in chunks)
+                Q = sum(ch[2] for ch in chunks)
+                return now + (c.a_m + c.b_d * n_d + c.c_d * (ctx + Q) + c.b_p * P)
+            return now + (c.a_d + c.b_d * n_d + c.c_d * ctx)
+        # A measured attention kernel is slower for skewed contexts than for their mean: the cost model
+        # may correct for it from the longest context.
+        rq, d = self.requests, c.decode_count
+        longest = max((rq.l[i] + d - rq.gen_base[i] for _, i in c.running), default=0)
+        return now + float(c.cost_model.iteration_time(n_d, ctx, [ch[1] for ch in chunks], [ch[2] for ch in chunks],
+                                                       **({"decode_max_context_tokens": longest}
+                                                          if c.skew_aware else {})))
+
+    def complete(self, c) -> None:
+        index = c.current
+        if index is None:
+            return
+        end = self.recorder.end[index]
+        if self.recorder.n[index]:
+            self._complete_decodes(c, end, self.recorder.n[index])
+        if c._just_prefilled:
+            self._complete_chunks(c, end, c._just_prefilled)
+            c._just_prefilled = ()
+        c.n_running = len(c.running) + len(c.prefilling)
+
+    def _complete_decodes(self, c, end: float, n_d: int) -> None:
+        rq = self.requests
+        c.decode_count += 1
+        c.ctx_sum += n_d
+        d = c.decode_count
+        running = c.running
+        while running and running[0][0] <= d:
+            i = heappop(running)[1]
+            done = rq.l[i] + rq.o[i]
+            c.ctx_sum -= done
+            self._finish(c, i, end, done - 1)
+            c.ids_cache = None
+
+    def _complete_chunks(self, c, end: float, chunks: list) -> None:
+        rq = self.requests
+        l, o, generated = rq.l, rq.o, rq.generated
+        for i, take, _ in chunks:
+            entry = c.prefilling_index[i]
+            entry[1] += take
+            need = l[i] + generated[i]
+            if self.paged:
+                self.kv.register(c, i, entry[1])
+            if generated[i] and take:
+                rq.recomputed[i] += take
+            if entry[1] < need:
+                continue
+            del c.prefilling_index[i]
+            c.prefilling.remove(entry)
+            g = generated[i] + 1  # the prompt's last chunk yields a token
+            if rq.first_token[i] != rq.first_token[i]:
+                rq.first_token[i] = end
+            if g >= o[i]:
+                self._finish(c, i, end, need)
+            else:
+                rq.gen_base[i] = c.decode_count - g
+                heappush(c.running, (o[i] + rq.gen_base[i], i))
+                rq.predicted_finish[i] = c.decode_count - 1 + max(rq.seen[i] - generated[i], 1)
+                c.ctx_sum += l[i] + g
+                c.ids_cache = None

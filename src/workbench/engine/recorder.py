@@ -1,0 +1,99 @@
+"""The recorder: the segments a run produced, one flat list per field, turned into a ``Schedule`` at the end.
+
+A *segment* is a prefill stage, a run of decode iterations between two batch changes
+(``k`` iterations in closed form), a mixed iteration, or a preemption (a moment).  In the
+paper's engine a segment's members are not stored: each request's admitting and last
+segment are enough (:class:`~workbench.schedule.members.RunMembers`).  Outside it a request
+may leave and rejoin a batch or prefill in chunks, so every segment records its members, its
+prompt pieces and their tokens already in the KV cache as text, as it is formed.
+"""
+
+from __future__ import annotations
+
+from heapq import heappush
+
+import numpy as np
+
+PREFILL, DECODE, MIXED, PREEMPT = 0, 1, 2, 3
+KIND_NAMES = np.array(["prefill", "decode", "mixed", "preempt"], dtype=object)
+
+
+class Recorder:
+    """The segment lists; ``classic`` (the paper's engine) keeps no member text."""
+
+    __slots__ = ("classic", "client", "kind", "start", "end", "k", "n", "tokens", "ids", "pids", "ptok", "pprior")
+
+    def __init__(self, classic: bool) -> None:
+        self.classic = classic
+        self.client: list[int] = []
+        self.kind: list[int] = []
+        self.start: list[float] = []
+        self.end: list[float] = []
+        self.k: list[int] = []
+        self.n: list[int] = []
+        self.tokens: list[int] = []
+        self.ids: list[str] = []
+        self.pids: list[str] = []
+        self.ptok: list[str] = []
+        self.pprior: list[str] = []  # per prompt piece: its tokens already in the KV cache (paged schedules)
+
+    def add(self, client: int, kind: int, start: float, end: float, k: int, n: int, tokens: int) -> int:
+        """Append a segment of the paper's engine (no member text); return its index."""
+        index = len(self.start)
+        self.client.append(client)
+        self.kind.append(kind)
+        self.start.append(start)
+        self.end.append(end)
+        self.k.append(k)
+        self.n.append(n)
+        self.tokens.append(tokens)
+        return index
+
+    def emitter(self, clock):
+        """``emit(replica, kind, start, end, k, n, tokens)``: append a segment of the paper's engine as the
+        replica's current one and schedule its end on ``clock``.  The hot path of the paper's engine: the
+        lists' appends are bound once here, so a segment costs no attribute look-ups."""
+        lists = (self.client, self.kind, self.start, self.end, self.k, self.n, self.tokens)
+        client, kind_, start, end_, k_, n_, tokens_ = (x.append for x in lists)
+        starts, events = self.start, clock.events
+
+        def emit(c, kind: int, now: float, end: float, k: int, n: int, tokens: int) -> None:
+            c.current = len(starts)
+            client(c.index)
+            kind_(kind)
+            start(now)
+            end_(end)
+            k_(k)
+            n_(n)
+            tokens_(tokens)
+            c.version += 1
+            c.pending = True
+            clock.seq += 1
+            heappush(events, (end, clock.seq, c.index, c.version))
+        return emit
+
+    def add_listed(self, client: int, kind: int, start: float, end: float, k: int, n: int, tokens: int,
+                   ids: str = "", pids: str = "", ptok: str = "", pprior: str = "") -> int:
+        """Append a segment with its members and prompt pieces as text; return its index."""
+        index = self.add(client, kind, start, end, k, n, tokens)
+        self.ids.append(ids)
+        self.pids.append(pids)
+        self.ptok.append(ptok)
+        self.pprior.append(pprior)
+        return index
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"client": np.array(self.client, dtype=np.int64), "kind": np.array(self.kind, dtype=np.int8),
+                "start_s": np.array(self.start, dtype=float), "end_s": np.array(self.end, dtype=float),
+                "k": np.array(self.k, dtype=np.int64), "n": np.array(self.n, dtype=np.int64),
+                "tokens": np.array(self.tokens, dtype=np.int64)}
+
+    def texts(self) -> tuple[list[str], list[str], list[str], list[str]]:
+        return self.ids, self.pids, self.ptok, self.pprior
+
+    def free(self) -> None:
+        for spent in (self.client, self.kind, self.start, self.end, self.k, self.n, self.tokens):
+            spent.clear()
