@@ -206,3 +206,19 @@ def test_datetime_column_becomes_seconds_at_any_resolution(unit):
     stamps = pd.Series(pd.to_datetime(["2023-11-16 18:15:46", "2023-11-16 19:15:46"])).dt.as_unit(unit)
     seconds = _numbers(pd.DataFrame({"t": stamps}), "t", "x", "fix")
     assert (seconds - seconds[0]).tolist() == [0.0, 3600.0]
+
+
+def test_prefix_ids_are_text_as_written_in_csv(tmp_path):
+    # 007, 7, 7.0 and 70e-1 are four labels: read as numbers they became one prefix and shared cache hits
+    path = _write(tmp_path / "p.csv", "request_id,input_tokens,output_tokens,prefix_id,prefix_tokens\n"
+                  "0,100,5,007,10\n1,100,5,7,10\n2,100,5,7.0,10\n3,100,5,70e-1,10\n4,100,5,,0\n")
+    trace = load_trace(path)
+    assert trace["prefix_id"].tolist() == ["007", "7", "7.0", "70e-1", ""]
+    summary = prefix_summary(trace)
+    assert summary["distinct"] == 4 and summary["reusable_prompt_tokens"] == 0
+
+
+def test_prefix_hashes_are_text_as_written_in_csv(tmp_path):
+    path = _write(tmp_path / "h.csv", "request_id,input_tokens,output_tokens,prefix_hashes,prefix_block_tokens\n"
+                  "0,10,5,012,16\n1,10,5,12,16\n")
+    assert load_trace(path)["prefix_hashes"].tolist() == ["012", "12"]
