@@ -107,3 +107,23 @@ def test_engine_never_shares_a_recomputed_requests_generated_tokens():
     assert s.requests["preemptions"].tolist()[1] == 1
     assert validate(s, trace).ok
     assert s.requests["cached_tokens"].tolist()[2] == 32
+
+
+def _preempting_schedule():
+    trace = make_trace([(8, 12), (8, 12)])
+    return trace, simulate(trace, 1, 2, "continuous", CM, kv="paged", block_size=4, kv_capacity_tokens=24)
+
+
+@pytest.mark.parametrize("column", ["preemptions", "recomputed_tokens"])
+def test_a_paged_schedule_without_its_request_columns_is_refused(column):
+    trace, s = _preempting_schedule()
+    s.requests = s.requests.drop(columns=[column])
+    report = validate(s, trace)
+    assert "schema" in report.rules_violated() and column in str(report), str(report)
+
+
+def test_preemption_counts_are_checked_against_the_preempt_rows():
+    trace, s = _preempting_schedule()
+    assert s.requests["preemptions"].tolist() == [0, 1] and validate(s, trace).ok
+    s.requests["preemptions"] = [0, 0]
+    assert "paged-rows" in validate(s, trace).rules_violated()

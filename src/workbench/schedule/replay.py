@@ -171,6 +171,12 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
         report.add("schema", "a paged schedule lists its prompt pieces in prefill_ids, prefill_tokens and "
                    "prefill_prior")
         return
+    wanted = ("preemptions", "recomputed_tokens") + (("cached_tokens",) if caching else ())
+    lacking = [c for c in wanted if c not in rq.columns] if paged else []
+    if lacking:
+        report.add("schema", f"a paged schedule's requests table holds {', '.join(wanted)}; it lacks "
+                   f"{', '.join(lacking)} (MODEL.md section 9)")
+        return
     for column in ("prefill_ids", "prefill_tokens", "prefill_prior"):
         if column not in tl.columns:
             tl = tl.assign(**{column: ""})
@@ -194,6 +200,7 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
     need = [0] * n
     cached = [0] * n  # the cached part of the admission in progress
     cached_total = [0] * n
+    preempted = [0] * n  # preempt rows that list the request
     prefill_start = [math.nan] * n
     first_token = [math.nan] * n
     finish = [math.nan] * n
@@ -234,6 +241,7 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
                         bad["paged-rows"].append(f"{where}: preempts {ids[i]}, which is {state[i]}")
                         continue
                     state[i] = "waiting"
+                    preempted[i] += 1
                     computed[i] = cached[i] = 0
                     cache.release(i)
                 continue
@@ -370,6 +378,11 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
     for i in range(n):
         if state[i] != "finished":
             bad["paged-tokens"].append(f"{ids[i]} ends {state[i]} with {generated[i]} of {o[i]} tokens")
+    if "preemptions" in rq.columns:
+        wrong = np.flatnonzero(rq["preemptions"].to_numpy(np.int64) != np.array(preempted, dtype=np.int64))
+        if len(wrong):
+            bad["paged-rows"].append(f"requests.preemptions disagrees with the preempt rows for "
+                                     f"{examples(np.array(ids)[wrong])}")
     if "cached_tokens" in rq.columns:
         wrong = np.flatnonzero(rq["cached_tokens"].to_numpy(np.int64) != np.array(cached_total, dtype=np.int64))
         if len(wrong):
