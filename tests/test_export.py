@@ -364,3 +364,21 @@ def test_reproduce_refuses_an_unknown_format_before_running(tmp_path, capsys):
     out = tmp_path / "rep"
     assert main(["reproduce", "--cases", "0", "--workers", "0", "--out", str(out), "--format", "feather"]) == 2
     assert "--format" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("policy", ["paper-baseline", "vllm"])
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_timeline_of_no_rows_is_invalid_or_refused_in_one_line(tmp_path, capsys, policy, fmt):
+    # a zero-row timeline.parquet crashed validate (paged: "No objects to concatenate") and report
+    out = tmp_path / "out"
+    _schedule("synthetic", policy).write(out, format=fmt)
+    path = out / f"timeline.{fmt}"
+    empty = (pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path)).iloc[:0]
+    empty.to_parquet(path) if fmt == "parquet" else empty.to_csv(path, index=False)
+    before = sorted(p.name for p in out.iterdir())
+    assert main(["validate", str(out)]) == 1
+    capsys.readouterr()
+    assert main(["report", str(out), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no iterations" in err, err
+    assert sorted(p.name for p in out.iterdir()) == before and not (tmp_path / "r").exists()

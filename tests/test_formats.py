@@ -189,3 +189,36 @@ def test_shared_vllm_run_means_match_its_readme():
     assert trace["measured_ttft_s"].mean() == pytest.approx(7.097, abs=5e-4)
     assert trace["measured_tpot_s"].mean() == pytest.approx(0.0325, abs=5e-5)
     assert trace["measured_e2e_s"].mean() == pytest.approx(28.201, abs=5e-4)
+
+
+@pytest.mark.parametrize("digits", [0, 3, 6, 9])
+def test_azure_timestamps_with_few_fractional_digits_keep_seconds(tmp_path, digits):
+    # pandas 3 parses <= 6 fractional digits at microsecond (or coarser) resolution: int64 is then not ns
+    frac = ("." + "5" * digits) if digits else ""
+    path = _write(tmp_path / "az.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                  f"2023-11-16 18:15:46{frac},10,1\n2023-11-16 19:15:46{frac},10,1\n")
+    assert load_trace(path)["arrival_s"].tolist() == pytest.approx([0.0, 3600.0], abs=1e-9)
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_datetime_column_becomes_seconds_at_any_resolution(unit):
+    from workbench.workload.formats import _numbers
+    stamps = pd.Series(pd.to_datetime(["2023-11-16 18:15:46", "2023-11-16 19:15:46"])).dt.as_unit(unit)
+    seconds = _numbers(pd.DataFrame({"t": stamps}), "t", "x", "fix")
+    assert (seconds - seconds[0]).tolist() == [0.0, 3600.0]
+
+
+def test_prefix_ids_are_text_as_written_in_csv(tmp_path):
+    # 007, 7, 7.0 and 70e-1 are four labels: read as numbers they became one prefix and shared cache hits
+    path = _write(tmp_path / "p.csv", "request_id,input_tokens,output_tokens,prefix_id,prefix_tokens\n"
+                  "0,100,5,007,10\n1,100,5,7,10\n2,100,5,7.0,10\n3,100,5,70e-1,10\n4,100,5,,0\n")
+    trace = load_trace(path)
+    assert trace["prefix_id"].tolist() == ["007", "7", "7.0", "70e-1", ""]
+    summary = prefix_summary(trace)
+    assert summary["distinct"] == 4 and summary["reusable_prompt_tokens"] == 0
+
+
+def test_prefix_hashes_are_text_as_written_in_csv(tmp_path):
+    path = _write(tmp_path / "h.csv", "request_id,input_tokens,output_tokens,prefix_hashes,prefix_block_tokens\n"
+                  "0,10,5,012,16\n1,10,5,12,16\n")
+    assert load_trace(path)["prefix_hashes"].tolist() == ["012", "12"]

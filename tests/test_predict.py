@@ -159,3 +159,34 @@ def test_cli_predictor_option(tmp_path, capsys):
     assert pd.read_csv(out / "requests.csv")["predicted_output_tokens"].min() >= 1
     assert main(["compare", "--clients", "2", "--batch-size", "8", "--policies", "paper-baseline,online",
                  "--predictor", "bucketed:4"]) == 0
+
+
+@pytest.mark.parametrize("spec, field", [("noisy:1e308", "spread"), ("noisy:6", "spread"),
+                                         ("bucketed:1e20", "n_classes"), ("bucketed:1e12", "n_classes"),
+                                         ("bucketed:2.5", "n_classes")])
+def test_predictor_arguments_out_of_range_are_refused_naming_the_field(spec, field):
+    # noisy:1e308 overflowed, bucketed:1e20 overflowed a C long, bucketed:1e12 tried to allocate 7 TiB
+    with pytest.raises(ConfigError) as info:
+        make_predictor(spec).predict(synthetic_trace(50, seed=1))
+    assert info.value.field == field and "Fix:" in str(info.value), str(info.value)
+
+
+def test_many_classes_take_memory_of_the_requests_not_of_the_classes():
+    import tracemalloc
+
+    trace = synthetic_trace(50, seed=1)
+    tracemalloc.start()
+    predicted = Bucketed(10**6).predict(trace)  # more classes than requests: each its own class
+    peak_bytes = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak_bytes < 10**6 and predicted.tolist() == trace["output_tokens"].tolist()
+
+
+def test_cli_refuses_an_out_of_range_predictor_with_exit_2(tmp_path, capsys):
+    from workbench.cli import main
+
+    out = tmp_path / "s"
+    assert main(["simulate", "--trace", "gsm8k-test", "--clients", "2", "--batch-size", "8", "--predictor",
+                 "bucketed:1e12", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "n_classes" in err and len(err.strip().splitlines()) == 1 and not out.exists()

@@ -292,3 +292,28 @@ def test_shipped_profiled_presets_load():
         assert m.bound_model() is not None and f"{name}-linear" in list_presets(kind="linear")
         # a decode of 100 requests at 1,000 tokens: tens of milliseconds on this GPU, not seconds or microseconds
         assert 0.005 < m.iteration_time(100, 100_000) < 0.05
+
+
+def _envelope_s(b: LinearCostModel, n: int, context_tokens: int, chunks, priors) -> float:
+    """The linear lower envelope's seconds for one iteration (the rows calibrate checks it on)."""
+    fixed = (max(b.a_p, b.a_d) if n else b.a_p) if chunks else b.a_d
+    return fixed + b.b_p * sum(chunks) + b.b_d * n + b.c_d * (context_tokens + sum(priors))
+
+
+@pytest.mark.parametrize("name", ["llama31-8b-rtxpro6000-tp1", "llama31-8b-rtxpro6000-tp2"])
+def test_bound_stays_below_the_model_past_the_profiled_grid(name):
+    # Contexts of a million tokens (the grid stops at tens of thousands): the tables extrapolate, and a
+    # decode of 64 x 1M tokens came out below its linear lower envelope, so lower_bound_s > makespan.
+    m = load_preset(name)
+    b = m.bound_model()
+    rng = np.random.default_rng(27)
+    cases = [(64, 64 * 10**6, [], []), (256, 256 * 10**5, [], []), (64, 64 * 10**6, [2048], [10**6]),
+             (0, 0, [2048], [10**6])]
+    for _ in range(300):
+        n = int(rng.integers(0, 513))
+        chunks = [int(x) for x in rng.integers(1, 8193, int(rng.integers(0 if n else 1, 3)))]
+        cases.append((n, n * int(rng.integers(1, 4 * 10**6)), chunks,
+                      [int(x) for x in rng.integers(0, 2 * 10**6, len(chunks))]))
+    for n, context, chunks, priors in cases:
+        t = m.iteration_time(n, context, chunks, priors)
+        assert _envelope_s(b, n, context, chunks, priors) <= t * (1 + 1e-12), (n, context, chunks, priors)

@@ -81,3 +81,20 @@ def test_paper_scenario_with_20_percent_error():
                    for pol in ("hybrid", "hybrid-steal", "hybrid-robust")}
         assert all(v < base for v in results.values()), (seed, results, base)
         assert results["hybrid-robust"] < results["hybrid"]
+
+
+@pytest.mark.xfail(strict=True, reason="engine/core.py steal_for takes a preempted request (rank < 0 at the victim's "
+                   "queue head) onto another client, where its recompute runs: its rows span two clients and "
+                   "validate rejects the schedule (same-client, paged-rows); steal_for must stop at a preempted "
+                   "head (`if r < 0: break`) so a preempted request recomputes where it started (issue 27 item 2)")
+@pytest.mark.parametrize("policy", ["hybrid-steal", "hybrid-robust"])
+def test_stealing_with_paged_kv_never_moves_a_preempted_request(policy):
+    from workbench.costmodel.linear import LinearCostModel
+
+    cm = LinearCostModel(a_p=0.01, b_p=1e-4, a_d=0.01, b_d=1e-4, c_d=1e-6, name="test")
+    trace = synthetic_trace(60, seed=1, output_mean_tokens=40)
+    longest = int((trace["input_tokens"] + trace["output_tokens"]).max())
+    s = simulate(trace, 3, 8, policy, cm, kv="paged", kv_capacity_tokens=longest + 64, method="lpt")
+    assert s.metrics["preemptions"] > 0 and s.metrics["stolen_requests"] > 0
+    report = validate(s, trace)
+    assert report.ok, str(report)

@@ -302,7 +302,21 @@ class ProfiledCostModel:
             attention += self.skew_alpha * max(self.attention(pc, kp, n, decode_max_context_tokens) - attention, 0.0)
         for i in order[1:]:
             attention += max(self.attention(chunks[i], priors[i], 0, 0) - self.attention_floor_s, 0.0)
-        return t + attention
+        return max(t + attention, self._envelope_s(n, decode_context_tokens, chunks, priors))
+
+    def _envelope_s(self, n: int, context_tokens: float, chunks: list[int], priors: list[int]) -> float:
+        """The linear lower envelope's seconds for this iteration (0 without one).
+
+        Calibration checks the envelope below the tables on the profiled grid; past it the tables
+        extrapolate (a decode of 64 x 1M tokens came out faster than the envelope, a chunk beside
+        decodes nearly free), so an iteration is never faster than the envelope: it stays a lower bound
+        everywhere, and on the grid nothing changes.
+        """
+        b = self.bound
+        if b is None:
+            return 0.0
+        fixed = (max(b.a_p, b.a_d) if n else b.a_p) if chunks else b.a_d
+        return fixed + b.b_p * sum(chunks) + b.b_d * n + b.c_d * (context_tokens + sum(priors))
 
     def prefill_time(self, prompt_tokens):
         """Seconds of an exclusive prefill of one prompt of ``prompt_tokens`` (vectorised)."""

@@ -25,8 +25,13 @@ preemption.  Replayed, a schedule must satisfy:
 * ``paged-tokens``: every request yields exactly ``output_tokens`` tokens (one
   per completed prompt, one per decode); decode context tokens are ``l_i + g``
   summed over the row; prefill rows hold the tokens they compute;
-* ``kv-blocks``: at every row the blocks the admitted requests hold (their
-  computed, uncached tokens in blocks of ``block_size``) never exceed the capacity;
+* ``recompute`` also, given the trace: a cached part is blocks computed
+  earlier on that client that the trace's prefix columns let the request
+  share (:func:`shared_block_keys`), or its own blocks from before a preemption;
+* ``kv-blocks``: at every row the blocks the admitted requests reference (a
+  shared cached block once, however many reference it and whether or not the
+  request that computed it still runs) never exceed the capacity; without the
+  trace, a floor (the uncached blocks, or the largest request);
 * plus batch capacity, durations under the linear cost model and the
   per-request times, as for every schedule.
 """
@@ -44,13 +49,107 @@ from workbench.costmodel.linear import takes_longest_context
 PAGED_RULES = ("paged-rows", "recompute", "paged-tokens", "kv-blocks")
 
 
+def shared_block_keys(trace: pd.DataFrame | None, ids: list[str], block: int) -> list[list] | None:
+    """Per request of ``ids``, the keys of its prompt blocks that lie wholly inside a prefix it may share.
+
+    Derived from the trace's prefix columns (MODEL.md section 7), independently of the engine: with
+    ``prefix_id`` + ``prefix_tokens`` the first ``prefix_tokens // block`` blocks; with ``prefix_hashes``
+    a block is keyed by the hash of the hash block that holds its *last* token (the hash stands for the
+    whole prompt up to its block's end), so a block straddling into an unshared hash block is not shared.
+    None when there is no trace or it holds other requests: then what a cache may hold is not known.
+    """
+    if trace is None:
+        return None
+    row_of = {rid: k for k, rid in enumerate(trace["request_id"].astype(str))}
+    if len(row_of) != len(ids) or any(rid not in row_of for rid in ids):
+        return None
+    rows = [row_of[rid] for rid in ids]
+    inputs = trace["input_tokens"].to_numpy(np.int64)
+    if "prefix_id" in trace.columns:
+        pid, ptok = trace["prefix_id"].astype(str).tolist(), trace["prefix_tokens"].to_numpy(np.int64)
+        return [[("p", pid[r], b) for b in range(int(ptok[r]) // block)] if pid[r] else [] for r in rows]
+    if "prefix_hashes" in trace.columns:
+        hashes, per = trace["prefix_hashes"].astype(str).tolist(), trace["prefix_block_tokens"].to_numpy(np.int64)
+        keys = []
+        for r in rows:
+            chain, hb = hashes[r].split(), int(per[r])
+            covered = min(len(chain) * hb, int(inputs[r]))  # the last hash block may be partial
+            keys.append([("h", chain[((b + 1) * block - 1) // hb], b) for b in range(covered // block)])
+        return keys
+    return [[] for _ in rows]
+
+
+class _PrefixCache:
+    """One client's cache as far as the trace tells: which blocks were computed, which are referenced.
+
+    A block is keyed by :func:`shared_block_keys` inside a shared prefix, else privately ``("own", i, b)``
+    (so a recompute can hit its own earlier blocks).  ``shared`` None: the trace is not known, and the
+    cached parts cannot be checked.
+    """
+
+    def __init__(self, shared: list[list] | None) -> None:
+        self.shared = shared
+        self.present: set = set()  # keys of blocks computed on this client (a later admission may hit them)
+        self.refs: dict = {}  # shared key -> admitted requests referencing it
+        self.referenced: dict[int, int] = {}  # request -> how many of its leading shared keys it references
+        self.registered: dict[int, int] = {}  # request -> its leading blocks added to present, this admission
+
+    def key(self, i: int, b: int):
+        own = self.shared[i]
+        return own[b] if b < len(own) else ("own", i, b)
+
+    def missing_hit(self, i: int, hit_blocks: int) -> int | None:
+        """The first of request i's ``hit_blocks`` leading blocks that was never computed here, if any."""
+        if self.shared is None:
+            return None
+        return next((b for b in range(hit_blocks) if self.key(i, b) not in self.present), None)
+
+    def computed(self, i: int, full_blocks: int) -> None:
+        """Request i's first ``full_blocks`` blocks are in the cache (computed, or hit)."""
+        if self.shared is None:
+            return
+        for b in range(self.registered.get(i, 0), full_blocks):
+            self.present.add(self.key(i, b))
+        self.registered[i] = max(full_blocks, self.registered.get(i, 0))
+
+    def hold(self, i: int, blocks: int) -> int:
+        """Request i references its first ``blocks`` blocks; returns how many of them are private."""
+        own = self.shared[i]
+        now, before = min(len(own), blocks), self.referenced.get(i, 0)
+        for key in own[before:now]:
+            self.refs[key] = self.refs.get(key, 0) + 1
+        for key in own[now:before]:
+            left = self.refs.pop(key) - 1
+            if left:
+                self.refs[key] = left
+        self.referenced[i] = now
+        return blocks - now
+
+    def release(self, i: int) -> None:
+        """Request i is preempted or finished: it references nothing (its blocks stay computed)."""
+        if self.shared is not None:
+            self.hold(i, 0)
+        self.registered[i] = 0
+
+    def blocks_in_use(self, blocks: dict[int, int], uncached: dict[int, int]) -> int:
+        """Blocks the admitted requests reference, a shared one once (``blocks``: request -> its blocks).
+
+        Without the trace the sharing is not known; then a floor: the requests' uncached blocks, or the
+        largest single request, whichever is more.
+        """
+        if self.shared is None:
+            return max(sum(uncached.values()), max(blocks.values(), default=0))
+        return sum(self.hold(i, b) for i, b in blocks.items()) + len(self.refs)
+
+
 def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: list, B: np.ndarray, clients: int,
-                   report, *, close, examples, abs_tol_s: float) -> None:
+                   report, *, close, examples, abs_tol_s: float, trace: pd.DataFrame | None = None) -> None:
     """Replay a schedule's rows client by client and add every violation to ``report``.
 
     Paged schedules (``metrics.kv_mode = "paged"``) and schedules of a cost model that is not linear (whose
     durations depend on each row's contexts) are checked this way; with reserved KV the capacity rule is the
     tokens reserved (``l_i + o_i`` from admission to the last token), and prefill rows compute whole prompts.
+    With ``trace``, cached parts are checked against the prefixes its prefix columns share.
     """
     paged = metrics.get("kv_mode") == "paged"
     block = metrics.get("block_size", 1 if not paged else None)
@@ -72,12 +171,20 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
         report.add("schema", "a paged schedule lists its prompt pieces in prefill_ids, prefill_tokens and "
                    "prefill_prior")
         return
+    wanted = ("preemptions", "recomputed_tokens") + (("cached_tokens",) if caching else ())
+    lacking = [c for c in wanted if c not in rq.columns] if paged else []
+    if lacking:
+        report.add("schema", f"a paged schedule's requests table holds {', '.join(wanted)}; it lacks "
+                   f"{', '.join(lacking)} (MODEL.md section 9)")
+        return
     for column in ("prefill_ids", "prefill_tokens", "prefill_prior"):
         if column not in tl.columns:
             tl = tl.assign(**{column: ""})
     budget = metrics.get("token_budget")
     cap_blocks = [math.inf if c is None else int(c) // block for c in caps]
     ids = rq["request_id"].astype(str).tolist()
+    # Without prefix caching nothing is shared: every block private (and no cached part is allowed anyway).
+    shared = shared_block_keys(trace, ids, block) if caching else [[] for _ in ids]
     index_of = {rid: k for k, rid in enumerate(ids)}
     l = rq["input_tokens"].to_numpy(np.int64).tolist()
     o = rq["output_tokens"].to_numpy(np.int64).tolist()
@@ -93,6 +200,7 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
     need = [0] * n
     cached = [0] * n  # the cached part of the admission in progress
     cached_total = [0] * n
+    preempted = [0] * n  # preempt rows that list the request
     prefill_start = [math.nan] * n
     first_token = [math.nan] * n
     finish = [math.nan] * n
@@ -105,6 +213,7 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
         expected_iter = 0
         last_end = -math.inf
         decoding: set[int] = set()
+        cache = _PrefixCache(shared)
         prefilling: set[int] = set()
         cost = models[j]
         linear = all(hasattr(cost, k) for k in ("a_p", "b_p", "a_d", "b_d", "c_d"))
@@ -132,7 +241,9 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
                         bad["paged-rows"].append(f"{where}: preempts {ids[i]}, which is {state[i]}")
                         continue
                     state[i] = "waiting"
+                    preempted[i] += 1
                     computed[i] = cached[i] = 0
+                    cache.release(i)
                 continue
             if row.iteration != expected_iter:
                 bad["iterations"].append(where)
@@ -184,6 +295,12 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
                     if not (0 <= q < need[i]) or (q % block) or (q and not caching):
                         bad["recompute"].append(f"{where}: {ids[i]} is admitted with {q} cached tokens of "
                                                 f"{need[i]} (whole blocks below its need, none without caching)")
+                    missing = cache.missing_hit(i, q // block) if q else None
+                    if missing is not None:
+                        bad["recompute"].append(f"{where}: {ids[i]} is admitted with {q} cached tokens, but its "
+                                                f"block {missing} (tokens {missing * block}..{(missing + 1) * block})"
+                                                f" is not in the cache: no earlier request on client {j} computed "
+                                                "it, and the trace shares no such prefix")
                     state[i], computed[i], cached[i] = "prefilling", q, q
                     cached_total[i] += q
                     prefilling.add(i)
@@ -203,22 +320,26 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
             # During the row: the decoding requests each write one more token, the pieces have computed theirs.
             if len(decoding) + len(prefilling) > B[j]:
                 bad["batch-capacity"].append(where)
-            # Blocks held: every admitted request's KV tokens less its cached part (shared cached blocks may
-            # count once for several requests, so this is a floor on the blocks in use: it never over-counts).
+            # Blocks held: every block an admitted request references, a shared cached one once however many
+            # reference it and however long ago the request that computed it finished.
             writes = 0 if kind == "prefill" else 1  # a prefill stage writes no decode token
             if paged:
-                held = sum(-(-(l[i] + generated[i] - 1 + writes - cached[i]) // block) for i in decoding)
-                held += sum(-(-(computed[i] - cached[i]) // block) for i in prefilling)
+                kv = {i: l[i] + generated[i] - 1 + writes for i in decoding} | {i: computed[i] for i in prefilling}
+                held = cache.blocks_in_use({i: -(-t // block) for i, t in kv.items()},
+                                           {i: -(-(t - cached[i]) // block) for i, t in kv.items()})
             else:  # reserved: l + o tokens per admitted request
                 held = sum(l[i] + o[i] for i in decoding) + sum(l[i] + o[i] for i in prefilling)
             if held > cap_blocks[j]:
                 bad["kv-blocks"].append(f"{where}: {held} blocks > {cap_blocks[j]}")
             for i in (list(decoding) if kind != "prefill" else ()):  # a prefill stage advances no decode
                 generated[i] += 1
+                cache.computed(i, (l[i] + generated[i] - 1) // block)
                 if generated[i] >= o[i]:
                     state[i], finish[i] = "finished", row.end_s
                     decoding.discard(i)
+                    cache.release(i)
             for i, _, _ in pieces:
+                cache.computed(i, computed[i] // block)
                 if state[i] == "prefilling" and computed[i] == need[i]:
                     prefilling.discard(i)
                     generated[i] += 1  # a completed prompt yields a token
@@ -226,6 +347,7 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
                         first_token[i] = row.end_s
                     if generated[i] >= o[i]:
                         state[i], finish[i] = "finished", row.end_s
+                        cache.release(i)
                     else:
                         state[i] = "decoding"
                         decoding.add(i)
@@ -256,6 +378,11 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
     for i in range(n):
         if state[i] != "finished":
             bad["paged-tokens"].append(f"{ids[i]} ends {state[i]} with {generated[i]} of {o[i]} tokens")
+    if "preemptions" in rq.columns:
+        wrong = np.flatnonzero(rq["preemptions"].to_numpy(np.int64) != np.array(preempted, dtype=np.int64))
+        if len(wrong):
+            bad["paged-rows"].append(f"requests.preemptions disagrees with the preempt rows for "
+                                     f"{examples(np.array(ids)[wrong])}")
     if "cached_tokens" in rq.columns:
         wrong = np.flatnonzero(rq["cached_tokens"].to_numpy(np.int64) != np.array(cached_total, dtype=np.int64))
         if len(wrong):

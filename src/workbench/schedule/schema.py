@@ -146,6 +146,9 @@ class Schedule:
                 raise ScheduleFileError(f"cannot read the schedule in '{folder}': {exc}.") from None
         else:
             timeline = pd.concat(list(iter_timeline_file(folder, fmt)), ignore_index=True)
+        if timeline.empty:  # every request has an iteration: nothing downstream can draw or sum no rows
+            raise ScheduleFileError(f"timeline.{fmt} in '{folder}' holds no iterations.", field=f"timeline.{fmt}",
+                                    fix="write the schedule again (workbench simulate --out ...).")
         return cls(timeline=timeline, requests=requests, metrics=metrics)
 
 
@@ -310,10 +313,15 @@ def iter_timeline_file(folder: str | Path, fmt: str | None = None, rows: int = 1
         handle = pq.ParquetFile(path)
         # Row group by row group: ``iter_batches`` keeps what it has read (1.3 GB over the 5M rows of a
         # million requests, against 0.2 GB this way).
+        empty = True
         for group in range(handle.metadata.num_row_groups):
             table = handle.read_row_group(group, columns=columns)
             for batch in table.to_batches(max_chunksize=rows):
+                empty = False
                 yield _frame_from_arrow(pa.Table.from_batches([batch]))
+        if empty:  # no rows still has columns, as a CSV of only its header does: readers get a frame
+            table = handle.schema_arrow.empty_table()
+            yield _frame_from_arrow(table.select(columns) if columns is not None else table)
     except (pa.ArrowException, OSError) as exc:
         raise ParquetFileError(f"timeline.parquet cannot be read ({exc}).", field="timeline.parquet",
                                fix="write the schedule again; the file may be truncated.") from None

@@ -571,7 +571,7 @@ def _validate(source, trace, group_rows: int) -> ValidationReport:
         from workbench.schedule.replay import validate_paged
 
         validate_paged(tl_all, rq, metrics, models, B, clients, report, close=_close, examples=_examples,
-                       abs_tol_s=ABS_TOL_S)
+                       abs_tol_s=ABS_TOL_S, trace=trace)
         totals = _Totals()
         totals.add(tl_all, B)
         _check_metrics(rq, rq_ids, metrics, clients, B, models, totals, trace, report)

@@ -75,13 +75,18 @@ def _numbers(frame: pd.DataFrame, column: str, source: str, fix: str) -> np.ndar
     if pd.api.types.is_datetime64_any_dtype(raw):
         # pandas' JSON reader turns columns named like '*_time' into date-times; back to epoch seconds
         stamps = raw.dt.tz_localize(None) if getattr(raw.dt, "tz", None) is not None else raw
-        return stamps.astype("int64").to_numpy() / 1e9
+        return _epoch_ns(stamps) / 1e9
     values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     bad = ~np.isfinite(values)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise TraceError(f"{source}: {raw.iloc[row]!r} is not a finite number.", field=column, row=row, fix=fix)
     return values
+
+
+def _epoch_ns(stamps: pd.Series) -> np.ndarray:
+    # pandas 3 stores date-times at the resolution the text needs (s, ms, us): int64 is only ns after as_unit
+    return stamps.dt.as_unit("ns").astype("int64").to_numpy()
 
 
 def _seconds_from_first(values: np.ndarray) -> np.ndarray:
@@ -101,7 +106,7 @@ def _convert_azure(frame: pd.DataFrame, source: str) -> pd.DataFrame:
         row = int(np.flatnonzero(bad)[0])
         raise TraceError(f"{source}: {frame['TIMESTAMP'].iloc[row]!r} is not a date-time.", field="TIMESTAMP",
                          row=row, fix="write TIMESTAMP as 'YYYY-MM-DD HH:MM:SS.fffffff', as the Azure traces do.")
-    ns = stamps.astype("int64").to_numpy()
+    ns = _epoch_ns(stamps)
     arrivals = (ns - ns.min()).astype(np.int64)
     out = pd.DataFrame({"request_id": _row_ids(frame), "input_tokens": frame["ContextTokens"].to_numpy(),
                         "output_tokens": frame["GeneratedTokens"].to_numpy(),

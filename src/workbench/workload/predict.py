@@ -79,6 +79,12 @@ class Exact:
         return "Exact()"
 
 
+#: Largest log-space sd of Noisy: at 5 one sd is a factor of about 150 (beyond it every prediction is 1 token).
+MAX_SPREAD = 5.0
+#: Most length classes of Bucketed (more classes than requests already predicts every length exactly).
+MAX_CLASSES = 10**6
+
+
 class Noisy:
     """Multiplicative, mean-preserving lognormal error of log-space sd ``spread`` (see the module docstring).
 
@@ -93,8 +99,8 @@ class Noisy:
         except (TypeError, ValueError):
             raise ConfigError(f"spread must be a number >= 0, got {spread!r}.", field="spread",
                               fix="give the sd of the log error, e.g. 0.2 for about 20% error.") from None
-        if not math.isfinite(spread) or spread < 0:
-            raise ConfigError(f"spread must be finite and >= 0, got {spread!r}.", field="spread",
+        if not math.isfinite(spread) or not 0 <= spread <= MAX_SPREAD:
+            raise ConfigError(f"spread must be a number in 0..{MAX_SPREAD:g}, got {spread!r}.", field="spread",
                               fix="give the sd of the log error, e.g. 0.2 for about 20% error.")
         if int(seed) != seed or seed < 0:
             raise ConfigError(f"seed must be a whole number >= 0, got {seed!r}.", field="seed", fix="e.g. seed=0.")
@@ -129,9 +135,10 @@ class Bucketed:
         if (n_classes is None) == (edges is None):
             raise ConfigError("give exactly one of n_classes and edges.", field="predictor",
                               fix="e.g. Bucketed(8) or Bucketed(edges=[64, 128, 256]).")
-        if n_classes is not None and (int(n_classes) != n_classes or n_classes < 1):
-            raise ConfigError(f"n_classes must be a whole number >= 1, got {n_classes!r}.", field="n_classes",
-                              fix="e.g. 8 length classes.")
+        if n_classes is not None and not (isinstance(n_classes, (int, float, np.integer, np.floating))
+                                          and 1 <= n_classes <= MAX_CLASSES and int(n_classes) == n_classes):
+            raise ConfigError(f"n_classes must be a whole number in 1..{MAX_CLASSES:,}, got {n_classes!r}.",
+                              field="n_classes", fix="e.g. 8 length classes.")
         if edges is not None:
             edges = np.asarray(edges, dtype=float)
             if edges.ndim != 1 or len(edges) == 0 or np.any(np.diff(edges) <= 0):
@@ -150,7 +157,9 @@ class Bucketed:
         # near-equal counts: rank by length (ties by row), cut the ranks into n_classes
         ranks = np.empty(len(o), dtype=np.int64)
         ranks[np.lexsort((np.arange(len(o)), o))] = np.arange(len(o))
-        return (ranks * self.n_classes) // max(len(o), 1)
+        # more classes than requests: each request its own class, in memory of the requests not the classes
+        k = min(self.n_classes, len(o))
+        return (ranks * k) // max(len(o), 1)
 
     def predict(self, trace: pd.DataFrame) -> np.ndarray:
         o = trace["output_tokens"].to_numpy(float)
@@ -228,9 +237,11 @@ def make_predictor(spec: str | Predictor | None) -> Predictor | None:
             spread, _, seed = rest.partition(":")
             return Noisy(float(spread), int(seed) if seed else 0)
         if kind == "bucketed" and rest:
-            return Bucketed(int(rest))
+            return Bucketed(float(rest))  # 1e3 or 2.5: Bucketed says what n_classes may be
         if kind == "column" and rest:
             return Column(rest)
+    except ConfigError:
+        raise  # a predictor named rightly with an argument out of range: its own message
     except ValueError:
         pass
     raise ConfigError(f"unknown predictor '{spec}'.", field="predictor", fix=f"use one of {', '.join(PREDICTORS)}.")

@@ -43,6 +43,8 @@ def list_traces() -> list[str]:
     return list(NAMED_TRACES)
 
 
+#: CSV columns read as text, never as numbers.
+_LABEL_COLUMNS = ("request_id", "prefix_id", "prefix_hashes")
 _PLAIN_INT = r"0|-?[1-9][0-9]{0,17}"
 
 
@@ -69,8 +71,8 @@ def _read_file(path: Path) -> pd.DataFrame:
                 except AttributeError as exc:  # pandas 2 on a line that is not an object (pandas 3 warns)
                     raise ValueError(f"a line is not a JSON object ({exc})") from None
         # Ids are labels: read as text so 007 and 1e3 stay as written (ids_from_text keeps plain
-        # integers as integers).
-        frame = pd.read_csv(path, dtype={"request_id": str}, **exact_floats())
+        # integers as integers); prefix ids and hashes stay text (as numbers 007, 7 and 7.0 are one prefix).
+        frame = pd.read_csv(path, dtype=dict.fromkeys(_LABEL_COLUMNS, str), **exact_floats())
         header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].str.strip()
         if header.duplicated().any():
             # pandas would rename the second copy "NAME.1" and one of the two would be used silently.
