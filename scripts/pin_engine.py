@@ -91,24 +91,24 @@ def digest(schedule) -> str:
     return h.hexdigest()
 
 
-def pins() -> dict[str, str]:
+def schedules():
+    """Each case's name, its trace, and its schedule (or the refusal's text)."""
     import workbench
     from workbench.errors import ConfigError
 
     data = traces()
-    out = {}
     for name, trace, kwargs in cases():
         kwargs = dict(kwargs)
-        clients = 4
         batch_size = kwargs.pop("batch_size", 8)
         cost_model = kwargs.pop("cost_model", "llama2-70b-h100-tp4")
         try:
-            schedule = workbench.simulate(data[trace], clients, batch_size, cost_model=cost_model, **kwargs)
+            yield name, data[trace], workbench.simulate(data[trace], 4, batch_size, cost_model=cost_model, **kwargs)
         except ConfigError as exc:
-            out[name] = "refused: " + str(exc)
-            continue
-        out[name] = digest(schedule)
-    return out
+            yield name, data[trace], "refused: " + str(exc)
+
+
+def pins() -> dict[str, str]:
+    return {name: s if isinstance(s, str) else digest(s) for name, _, s in schedules()}
 
 
 def main() -> None:

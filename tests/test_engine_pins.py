@@ -2,7 +2,7 @@
 
 Policies x iteration modes x KV modes x prefix caching x stealing x predictors x fleets x arrivals:
 each case's files (timeline, requests, metrics) hash to the pinned sha256, or the refusal's text is
-the pinned one.  A deliberate change of behaviour re-pins with ``python scripts/pin_engine.py`` and
+the pinned one, and every schedule passes the validator against its trace.  A deliberate change of behaviour re-pins with ``python scripts/pin_engine.py`` and
 says why in its commit.
 """
 
@@ -22,8 +22,13 @@ PINNED = json.loads((ROOT / "tests" / "golden" / "engine.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def got() -> dict[str, str]:
-    return pin_engine.pins()
+def runs() -> dict:
+    return {name: (trace, s) for name, trace, s in pin_engine.schedules()}
+
+
+@pytest.fixture(scope="module")
+def got(runs) -> dict[str, str]:
+    return {name: s if isinstance(s, str) else pin_engine.digest(s) for name, (_, s) in runs.items()}
 
 
 def test_every_case_is_pinned(got):
@@ -33,3 +38,14 @@ def test_every_case_is_pinned(got):
 @pytest.mark.parametrize("case", sorted(PINNED))
 def test_schedule_bytes_unchanged(got, case):
     assert got[case] == PINNED[case]
+
+
+@pytest.mark.parametrize("case", sorted(PINNED))
+def test_every_schedule_passes_the_validator_against_its_trace(runs, case):
+    from workbench.schedule.validator import validate
+
+    trace, schedule = runs[case]
+    if isinstance(schedule, str):
+        pytest.skip(schedule)
+    report = validate(schedule, trace)
+    assert report.ok, str(report)

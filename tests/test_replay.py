@@ -79,14 +79,8 @@ def test_shared_blocks_held_by_two_requests_count_once():
     assert "kv-blocks" in validate(s, trace).rules_violated()
 
 
-# -- engine schedules the replay refuses: issue 27 item 3, the engine side (workbench.engine.core._prefix_keys) --
+# -- the engine shares only what the trace shares (issue 27 item 3, engine side: workbench.engine.kv.prefix_block_keys) --
 
-_KEYS = ("engine/core.py _prefix_keys keys engine block b by the hash block of its first token and gives shared "
-         "keys up to len(chain) * prefix_block_tokens: it must key a block by the hash block of its last token "
-         "and share only blocks wholly inside the prompt (issue 27 item 3)")
-
-
-@pytest.mark.xfail(strict=True, reason=_KEYS)
 def test_engine_shares_only_blocks_wholly_inside_the_shared_hash_block():
     trace = make_trace([(1000, 2, 0.0), (1000, 2, 5.0)]).assign(prefix_hashes=["1 2", "1 3"],
                                                                  prefix_block_tokens=512)
@@ -96,7 +90,6 @@ def test_engine_shares_only_blocks_wholly_inside_the_shared_hash_block():
     assert s.requests["cached_tokens"].tolist() == [0, 500]  # not 600: block 5 (500..600) straddles 512
 
 
-@pytest.mark.xfail(strict=True, reason=_KEYS)
 def test_engine_never_shares_a_recomputed_requests_generated_tokens():
     # r1 (36 prompt tokens, hash block a0 of 64) is preempted and recomputed over 36 + 5 tokens: its block
     # 4 (tokens 32..40) holds 4 generated tokens, private to it.  r2 (42 tokens, a0) may hit 4 blocks only.

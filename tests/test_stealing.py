@@ -83,10 +83,6 @@ def test_paper_scenario_with_20_percent_error():
         assert results["hybrid-robust"] < results["hybrid"]
 
 
-@pytest.mark.xfail(strict=True, reason="engine/core.py steal_for takes a preempted request (rank < 0 at the victim's "
-                   "queue head) onto another client, where its recompute runs: its rows span two clients and "
-                   "validate rejects the schedule (same-client, paged-rows); steal_for must stop at a preempted "
-                   "head (`if r < 0: break`) so a preempted request recomputes where it started (issue 27 item 2)")
 @pytest.mark.parametrize("policy", ["hybrid-steal", "hybrid-robust"])
 def test_stealing_with_paged_kv_never_moves_a_preempted_request(policy):
     from workbench.costmodel.linear import LinearCostModel

@@ -84,6 +84,8 @@ class WorkStealing:
         for _ in range(c.batch_size - c.n_running):
             if not vw:
                 break
+            if vw[0] < 0:
+                break  # a preempted request stays: its recompute and cached blocks are the victim's
             i = rq.request_of_rank(vw[0])
             w = rq.w[i]
             if load_v - w / victim.speed < load_c + w / c.speed:

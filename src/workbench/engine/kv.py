@@ -212,15 +212,18 @@ def prefix_block_keys(trace: pd.DataFrame, block_size: int) -> list[list]:
     elif "prefix_hashes" in trace.columns:
         hashes = trace["prefix_hashes"].tolist()
         per = (trace["prefix_block_tokens"].tolist() if "prefix_block_tokens" in trace.columns else [512] * n)
+        prompt = trace["input_tokens"].tolist()
         for i in range(n):
             text = hashes[i]
             if not isinstance(text, str) or not text.strip():
                 continue
             chain = text.split()
             hb = int(per[i])
-            # Engine block b covers tokens [b*bs, (b+1)*bs): shared while inside a hashed block of the chain.
-            n_blocks = (len(chain) * hb) // block_size
-            keys[i] = [("h", chain[(b * block_size) // hb], (b * block_size) % hb) for b in range(n_blocks)]
+            # Engine block b covers tokens [b*bs, (b+1)*bs).  A chain hash names the whole prefix up to the end
+            # of its hashed block, so b is shared exactly when its last token lies inside a hashed block of the
+            # prompt: its key is that block's hash (and b).  Past the prompt (generated tokens) nothing is shared.
+            n_blocks = min(len(chain) * hb, int(prompt[i])) // block_size
+            keys[i] = [("h", chain[((b + 1) * block_size - 1) // hb], b) for b in range(n_blocks)]
     return keys
 
 
