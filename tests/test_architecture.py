@@ -135,3 +135,24 @@ def test_the_old_flat_paths_still_import_the_same_objects():
     from workbench.workload import load_trace as new
 
     assert load_trace is new
+
+
+def test_every_engine_function_reads_at_once():
+    """The engine is parts a reader finds by name, each function short enough to read at once (<= 80 lines)."""
+    long = []
+    for path in sorted((SRC / "engine").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long
+
+
+def test_the_engine_parts_are_found_by_name():
+    """MODEL.md sections 1 and 11: each concept of the engine has one named place."""
+    from workbench.engine import clock, formers, hooks, kv, loop, recorder, replica
+
+    for module, name in ((clock, "EventClock"), (replica, "Replica"), (replica, "ReplicaView"),
+                         (formers, "ExclusiveFormer"), (formers, "MixedFormer"), (kv, "PagedKV"),
+                         (kv, "PagedKVManager"), (kv, "reserved_admissible"), (recorder, "Recorder"),
+                         (hooks, "WorkStealing"), (hooks, "Decision"), (loop, "Engine")):
+        assert hasattr(module, name), f"{module.__name__}.{name}"

@@ -85,7 +85,9 @@ from workbench.workload.trace import load_trace
 RULES = ("schema", "iterations", "no-overlap", "ids", "prefill-once", "same-client", "decode-count",
          "decode-all", "batch-capacity", "kv-capacity", "tokens", "duration", "request-times", "metrics", "trace",
          # paged KV and measured cost models, checked by a replay (workbench.schedule.replay)
-         "paged-rows", "recompute", "paged-tokens", "kv-blocks")
+         "paged-rows", "recompute", "paged-tokens", "kv-blocks",
+         # replicas that came and went during the run
+         "replica-life")
 METRIC_KEYS = ("makespan_s", "lower_bound_s", "gap", "slot_utilization", "busy_utilization", "clients",
                "batch_size", "cost_model", "policy", "params", "version")
 #: Relative tolerance on times: CSV round-trips floats exactly, so this only absorbs summation order.
@@ -297,6 +299,10 @@ class _Totals:
     slot_time_s: float = 0.0
     busy_time_s: float = 0.0
     mixed: bool = False
+    spans: bool = False  # whether to keep per-client spans (only schedules whose replicas came and went)
+    #: Per client, the first row's start and the last row's end (for the replica-life rule).
+    first_start_s: dict = field(default_factory=dict)
+    last_end_s: dict = field(default_factory=dict)
 
     def add(self, tl: pd.DataFrame, B: np.ndarray) -> None:
         # The sums of workbench.schedule.metrics.schedule_metrics, kept open across groups.
@@ -312,6 +318,12 @@ class _Totals:
         self.slot_time_s += float(np.sum((n[decode] / B[client[decode]]) * duration[decode]))
         self.busy_time_s += float(duration.sum())
         self.mixed = self.mixed or bool((tl["kind"] == "mixed").any())
+        if not self.spans:
+            return
+        spans = pd.DataFrame({"client": client, "start": start, "end": end}).groupby("client")
+        for j, lo, hi in zip(spans["start"].min().index, spans["start"].min(), spans["end"].max()):
+            self.first_start_s[int(j)] = min(lo, self.first_start_s.get(int(j), np.inf))
+            self.last_end_s[int(j)] = max(hi, self.last_end_s.get(int(j), -np.inf))
 
     def metrics(self, clients: int) -> dict[str, float]:
         denom = clients * self.makespan_s
@@ -572,7 +584,7 @@ def _validate(source, trace, group_rows: int) -> ValidationReport:
 
         validate_paged(tl_all, rq, metrics, models, B, clients, report, close=_close, examples=_examples,
                        abs_tol_s=ABS_TOL_S, trace=trace)
-        totals = _Totals()
+        totals = _Totals(spans="replicas" in metrics)
         totals.add(tl_all, B)
         _check_metrics(rq, rq_ids, metrics, clients, B, models, totals, trace, report)
         return report
@@ -582,7 +594,7 @@ def _validate(source, trace, group_rows: int) -> ValidationReport:
     rq_client = rq["client"].to_numpy()
     by_client = np.argsort(rq_client, kind="stable")
     client_bounds = np.searchsorted(rq_client[by_client], np.arange(clients + 1))
-    totals = _Totals()
+    totals = _Totals(spans="replicas" in metrics)
     groups = (iter([(0, clients, tl_all)]) if fmt is None
               else _file_groups(folder, fmt, clients, group_rows, report))
     for lo, hi, tl in groups:
@@ -938,6 +950,8 @@ def _check_metrics(rq: pd.DataFrame, rq_ids: np.ndarray, metrics: dict, clients:
             if lb < closed.value_s * (1 - REL_TOL) - ABS_TOL_S:
                 report.add("metrics", f"lower_bound_s {lb} is below the closed-form bound {closed.value_s}")
     _check_predictions_and_stealing(rq, metrics, report)
+    if "replicas" in metrics:
+        _check_replica_lives(metrics, clients, recomputed["makespan_s"], totals, report)
     report.summary = {"clients": clients, "iterations": totals.rows, "requests": n, **recomputed}
 
     # -- trace ---------------------------------------------------------------------------------------
@@ -952,6 +966,40 @@ def _check_metrics(rq: pd.DataFrame, rq_ids: np.ndarray, metrics: dict, clients:
                 bad = np.flatnonzero(~_close(aligned[column].to_numpy(float), rq[column].to_numpy(float)))
                 if len(bad):
                     report.add("trace", f"{column} differs from the trace for {_examples(rq_ids[bad])}")
+
+
+def _check_replica_lives(metrics: dict, clients: int, makespan_s: float, totals: _Totals,
+                         report: ValidationReport) -> None:
+    """Replicas that came and went (MODEL.md section 11.4), rule ``replica-life``.
+
+    ``metrics.replicas`` lists one life per client: ``added_s <= ready_s``, ``left_s`` after ready or
+    null (held to the end); every row of a replica lies in ``[ready_s, left_s]``; and
+    ``replica_seconds`` is the sum of ``(left_s or makespan) - added_s``.
+    """
+    _checked(report, "replica-life")
+    lives = metrics["replicas"]
+    if not isinstance(lives, list) or [r.get("replica") if isinstance(r, dict) else None
+                                       for r in lives] != list(range(clients)):
+        report.add("replica-life", f"metrics.replicas must list replicas 0..{clients - 1} in order")
+        return
+    held_s = 0.0
+    for life in lives:
+        j, added, ready, left = life["replica"], life.get("added_s"), life.get("ready_s"), life.get("left_s")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (added, ready)) \
+                or not (left is None or isinstance(left, (int, float))) or not 0 <= added <= ready:
+            report.add("replica-life", f"replica {j}: added_s {added!r}, ready_s {ready!r}, left_s {left!r} are "
+                                       "not times with added_s <= ready_s")
+            continue
+        end = makespan_s if left is None else float(left)
+        if j in totals.first_start_s and totals.first_start_s[j] < ready - ABS_TOL_S:
+            report.add("replica-life", f"replica {j} runs an iteration at {totals.first_start_s[j]} s, before it "
+                                       f"is ready at {ready} s")
+        if j in totals.last_end_s and totals.last_end_s[j] > end * (1 + REL_TOL) + ABS_TOL_S:
+            report.add("replica-life", f"replica {j} runs until {totals.last_end_s[j]} s, after it left at {end} s")
+        held_s += max(end, added) - added
+    if not _close(metrics.get("replica_seconds", float("nan")), held_s):
+        report.add("replica-life", f"replica_seconds is {metrics.get('replica_seconds')!r} but recomputes to "
+                                   f"{held_s!r}")
 
 
 def _check_predictions_and_stealing(rq: pd.DataFrame, metrics: dict, report: ValidationReport) -> None:
