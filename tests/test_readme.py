@@ -130,13 +130,14 @@ def test_readme_headline_table_is_what_reproduce_prints(command_line_run):
 
 def test_readme_python_snippet_runs_as_written(tmp_path):
     blocks = code_blocks(section("In Python"), "python")
-    assert len(blocks) == 1
+    assert len(blocks) == 2
     folder = fresh_checkout(tmp_path)
-    proc = subprocess.run([sys.executable, "-c", blocks[0]], cwd=folder, env=_env(), capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    for out in re.findall(r"""write(?:_html)?\("([^"]+)"\)""", blocks[0]):
-        assert (folder / out).exists(), out
+    for block in blocks:
+        proc = subprocess.run([sys.executable, "-c", block], cwd=folder, env=_env(), capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        for out in re.findall(r"""write(?:_html)?\("([^"]+)"\)""", block):
+            assert (folder / out).exists(), out
 
 
 def test_runs_folder_is_ignored_by_git():
