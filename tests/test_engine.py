@@ -79,6 +79,20 @@ def test_a_preempted_request_is_recomputed_over_its_prompt_and_generated_tokens(
     assert decodes.loc["0"] == 11 and decodes.loc["1"] == 10
 
 
+def test_a_request_preempted_before_its_first_token_counts_its_recomputed_chunks():
+    """Issue 27 item 13: r1's 40-token prompt is chunked 9 tokens at a time beside r0's decodes on 12 blocks
+    of 4; r0's growth preempts r1 ten times mid-prefill, before its first token.  Every admission after the
+    first recomputes: 27 + 27 + 18 + 18 + 5 x 9 chunk tokens, then the whole 40-token prompt = 175 (it was 0)."""
+    trace = make_trace([(8, 30, 0.0), (40, 4, 0.001)])
+    s = simulate(trace, 1, 2, "continuous", CM, kv="paged", block_size=4, kv_capacity_tokens=48,
+                 iteration="mixed", token_budget=10)
+    rq = s.requests.set_index("request_id")
+    assert rq.loc[1, "preemptions"] == 10 and rq.loc[1, "recomputed_tokens"] == 175
+    assert rq.loc[0, "recomputed_tokens"] == 0
+    report = validate(s, trace)
+    assert report.ok, str(report)
+
+
 def test_mixed_paged_preempts_and_every_request_still_yields_its_tokens():
     trace = synthetic_trace(60, seed=9, output_mean_tokens=40)
     longest = int((trace["input_tokens"] + trace["output_tokens"]).max())
