@@ -109,7 +109,8 @@ def general_bound(trace, n_clients, B, models, bound_model, kv, config: EngineCo
     throughout) are dropped; recompute only adds work.  With prefix caching a prompt may skip up to its
     cached prefix, so the bound is taken on prompts shortened by every token that could be cached.
     """
-    if bound_model is None or not same_models(models):
+    bound_models = [bound_model] if same_models(models) else [linear_below(m) for m in models]
+    if any(m is None for m in bound_models):
         return float("nan"), "none: the cost model states no linear lower model"
     bound_trace = trace
     if block_keys is not None:
@@ -117,7 +118,12 @@ def general_bound(trace, n_clients, B, models, bound_model, kv, config: EngineCo
         l = trace["input_tokens"].to_numpy(np.int64)
         bound_trace = trace.assign(input_tokens=np.maximum(l - np.minimum(skip, l - 1), 1))
     caps = kv if config.kv == "reserve" else None
-    if config.iteration == "mixed":
+    if not same_models(models):  # a mixed fleet: the fleet bounds, which hold KV terms of no kind
+        from workbench.schedule.fleet import chunked_fleet_lower_bound, fleet_lower_bound
+
+        bound = (chunked_fleet_lower_bound(bound_trace, n_clients, B, bound_models, token_budget=config.token_budget)
+                 if config.iteration == "mixed" else fleet_lower_bound(bound_trace, n_clients, B, bound_models))
+    elif config.iteration == "mixed":
         bound = chunked_lower_bound(bound_trace, n_clients, B, bound_model, token_budget=config.token_budget,
                                     kv_capacity_tokens=caps)
     else:
@@ -189,6 +195,11 @@ def fleet_bound(trace, n_clients, B, models):
     from workbench.schedule.fleet import fleet_lower_bound
 
     return fleet_lower_bound(trace, n_clients, B, models)
+
+
+def linear_below(model):
+    """The linear model a bound may price ``model`` with: itself, or the one it states below it (or None)."""
+    return model if type(model) is LinearCostModel else getattr(model, "bound_model", lambda: None)()
 
 
 def same_models(models) -> bool:
