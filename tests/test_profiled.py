@@ -317,3 +317,25 @@ def test_bound_stays_below_the_model_past_the_profiled_grid(name):
     for n, context, chunks, priors in cases:
         t = m.iteration_time(n, context, chunks, priors)
         assert _envelope_s(b, n, context, chunks, priors) <= t * (1 + 1e-12), (n, context, chunks, priors)
+
+
+def test_messages_name_the_cause_huge_times_and_a_file_for_a_folder(tmp_path, capsys):
+    """Issue 27 item 18: times of 1e300 us were refused as "a_p and b_p are both 0" (the fit overflowed into
+    zeros), and a profile path that is a file as "does not exist"."""
+    root = write_profile(tmp_path / "p")
+    frame = pd.read_csv(root / "tp1" / "dense.csv")
+    frame["time_us"] = 1e300
+    frame.to_csv(root / "tp1" / "dense.csv", index=False)
+    out = tmp_path / "out.json"
+    args = ["calibrate", "--model", "acme/tiny", "--layers", "4", "--out", str(out)]
+    assert main([*args, "--profile", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "field 'time_us', row 0" in err and "above 1e+10 us" in err, err
+    assert "both 0" not in err and not out.exists()
+    a_file = tmp_path / "profile.txt"
+    a_file.write_text("not a folder")
+    assert main([*args, "--profile", str(a_file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a file, not a folder" in err and "does not exist" not in err, err
+    assert main([*args, "--profile", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from workbench._paths import missing_because
 from workbench.costmodel.linear import FitResult, LinearCostModel, _r2, fit
 from workbench.errors import ConfigError
 from workbench.costmodel.roofline import A100_80GB_X8, H100_80GB_X8, LLAMA2_70B, HardwareSpec, TransformerSpec, \
@@ -121,7 +122,8 @@ def vidur_files(profiling_dir: str | Path, device: str, model: str) -> dict[str,
              "all_reduce": root / "network" / f"{device}_dgx" / "all_reduce.csv"}
     for kind, path in files.items():
         if not path.is_file():
-            raise ConfigError(f"the Vidur {kind} profile '{path}' does not exist.", field="profiling_dir",
+            raise ConfigError(f"the Vidur {kind} profile '{path}' {missing_because(path, folder=False)}.",
+                              field="profiling_dir",
                               fix="point --profiling-dir at the vidur-profiling folder, or pick a device/model "
                                   "it has.")
     return files
@@ -515,7 +517,7 @@ def read_profile_meta(profile_dir: str | Path) -> dict[str, Any]:
     root = Path(profile_dir)
     path = root / "meta.yaml"
     if not root.is_dir():
-        raise ConfigError(f"profile folder '{root}' does not exist.", field="profile",
+        raise ConfigError(f"profile folder '{root}' {missing_because(root, folder=True)}.", field="profile",
                           fix="give a folder laid out as profiles/<GPU>/<model>/ (meta.yaml, tp1/, ...).")
     if not path.is_file():
         raise _profile_error(path, "is missing.", field="meta.yaml",
@@ -528,6 +530,10 @@ def read_profile_meta(profile_dir: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise _profile_error(path, "is not a mapping.", field="meta.yaml", fix="restore the profiler's meta.yaml.")
     return meta
+
+
+#: The longest operator time a profile may hold: 1e4 s, the longest coefficient (MAX_COEFFICIENT_S).
+MAX_OPERATOR_US = 1e10
 
 
 def _read_profile_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -554,6 +560,12 @@ def _read_profile_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
             row = int(np.flatnonzero(bad)[0])
             raise _profile_error(path, f"{frame[column].iloc[row]!r} is not a number >= 0.", field=column, row=row,
                                  fix="restore the profiler's file (times in microseconds, counts as integers).")
+        if column == "time_us" and (values > MAX_OPERATOR_US).any():
+            # Such times overflowed the fit into zero coefficients, refused as "a_p and b_p are both 0".
+            row = int(np.flatnonzero((values > MAX_OPERATOR_US).to_numpy())[0])
+            raise _profile_error(path, f"{frame[column].iloc[row]!r} us is above {MAX_OPERATOR_US:g} us (an operator "
+                                 "of hours).", field=column, row=row,
+                                 fix="give times in microseconds, as the profiler writes them.")
         frame[column] = values.astype(float)
     return frame
 
