@@ -339,3 +339,31 @@ def test_messages_name_the_cause_huge_times_and_a_file_for_a_folder(tmp_path, ca
     assert "is a file, not a folder" in err and "does not exist" not in err, err
     assert main([*args, "--profile", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["conflicting duplicate", "reversed dense", "reversed attention",
+                                  "all-zero attention"])
+def test_inconsistent_profile_tables_are_refused(tmp_path, capsys, case):
+    """Issue 27 item 16: conflicting duplicate grid rows were averaged, reversed tables and all-zero attention
+    times fitted without a word."""
+    root = write_profile(tmp_path / "p")
+    name = "dense.csv" if case in ("conflicting duplicate", "reversed dense") else "attention.csv"
+    frame = pd.read_csv(root / "tp1" / name)
+    if case == "conflicting duplicate":
+        extra = frame.iloc[[3]].assign(time_us=frame["time_us"].iloc[3] * 2)
+        frame = pd.concat([frame, extra], ignore_index=True)
+    elif case == "reversed dense":
+        frame["time_us"] = frame.groupby("layer")["time_us"].transform(lambda t: t.to_numpy()[::-1])
+    elif case == "reversed attention":
+        chunks = sorted(frame["prefill_chunk"].unique())
+        frame["prefill_chunk"] = frame["prefill_chunk"].map(dict(zip(chunks, chunks[:1] + chunks[1:][::-1])))
+    else:
+        frame["time_us"] = 0.0
+    frame.to_csv(root / "tp1" / name, index=False)
+    out = tmp_path / "out.json"
+    assert main(["calibrate", "--profile", str(root), "--model", "acme/tiny", "--layers", "4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    field = {"conflicting duplicate": "time_us", "reversed dense": "tokens", "reversed attention": "prefill_chunk",
+             "all-zero attention": "time_us"}[case]
+    assert len(err.splitlines()) == 1 and f"field '{field}'" in err and "Fix:" in err and name in err, err
+    assert not out.exists()
