@@ -186,3 +186,15 @@ def test_chunked_fleet_bound_pays_no_prefill_overhead_and_holds_on_random_fleets
     assert "fractional_tokens" in chunked.terms and "pair" not in chunked.terms
     s = simulate(TRACE, f.clients, f.batch_size, "vllm", f.cost_model, token_budget=512)
     assert chunked.value_s == s.metrics["lower_bound_s"] <= s.makespan_s
+
+
+def test_a_mixed_fleet_with_prefix_caching_has_a_bound():
+    """Found by the engine-options property test: the fleet bound re-read the shortened prompts with their
+    prefix columns and refused them (prefix_tokens exceeds the request's input tokens)."""
+    trace = make_trace([(40, 5), (30, 5), (44, 3)]).assign(prefix_id=["a", "a", "a"], prefix_tokens=30)
+    models = [LinearCostModel(a_p=0.01, b_p=1e-4, a_d=0.01, b_d=1e-4, c_d=1e-6, name="x"),
+              LinearCostModel(a_p=0.02, b_p=2e-4, a_d=0.02, b_d=2e-4, c_d=2e-6, name="y")]
+    s = simulate(trace, 2, 2, "least-work", models, kv="paged", block_size=1, prefix_caching=True,
+                 kv_capacity_tokens=1000)
+    assert 0 < s.metrics["lower_bound_s"] <= s.makespan_s
+    assert validate(s, trace).ok

@@ -119,6 +119,9 @@ def general_bound(trace, n_clients, B, models, bound_model, kv, config: EngineCo
         return instance_bound(trace, n_clients, B, models, bound_models, kv, config)
     # Prefix caching: per-request terms on prompts less every block another request may have computed,
     # aggregate terms on prompts that also pay each shared block once (prefix_bound_prompts).
+    # Only the columns a bound reads: the fleet bound re-reads its trace, whose prefix columns would not fit
+    # the shortened prompts (a refusal the property tests found).
+    trace = trace[[c for c in ("request_id", "input_tokens", "output_tokens", "arrival_s") if c in trace.columns]]
     alone_l, total_l = prefix_bound_prompts(trace["input_tokens"].to_numpy(np.int64),
                                             trace["output_tokens"].to_numpy(np.int64), block_keys, config.block_size)
     per = instance_bound(trace.assign(input_tokens=alone_l), n_clients, B, models, bound_models, kv, config, True)
