@@ -143,3 +143,21 @@ def test_presets_table_states_each_coefficients_unit(capsys):
     row = next(line for line in out.splitlines() if line.startswith("llama-65b "))
     c_d_ns = float(row.split()[1 + columns.index("c_d_ns")])
     assert c_d_ns > 1 and abs(c_d_ns - load_preset("llama-65b").c_d * 1e9) < 1e-3  # not 0.0000
+
+
+def test_compare_without_paper_baseline_names_its_gap_closed_baseline_or_leaves_it_out(tmp_path, capsys):
+    """Issue 27 item 20: gap_closed was taken silently against the last listed policy."""
+    trace = str(_small_trace(tmp_path))
+    out = tmp_path / "cmp"
+    args = ["compare", "--clients", "2", "--batch-size", "4", "--trace", trace, "--policies", "least-work,static"]
+    assert main(args + ["--out", str(out)]) == 0
+    assert "gap_closed: left out" in capsys.readouterr().out
+    assert "gap_closed" not in pd.read_csv(out / "comparison.csv", index_col=0).columns
+    assert main(args + ["--baseline", "static", "--out", str(tmp_path / "b")]) == 0
+    assert "gap_closed: against static" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "b" / "comparison.csv", index_col=0)
+    assert table.loc["static", "gap_closed"] == 0.0
+    assert main(args + ["--baseline", "paper-baseline", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "--baseline" in err and "not among the compared policies" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()

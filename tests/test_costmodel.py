@@ -352,3 +352,15 @@ def test_derived_preset_has_no_fit_profile():
 
     with pytest.raises(ConfigError, match="no fitted profile"):
         shipped_profile("llama-65b")
+
+
+def test_fit_refuses_times_out_of_range_naming_the_row():
+    """Issue 27 item 18: times of 1e300 s overflowed the fit into zeros ("a_p and b_p are both 0")."""
+    profile = synthetic_profile({"a_p": 0.01, "b_p": 1e-4, "a_d": 0.01, "b_d": 1e-4, "c_d": 1e-6})
+    huge = profile.assign(time_s=1e300)
+    with pytest.raises(ConfigError) as info:
+        fit(huge)
+    assert info.value.field == "time_s" and info.value.row == 0 and "both 0" not in str(info.value)
+    zero = profile.assign(time_s=np.where(profile["kind"] == "prefill", 0.0, profile["time_s"]))
+    with pytest.raises(ConfigError, match="every 'prefill' time in the profile is 0"):
+        fit(zero)

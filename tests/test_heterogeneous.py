@@ -158,3 +158,43 @@ def test_one_model_for_the_whole_fleet_is_not_a_bound():
     assert closed_form_lower_bound(trace, 3, 8, slow).value_s > s.makespan_s  # not a bound for this fleet
     assert fleet_lower_bound(trace, 3, 8, [slow, fast, fast]).value_s <= s.makespan_s
     assert s.metrics["lower_bound_s"] <= s.makespan_s and validate(s, trace).ok
+
+
+@pytest.mark.parametrize("options", [{"kv": "paged"}, {"iteration": "mixed"},
+                                     {"iteration": "mixed", "kv": "paged", "prefix_caching": True}],
+                         ids=["paged", "mixed", "mixed-paged-prefix"])
+def test_a_mixed_fleet_has_a_bound_with_paged_kv_or_mixed_iterations(options):
+    """Issue 27 item 14: every model linear, yet the bound was NaN ("no linear lower model")."""
+    f = Fleet.parse(FLEET)
+    s = simulate(TRACE, f.clients, f.batch_size, "least-work", f.cost_model, kv_capacity_tokens=f.kv_capacity_tokens,
+                 **options)
+    lb = s.metrics["lower_bound_s"]
+    assert np.isfinite(lb) and 0 < lb <= s.makespan_s
+    assert s.metrics["lower_bound_binding"] in ("single_request", "fractional_work", "fractional_tokens", "pair",
+                                                "release_plus_alone")
+    report = validate(s, TRACE)
+    assert report.ok, str(report)
+
+
+def test_chunked_fleet_bound_pays_no_prefill_overhead_and_holds_on_random_fleets():
+    from workbench.schedule.fleet import chunked_fleet_lower_bound
+
+    f = Fleet.parse(FLEET)
+    exclusive = fleet_lower_bound(TRACE, f.clients, f.batch_size, f.cost_model)
+    chunked = chunked_fleet_lower_bound(TRACE, f.clients, f.batch_size, f.cost_model, token_budget=512)
+    assert 0 < chunked.terms["fractional_work"] < exclusive.terms["fractional_work"]  # no a_p / B per request
+    assert "fractional_tokens" in chunked.terms and "pair" not in chunked.terms
+    s = simulate(TRACE, f.clients, f.batch_size, "vllm", f.cost_model, token_budget=512)
+    assert chunked.value_s == s.metrics["lower_bound_s"] <= s.makespan_s
+
+
+def test_a_mixed_fleet_with_prefix_caching_has_a_bound():
+    """Found by the engine-options property test: the fleet bound re-read the shortened prompts with their
+    prefix columns and refused them (prefix_tokens exceeds the request's input tokens)."""
+    trace = make_trace([(40, 5), (30, 5), (44, 3)]).assign(prefix_id=["a", "a", "a"], prefix_tokens=30)
+    models = [LinearCostModel(a_p=0.01, b_p=1e-4, a_d=0.01, b_d=1e-4, c_d=1e-6, name="x"),
+              LinearCostModel(a_p=0.02, b_p=2e-4, a_d=0.02, b_d=2e-4, c_d=2e-6, name="y")]
+    s = simulate(trace, 2, 2, "least-work", models, kv="paged", block_size=1, prefix_caching=True,
+                 kv_capacity_tokens=1000)
+    assert 0 < s.metrics["lower_bound_s"] <= s.makespan_s
+    assert validate(s, trace).ok

@@ -317,3 +317,53 @@ def test_bound_stays_below_the_model_past_the_profiled_grid(name):
     for n, context, chunks, priors in cases:
         t = m.iteration_time(n, context, chunks, priors)
         assert _envelope_s(b, n, context, chunks, priors) <= t * (1 + 1e-12), (n, context, chunks, priors)
+
+
+def test_messages_name_the_cause_huge_times_and_a_file_for_a_folder(tmp_path, capsys):
+    """Issue 27 item 18: times of 1e300 us were refused as "a_p and b_p are both 0" (the fit overflowed into
+    zeros), and a profile path that is a file as "does not exist"."""
+    root = write_profile(tmp_path / "p")
+    frame = pd.read_csv(root / "tp1" / "dense.csv")
+    frame["time_us"] = 1e300
+    frame.to_csv(root / "tp1" / "dense.csv", index=False)
+    out = tmp_path / "out.json"
+    args = ["calibrate", "--model", "acme/tiny", "--layers", "4", "--out", str(out)]
+    assert main([*args, "--profile", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "field 'time_us', row 0" in err and "above 1e+10 us" in err, err
+    assert "both 0" not in err and not out.exists()
+    a_file = tmp_path / "profile.txt"
+    a_file.write_text("not a folder")
+    assert main([*args, "--profile", str(a_file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a file, not a folder" in err and "does not exist" not in err, err
+    assert main([*args, "--profile", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["conflicting duplicate", "reversed dense", "reversed attention",
+                                  "all-zero attention"])
+def test_inconsistent_profile_tables_are_refused(tmp_path, capsys, case):
+    """Issue 27 item 16: conflicting duplicate grid rows were averaged, reversed tables and all-zero attention
+    times fitted without a word."""
+    root = write_profile(tmp_path / "p")
+    name = "dense.csv" if case in ("conflicting duplicate", "reversed dense") else "attention.csv"
+    frame = pd.read_csv(root / "tp1" / name)
+    if case == "conflicting duplicate":
+        extra = frame.iloc[[3]].assign(time_us=frame["time_us"].iloc[3] * 2)
+        frame = pd.concat([frame, extra], ignore_index=True)
+    elif case == "reversed dense":
+        frame["time_us"] = frame.groupby("layer")["time_us"].transform(lambda t: t.to_numpy()[::-1])
+    elif case == "reversed attention":
+        chunks = sorted(frame["prefill_chunk"].unique())
+        frame["prefill_chunk"] = frame["prefill_chunk"].map(dict(zip(chunks, chunks[:1] + chunks[1:][::-1])))
+    else:
+        frame["time_us"] = 0.0
+    frame.to_csv(root / "tp1" / name, index=False)
+    out = tmp_path / "out.json"
+    assert main(["calibrate", "--profile", str(root), "--model", "acme/tiny", "--layers", "4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    field = {"conflicting duplicate": "time_us", "reversed dense": "tokens", "reversed attention": "prefill_chunk",
+             "all-zero attention": "time_us"}[case]
+    assert len(err.splitlines()) == 1 and f"field '{field}'" in err and "Fix:" in err and name in err, err
+    assert not out.exists()

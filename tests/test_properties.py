@@ -240,3 +240,68 @@ def test_row_order_does_not_matter_to_order_independent_policies(pair, data):
     a = simulate(trace, clients, 4, name, cost, **params)
     b = simulate(shuffled, clients, 4, name, cost, **params)
     assert a.makespan_s == pytest.approx(b.makespan_s, rel=1e-12, abs=1e-12)
+
+
+# -- the engine's options together (issue 27): policy x iteration x KV x prefix columns x block size x
+# stealing x predictors x fleets; each schedule valid against its trace and never below its bound ------------
+
+@st.composite
+def engine_instances(draw):
+    trace = draw(traces(max_size=16))
+    n = len(trace)
+    columns = draw(st.sampled_from(["none", "prefix_id", "prefix_hashes"]))
+    if columns == "prefix_id":
+        group = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
+        shortest = {g: min(int(trace["input_tokens"][i]) for i in range(n) if group[i] == g) for g in set(group)}
+        share = draw(st.floats(0, 1))
+        trace = trace.assign(prefix_id=[f"p{g}" for g in group],
+                             prefix_tokens=[int(shortest[g] * share) for g in group])
+    elif columns == "prefix_hashes":
+        hb = draw(st.sampled_from([8, 16, 50]))
+        family = draw(st.lists(st.integers(0, 1), min_size=n, max_size=n))
+        chains = []
+        for i in range(n):
+            blocks = -(-int(trace["input_tokens"][i]) // hb)
+            shared = draw(st.integers(0, blocks))
+            chains.append(" ".join([f"f{family[i]}-{b}" for b in range(shared)] +
+                                   [f"r{i}-{b}" for b in range(shared, blocks)]))
+        trace = trace.assign(prefix_hashes=chains, prefix_block_tokens=hb)
+    clients = draw(st.integers(1, 3))
+    batch = draw(st.integers(1, 6))
+    policy = draw(st.sampled_from(ALL_POLICIES))
+    options: dict = {"iteration": draw(st.sampled_from(["exclusive", "mixed"])),
+                     "kv": draw(st.sampled_from(["reserve", "paged"]))}
+    if resolve_policy(policy).dispatch == "offline":
+        options["method"] = "lpt"
+    if options["iteration"] == "mixed":
+        options["token_budget"] = batch + draw(st.integers(1, 300))
+    block = draw(st.sampled_from([1, 4, 16, 100]))
+    longest = int((trace["input_tokens"] + trace["output_tokens"]).max())
+    if options["kv"] == "paged":
+        options.update(block_size=block, prefix_caching=draw(st.booleans()),
+                       kv_capacity_tokens=(longest + 2 * block) * draw(st.integers(1, 3)))
+    else:
+        options["prefix_caching"] = False
+    if draw(st.booleans()):
+        options["steal"] = True
+    options["predictor"] = draw(st.sampled_from([None, "noisy:0.3", "bucketed:3"]))
+    cost = draw(COSTS)
+    models = [cost] * clients if clients == 1 or draw(st.booleans()) else [draw(COSTS) for _ in range(clients)]
+    return trace, clients, batch, models, policy, options
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(engine_instances())
+def test_every_combination_of_engine_options_is_valid_and_above_its_bound(instance):
+    from workbench.errors import ConfigError
+
+    trace, clients, batch, models, policy, options = instance
+    try:
+        s = simulate(trace, clients, batch, policy, models, **options)
+    except ConfigError as exc:  # a combination refused in one line (e.g. an option the policy does not take)
+        assert "\n" not in str(exc)
+        assume(False)
+    report = validate(s, trace)
+    assert report.ok, f"{policy} {options}: {report}"
+    lb = s.metrics["lower_bound_s"]
+    assert not lb > s.makespan_s * (1 + 1e-9), f"{policy} {options}: bound {lb} > makespan {s.makespan_s}"

@@ -120,3 +120,12 @@ def test_preemption_counts_are_checked_against_the_preempt_rows():
     assert s.requests["preemptions"].tolist() == [0, 1] and validate(s, trace).ok
     s.requests["preemptions"] = [0, 0]
     assert "paged-rows" in validate(s, trace).rules_violated()
+
+
+def test_recomputed_tokens_are_checked_against_the_pieces_after_a_preemption():
+    # Issue 27 item 13: r1 recomputes 8 + 5 tokens after its preemption; a count of 0 is refused.
+    trace, s = _preempting_schedule()
+    assert s.requests["recomputed_tokens"].tolist() == [0, 13] and validate(s, trace).ok
+    s.requests["recomputed_tokens"] = [0, 0]
+    report = validate(s, trace)
+    assert "recompute" in report.rules_violated() and "recomputed_tokens" in str(report), str(report)

@@ -95,3 +95,20 @@ def test_sample_trace_keeps_order_and_is_seeded():
     s = sample_trace(trace, 100, seed=1)
     assert len(s) == 100 and s["request_id"].is_monotonic_increasing
     assert s.equals(sample_trace(trace, 100, seed=1))
+
+
+@pytest.mark.parametrize("name,bom,compress", [("t.jsonl.gz", False, True), ("t.JSONL.GZ", False, True),
+                                               ("t.jsonl", True, False), ("t.jsonl.gz", True, True),
+                                               ("t.csv", True, False), ("t.csv.gz", False, True)])
+def test_compressed_and_bom_traces_are_read_by_their_format(tmp_path, name, bom, compress):
+    """Issue 27 item 17: a gzip'd JSONL was read as CSV (no column 'request_id'); a JSONL with a byte-order
+    mark failed with the parser's 'Expected object or value'."""
+    import gzip
+
+    rows = pd.DataFrame({"request_id": [1, 2], "input_tokens": [10, 12], "output_tokens": [5, 3]})
+    text = (rows.to_json(orient="records", lines=True) if ".jsonl" in name.lower()
+            else rows.to_csv(index=False))
+    data = ("\ufeff" if bom else "").encode() + text.encode()
+    (tmp_path / name).write_bytes(gzip.compress(data) if compress else data)
+    got = load_trace(tmp_path / name)
+    assert got["request_id"].tolist() == [1, 2] and got["input_tokens"].tolist() == [10, 12]

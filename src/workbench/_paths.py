@@ -32,6 +32,17 @@ MAX_PRESET_BYTES = 1024**2
 MAX_SCHEDULE_FILE_BYTES = 4 * 1024**3
 
 
+def missing_because(path: str | Path, *, folder: bool) -> str:
+    """Why ``path`` is not the file (``folder=False``) or folder wanted: 'does not exist', or what it is instead
+    (a message saying 'does not exist' for a path that is a file named the wrong cause)."""
+    path = Path(path)
+    if path.is_dir():
+        return "is a folder, not a file"
+    if path.exists():
+        return "is a file, not a folder" if folder else "is not a regular file"
+    return "does not exist"
+
+
 def input_file(path: str | Path, *, what: str, field: str, max_bytes: int, error: type | None = None,
                fix: str = "check the path.") -> Path:
     """``path`` if it names a regular file of at most ``max_bytes``; else ``error`` (one line naming ``field``).

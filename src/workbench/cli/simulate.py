@@ -68,18 +68,21 @@ def cmd_compare(args) -> int:
         if key not in taken:
             raise ConfigError(f"no policy of {', '.join(policies)} takes parameter '{key}'.", field=key,
                               fix="drop it, or add a policy that takes it (workbench policies lists them).")
+    _gap_closed_base(args, policies)  # refused before anything runs
     trace, cost_model = load_instance(args)
     schedules = {}
     for name in tqdm(policies, desc="simulating", disable=len(policies) < 3, leave=False):
         schedules[name] = simulate_any(trace, args.clients, args.batch_size, name, cost_model,
                                        kv_capacity_tokens=_kv(args), predictor=getattr(args, "predictor", None),
                                        engine=engine_options(args), **params_for(name, params))
-    base = policies[-1] if "paper-baseline" not in policies else "paper-baseline"
+    base = _gap_closed_base(args, policies)
     table = comparison_table(schedules, base=base)
     assumptions = {"trace": args.trace, "requests": len(trace), "clients": args.clients,
                    "batch_size": args.batch_size, "cost_model": cost_model.name, **cost_model.coefficients(),
                    "arrivals": "all at t=0" if float(trace["arrival_s"].max()) == 0 else "from the trace"}
     print("Assumptions: " + ", ".join(f"{k}={v}" for k, v in assumptions.items()))
+    print(f"gap_closed: against {base}" if base is not None else
+          "gap_closed: left out (paper-baseline is not among --policies; name a baseline with --baseline)")
     print_table(table)
     if args.out:
         with atomic_dir(args.out) as tmp:
@@ -94,6 +97,18 @@ def cmd_compare(args) -> int:
             ], subtitle="Makespan, lower bound and utilizations as defined in MODEL.md section 8.")
         print(f"wrote {args.out}/report.html and one schedule folder per policy")
     return 0
+
+
+def _gap_closed_base(args, policies: list[str]) -> str | None:
+    """The policy ``gap_closed`` is measured against: ``--baseline``, else paper-baseline if listed, else none
+    (the last listed policy was taken silently)."""
+    base = getattr(args, "baseline", None)
+    if base is None:
+        return "paper-baseline" if "paper-baseline" in policies else None
+    if base not in policies:
+        raise ConfigError(f"baseline '{base}' is not among the compared policies ({', '.join(policies)}).",
+                          field="--baseline", fix=f"add it to --policies, or name one of {', '.join(policies)}.")
+    return base
 
 
 def cmd_report(args) -> int:
@@ -143,6 +158,8 @@ def register(subparsers) -> None:
     p.add_argument("--mu", type=float, default=None, help="price multiplier of the Lagrangian rule")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="a policy parameter")
     p.add_argument("--predictor", default=None, help="output lengths the schedulers see (see simulate --help)")
+    p.add_argument("--baseline", default=None, help="the policy gap_closed is measured against (default: "
+                   "paper-baseline when listed; otherwise no gap_closed column)")
     add_engine_arguments(p)
     p.add_argument("--out", default=None, help="folder for the report and the schedules")
     p.add_argument("--format", default="csv", help="csv (default) or parquet: the format of timeline and requests (MODEL.md section 9)")

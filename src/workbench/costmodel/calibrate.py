@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from workbench._paths import missing_because
 from workbench.costmodel.linear import FitResult, LinearCostModel, _r2, fit
 from workbench.errors import ConfigError
 from workbench.costmodel.roofline import A100_80GB_X8, H100_80GB_X8, LLAMA2_70B, HardwareSpec, TransformerSpec, \
@@ -121,7 +122,8 @@ def vidur_files(profiling_dir: str | Path, device: str, model: str) -> dict[str,
              "all_reduce": root / "network" / f"{device}_dgx" / "all_reduce.csv"}
     for kind, path in files.items():
         if not path.is_file():
-            raise ConfigError(f"the Vidur {kind} profile '{path}' does not exist.", field="profiling_dir",
+            raise ConfigError(f"the Vidur {kind} profile '{path}' {missing_because(path, folder=False)}.",
+                              field="profiling_dir",
                               fix="point --profiling-dir at the vidur-profiling folder, or pick a device/model "
                                   "it has.")
     return files
@@ -515,7 +517,7 @@ def read_profile_meta(profile_dir: str | Path) -> dict[str, Any]:
     root = Path(profile_dir)
     path = root / "meta.yaml"
     if not root.is_dir():
-        raise ConfigError(f"profile folder '{root}' does not exist.", field="profile",
+        raise ConfigError(f"profile folder '{root}' {missing_because(root, folder=True)}.", field="profile",
                           fix="give a folder laid out as profiles/<GPU>/<model>/ (meta.yaml, tp1/, ...).")
     if not path.is_file():
         raise _profile_error(path, "is missing.", field="meta.yaml",
@@ -528,6 +530,10 @@ def read_profile_meta(profile_dir: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise _profile_error(path, "is not a mapping.", field="meta.yaml", fix="restore the profiler's meta.yaml.")
     return meta
+
+
+#: The longest operator time a profile may hold: 1e4 s, the longest coefficient (MAX_COEFFICIENT_S).
+MAX_OPERATOR_US = 1e10
 
 
 def _read_profile_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -554,8 +560,38 @@ def _read_profile_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
             row = int(np.flatnonzero(bad)[0])
             raise _profile_error(path, f"{frame[column].iloc[row]!r} is not a number >= 0.", field=column, row=row,
                                  fix="restore the profiler's file (times in microseconds, counts as integers).")
+        if column == "time_us" and (values > MAX_OPERATOR_US).any():
+            # Such times overflowed the fit into zero coefficients, refused as "a_p and b_p are both 0".
+            row = int(np.flatnonzero((values > MAX_OPERATOR_US).to_numpy())[0])
+            raise _profile_error(path, f"{frame[column].iloc[row]!r} us is above {MAX_OPERATOR_US:g} us (an operator "
+                                 "of hours).", field=column, row=row,
+                                 fix="give times in microseconds, as the profiler writes them.")
         frame[column] = values.astype(float)
+    _check_duplicates(frame, path, [c for c in columns if c != "time_us"])
     return frame
+
+
+def _check_duplicates(frame: pd.DataFrame, path: Path, keys: list[str]) -> None:
+    """One time per grid point: two rows of one point with different times were averaged silently."""
+    twice = frame.duplicated(keys, keep=False)
+    if not twice.any():
+        return
+    spread = frame[twice].groupby(keys)["time_us"].transform("nunique")
+    conflicting = spread[spread > 1]
+    if len(conflicting):
+        row = int(conflicting.index[1] if len(conflicting) > 1 else conflicting.index[0])
+        point = ", ".join(f"{k}={frame.loc[row, k]}" for k in keys)
+        raise _profile_error(path, f"gives {point} twice with different times.", field="time_us", row=row,
+                             fix="keep one row per grid point (the profiler writes the median of its repeats).")
+
+
+def _check_not_reversed(times_us: pd.Series, path: Path, key: str) -> None:
+    """Times that fall from the smallest grid point to the largest: a table written in reverse (or its
+    keys shuffled), which interpolation would take as work that gets cheaper as it grows."""
+    if len(times_us) >= 2 and times_us.iloc[-1] < times_us.iloc[0]:
+        raise _profile_error(path, f"times fall from {times_us.iloc[0]:g} us at {key}={times_us.index[0]:g} to "
+                             f"{times_us.iloc[-1]:g} us at {key}={times_us.index[-1]:g}: the table looks reversed.",
+                             field=key, fix="restore the profiler's file (times grow with the work).")
 
 
 def _operator_table(frame: pd.DataFrame, path: Path, operators, key: str) -> pd.DataFrame:
@@ -831,8 +867,15 @@ def fit_profile(profile_dir: str | Path, model: str, tp: int = 1, layers: int | 
                             (*DECODER_LAYER_OPERATORS, *ONCE_PER_ITERATION_OPERATORS), "tokens")
     per_seq = _operator_table(frames["per_sequence.csv"], tp_dir / "per_sequence.csv", PER_SEQUENCE_OPERATORS,
                               "sequences")
+    _check_not_reversed(dense.sum(axis=1), tp_dir / "dense.csv", "tokens")
+    _check_not_reversed(per_seq.sum(axis=1), tp_dir / "per_sequence.csv", "sequences")
     attention = frames["attention.csv"].groupby(["prefill_chunk", "kv_prefill", "n_decode", "kv_decode"],
                                                 as_index=False)["time_us"].mean()
+    if not (attention["time_us"] > 0).any():
+        raise _profile_error(tp_dir / "attention.csv", "has every time 0, so attention would cost nothing.",
+                             field="time_us", fix="profile attention again (times in microseconds).")
+    prefill_only = attention[attention["n_decode"] == 0].groupby("prefill_chunk")["time_us"].max()
+    _check_not_reversed(prefill_only[prefill_only.index > 0], tp_dir / "attention.csv", "prefill_chunk")
     if not ((attention["n_decode"] > 0) & (attention["prefill_chunk"] == 0)).any() or \
             not ((attention["n_decode"] == 0) & (attention["prefill_chunk"] > 0)).any():
         raise _profile_error(tp_dir / "attention.csv", "needs both decode-only rows (prefill_chunk 0) and "

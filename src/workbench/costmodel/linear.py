@@ -307,6 +307,19 @@ def _r2(y: np.ndarray, pred: np.ndarray) -> float:
 PROFILE_COLUMNS = ("kind", "batch_size", "tokens", "time_s")
 
 
+def _check_profile_times(profile: pd.DataFrame) -> None:
+    """Each measured time a number of seconds in 0..MAX_COEFFICIENT_S: a time of 1e300 overflowed the
+    least-squares fit into zeros, which was then refused as "a_p and b_p are both 0"."""
+    times = pd.to_numeric(profile["time_s"], errors="coerce").to_numpy(float)
+    bad = np.flatnonzero(~((times >= 0) & (times <= MAX_COEFFICIENT_S)))
+    if len(bad):
+        row = int(bad[0])
+        shown = f"{times[row]:g}" if np.isfinite(times[row]) else repr(profile["time_s"].iloc[row])
+        raise ConfigError(f"time {shown} is not a number of seconds in "
+                          f"0..{MAX_COEFFICIENT_S:g}.", field="time_s", row=row,
+                          fix="give each iteration's measured time in seconds (check the units: not us or ns).")
+
+
 def fit(profile: pd.DataFrame, *, name: str = "fitted", description: str = "",
         provenance: dict[str, Any] | None = None) -> FitResult:
     """Least-squares fit of the five coefficients to measured iteration times.
@@ -320,9 +333,13 @@ def fit(profile: pd.DataFrame, *, name: str = "fitted", description: str = "",
     if missing:
         raise ConfigError(f"profile lacks column(s) {', '.join(missing)}.", field=missing[0],
                           fix=f"give columns {', '.join(PROFILE_COLUMNS)}.")
+    _check_profile_times(profile)
     frames, coef, r2 = [], {}, {}
     for kind, columns in (("prefill", ("tokens",)), ("decode", ("batch_size", "tokens"))):
         rows = profile[profile["kind"] == kind]
+        if len(rows) and not (rows["time_s"].to_numpy(float) > 0).any():
+            raise ConfigError(f"every '{kind}' time in the profile is 0, so a {kind} would take no time.",
+                              field="time_s", fix=f"give the measured {kind} times in seconds.")
         if len(rows) < len(columns) + 1:
             raise ConfigError(f"profile has {len(rows)} '{kind}' rows, too few to fit "
                               f"{len(columns) + 1} coefficients.", field="kind",

@@ -73,6 +73,7 @@ from typing import Any
 
 import pandas as pd
 
+from workbench._paths import missing_because
 from workbench.errors import ConfigError
 
 #: The columns of each file, as in LLMServingSim's profiles.
@@ -248,7 +249,7 @@ def resolve_shape(model: str, config: str | os.PathLike | None = None) -> Profil
         if path.is_dir():
             path = path / "config.json"
         if not path.is_file():
-            raise ConfigError(f"the configuration '{path}' does not exist.", field="--config",
+            raise ConfigError(f"the configuration '{path}' {missing_because(path, folder=False)}.", field="--config",
                               fix="give the path of a model's config.json.")
         name = model if config is not None else (path.parent.name or path.stem)
         return ProfileShape.from_config(_read_config_json(path), name)
@@ -941,7 +942,8 @@ def read_profile(profile_dir: str | os.PathLike, tp: int = 1) -> dict[str, pd.Da
     for kind, columns in COLUMNS.items():
         path = root / f"{kind}.csv"
         if not path.is_file():
-            raise ConfigError(f"'{path}' does not exist.", field="profile_dir", fix="run workbench profile first.")
+            raise ConfigError(f"'{path}' {missing_because(path, folder=False)}.", field="profile_dir",
+                              fix="run workbench profile first.")
         table = pd.read_csv(path)
         if tuple(table.columns) != columns:
             raise ConfigError(f"'{path}' has columns {list(table.columns)}, not {list(columns)}.", field=kind)

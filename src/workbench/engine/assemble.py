@@ -8,6 +8,8 @@ carries its members and prompt pieces, and the per-iteration timeline is expande
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 
@@ -15,7 +17,7 @@ from workbench.costmodel.linear import LinearCostModel
 from workbench.engine.config import EngineConfig
 from workbench.engine.recorder import DECODE, KIND_NAMES, PREEMPT
 from workbench.errors import ConfigError
-from workbench.schedule.bounds import best_lower_bound, chunked_lower_bound
+from workbench.schedule.bounds import _round_down, best_lower_bound, chunked_lower_bound
 from workbench.schedule.members import RunMembers
 from workbench.schedule.schema import Schedule, build_metrics, cost_model_record
 
@@ -106,23 +108,77 @@ def general_bound(trace, n_clients, B, models, bound_model, kv, config: EngineCo
     """The makespan lower bound valid for this engine configuration, and which term binds.
 
     Paged KV frees memory earlier than reservation, so the KV-aware terms (which assume ``l_i + o_i`` held
-    throughout) are dropped; recompute only adds work.  With prefix caching a prompt may skip up to its
-    cached prefix, so the bound is taken on prompts shortened by every token that could be cached.
+    throughout) are dropped; recompute only adds work.  With prefix caching a prompt may skip the blocks
+    another request computed before it, and each shared block is computed at least once: see
+    :func:`prefix_bound_prompts`.  A mixed fleet takes the fleet bounds of :mod:`workbench.schedule.fleet`.
     """
-    if bound_model is None or not same_models(models):
+    bound_models = [bound_model] if same_models(models) else [linear_below(m) for m in models]
+    if any(m is None for m in bound_models):
         return float("nan"), "none: the cost model states no linear lower model"
-    bound_trace = trace
-    if block_keys is not None:
-        skip = np.array([len(k) * config.block_size for k in block_keys], dtype=np.int64)
-        l = trace["input_tokens"].to_numpy(np.int64)
-        bound_trace = trace.assign(input_tokens=np.maximum(l - np.minimum(skip, l - 1), 1))
+    if block_keys is None:
+        return instance_bound(trace, n_clients, B, models, bound_models, kv, config)
+    # Prefix caching: per-request terms on prompts less every block another request may have computed,
+    # aggregate terms on prompts that also pay each shared block once (prefix_bound_prompts).
+    # Only the columns a bound reads: the fleet bound re-reads its trace, whose prefix columns would not fit
+    # the shortened prompts (a refusal the property tests found).
+    trace = trace[[c for c in ("request_id", "input_tokens", "output_tokens", "arrival_s") if c in trace.columns]]
+    alone_l, total_l = prefix_bound_prompts(trace["input_tokens"].to_numpy(np.int64),
+                                            trace["output_tokens"].to_numpy(np.int64), block_keys, config.block_size)
+    per = instance_bound(trace.assign(input_tokens=alone_l), n_clients, B, models, bound_models, kv, config, True)
+    agg = instance_bound(trace.assign(input_tokens=total_l), n_clients, B, models, bound_models, kv, config, True)
+    if per is None or agg is None:
+        return float("nan"), None
+    terms = {k: v for k, v in agg.terms.items() if k not in PER_REQUEST_TERMS}
+    terms.update({k: v for k, v in per.terms.items() if k in PER_REQUEST_TERMS})
+    binding = max(terms, key=terms.get)
+    return _round_down(terms[binding]), binding
+
+
+#: Bound terms that price single requests (or a pair); the others sum work over all requests.
+PER_REQUEST_TERMS = ("single_request", "pair", "release_plus_alone")
+
+
+def prefix_bound_prompts(l, o, block_keys, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt tokens a bound may charge with prefix caching: (per request, for sums over requests).
+
+    A block is skipped only if some request computed it before, so a key held by one request alone is
+    computed by it, and each key held by several is computed at least once (by its first holder in time,
+    unknown here).  Per request: ``r_i = l_i - bs * (its keys held by another)``, at least 1 (one token is
+    always computed).  Summed: each shared key is also charged once, to its holder with the most output
+    tokens (whose decodes read the most: the tightest choice); ``bs - 1`` tokens if a holder has
+    ``r_i = 0``, because that holder's one computed token may lie in the key's block.  Never above ``l_i``.
+    """
+    counts = Counter(k for keys in block_keys for k in keys)
+    shared = np.array([sum(counts[k] > 1 for k in keys) for keys in block_keys], dtype=np.int64)
+    rest = np.maximum(l - shared * block_size, 0)
+    on_zero = {k for keys, r in zip(block_keys, rest.tolist()) if r == 0 for k in keys}
+    extra = np.zeros(len(l), dtype=np.int64)
+    charged: set = set()
+    for i in np.argsort(-o, kind="stable").tolist():
+        for k in block_keys[i]:
+            if counts[k] > 1 and k not in charged:
+                charged.add(k)
+                extra[i] += block_size - (k in on_zero)
+    alone = np.maximum(rest, 1)
+    return alone, np.minimum(alone + extra, l)
+
+
+def instance_bound(bound_trace, n_clients, B, models, bound_models, kv, config: EngineConfig, terms: bool = False):
+    """The bound of ``bound_trace`` for the engine's options: (value, binding), or the LowerBound if ``terms``."""
     caps = kv if config.kv == "reserve" else None
-    if config.iteration == "mixed":
-        bound = chunked_lower_bound(bound_trace, n_clients, B, bound_model, token_budget=config.token_budget,
+    if not same_models(models):  # a mixed fleet: the fleet bounds, which hold KV terms of no kind
+        from workbench.schedule.fleet import chunked_fleet_lower_bound, fleet_lower_bound
+
+        bound = (chunked_fleet_lower_bound(bound_trace, n_clients, B, bound_models, token_budget=config.token_budget)
+                 if config.iteration == "mixed" else fleet_lower_bound(bound_trace, n_clients, B, bound_models))
+    elif config.iteration == "mixed":
+        bound = chunked_lower_bound(bound_trace, n_clients, B, bound_models[0], token_budget=config.token_budget,
                                     kv_capacity_tokens=caps)
     else:
-        bound = best_lower_bound(bound_trace, n_clients, B, bound_model, kv_capacity_tokens=caps
+        bound = best_lower_bound(bound_trace, n_clients, B, bound_models[0], kv_capacity_tokens=caps
                                  if caps is not None else [None] * n_clients)
+    if terms:
+        return bound
     return (bound.value_s, bound.binding) if bound is not None else (float("nan"), None)
 
 
@@ -189,6 +245,11 @@ def fleet_bound(trace, n_clients, B, models):
     from workbench.schedule.fleet import fleet_lower_bound
 
     return fleet_lower_bound(trace, n_clients, B, models)
+
+
+def linear_below(model):
+    """The linear model a bound may price ``model`` with: itself, or the one it states below it (or None)."""
+    return model if type(model) is LinearCostModel else getattr(model, "bound_model", lambda: None)()
 
 
 def same_models(models) -> bool:

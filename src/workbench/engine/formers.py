@@ -195,7 +195,7 @@ class ExclusiveFormer(Former):
             if not self.paged:
                 c.kv_reserved_tokens += li + oi
             rq.cached[i] += hit
-            if g:
+            if rq.preemptions[i]:  # an admission after a preemption: all it computes is recomputed
                 rq.recomputed[i] += need - hit
             tokens += need - hit
             pieces.append((need - hit, hit))
@@ -481,7 +481,7 @@ class MixedFormer(Former):
             need = l[i] + generated[i]
             if self.paged:
                 self.kv.register(c, i, entry[1])
-            if generated[i] and take:
+            if rq.preemptions[i] and take:  # after a preemption, also one before the first token
                 rq.recomputed[i] += take
             if entry[1] < need:
                 continue

@@ -59,6 +59,8 @@ TERM_DOCS = {
     "pair": "two of the |J|+1 requests longest alone share a client: min over pairs and clients of LB_j({a, b})",
     "release_plus_alone": "max_i (a_i + min_j t_alone_j(i)) when requests arrive over time",
     "bin_packing_weights": "the proven bound of the offline bin packing with per-client weights",
+    "fractional_tokens": "mixed iterations: fractional_work with W_ij = v_ij + a_d^j (o_i - 1 + l_i) / tau "
+                         "+ (a_m^j - a_d^j) l_i / tau (at most tau tokens per iteration)",
 }
 
 
@@ -233,6 +235,39 @@ def fleet_lower_bound(trace: pd.DataFrame | str, clients: int, batch_size, cost_
     binding = max(terms, key=terms.get)
     return LowerBound(value_s=_round_down(terms[binding]), terms=terms, binding=binding,
                       details={"dual_y": y.tolist()})
+
+
+def chunked_fleet_lower_bound(trace: pd.DataFrame | str, clients: int, batch_size, cost_model, *,
+                              token_budget: float = math.inf) -> LowerBound:
+    """:func:`fleet_lower_bound` for mixed (chunked-prefill) iterations, which pay no ``a_p`` per stage.
+
+    On client ``j`` the iterations take at least ``V_j + a_d^j N_j + (a_m^j - a_d^j) N_mixed_j``
+    (:func:`workbench.schedule.bounds.chunked_lower_bound`), with ``N_j >= D_j / B_j`` and, under a token
+    budget ``tau``, ``N_j >= (D_j + L_j) / tau`` and ``N_mixed_j >= L_j / tau``: each is a sum over the
+    client's requests, so each gives weights ``W_ij`` for the dual argument of the module docstring
+    (``fractional_work``, ``fractional_tokens``).  A prompt's iterations cost at least ``a_m >= a_p``, so a
+    request alone still takes ``t_alone`` (``single_request``, ``release_plus_alone``).  The ``pair`` term
+    is left out: a mixed iteration can carry one request's prompt and the other's decode.
+    """
+    trace = load_trace(trace)
+    m = positive_int(clients, "clients")
+    models = _cost_models(cost_model, m)
+    B = batch_sizes_array(batch_size, m)
+    l = trace["input_tokens"].to_numpy(float)
+    d = trace["output_tokens"].to_numpy(float) - 1.0
+    alone = np.min(np.column_stack([mdl.alone_time_s(l, d + 1.0) for mdl in models]), axis=1)
+    tau = float(token_budget)
+    mixed_s = [(max(mdl.a_p, mdl.a_d) - mdl.a_d) * l / tau if math.isfinite(tau) else 0.0 * l for mdl in models]
+    v = [mdl.request_work_s(l, d + 1.0) for mdl in models]
+    W = np.column_stack([v[j] + models[j].a_d * d / int(B[j]) + mixed_s[j] for j in range(m)])
+    terms = {"single_request": float(alone.max()), "fractional_work": fractional_work_bound(W)[0]}
+    if math.isfinite(tau):
+        W_tokens = np.column_stack([v[j] + models[j].a_d * (d + l) / tau + mixed_s[j] for j in range(m)])
+        terms["fractional_tokens"] = fractional_work_bound(W_tokens)[0]
+    if "arrival_s" in trace and float(trace["arrival_s"].max()) > 0:
+        terms["release_plus_alone"] = float((trace["arrival_s"].to_numpy(float) + alone).max())
+    binding = max(terms, key=terms.get)
+    return LowerBound(value_s=_round_down(terms[binding]), terms=terms, binding=binding)
 
 
 def _pair_term(l, o, alone, models, B) -> float | None:

@@ -200,6 +200,7 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
     need = [0] * n
     cached = [0] * n  # the cached part of the admission in progress
     cached_total = [0] * n
+    recomputed_total = [0] * n  # tokens computed by admissions after a preemption (MODEL.md section 11)
     preempted = [0] * n  # preempt rows that list the request
     prefill_start = [math.nan] * n
     first_token = [math.nan] * n
@@ -311,6 +312,8 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
                                             f"not {computed[i]}")
                     continue
                 computed[i] += t
+                if preempted[i]:
+                    recomputed_total[i] += t
                 P += t
                 Q += q
                 if computed[i] > need[i]:
@@ -383,6 +386,12 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
         if len(wrong):
             bad["paged-rows"].append(f"requests.preemptions disagrees with the preempt rows for "
                                      f"{examples(np.array(ids)[wrong])}")
+    if "recomputed_tokens" in rq.columns:
+        wrong = np.flatnonzero(rq["recomputed_tokens"].to_numpy(np.int64)
+                               != np.array(recomputed_total, dtype=np.int64))
+        if len(wrong):
+            bad["recompute"].append(f"requests.recomputed_tokens disagrees with the pieces computed after a "
+                                    f"preemption for {examples(np.array(ids)[wrong])}")
     if "cached_tokens" in rq.columns:
         wrong = np.flatnonzero(rq["cached_tokens"].to_numpy(np.int64) != np.array(cached_total, dtype=np.int64))
         if len(wrong):

@@ -56,8 +56,20 @@ def ids_from_text(ids: pd.Series) -> pd.Series:
     return ids
 
 
+#: Compressed files pandas opens by their suffix; the format is the suffix before it (trace.jsonl.gz).
+_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+def _format_suffix(path: Path) -> str:
+    """The suffix that names the format: ``.jsonl`` for ``trace.jsonl.gz`` (a gzip'd JSONL was read as CSV)."""
+    suffixes = [x.lower() for x in path.suffixes]
+    if len(suffixes) >= 2 and suffixes[-1] in _COMPRESSION_SUFFIXES:
+        return suffixes[-2]
+    return suffixes[-1] if suffixes else ""
+
+
 def _read_file(path: Path) -> pd.DataFrame:
-    suffix = path.suffix.lower()
+    suffix = _format_suffix(path)
     try:
         if suffix == ".parquet":
             return pd.read_parquet(path)
@@ -67,7 +79,8 @@ def _read_file(path: Path) -> pd.DataFrame:
                 warnings.simplefilter("error")
                 # dtype=False: a field is what the JSON holds (true stays a bool, so it can be refused).
                 try:
-                    return pd.read_json(path, lines=suffix != ".json", dtype=False)
+                    # utf-8-sig: a byte-order mark (Windows editors write one) is not a parse error.
+                    return pd.read_json(path, lines=suffix != ".json", dtype=False, encoding="utf-8-sig")
                 except AttributeError as exc:  # pandas 2 on a line that is not an object (pandas 3 warns)
                     raise ValueError(f"a line is not a JSON object ({exc})") from None
         # Ids are labels: read as text so 007 and 1e3 stay as written (ids_from_text keeps plain
