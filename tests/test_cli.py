@@ -94,8 +94,43 @@ def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path, capsys):
     assert (mine / "thesis.tex").read_text() == "years of work"
     run = tmp_path / "run"
     assert main([*args, "--out", str(run)]) == 0
-    assert main([*args, "--policy", "static", "--out", str(run)]) == 0  # its own output is replaced
+    assert main([*args, "--out", str(run)]) == 0  # a rerun of the same settings replaces its own output
+    assert main([*args, "--policy", "static", "--out", str(run), "--force"]) == 0  # other settings: --force
     assert json.loads((run / "metrics.json").read_text())["policy"] == "static"
+
+
+def _tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_another_commands_or_settings_output_is_not_replaced_without_force(tmp_path, capsys):
+    """Issue 28: `simulate --out results` after run.sh replaced the main job's outputs, printing only 'wrote'."""
+    args = ["--trace", str(_small_trace(tmp_path)), "--clients", "2"]
+    run = tmp_path / "run"
+    assert main(["simulate", *args, "--policy", "hybrid", "--out", str(run)]) == 0
+    before = _tree(run)
+    capsys.readouterr()
+    for other in (["simulate", *args], ["offline", *args], ["compare", *args], ["exact", *args]):
+        assert main([*other, "--out", str(run)]) == 2, other
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--force" in err and "workbench simulate" in err, err
+        assert _tree(run) == before, other  # nothing changed on disk
+    assert main(["simulate", *args, "--out", str(run)]) == 2
+    assert "with policy=hybrid; this run has policy=paper-baseline" in capsys.readouterr().err
+    assert main(["offline", *args, "--out", str(run), "--force"]) == 0
+    assert (run / "assignment.csv").is_file() and not (run / "timeline.csv").exists()
+
+
+def test_an_unrecorded_output_folder_is_replaced_only_with_force(tmp_path, capsys):
+    """A folder an older workbench marked (no command recorded) may hold anything: --force replaces it."""
+    args = ["simulate", "--trace", str(_small_trace(tmp_path)), "--clients", "2", "--out", str(tmp_path / "old")]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / ".workbench-output").write_text("written by workbench; the next run replaces it\n")
+    (tmp_path / "old" / "results.json").write_text("{}")
+    assert main(args) == 2
+    assert "not recorded" in capsys.readouterr().err
+    assert (tmp_path / "old" / "results.json").is_file()
+    assert main([*args, "--force"]) == 0 and not (tmp_path / "old" / "results.json").exists()
 
 
 def test_chunked_prefill_through_simulate_and_compare(tmp_path, capsys):

@@ -14,6 +14,7 @@ import json
 import pandas as pd
 
 from workbench.errors import ConfigError
+from workbench.cli._common import add_force_argument, check_out, out_dir
 
 COLUMNS = ("ttft_s_p50", "ttft_s_p90", "ttft_s_p99", "tpot_s_p50", "tpot_s_p90", "tpot_s_p99",
            "e2e_s_p50", "e2e_s_p90", "e2e_s_p99", "slo_attainment")
@@ -53,12 +54,12 @@ def register(subparsers) -> None:
     p.add_argument("--ttft-slo", type=float, default=DEFAULT_TTFT_SLO_S, help="TTFT target, s (default %(default)s)")
     p.add_argument("--tpot-slo", type=float, default=DEFAULT_TPOT_SLO_S, help="TPOT target, s (default %(default)s)")
     p.add_argument("--out", default=None, metavar="DIR", help="folder for loadsweep.csv and report.html")
+    add_force_argument(p)
     p.set_defaults(func=cmd_loadsweep)
 
 
 def cmd_loadsweep(args: argparse.Namespace) -> int:
     from workbench.costmodel.linear import load_preset
-    from workbench.schedule.schema import atomic_dir
     from workbench.studies.loadsweep import (
         load_sweep,
         load_sweep_figure,
@@ -79,6 +80,7 @@ def cmd_loadsweep(args: argparse.Namespace) -> int:
             raise ConfigError(f"--kv-capacity is {kv!r}.", field="--kv-capacity",
                               fix="give tokens per client or 'preset'.") from None
     policies = [x.strip() for x in args.policies.split(",") if x.strip()]
+    check_out(args)
     cm = load_preset(args.cost_model)
     trace = load_trace(args.trace)  # --requests samples it inside load_sweep, seeded
     table = load_sweep(trace, clients=args.clients, batch_size=args.batch_size, cost_model=cm, loads=args.loads,
@@ -102,7 +104,7 @@ def cmd_loadsweep(args: argparse.Namespace) -> int:
                          f"seed {args.seed}; burstiness {args.burstiness}.")),
             ("p99 time to first token", fig), ("SLO attainment", slo),
             ("Winners (p99 TTFT)", best.reset_index()), ("All results", shown.reset_index())])
-        with atomic_dir(args.out) as tmp:
+        with out_dir(args) as tmp:
             table.to_csv(tmp / "loadsweep.csv", index=False)
             (tmp / "report.html").write_text(text, encoding="utf-8")
             (tmp / "setting.json").write_text(json.dumps({k: v for k, v in table.attrs.items()}, indent=2,

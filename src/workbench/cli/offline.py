@@ -16,8 +16,11 @@ import pandas as pd
 
 from workbench.cli._common import (
     _kv,
+    add_force_argument,
     add_instance_arguments,
+    check_out,
     load_instance,
+    out_dir,
     print_table,
 )
 
@@ -47,9 +50,10 @@ def _solver_arguments(p, *, time_limit: float, gap: float) -> None:
 def cmd_offline(args) -> int:
     from workbench._checks import kv_capacities
     from workbench.offline import assign
-    from workbench.schedule.schema import _jsonable, atomic_dir
+    from workbench.schedule.schema import _jsonable
 
     _check_solver_options(args)
+    check_out(args)
     trace, cost_model = load_instance(args)
     result = assign(trace, args.clients, args.batch_size, cost_model, method=args.method,
                     time_limit=args.time_limit, rel_gap=args.gap, threads=args.threads,
@@ -60,7 +64,7 @@ def cmd_offline(args) -> int:
 
     W = mmbp_data(trace, args.clients, args.batch_size, cost_model).weights_s
     table["weight_s"] = W[np.arange(len(trace)), result.assignment]
-    with atomic_dir(args.out) as tmp:
+    with out_dir(args) as tmp:
         table.to_csv(tmp / "assignment.csv", index=False)
         summary = {**result.summary(), "clients": args.clients, "batch_size": args.batch_size,
                    "trace": str(args.trace), "cost_model": cost_model.name, "loads_s": result.loads_s,
@@ -74,16 +78,17 @@ def cmd_offline(args) -> int:
 
 def cmd_exact(args) -> int:
     from workbench.offline import replay_exact, solve_exact
-    from workbench.schedule.schema import atomic_dir, check_format
+    from workbench.schedule.schema import check_format
 
     check_format(args.format)
     _check_solver_options(args)
+    check_out(args)
     trace, cost_model = load_instance(args)
     result = solve_exact(trace, args.clients, args.batch_size, cost_model, time_limit=args.time_limit,
                          rel_gap=args.gap, threads=args.threads, max_binaries=args.max_binaries,
                          kv_capacity_tokens=_kv(args))
     replayed = replay_exact(result)
-    with atomic_dir(args.out) as tmp:
+    with out_dir(args) as tmp:
         result.schedule.write_into(tmp, format=args.format)
     same = np.isclose(replayed.makespan_s, result.makespan_s, rtol=1e-12, atol=0.0)
     bound = "none" if result.bound_s is None else f"{result.bound_s:.6f} s"
@@ -132,6 +137,7 @@ def register(subparsers) -> None:
                         "mip-cold: HiGHS alone")
     _solver_arguments(p, time_limit=2.0, gap=5e-4)
     p.add_argument("--out", required=True, help="folder for assignment.csv and assignment.json")
+    add_force_argument(p)
     p.set_defaults(func=cmd_offline)
 
     p = subparsers.add_parser("exact", help="the exact MIP on a small instance, exported as a schedule")
@@ -141,6 +147,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-binaries", type=int, default=None, help="refuse larger models (default: the package limit)")
     p.add_argument("--out", required=True, help="folder for timeline.csv, requests.csv, metrics.json")
     p.add_argument("--format", default="csv", help="csv (default) or parquet: the format of timeline and requests (MODEL.md section 9)")
+    add_force_argument(p)
     p.set_defaults(func=cmd_exact)
 
     p = subparsers.add_parser("bound", help="the makespan lower bound, term by term")

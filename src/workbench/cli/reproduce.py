@@ -13,6 +13,7 @@ DEFAULT_OUT = "results/reproduce"
 
 
 def register(subparsers) -> None:
+    from workbench.cli._common import add_force_argument
     from workbench.studies.experiments import SCENARIOS, CaseStudy
 
     p = subparsers.add_parser("reproduce", help="run the paper's experiments: headline table, 100-case study, "
@@ -30,6 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--format", default="csv",
                    help="csv (default) or parquet: the format of the two schedules (MODEL.md section 9)")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout instead of tables")
+    add_force_argument(p)
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--uncertainty", action="store_true",
                    help="also run the output-length uncertainty study: paper-baseline, online, hybrid and its "
@@ -46,10 +48,12 @@ def _fmt_table(frame: pd.DataFrame) -> str:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from workbench.errors import ConfigError
-    from workbench.schedule.schema import atomic_dir, check_format
+    from workbench.cli._common import check_out, out_dir
+    from workbench.schedule.schema import check_format
     from workbench.studies.experiments import reproduce, write_reproduce_report
 
     check_format(args.format)
+    check_out(args)
     if args.cases < 0:
         raise ConfigError(f"--cases is {args.cases}.", field="--cases", fix="give 0 (skip) or more cases.")
     if args.workers < 0:
@@ -61,7 +65,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if getattr(args, "uncertainty", False):
         _run_uncertainty(run, args)
     out = Path(args.out)
-    with atomic_dir(out) as tmp:
+    with out_dir(args) as tmp:
         (tmp / "results.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
         for name in (run["headline"]["scenario"].base_policy, "hybrid"):
             run["headline"]["schedules"][name].write(tmp / f"schedule-{name}", format=args.format)
