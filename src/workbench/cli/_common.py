@@ -181,6 +181,10 @@ def run_simulation(args, policy: str | None = None):
 
 
 def print_table(table: pd.DataFrame, *, file=None) -> None:
+    """``table`` in display units (:func:`workbench._units.display_units`: shares in percent)."""
+    from workbench._units import display_units
+
+    table = display_units(table)
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:,.4f}".format):
         print(table.to_string(), file=file or sys.stdout)
 

@@ -14,6 +14,7 @@ import json
 import pandas as pd
 
 from workbench.errors import ConfigError
+from workbench._units import display_units
 from workbench.cli._common import add_force_argument, check_out, out_dir
 
 COLUMNS = ("ttft_s_p50", "ttft_s_p90", "ttft_s_p99", "tpot_s_p50", "tpot_s_p90", "tpot_s_p99",
@@ -92,10 +93,10 @@ def cmd_loadsweep(args: argparse.Namespace) -> int:
           f"TPOT <= {args.tpot_slo} s")
     shown = table.set_index(["load", "policy"])[list(COLUMNS)]
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
-        print(shown.to_string())
+        print(display_units(shown).to_string())
         best = winners(table, "ttft_s_p99")
         print("\nlowest p99 TTFT per load:")
-        print(best.to_string())
+        print(display_units(best).to_string())
     if args.out:
         fig = load_sweep_figure(table, "ttft_s_p99")
         slo = load_sweep_figure(table, "slo_attainment", log_y=False, title="SLO attainment against load")

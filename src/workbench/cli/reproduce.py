@@ -42,6 +42,9 @@ def register(subparsers) -> None:
 
 
 def _fmt_table(frame: pd.DataFrame) -> str:
+    from workbench._units import display_units
+
+    frame = display_units(frame)  # shares in percent, differences of shares in percentage points
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
         return frame.to_string(na_rep="")  # a row without the value (the bound has no prefills): blank
 
@@ -157,7 +160,7 @@ def _print_text(run, out: Path, args, *, file) -> None:
     hs = res["headline_summary"]
     print(f"\nhybrid closes {hs['gap_closed']:.1%} of paper-baseline's gap to the bound "
           f"(paper: {res['paper']['gap_closed']:.1%}) and raises slot utilization by "
-          f"{hs['slot_utilization_gain'] * 100:+.1f} points (paper: "
+          f"{hs['slot_utilization_gain'] * 100:+.1f} percentage points (paper: "
           f"{(res['paper']['hybrid_utilization'] - res['paper']['baseline_utilization']) * 100:+.1f}).", file=file)
     dt = res["decision_time"]
     print(f"online decision: {dt['mean_us']:.2f} us on average over {dt['decisions']} decisions", file=file)
@@ -171,7 +174,7 @@ def _print_text(run, out: Path, args, *, file) -> None:
         print(f"\ncase study: {s['cases']} cases (seed {args.seed}), {ex['executor']} with {ex['workers']} workers, "
               f"{ex['study_s']:.1f} s", file=file)
         print(f"  hybrid won (a shorter makespan than paper-baseline) in {s['share_won']:.0%} of cases; "
-              f"slot-utilization gain in points: mean {format_points(s['utilization_gain_mean'])} "
+              f"slot-utilization gain in percentage points: mean {format_points(s['utilization_gain_mean'])} "
               f"(sd {s['utilization_gain_std'] * 100:.1f}, min {format_points(s['utilization_gain_min'])}, "
               f"max {format_points(s['utilization_gain_max'])}); "
               f"paper: {res['paper']['case_study_mean_improvement'] * 100:+.1f} on average", file=file)

@@ -42,7 +42,7 @@ def cmd_simulate(args) -> int:
             from workbench.viz.report import write_report
 
             write_report(tmp / "report.html", f"{schedule.policy} on {args.trace}",
-                         [("Metrics", pd.DataFrame([_headline(schedule.metrics)])), ("Gantt chart", gantt(schedule))])
+                         [("Metrics", pd.DataFrame([_headline(schedule.metrics)], index=pd.Index([schedule.policy], name="policy"))), ("Gantt chart", gantt(schedule))])
     m = schedule.metrics
     print(f"{schedule.policy}: {len(trace)} requests on {m['clients']} clients, makespan {m['makespan_s']:.3f} s, "
           f"lower bound {m['lower_bound_s']:.3f} s (gap {m['gap']:.2%}), slot utilization {m['slot_utilization']:.1%}, "
@@ -60,6 +60,7 @@ def cmd_compare(args) -> int:
     from workbench.schedule.schema import check_format
     from workbench.viz.figures import comparison_table, gantt_compare
     from workbench.viz.report import write_report
+    from workbench._units import display_units
 
     check_format(args.format)
     check_out(args)
@@ -91,7 +92,7 @@ def cmd_compare(args) -> int:
             for name, schedule in schedules.items():
                 (tmp / name).mkdir()
                 schedule.write_into(tmp / name, format=args.format)
-            table.to_csv(tmp / "comparison.csv")
+            display_units(table).to_csv(tmp / "comparison.csv")  # the printed table, in the same units
             write_report(tmp / "report.html", f"Policies compared on {args.trace}", [
                 ("Assumptions", pd.DataFrame([assumptions]).T.rename(columns={0: "value"})),
                 ("Comparison", table),
