@@ -178,3 +178,46 @@ def test_presets_table_states_each_coefficients_unit(capsys):
     row = next(line for line in out.splitlines() if line.startswith("llama-65b "))
     c_d_ns = float(row.split()[1 + columns.index("c_d_ns")])
     assert c_d_ns > 1 and abs(c_d_ns - load_preset("llama-65b").c_d * 1e9) < 1e-3  # not 0.0000
+
+
+def test_a_policy_typo_is_named_before_a_missing_out(capsys):
+    """Issue 28: `simulate --policy hybird` said only "--out required"."""
+    assert main(["simulate", "--policy", "hybird"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown policy 'hybird'" in err and "hybrid" in err, err
+    assert main(["simulate"]) == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_validate_on_a_missing_folder_is_bad_input(tmp_path, capsys):
+    """Exit 2 (bad input, one line), not 1 (an invalid schedule)."""
+    assert main(["validate", str(tmp_path / "nothere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a folder" in err and "Fix:" in err
+
+
+def test_simulate_help_shows_the_defaults(capsys):
+    """A README line relies on simulate's defaults; --help must state them."""
+    assert main(["simulate", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: gsm8k-test)", "(default: 8)", "(default: 16)", "(default: llama-65b)",
+                    "(default: paper-baseline)"):
+        assert default in text, default
+    assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_trace_info_prints_counts_as_whole_numbers(capsys):
+    assert main(["trace", "info", "gsm8k-test"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[1].split()
+    row = dict(zip(header, lines[2].split()[1:]))
+    assert row["min"] == "24" and row["max"] == "191" and row["total"] == "90258", row
+
+
+def test_presets_show_no_nan_and_one_preset_in_a_screen(capsys):
+    assert main(["presets"]) == 0
+    assert "NaN" not in capsys.readouterr().out
+    assert main(["presets", "llama-65b"]) == 0
+    shown = capsys.readouterr().out
+    assert len(shown.splitlines()) < 20 and "a_p = 14.95 ms" in shown and "--json" in shown
+    assert main(["presets", "llama-65b", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "llama-65b"

@@ -41,6 +41,16 @@ def _batch_size(text: str):
     return values[0] if len(values) == 1 else values
 
 
+def policy_name(text: str) -> str:
+    """A registered policy name, checked while the line is parsed: a typo is named before "--out required"."""
+    from workbench.policies.registry import POLICIES
+
+    if text not in POLICIES:
+        raise argparse.ArgumentTypeError(f"unknown policy '{text}'; use one of {', '.join(POLICIES)} "
+                                         "(workbench policies describes them)")
+    return text
+
+
 def add_instance_arguments(p: argparse.ArgumentParser, *, policy: bool = True) -> None:
     """The options every command that builds a schedule shares."""
     p.add_argument("--trace", default="gsm8k-test", help="a shipped trace name (see `workbench trace list`) or a file")
@@ -55,7 +65,8 @@ def add_instance_arguments(p: argparse.ArgumentParser, *, policy: bool = True) -
                    help="KV-cache capacity per client in tokens, or 'preset' for the preset's value")
     if policy:
         add_engine_arguments(p)
-        p.add_argument("--policy", default="paper-baseline", help="a policy name (see `workbench policies`)")
+        p.add_argument("--policy", type=policy_name, default="paper-baseline",
+                       help="a policy name (see `workbench policies`)")
         p.add_argument("--dispatch", default=None, help="override the policy's dispatcher")
         p.add_argument("--order", default=None, help="override the policy's queue order")
         p.add_argument("--mu", type=float, default=None, help="price multiplier of the Lagrangian rule")
@@ -186,7 +197,7 @@ def print_table(table: pd.DataFrame, *, file=None) -> None:
 
     table = display_units(table)
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:,.4f}".format):
-        print(table.to_string(), file=file or sys.stdout)
+        print(table.to_string(na_rep=""), file=file or sys.stdout)  # no value (a profiled preset's a_p): blank
 
 
 #: Options that change how a command runs or prints, not what it writes: a rerun differing only in
