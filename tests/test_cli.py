@@ -221,3 +221,19 @@ def test_presets_show_no_nan_and_one_preset_in_a_screen(capsys):
     assert len(shown.splitlines()) < 20 and "a_p = 14.95 ms" in shown and "--json" in shown
     assert main(["presets", "llama-65b", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["name"] == "llama-65b"
+
+
+def test_bound_states_its_times_in_seconds_and_survives_a_closed_pipe():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    full = subprocess.run([sys.executable, "-m", "workbench", "bound", "--method", "closed"], capture_output=True,
+                          text=True, env=env)
+    times = full.stdout.splitlines()[-1]
+    assert times.startswith("times: ") and all(part.endswith(" s") for part in times[7:].split(", ")), times
+    piped = subprocess.run(["bash", "-c", f"set -o pipefail; '{sys.executable}' -m workbench bound | head -1"],
+                           capture_output=True, text=True, env=env)
+    assert piped.returncode == 0 and "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr

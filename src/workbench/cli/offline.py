@@ -140,7 +140,7 @@ def cmd_bound(args) -> int:
               f"so it is not the instance's bound (docs/offline.md)")
     print_table(table[["value_s", "binds", "meaning"]])
     timing = {k: v for k, v in bound.details.items() if k.endswith("_s") and isinstance(v, float)}
-    print("times: " + ", ".join(f"{k} {v:.3f}" for k, v in timing.items()))
+    print("times: " + ", ".join(f"{k.removesuffix('_s')} {v:.3f} s" for k, v in timing.items()))  # seconds, said
     if args.json:
         print(json.dumps({"value_s": bound.value_s, "binding": bound.binding, "terms": bound.terms}))
     return 0
