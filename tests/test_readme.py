@@ -168,3 +168,14 @@ def test_readme_benchmark_commands_run_as_written(line, tmp_path):
     history = folder / "runs" / "benchmarks" / "history.csv"
     assert f"to {history.relative_to(folder)}" in proc.stdout or str(history) in proc.stdout
     assert history.read_text().count("\n") > 1
+
+
+@pytest.mark.parametrize("script, option", [("run_all.py", "--csv"), ("scaling.py", "--out")])
+def test_benchmarks_write_untracked_files_by_default(script, option):
+    """Issue 28: `run_all.py --quick` appended to the tracked benchmarks/results/history.csv."""
+    text = (ROOT / "benchmarks" / script).read_text()
+    assert f'parser.add_argument("{option}", default=' in text
+    assert '"runs"' in text and '"benchmarks"' in text  # under the checkout's runs/benchmarks/
+    if shutil.which("git") and (ROOT / ".git").exists():
+        probe = subprocess.run(["git", "check-ignore", "-q", "runs/benchmarks/history.csv"], cwd=ROOT)
+        assert probe.returncode == 0, "runs/ must be git-ignored"

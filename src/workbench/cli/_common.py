@@ -202,7 +202,7 @@ def print_table(table: pd.DataFrame, *, file=None) -> None:
 
 #: Options that change how a command runs or prints, not what it writes: a rerun differing only in
 #: these may replace its own output folder.
-NOT_SETTINGS = frozenset({"func", "command", "out", "force", "json", "workers", "scheduler", "no_report"})
+NOT_SETTINGS = frozenset({"func", "command", "out", "force", "json", "workers", "scheduler"})
 
 
 def output_writer(args: argparse.Namespace) -> dict[str, Any]:
