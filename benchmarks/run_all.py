@@ -1,6 +1,6 @@
 """The benchmark suite: one command, one table, one CSV row per figure.
 
-    python benchmarks/run_all.py [--quick] [--csv benchmarks/results/history.csv]
+    python benchmarks/run_all.py [--quick] [--csv runs/benchmarks/history.csv]
 
 Measures, on this machine: simulator requests/s and iterations/s per policy
 (gsm8k-test, 8 clients, B=16), the 13k- and 100k-request cases, offline bin
@@ -8,7 +8,9 @@ packing time and proven gap, lower-bound time (closed form and bin-packing
 bound), the 100-case study time, Gantt build time and peak memory.  Each
 figure is appended to the CSV with the machine, the commit and the time, so
 runs can be compared over time (``--quick`` skips the 100-case study and the
-100k case).  The detailed scripts beside this one (``bench_sim.py``,
+100k case).  The default CSV is untracked (``runs/`` is git-ignored), so a run
+never changes the checkout; ``--csv benchmarks/results/history.csv`` appends to
+the tracked history when a run is meant to be recorded there.  The detailed scripts beside this one (``bench_sim.py``,
 ``bench_offline.py``, ``bench_online.py``, ``bench_case_study.py``,
 ``scaling.py``) print more about each part.
 """
@@ -30,6 +32,11 @@ import resource
 import subprocess
 import time
 from pathlib import Path
+
+
+#: Where a run appends by default: under the git-ignored runs/ of the checkout, so a benchmark run leaves
+#: every tracked file as it was (the tracked benchmarks/results/history.csv only when asked with --csv).
+DEFAULT_CSV = Path(__file__).resolve().parents[1] / "runs" / "benchmarks" / "history.csv"
 
 
 def best_of(fn, repeat: int = 3):
@@ -97,7 +104,9 @@ def measure(quick: bool) -> list[tuple[str, float, str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--csv", default="benchmarks/results/history.csv")
+    parser.add_argument("--csv", default=str(DEFAULT_CSV),
+                        help="append the figures here (default: %(default)s, untracked; "
+                             "benchmarks/results/history.csv is the tracked history)")
     args = parser.parse_args()
     rows = measure(args.quick)
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -63,7 +63,9 @@ def point(n_requests: int, clients: int, cost_model, batch_size: int = 32) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="benchmarks/results")
+    # Untracked by default (runs/ is git-ignored): a run changes no file of the checkout; --out benchmarks/results
+    # rewrites the tracked scaling.csv and scaling.html when a run is meant to be recorded there.
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "runs" / "benchmarks"))
     parser.add_argument("--max-requests", type=int, default=1_000_000)
     args = parser.parse_args()
     cm = load_preset("llama-65b")

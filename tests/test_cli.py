@@ -94,8 +94,43 @@ def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path, capsys):
     assert (mine / "thesis.tex").read_text() == "years of work"
     run = tmp_path / "run"
     assert main([*args, "--out", str(run)]) == 0
-    assert main([*args, "--policy", "static", "--out", str(run)]) == 0  # its own output is replaced
+    assert main([*args, "--out", str(run)]) == 0  # a rerun of the same settings replaces its own output
+    assert main([*args, "--policy", "static", "--out", str(run), "--force"]) == 0  # other settings: --force
     assert json.loads((run / "metrics.json").read_text())["policy"] == "static"
+
+
+def _tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_another_commands_or_settings_output_is_not_replaced_without_force(tmp_path, capsys):
+    """Issue 28: `simulate --out results` after run.sh replaced the main job's outputs, printing only 'wrote'."""
+    args = ["--trace", str(_small_trace(tmp_path)), "--clients", "2"]
+    run = tmp_path / "run"
+    assert main(["simulate", *args, "--policy", "hybrid", "--out", str(run)]) == 0
+    before = _tree(run)
+    capsys.readouterr()
+    for other in (["simulate", *args], ["offline", *args], ["compare", *args], ["exact", *args]):
+        assert main([*other, "--out", str(run)]) == 2, other
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--force" in err and "workbench simulate" in err, err
+        assert _tree(run) == before, other  # nothing changed on disk
+    assert main(["simulate", *args, "--out", str(run)]) == 2
+    assert "with policy=hybrid; this run has policy=paper-baseline" in capsys.readouterr().err
+    assert main(["offline", *args, "--out", str(run), "--force"]) == 0
+    assert (run / "assignment.csv").is_file() and not (run / "timeline.csv").exists()
+
+
+def test_an_unrecorded_output_folder_is_replaced_only_with_force(tmp_path, capsys):
+    """A folder an older workbench marked (no command recorded) may hold anything: --force replaces it."""
+    args = ["simulate", "--trace", str(_small_trace(tmp_path)), "--clients", "2", "--out", str(tmp_path / "old")]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / ".workbench-output").write_text("written by workbench; the next run replaces it\n")
+    (tmp_path / "old" / "results.json").write_text("{}")
+    assert main(args) == 2
+    assert "not recorded" in capsys.readouterr().err
+    assert (tmp_path / "old" / "results.json").is_file()
+    assert main([*args, "--force"]) == 0 and not (tmp_path / "old" / "results.json").exists()
 
 
 def test_chunked_prefill_through_simulate_and_compare(tmp_path, capsys):
@@ -152,12 +187,71 @@ def test_compare_without_paper_baseline_names_its_gap_closed_baseline_or_leaves_
     args = ["compare", "--clients", "2", "--batch-size", "4", "--trace", trace, "--policies", "least-work,static"]
     assert main(args + ["--out", str(out)]) == 0
     assert "gap_closed: left out" in capsys.readouterr().out
-    assert "gap_closed" not in pd.read_csv(out / "comparison.csv", index_col=0).columns
+    assert not any("gap_closed" in c for c in pd.read_csv(out / "comparison.csv", index_col=0).columns)
     assert main(args + ["--baseline", "static", "--out", str(tmp_path / "b")]) == 0
     assert "gap_closed: against static" in capsys.readouterr().out
     table = pd.read_csv(tmp_path / "b" / "comparison.csv", index_col=0)
-    assert table.loc["static", "gap_closed"] == 0.0
+    assert table.loc["static", "gap_closed_pct"] == 0.0  # a share, in percent (one unit per quantity)
     assert main(args + ["--baseline", "paper-baseline", "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert "--baseline" in err and "not among the compared policies" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "c").exists()
+
+
+def test_a_policy_typo_is_named_before_a_missing_out(capsys):
+    """Issue 28: `simulate --policy hybird` said only "--out required"."""
+    assert main(["simulate", "--policy", "hybird"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown policy 'hybird'" in err and "hybrid" in err, err
+    assert main(["simulate"]) == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_validate_on_a_missing_folder_is_bad_input(tmp_path, capsys):
+    """Exit 2 (bad input, one line), not 1 (an invalid schedule)."""
+    assert main(["validate", str(tmp_path / "nothere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a folder" in err and "Fix:" in err
+
+
+def test_simulate_help_shows_the_defaults(capsys):
+    """A README line relies on simulate's defaults; --help must state them."""
+    assert main(["simulate", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: gsm8k-test)", "(default: 8)", "(default: 16)", "(default: llama-65b)",
+                    "(default: paper-baseline)"):
+        assert default in text, default
+    assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_trace_info_prints_counts_as_whole_numbers(capsys):
+    assert main(["trace", "info", "gsm8k-test"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[1].split()
+    row = dict(zip(header, lines[2].split()[1:]))
+    assert row["min"] == "24" and row["max"] == "191" and row["total"] == "90258", row
+
+
+def test_presets_show_no_nan_and_one_preset_in_a_screen(capsys):
+    assert main(["presets"]) == 0
+    assert "NaN" not in capsys.readouterr().out
+    assert main(["presets", "llama-65b"]) == 0
+    shown = capsys.readouterr().out
+    assert len(shown.splitlines()) < 20 and "a_p = 14.95 ms" in shown and "--json" in shown
+    assert main(["presets", "llama-65b", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "llama-65b"
+
+
+def test_bound_states_its_times_in_seconds_and_survives_a_closed_pipe():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    full = subprocess.run([sys.executable, "-m", "workbench", "bound", "--method", "closed"], capture_output=True,
+                          text=True, env=env)
+    times = full.stdout.splitlines()[-1]
+    assert times.startswith("times: ") and all(part.endswith(" s") for part in times[7:].split(", ")), times
+    piped = subprocess.run(["bash", "-c", f"set -o pipefail; '{sys.executable}' -m workbench bound | head -1"],
+                           capture_output=True, text=True, env=env)
+    assert piped.returncode == 0 and "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr

@@ -187,3 +187,7 @@ def test_paper_figure_shows_ours_beside_the_papers(tiny_scenario):
     assert paper[0]["y"] == (E.PAPER["baseline_utilization"], E.PAPER["hybrid_utilization"]) or \
         list(paper[0]["y"]) == [E.PAPER["baseline_utilization"], E.PAPER["hybrid_utilization"]]
     assert list(ours[2]["y"]) == [float(table.loc["hybrid", "gap_closed"])]
+    # Issue 28: the utilization gain, a difference of shares, read "16.4%" on an axis of points.
+    assert list(ours[3]["y"]) == [pytest.approx(15.0)] and ours[3]["text"][0] == "+15.0"
+    assert fig["layout"]["yaxis4"]["title"]["text"] == "percentage points" and "%" not in fig["layout"]["yaxis4"].get(
+        "tickformat", "")

@@ -8,6 +8,7 @@ what a notebook checks lives in its code as assertions (docs/notebooks.md).
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -122,3 +123,78 @@ def test_checkpoint_folders_are_never_collected(pytestconfig):
                              cwd=ROOT) if shutil.which("git") and (ROOT / ".git").exists() else None
     if ignored is not None:
         assert ignored.returncode == 0, f"{CHECKPOINTS}/ must be in .gitignore"
+
+
+def _as_a_kernel_ran_it(nb) -> None:
+    """What running a notebook in JupyterLab adds before a save: the kernel's language_info, a Plotly figure's
+    JSON per code cell, execution counts and timings, and ipywidgets' saved state."""
+    nb.metadata["language_info"] = {"codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py",
+                                    "mimetype": "text/x-python", "name": "python", "nbconvert_exporter": "python",
+                                    "pygments_lexer": "ipython3", "version": "3.11.9"}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"w": {"x": "0" * 300_000}},
+                                                                            "version_major": 2, "version_minor": 0}}
+    for k, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        cell.execution_count = k + 1
+        cell.metadata["execution"] = {"iopub.execute_input": "2026-12-07T10:00:00.000Z"}
+        cell.outputs = [{"output_type": "display_data", "metadata": {},
+                         "data": {"application/vnd.plotly.v1+json": {"data": [{"x": list(range(5_000))}]},
+                                  "text/plain": ["Figure"]}}]
+
+
+@pytest.mark.parametrize("name", ["notebooks/00-tour.ipynb", "notebooks/08-fidelity.ipynb",
+                                  "src/workbench/viz/dashboard.ipynb"])
+def test_a_jupyterlab_save_leaves_both_files_as_committed(name, tmp_path, monkeypatch):
+    """Issue 28: a save rewrote every ```{code-cell} fence to ```{code-cell} ipython3 and grew the .ipynb from
+    11 kB to 1.15 MB.  The save goes through jupytext's contents manager with the package's pre-save hook, as
+    in `jupyter lab` once the package is installed (jupyter-config/ -> etc/jupyter/jupyter_server_config.d)."""
+    import json
+
+    from jupytext import TextFileContentsManager
+    from traitlets.config import Config
+
+    import workbench._jupyter as hook
+
+    for path in (ROOT / name, (ROOT / name).with_suffix(".md")):
+        (tmp_path / path.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, tmp_path / path.relative_to(ROOT))
+    shutil.copy(ROOT / "jupytext.toml", tmp_path / "jupytext.toml")
+    monkeypatch.setattr(hook, "checkout_root", lambda: tmp_path)
+    server_config = json.loads((ROOT / "jupyter-config" / "jupyter_server_config.d" / "workbench.json").read_text())
+    manager = TextFileContentsManager(root_dir=str(tmp_path), config=Config(server_config))
+    model = manager.get(name)
+    _as_a_kernel_ran_it(model["content"])
+    manager.save(model, name)
+    saved = tmp_path / name
+    assert saved.with_suffix(".md").read_text() == (ROOT / name).with_suffix(".md").read_text(), (
+        "a save changed the text file: " + fix(ROOT / name))
+    assert saved.read_text() == (ROOT / name).read_text(), f"{name} is not saved as committed"
+
+
+def test_the_save_hook_leaves_notebooks_outside_the_checkout_alone(tmp_path):
+    import nbformat
+
+    import workbench._jupyter as hook
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1", outputs=[{"output_type": "stream",
+                                                                                   "name": "stdout", "text": "1"}])])
+    model = {"type": "notebook", "content": nb}
+    hook.strip_for_save(model, path=str(tmp_path / "mine.ipynb"))
+    assert model["content"].cells[0].outputs, "a user's own notebook keeps its outputs"
+
+
+def test_installing_the_package_registers_the_save_hook():
+    import importlib
+    import json
+    import tomllib
+
+    shared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"][
+        "shared-data"]
+    source = next(k for k, v in shared.items() if v == "etc/jupyter/jupyter_server_config.d/workbench.json")
+    hook = json.loads((ROOT / source).read_text())["ContentsManager"]["pre_save_hook"]
+    module, _, function = hook.rpartition(".")
+    assert callable(getattr(importlib.import_module(module), function))
+
+
+def test_jupytext_toml_names_tests_that_exist():
+    named = re.findall(r"tests/[\w/]+\.py", (ROOT / "jupytext.toml").read_text())
+    assert named and all((ROOT / n).is_file() for n in named), named

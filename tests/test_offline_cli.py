@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -30,8 +31,20 @@ def test_offline_command_writes_assignment_and_bound(tmp_path, capsys):
     table = pd.read_csv(out / "assignment.csv")
     assert len(table) == 1319 and set(table["client"]) == set(range(8))
     summary = json.loads((out / "assignment.json").read_text())
-    assert summary["lower_bound_s"] <= summary["makespan_s"] and summary["gap"] <= 5e-4
-    assert "proven bound" in capsys.readouterr().out
+    assert summary["load_bound_s"] <= summary["makespan_s"] and summary["load_gap"] <= 5e-4
+    printed = capsys.readouterr().out
+    assert "load bound" in printed and "proven bound" not in printed
+
+
+def test_offline_and_bound_print_one_lower_bound(tmp_path, capsys):
+    """Issue 28: offline printed 'proven bound 24.455708 s' (the load bound) where bound printed 24.456876 s."""
+    args = ["--trace", "gsm8k-test", "--clients", "8", "--batch-size", "16"]
+    assert main(["bound", *args, "--method", "closed"]) == 0
+    bound_s = float(re.search(r"^lower bound ([\d.]+) s", capsys.readouterr().out, re.M).group(1))
+    assert main(["offline", *args, "--out", str(tmp_path / "o")]) == 0
+    assert float(re.search(r"; lower bound ([\d.]+) s", capsys.readouterr().out).group(1)) == bound_s
+    assert json.loads((tmp_path / "o" / "assignment.json").read_text())["lower_bound_s"] == pytest.approx(bound_s,
+                                                                                                       abs=1e-6)
 
 
 def test_exact_command_exports_a_valid_schedule(tmp_path, small_trace_file, capsys):

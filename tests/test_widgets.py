@@ -340,3 +340,34 @@ def test_dashboard_page_skips_extensions_it_does_not_use():
     for name in EXTENSION_DENYLIST:
         assert f"--VoilaConfiguration.extension_denylist={name}" in command
     assert not any("anywidget" in c or "jupyter-widgets" in c for c in command)
+
+
+def test_a_control_change_keeps_the_chart_autosized():
+    """Issue 28: after a control change the chart stayed 1,370 px wide at 800 px.  Plotly.js fixes ``width`` when
+    a relayout sets ``height`` without naming width; every such message must say width null, autosize true."""
+    from workbench.viz.widgets import responsive
+
+    fig = responsive(go.FigureWidget(go.Figure(go.Bar(x=[1], y=["client 0"]), layout={"height": 300})))
+    sent = []
+    fig.observe(lambda change: sent.append(change["new"]) if change["new"] else None,
+                names=["_py2js_update", "_py2js_relayout"])
+    with fig.batch_update():  # what update_gantt does when the client count changes
+        fig.data[0].x = [2]
+        fig.layout.height = 500
+    fig.layout.height = 600  # a lone relayout
+    layouts = [m.get("relayout_data") or m.get("layout_data") for m in sent]
+    assert len(layouts) == 2, sent
+    for layout in layouts:
+        assert "height" in layout and layout["width"] is None and layout["autosize"] is True, layout
+    fig.layout.title.text = "no height"  # a relayout that leaves the size alone is sent as it is
+    assert "width" not in (sent[-1].get("relayout_data") or sent[-1].get("layout_data"))
+
+
+def test_the_dashboard_template_can_render_the_servers_error_page():
+    """Issue 28: Voila's log showed TemplateNotFound: '500.html' where the error page should have been."""
+    from workbench.cli.dashboard import KERNEL_MANAGER, TEMPLATE, template_root, voila_command, dashboard_notebook
+
+    page = template_root() / "voila" / "templates" / TEMPLATE / "500.html"
+    assert '{% extends "error.html" %}' in page.read_text()
+    assert f"--VoilaConfiguration.multi_kernel_manager_class={KERNEL_MANAGER}" in voila_command(dashboard_notebook(),
+                                                                                                8123)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 
@@ -31,6 +32,17 @@ def plain_text(text: str) -> str:
     return _RST_LITERAL.sub(r"\1", _RST_ROLE.sub(r"\1", text))
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's default in its help line, unless the help already states it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose help reads as plain text, whatever reStructuredText the docstrings it quotes hold.
 
@@ -38,8 +50,16 @@ class _Parser(argparse.ArgumentParser):
     is the one place help text is cleaned.
     """
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def format_help(self) -> str:
         return plain_text(super().format_help())
+
+    def error(self, message: str):
+        """One line, as every user error of the command line (the usage block is one ``--help`` away)."""
+        self.exit(2, f"{self.prog}: error: {plain_text(message)} (see {self.prog} --help)\n")
 
     def format_usage(self) -> str:
         return plain_text(super().format_usage())
@@ -56,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) or a malformed line (2): a status, as for other errors
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except WorkbenchError as exc:
@@ -65,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"workbench {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `workbench bound | head -1`: the reader has what it wanted; no traceback
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (the interpreter's final flush must not fail again)
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -40,6 +41,16 @@ def _batch_size(text: str):
     return values[0] if len(values) == 1 else values
 
 
+def policy_name(text: str) -> str:
+    """A registered policy name, checked while the line is parsed: a typo is named before "--out required"."""
+    from workbench.policies.registry import POLICIES
+
+    if text not in POLICIES:
+        raise argparse.ArgumentTypeError(f"unknown policy '{text}'; use one of {', '.join(POLICIES)} "
+                                         "(workbench policies describes them)")
+    return text
+
+
 def add_instance_arguments(p: argparse.ArgumentParser, *, policy: bool = True) -> None:
     """The options every command that builds a schedule shares."""
     p.add_argument("--trace", default="gsm8k-test", help="a shipped trace name (see `workbench trace list`) or a file")
@@ -54,7 +65,8 @@ def add_instance_arguments(p: argparse.ArgumentParser, *, policy: bool = True) -
                    help="KV-cache capacity per client in tokens, or 'preset' for the preset's value")
     if policy:
         add_engine_arguments(p)
-        p.add_argument("--policy", default="paper-baseline", help="a policy name (see `workbench policies`)")
+        p.add_argument("--policy", type=policy_name, default="paper-baseline",
+                       help="a policy name (see `workbench policies`)")
         p.add_argument("--dispatch", default=None, help="override the policy's dispatcher")
         p.add_argument("--order", default=None, help="override the policy's queue order")
         p.add_argument("--mu", type=float, default=None, help="price multiplier of the Lagrangian rule")
@@ -180,5 +192,45 @@ def run_simulation(args, policy: str | None = None):
 
 
 def print_table(table: pd.DataFrame, *, file=None) -> None:
+    """``table`` in display units (:func:`workbench._units.display_units`: shares in percent)."""
+    from workbench._units import display_units
+
+    table = display_units(table)
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:,.4f}".format):
-        print(table.to_string(), file=file or sys.stdout)
+        print(table.to_string(na_rep=""), file=file or sys.stdout)  # no value (a profiled preset's a_p): blank
+
+
+#: Options that change how a command runs or prints, not what it writes: a rerun differing only in
+#: these may replace its own output folder.
+NOT_SETTINGS = frozenset({"func", "command", "out", "force", "json", "workers", "scheduler"})
+
+
+def output_writer(args: argparse.Namespace) -> dict[str, Any]:
+    """The command and its settings, as recorded in an output folder's marker (JSON-normal, so one read back
+    compares equal).  Computed once per run, before any option is normalised in place."""
+    cached = getattr(args, "_writer", None)
+    if cached is None:
+        settings = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_SETTINGS and not k.startswith("_")}
+        cached = json.loads(json.dumps({"command": getattr(args, "command", None), "settings": settings}, default=str))
+        args._writer = cached
+    return cached
+
+
+def add_force_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="replace --out even if another command, or this one with other settings, wrote it")
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """Refuse --out before any work when this run may not replace it (one line, exit 2, nothing touched)."""
+    from workbench.schedule.schema import check_replace
+
+    if getattr(args, "out", None):
+        check_replace(args.out, output_writer(args), getattr(args, "force", False))
+
+
+def out_dir(args: argparse.Namespace):
+    """:func:`workbench.schedule.schema.atomic_dir` for --out, recording this command and its settings."""
+    from workbench.schedule.schema import atomic_dir
+
+    return atomic_dir(args.out, writer=output_writer(args), force=getattr(args, "force", False))

@@ -22,13 +22,16 @@ def cmd_trace(args) -> int:
 
         trace = load_trace(args.name, format=args.format)
         info = describe_trace(trace)
+        for column in info["tokens"].values():  # counts of tokens are whole numbers: 24, never 24.0000
+            column.update({k: int(column[k]) for k in ("min", "max", "total") if k in column})
         if args.json:
             print(json.dumps(info, indent=2))
             return 0
         rate = f", {info['rate_per_s']:.3g} requests/s" if info["arrival_span_s"] > 0 else " (all at t=0)"
         print(f"{args.name}: format {info['format']}, {info['requests']} requests, arrivals over "
               f"{info['arrival_span_s']:.6g} s{rate}")
-        print_table(pd.DataFrame(info["tokens"]).T[["mean", "p50", "p90", "p99", "min", "max", "total"]])
+        stats = pd.DataFrame(info["tokens"]).T[["mean", "p50", "p90", "p99", "min", "max", "total"]]
+        print_table(stats.astype({"min": "int64", "max": "int64", "total": "int64"}))
         prefix = info["prefix"]
         if prefix:
             print(f"prefix sharing ({prefix['kind']}): {prefix['distinct']} distinct, "
@@ -58,8 +61,9 @@ def cmd_presets(args) -> int:
     from workbench.costmodel.linear import COEFFICIENT_UNITS, list_presets, load_preset
 
     if args.name:
-        model = load_preset(args.name)
-        print(json.dumps(model.to_dict(), indent=2))
+        record = load_preset(args.name).to_dict()
+        text = json.dumps(record, indent=2)
+        print(text if args.json else _preset_summary(record, lines=text.count("\n") + 1))
         return 0
     rows = []
     for name in list_presets():
@@ -75,6 +79,31 @@ def cmd_presets(args) -> int:
           + "; profiled presets interpolate measured kernel tables (workbench presets NAME shows them)")
     print_table(table)
     return 0
+
+
+def _preset_summary(record: dict, *, lines: int) -> str:
+    """A preset in a dozen lines: what it is, its coefficients with units, where it came from (--json: all)."""
+    from workbench.costmodel.linear import COEFFICIENT_UNITS
+
+    out = [f"{record['name']}: {record.get('kind', 'linear')} cost model", f"  {record.get('description', '')}"]
+    for key, meaning in COEFFICIENT_UNITS.items():
+        if key in record:
+            unit = PRESET_TABLE_UNITS[key]
+            out.append(f"  {key} = {record[key] * PRESET_TABLE_SCALE[unit]:.4g} {unit} "
+                       f"({meaning.replace('s per', unit + ' per', 1)})")
+    if record.get("kv_capacity_tokens") is not None:
+        out.append(f"  KV-cache capacity: {record['kv_capacity_tokens']:,} tokens per client")
+    tables = [k for k in ("dense", "per_sequence", "attention") if k in record]
+    if tables:
+        out.append(f"  measured tables: {', '.join(tables)} ({len(record.get('attention', []))} attention points); "
+                   "the bound model below them: " + ", ".join(f"{k}={v:.4g}" for k, v in record.get("bound", {}).items()
+                                                              if isinstance(v, float)))
+    provenance = record.get("provenance") or {}
+    for key in ("method", "source", "script"):
+        if isinstance(provenance.get(key), str):
+            out.append(f"  {key}: {provenance[key]}")
+    out.append(f"  (--json prints the whole record, {lines:,} lines: provenance, derivation{', tables' * bool(tables)})")
+    return "\n".join(out)
 
 
 def cmd_policies(args) -> int:
@@ -101,7 +130,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_trace)
 
     p = subparsers.add_parser("presets", help="list the cost-model presets, or show one")
-    p.add_argument("name", nargs="?")
+    p.add_argument("name", nargs="?", help="show this preset (a summary; --json for the whole record)")
+    p.add_argument("--json", action="store_true", help="with NAME: print the whole preset as JSON")
     p.set_defaults(func=cmd_presets)
 
     p = subparsers.add_parser("policies", help="list the registered policies")

@@ -41,6 +41,14 @@ EXTENSION_DENYLIST = ("jupyterlab-plotly", "jupyterlab-jupytext", "jupyterlab_py
                       "@voila-dashboards/jupyterlab-preview")
 #: The dashboard's Voila template (Voila's lab template without CDN links), on JUPYTER_PATH.
 TEMPLATE = "workbench"
+#: The kernel manager Voila wraps: a kept-ready kernel's idle clock starts when a page takes it, so a
+#: kernel that waited in the pool longer than the cull time is not stopped before its page connects.
+KERNEL_MANAGER = "workbench._voila_kernels.HandOverKernelManager"
+
+
+def default_log_path(port: int) -> Path:
+    """Where Voila's log goes unless --log says otherwise: a named file, printed at start."""
+    return Path(tempfile.gettempdir()) / f"workbench-dashboard-{port}.log"
 
 
 def dashboard_notebook() -> Path:
@@ -83,6 +91,7 @@ def voila_command(notebook: Path, port: int, *, cull_idle_s: float = CULL_IDLE_S
             f"--MappingKernelManager.cull_idle_timeout={int(cull_idle_s)}",
             f"--MappingKernelManager.cull_interval={int(cull_interval_s)}",
             "--MappingKernelManager.cull_connected=False", *pool,
+            f"--VoilaConfiguration.multi_kernel_manager_class={KERNEL_MANAGER}",
             *(f"--VoilaConfiguration.extension_denylist={name}" for name in EXTENSION_DENYLIST)]
 
 
@@ -147,9 +156,12 @@ def stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
 
 def start_dashboard(port: int | None = None, *, notebook: Path | None = None,
                     timeout_s: float = START_TIMEOUT_S, cull_idle_s: float = CULL_IDLE_S,
-                    cull_interval_s: float = CULL_INTERVAL_S, pool_size: int = POOL_SIZE
-                    ) -> tuple[subprocess.Popen, str]:
-    """Start Voila in its own process group; return the process and the URL once it listens."""
+                    cull_interval_s: float = CULL_INTERVAL_S, pool_size: int = POOL_SIZE,
+                    log_path: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """Start Voila in its own process group; return the process and the URL once it listens.
+
+    Voila's log goes to ``log_path`` (default :func:`default_log_path`); ``proc.log_path`` names it.
+    """
     if importlib.util.find_spec("voila") is None:
         raise ConfigError("Voila is not installed.", field="dashboard",
                           fix="pip install 'llm-sched-workbench[notebooks]'.")
@@ -170,13 +182,20 @@ def start_dashboard(port: int | None = None, *, notebook: Path | None = None,
     elif _listening(HOST, port):
         raise ConfigError(f"port {port} on {HOST} is already in use.", field="--port",
                           fix="choose another port, or leave out --port to pick a free one.")
-    # Voila's log goes to an unnamed temporary file: shown if it fails to start, never a full pipe.
-    log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115 (lives as long as Voila; closed by stop())
+    # Voila's log goes to a named file (never a pipe that fills): its last line is shown if Voila fails to
+    # start, and its path is printed, so a page that hangs can be explained from the log.
+    log_path = Path(log_path) if log_path is not None else default_log_path(port)
+    try:
+        log = open(log_path, "w+", encoding="utf-8")  # noqa: SIM115 (lives as long as Voila; closed by stop())
+    except OSError as exc:
+        raise ConfigError(f"cannot write the log '{log_path}': {exc.strerror}.", field="--log",
+                          fix="give a file in a folder you can write to.") from None
     proc = subprocess.Popen(voila_command(notebook, port, cull_idle_s=cull_idle_s, cull_interval_s=cull_interval_s,
                                           pool_size=pool_size),
                             cwd=notebook.parent, start_new_session=True, env=voila_env(),
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     proc.log = log  # type: ignore[attr-defined]
+    proc.log_path = log_path  # type: ignore[attr-defined]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -199,11 +218,11 @@ def _exit_on_sigterm(signum, frame) -> None:
 
 def cmd_dashboard(args) -> int:
     proc, url = start_dashboard(args.port, cull_idle_s=args.cull_idle, cull_interval_s=args.cull_interval,
-                                pool_size=args.pool_size)
+                                pool_size=args.pool_size, log_path=args.log)
     # Stopped with SIGTERM (a service manager, a test): unwind so ``finally`` stops Voila too.
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        print(f"workbench dashboard: serving at {url} (Ctrl-C to stop)", flush=True)
+        print(f"workbench dashboard: serving at {url} (Ctrl-C to stop); Voila's log: {proc.log_path}", flush=True)
         if not args.no_browser:
             webbrowser.open(url)
         return proc.wait()
@@ -225,4 +244,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pool-size", type=int, default=POOL_SIZE, metavar="N",
                    help="kernels kept ready with the dashboard already run, so a page renders at once; "
                         "0: start one per page load (default %(default)s)")
+    p.add_argument("--log", default=None, metavar="FILE",
+                   help="write Voila's log here (default: workbench-dashboard-PORT.log in the temporary folder)")
     p.set_defaults(func=cmd_dashboard)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 
-from workbench.cli._common import print_table
+from workbench.cli._common import add_force_argument, check_out, output_writer, print_table
 
 
 def cmd_fidelity(args) -> int:
     from workbench.studies.fidelity import errors_frame, fidelity, write_fidelity
 
+    check_out(args)
     result = fidelity(args.run, args.cost_model)
     if args.out:
-        write_fidelity(result, args.out)
+        write_fidelity(result, args.out, writer=output_writer(args), force=args.force)
     s = result.run.settings
     print(f"{result.run.name}: {len(result.per_request)} requests replayed with {result.cost_model_name} "
           f"(vllm policy: max_num_seqs {s['max_num_seqs']}, max_num_batched_tokens {s['max_num_batched_tokens']}, "
@@ -35,4 +36,5 @@ def register(subparsers) -> None:
     p.add_argument("--cost-model", required=True, help="a preset name or file (e.g. one fitted by workbench calibrate)")
     p.add_argument("--out", default=None, help="folder for the simulated schedule, fidelity.csv/json and report.html")
     p.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
+    add_force_argument(p)
     p.set_defaults(func=cmd_fidelity)

@@ -14,6 +14,8 @@ import json
 import pandas as pd
 
 from workbench.errors import ConfigError
+from workbench._units import display_units
+from workbench.cli._common import add_force_argument, check_out, out_dir
 
 COLUMNS = ("ttft_s_p50", "ttft_s_p90", "ttft_s_p99", "tpot_s_p50", "tpot_s_p90", "tpot_s_p99",
            "e2e_s_p50", "e2e_s_p90", "e2e_s_p99", "slo_attainment")
@@ -53,12 +55,12 @@ def register(subparsers) -> None:
     p.add_argument("--ttft-slo", type=float, default=DEFAULT_TTFT_SLO_S, help="TTFT target, s (default %(default)s)")
     p.add_argument("--tpot-slo", type=float, default=DEFAULT_TPOT_SLO_S, help="TPOT target, s (default %(default)s)")
     p.add_argument("--out", default=None, metavar="DIR", help="folder for loadsweep.csv and report.html")
+    add_force_argument(p)
     p.set_defaults(func=cmd_loadsweep)
 
 
 def cmd_loadsweep(args: argparse.Namespace) -> int:
     from workbench.costmodel.linear import load_preset
-    from workbench.schedule.schema import atomic_dir
     from workbench.studies.loadsweep import (
         load_sweep,
         load_sweep_figure,
@@ -79,6 +81,7 @@ def cmd_loadsweep(args: argparse.Namespace) -> int:
             raise ConfigError(f"--kv-capacity is {kv!r}.", field="--kv-capacity",
                               fix="give tokens per client or 'preset'.") from None
     policies = [x.strip() for x in args.policies.split(",") if x.strip()]
+    check_out(args)
     cm = load_preset(args.cost_model)
     trace = load_trace(args.trace)  # --requests samples it inside load_sweep, seeded
     table = load_sweep(trace, clients=args.clients, batch_size=args.batch_size, cost_model=cm, loads=args.loads,
@@ -90,10 +93,10 @@ def cmd_loadsweep(args: argparse.Namespace) -> int:
           f"TPOT <= {args.tpot_slo} s")
     shown = table.set_index(["load", "policy"])[list(COLUMNS)]
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
-        print(shown.to_string())
+        print(display_units(shown).to_string())
         best = winners(table, "ttft_s_p99")
         print("\nlowest p99 TTFT per load:")
-        print(best.to_string())
+        print(display_units(best).to_string())
     if args.out:
         fig = load_sweep_figure(table, "ttft_s_p99")
         slo = load_sweep_figure(table, "slo_attainment", log_y=False, title="SLO attainment against load")
@@ -102,7 +105,7 @@ def cmd_loadsweep(args: argparse.Namespace) -> int:
                          f"seed {args.seed}; burstiness {args.burstiness}.")),
             ("p99 time to first token", fig), ("SLO attainment", slo),
             ("Winners (p99 TTFT)", best.reset_index()), ("All results", shown.reset_index())])
-        with atomic_dir(args.out) as tmp:
+        with out_dir(args) as tmp:
             table.to_csv(tmp / "loadsweep.csv", index=False)
             (tmp / "report.html").write_text(text, encoding="utf-8")
             (tmp / "setting.json").write_text(json.dumps({k: v for k, v in table.attrs.items()}, indent=2,

@@ -16,8 +16,11 @@ import pandas as pd
 
 from workbench.cli._common import (
     _kv,
+    add_force_argument,
     add_instance_arguments,
+    check_out,
     load_instance,
+    out_dir,
     print_table,
 )
 
@@ -44,46 +47,70 @@ def _solver_arguments(p, *, time_limit: float, gap: float) -> None:
                    help=f"solver threads, 1 to {MAX_THREADS} (HiGHS default when absent)")
 
 
-def cmd_offline(args) -> int:
+def _kv_caps(args, cost_model):
     from workbench._checks import kv_capacities
-    from workbench.offline import assign
-    from workbench.schedule.schema import _jsonable, atomic_dir
+
+    return None if _kv(args) is None else kv_capacities(_kv(args), [cost_model] * args.clients, args.clients)
+
+
+def instance_bound_s(trace, args, cost_model) -> float:
+    """The instance's makespan lower bound: the value every command reports (simulate's metrics, bound)."""
+    from workbench.schedule.bounds import closed_form_lower_bound
+
+    return closed_form_lower_bound(trace, args.clients, args.batch_size, cost_model,
+                                   kv_capacity_tokens=_kv_caps(args, cost_model)).value_s
+
+
+def cmd_offline(args) -> int:
+    from workbench.offline import assign, mmbp_data
+    from workbench.schedule.schema import _jsonable
 
     _check_solver_options(args)
+    check_out(args)
     trace, cost_model = load_instance(args)
     result = assign(trace, args.clients, args.batch_size, cost_model, method=args.method,
                     time_limit=args.time_limit, rel_gap=args.gap, threads=args.threads,
-                    kv_capacity_tokens=None if _kv(args) is None else
-                    kv_capacities(_kv(args), [cost_model] * args.clients, args.clients))
+                    kv_capacity_tokens=_kv_caps(args, cost_model))
     table = pd.DataFrame({"request_id": trace["request_id"].to_numpy(), "client": result.assignment})
-    from workbench.offline import mmbp_data
-
     W = mmbp_data(trace, args.clients, args.batch_size, cost_model).weights_s
     table["weight_s"] = W[np.arange(len(trace)), result.assignment]
-    with atomic_dir(args.out) as tmp:
+    bound_s = instance_bound_s(trace, args, cost_model)
+    with out_dir(args) as tmp:
         table.to_csv(tmp / "assignment.csv", index=False)
-        summary = {**result.summary(), "clients": args.clients, "batch_size": args.batch_size,
-                   "trace": str(args.trace), "cost_model": cost_model.name, "loads_s": result.loads_s,
-                   "kv_capacity_tokens": _kv(args)}
-        (tmp / "assignment.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n", encoding="utf-8")
+        (tmp / "assignment.json").write_text(json.dumps(_jsonable(_summary(result, args, cost_model, bound_s)),
+                                                        indent=2) + "\n", encoding="utf-8")
+    # Two different bounds: the bin-packing one bounds the largest *load* (the assignment's objective, in the
+    # weights w_ic), the instance's bounds the *makespan*; only the latter is "the lower bound" of every command.
     print(f"offline {result.method}: {len(trace)} requests on {args.clients} clients, largest load "
-          f"{result.makespan_s:.6f} s, proven bound {result.lower_bound_s:.6f} s, gap {result.gap:.2e}, "
-          f"{result.status}, {result.time_s:.3f} s -> {args.out}")
+          f"{result.makespan_s:.6f} s (within {result.gap * 100:.2g}% of the best possible, load bound "
+          f"{result.lower_bound_s:.6f} s), {result.status}, {result.time_s:.3f} s; lower bound {bound_s:.6f} s "
+          f"(the instance's makespan bound, as simulate and bound report) -> {args.out}")
     return 0
+
+
+def _summary(result, args, cost_model, bound_s: float) -> dict:
+    """assignment.json: ``lower_bound_s`` is the instance's bound (as in metrics.json); the bin-packing
+    figures are ``load_bound_s`` and ``load_gap``."""
+    summary = result.summary()
+    summary["load_bound_s"], summary["load_gap"] = summary.pop("lower_bound_s"), summary.pop("gap")
+    return {**summary, "lower_bound_s": bound_s, "clients": args.clients, "batch_size": args.batch_size,
+            "trace": str(args.trace), "cost_model": cost_model.name, "loads_s": result.loads_s,
+            "kv_capacity_tokens": _kv(args)}
 
 
 def cmd_exact(args) -> int:
     from workbench.offline import replay_exact, solve_exact
-    from workbench.schedule.schema import atomic_dir, check_format
+    from workbench.schedule.schema import check_format
 
     check_format(args.format)
     _check_solver_options(args)
+    check_out(args)
     trace, cost_model = load_instance(args)
     result = solve_exact(trace, args.clients, args.batch_size, cost_model, time_limit=args.time_limit,
                          rel_gap=args.gap, threads=args.threads, max_binaries=args.max_binaries,
                          kv_capacity_tokens=_kv(args))
     replayed = replay_exact(result)
-    with atomic_dir(args.out) as tmp:
+    with out_dir(args) as tmp:
         result.schedule.write_into(tmp, format=args.format)
     same = np.isclose(replayed.makespan_s, result.makespan_s, rtol=1e-12, atol=0.0)
     bound = "none" if result.bound_s is None else f"{result.bound_s:.6f} s"
@@ -95,15 +122,13 @@ def cmd_exact(args) -> int:
 
 
 def cmd_bound(args) -> int:
-    from workbench._checks import kv_capacities
     from workbench.offline import bound_table, lower_bound
 
     _check_solver_options(args)
     trace, cost_model = load_instance(args)
     bound = lower_bound(trace, args.clients, cost_model, batch_size=args.batch_size, method=args.method,
                         time_limit=args.time_limit, rel_gap=args.gap, threads=args.threads,
-                        kv_capacity_tokens=None if _kv(args) is None else
-                    kv_capacities(_kv(args), [cost_model] * args.clients, args.clients))
+                        kv_capacity_tokens=_kv_caps(args, cost_model))
     table = bound_table(bound)
     kv = "" if args.kv_capacity is None else f", KV capacity {args.kv_capacity}"
     print(f"lower bound {bound.value_s:.6f} s ({bound.binding}) for {len(trace)} requests on {args.clients} "
@@ -115,7 +140,7 @@ def cmd_bound(args) -> int:
               f"so it is not the instance's bound (docs/offline.md)")
     print_table(table[["value_s", "binds", "meaning"]])
     timing = {k: v for k, v in bound.details.items() if k.endswith("_s") and isinstance(v, float)}
-    print("times: " + ", ".join(f"{k} {v:.3f}" for k, v in timing.items()))
+    print("times: " + ", ".join(f"{k.removesuffix('_s')} {v:.3f} s" for k, v in timing.items()))  # seconds, said
     if args.json:
         print(json.dumps({"value_s": bound.value_s, "binding": bound.binding, "terms": bound.terms}))
     return 0
@@ -132,6 +157,7 @@ def register(subparsers) -> None:
                         "mip-cold: HiGHS alone")
     _solver_arguments(p, time_limit=2.0, gap=5e-4)
     p.add_argument("--out", required=True, help="folder for assignment.csv and assignment.json")
+    add_force_argument(p)
     p.set_defaults(func=cmd_offline)
 
     p = subparsers.add_parser("exact", help="the exact MIP on a small instance, exported as a schedule")
@@ -141,6 +167,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-binaries", type=int, default=None, help="refuse larger models (default: the package limit)")
     p.add_argument("--out", required=True, help="folder for timeline.csv, requests.csv, metrics.json")
     p.add_argument("--format", default="csv", help="csv (default) or parquet: the format of timeline and requests (MODEL.md section 9)")
+    add_force_argument(p)
     p.set_defaults(func=cmd_exact)
 
     p = subparsers.add_parser("bound", help="the makespan lower bound, term by term")

@@ -13,6 +13,7 @@ DEFAULT_OUT = "results/reproduce"
 
 
 def register(subparsers) -> None:
+    from workbench.cli._common import add_force_argument
     from workbench.studies.experiments import SCENARIOS, CaseStudy
 
     p = subparsers.add_parser("reproduce", help="run the paper's experiments: headline table, 100-case study, "
@@ -30,6 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--format", default="csv",
                    help="csv (default) or parquet: the format of the two schedules (MODEL.md section 9)")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout instead of tables")
+    add_force_argument(p)
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--uncertainty", action="store_true",
                    help="also run the output-length uncertainty study: paper-baseline, online, hybrid and its "
@@ -40,16 +42,21 @@ def register(subparsers) -> None:
 
 
 def _fmt_table(frame: pd.DataFrame) -> str:
+    from workbench._units import display_units
+
+    frame = display_units(frame)  # shares in percent, differences of shares in percentage points
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
         return frame.to_string(na_rep="")  # a row without the value (the bound has no prefills): blank
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from workbench.errors import ConfigError
-    from workbench.schedule.schema import atomic_dir, check_format
+    from workbench.cli._common import check_out, out_dir
+    from workbench.schedule.schema import check_format
     from workbench.studies.experiments import reproduce, write_reproduce_report
 
     check_format(args.format)
+    check_out(args)
     if args.cases < 0:
         raise ConfigError(f"--cases is {args.cases}.", field="--cases", fix="give 0 (skip) or more cases.")
     if args.workers < 0:
@@ -61,7 +68,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if getattr(args, "uncertainty", False):
         _run_uncertainty(run, args)
     out = Path(args.out)
-    with atomic_dir(out) as tmp:
+    with out_dir(args) as tmp:
         (tmp / "results.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
         for name in (run["headline"]["scenario"].base_policy, "hybrid"):
             run["headline"]["schedules"][name].write(tmp / f"schedule-{name}", format=args.format)
@@ -153,7 +160,7 @@ def _print_text(run, out: Path, args, *, file) -> None:
     hs = res["headline_summary"]
     print(f"\nhybrid closes {hs['gap_closed']:.1%} of paper-baseline's gap to the bound "
           f"(paper: {res['paper']['gap_closed']:.1%}) and raises slot utilization by "
-          f"{hs['slot_utilization_gain'] * 100:+.1f} points (paper: "
+          f"{hs['slot_utilization_gain'] * 100:+.1f} percentage points (paper: "
           f"{(res['paper']['hybrid_utilization'] - res['paper']['baseline_utilization']) * 100:+.1f}).", file=file)
     dt = res["decision_time"]
     print(f"online decision: {dt['mean_us']:.2f} us on average over {dt['decisions']} decisions", file=file)
@@ -167,7 +174,7 @@ def _print_text(run, out: Path, args, *, file) -> None:
         print(f"\ncase study: {s['cases']} cases (seed {args.seed}), {ex['executor']} with {ex['workers']} workers, "
               f"{ex['study_s']:.1f} s", file=file)
         print(f"  hybrid won (a shorter makespan than paper-baseline) in {s['share_won']:.0%} of cases; "
-              f"slot-utilization gain in points: mean {format_points(s['utilization_gain_mean'])} "
+              f"slot-utilization gain in percentage points: mean {format_points(s['utilization_gain_mean'])} "
               f"(sd {s['utilization_gain_std'] * 100:.1f}, min {format_points(s['utilization_gain_min'])}, "
               f"max {format_points(s['utilization_gain_max'])}); "
               f"paper: {res['paper']['case_study_mean_improvement'] * 100:+.1f} on average", file=file)

@@ -9,6 +9,9 @@ import pandas as pd
 
 from workbench.cli._common import (
     add_engine_arguments,
+    add_force_argument,
+    check_out,
+    out_dir,
     engine_options,
     _kv,
     add_instance_arguments,
@@ -23,14 +26,15 @@ from workbench.errors import ConfigError
 
 
 def cmd_simulate(args) -> int:
-    from workbench.schedule.schema import atomic_dir, check_format
+    from workbench.schedule.schema import check_format
 
     check_format(args.format)
+    check_out(args)
     started = time.perf_counter()
     trace, schedule = run_simulation(args)
     elapsed = time.perf_counter() - started
     started = time.perf_counter()
-    with atomic_dir(args.out) as tmp:
+    with out_dir(args) as tmp:
         schedule.write_into(tmp, format=args.format)
         written = time.perf_counter() - started
         if args.report:  # Plotly is imported only when a chart is wanted
@@ -38,7 +42,7 @@ def cmd_simulate(args) -> int:
             from workbench.viz.report import write_report
 
             write_report(tmp / "report.html", f"{schedule.policy} on {args.trace}",
-                         [("Metrics", pd.DataFrame([_headline(schedule.metrics)])), ("Gantt chart", gantt(schedule))])
+                         [("Metrics", pd.DataFrame([_headline(schedule.metrics)], index=pd.Index([schedule.policy], name="policy"))), ("Gantt chart", gantt(schedule))])
     m = schedule.metrics
     print(f"{schedule.policy}: {len(trace)} requests on {m['clients']} clients, makespan {m['makespan_s']:.3f} s, "
           f"lower bound {m['lower_bound_s']:.3f} s (gap {m['gap']:.2%}), slot utilization {m['slot_utilization']:.1%}, "
@@ -53,11 +57,13 @@ def _headline(m: dict) -> dict:
 def cmd_compare(args) -> int:
     from tqdm.auto import tqdm
 
-    from workbench.schedule.schema import atomic_dir, check_format
+    from workbench.schedule.schema import check_format
     from workbench.viz.figures import comparison_table, gantt_compare
     from workbench.viz.report import write_report
+    from workbench._units import display_units
 
     check_format(args.format)
+    check_out(args)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not policies:
         raise ConfigError("no policy named.", field="--policies", fix="give comma-separated policy names, "
@@ -85,11 +91,11 @@ def cmd_compare(args) -> int:
           "gap_closed: left out (paper-baseline is not among --policies; name a baseline with --baseline)")
     print_table(table)
     if args.out:
-        with atomic_dir(args.out) as tmp:
+        with out_dir(args) as tmp:
             for name, schedule in schedules.items():
                 (tmp / name).mkdir()
                 schedule.write_into(tmp / name, format=args.format)
-            table.to_csv(tmp / "comparison.csv")
+            display_units(table).to_csv(tmp / "comparison.csv")  # the printed table, in the same units
             write_report(tmp / "report.html", f"Policies compared on {args.trace}", [
                 ("Assumptions", pd.DataFrame([assumptions]).T.rename(columns={0: "value"})),
                 ("Comparison", table),
@@ -150,6 +156,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="folder for timeline.csv, requests.csv, metrics.json")
     p.add_argument("--format", default="csv", help="csv (default) or parquet: the format of timeline and requests (MODEL.md section 9)")
     p.add_argument("--report", action="store_true", help="also write report.html with the Gantt chart")
+    add_force_argument(p)
     p.set_defaults(func=cmd_simulate)
 
     p = subparsers.add_parser("compare", help="simulate several policies, print a table, write a report")
@@ -163,6 +170,7 @@ def register(subparsers) -> None:
     add_engine_arguments(p)
     p.add_argument("--out", default=None, help="folder for the report and the schedules")
     p.add_argument("--format", default="csv", help="csv (default) or parquet: the format of timeline and requests (MODEL.md section 9)")
+    add_force_argument(p)
     p.set_defaults(func=cmd_compare)
 
     p = subparsers.add_parser("report", help="an HTML report comparing exported schedules")

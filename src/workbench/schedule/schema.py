@@ -350,13 +350,16 @@ def _jsonable(value: Any) -> Any:
 
 
 @contextlib.contextmanager
-def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
+def atomic_dir(out_dir: str | Path, *, writer: dict[str, Any] | None = None, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``out_dir`` only if the block completes.
 
     A failure leaves ``out_dir`` as it was, so a half-written schedule never
     sits where a finished one is expected.  An existing ``out_dir`` is replaced
     only if it is empty or was written by this function (it holds
-    :data:`OUTPUT_MARKER`).
+    :data:`OUTPUT_MARKER`).  ``writer`` (a command's name and settings, see
+    :func:`workbench.cli._common.output_writer`) is recorded in the marker; given, a folder
+    another writer (another command, other settings, or one not recorded) wrote is replaced only
+    with ``force``, so one command's results never vanish under another's without a word.
     """
     out_dir = Path(out_dir)
     resolved = out_dir.resolve()
@@ -374,11 +377,11 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
         raise ConfigError(f"'{out_dir}' is the working folder, a parent of it, the home folder or a root; "
                           "writing the output there would replace everything in it.", field="out",
                           fix="give a new folder for the output, e.g. runs/my-run.")
-    _refuse_foreign(out_dir)  # before the work, so a refusal costs nothing; again under the lock
+    _refuse_foreign(out_dir, writer, force)  # before the work, so a refusal costs nothing; again under the lock
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
-        (tmp / OUTPUT_MARKER).write_text("written by workbench; the next run into this folder replaces it\n")
+        (tmp / OUTPUT_MARKER).write_text(json.dumps({"note": MARKER_NOTE, "writer": writer}, indent=1) + "\n")
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
@@ -389,13 +392,63 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
         with _terminate_as_exit():
             yield tmp
             with _folder_lock(parent):
-                _swap_in(tmp, out_dir, parent)
+                _swap_in(tmp, out_dir, parent, writer, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _refuse_foreign(out_dir: Path) -> None:
+MARKER_NOTE = "written by workbench; a run of the same command and settings replaces it, another needs --force"
+
+
+def previous_writer(out_dir: Path) -> dict[str, Any] | None:
+    """The writer recorded in ``out_dir``'s marker (None: none recorded, e.g. by an older workbench)."""
+    try:
+        return json.loads((out_dir / OUTPUT_MARKER).read_text(encoding="utf-8")).get("writer")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _differences(mine: dict[str, Any], theirs: dict[str, Any]) -> str:
+    """The settings of ``mine`` that ``theirs`` does not share, as k=v (at most six)."""
+    keys = [k for k in {**theirs, **mine} if mine.get(k) != theirs.get(k)]
+    return ", ".join(f"{k}={mine.get(k)}" for k in keys[:6])
+
+
+def check_replace(out_dir: str | Path, writer: dict[str, Any] | None, force: bool = False) -> None:
+    """ConfigError if another ``writer`` wrote ``out_dir`` (see :func:`atomic_dir`); nothing is touched.
+
+    A command calls it before its work, so that refusal costs nothing; a folder of files workbench did not
+    write is refused when the output is written (after the inputs are checked, so their errors come first).
+    """
+    out_dir = Path(out_dir)
+    try:
+        names = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
+    except OSError:
+        return  # atomic_dir reports it
+    _refuse_other_writer(out_dir, names, writer, force)
+
+
+def _refuse_other_writer(out_dir: Path, names: set[str], writer: dict[str, Any] | None, force: bool) -> None:
+    if writer is None or force or OUTPUT_MARKER not in names:
+        return
+    before = previous_writer(out_dir)
+    if before == writer:
+        return
+    command = f"`workbench {writer.get('command')}`"
+    if not before:
+        what = f"'{out_dir}' holds a workbench output whose command and settings were not recorded"
+    elif before.get("command") != writer.get("command"):
+        what = f"'{out_dir}' holds the output of `workbench {before.get('command')}`"
+    else:
+        mine, theirs = writer.get("settings") or {}, before.get("settings") or {}
+        what = (f"'{out_dir}' holds the output of {command} with {_differences(theirs, mine)}; this run has "
+                f"{_differences(mine, theirs)}")
+    raise ConfigError(f"{what}; {command} would replace it.", field="out",
+                      fix="give another folder, or add --force to replace it.")
+
+
+def _refuse_foreign(out_dir: Path, writer: dict[str, Any] | None = None, force: bool = False) -> None:
     """ConfigError if ``out_dir`` is a folder holding files this package did not write.
 
     Only a folder this package wrote (it holds the marker), or an empty one, is replaced: --out
@@ -410,11 +463,13 @@ def _refuse_foreign(out_dir: Path) -> None:
         raise ConfigError(f"'{out_dir}' already holds files that workbench did not write; writing the output "
                           "there would replace them.", field="out",
                           fix="give a new or empty folder, or delete this one first.")
+    _refuse_other_writer(out_dir, names, writer, force)
 
 
-def _swap_in(tmp: Path, out_dir: Path, parent: Path) -> None:
+def _swap_in(tmp: Path, out_dir: Path, parent: Path, writer: dict[str, Any] | None = None,
+             force: bool = False) -> None:
     """Move ``tmp`` to ``out_dir``, the previous output aside first and deleted after (under the lock)."""
-    _refuse_foreign(out_dir)
+    _refuse_foreign(out_dir, writer, force)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"'{out_dir}' exists and is not a folder.", field="out",
                           fix="choose another output folder.")

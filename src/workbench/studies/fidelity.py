@@ -268,14 +268,15 @@ def fidelity(run: str | Path | ServingRun, cost_model) -> FidelityResult:
     return FidelityResult(run, schedule, per_request, error_table(per_request), getattr(model, "name", "custom"))
 
 
-def write_fidelity(result: FidelityResult, out: str | Path) -> Path:
+def write_fidelity(result: FidelityResult, out: str | Path, *, writer: dict | None = None,
+                   force: bool = False) -> Path:
     """Write the simulated schedule (as any schedule is written), ``fidelity.csv``, ``fidelity.json`` and
-    ``report.html`` into ``out``, atomically."""
+    ``report.html`` into ``out``, atomically (``writer``, ``force``: as :func:`~workbench.schedule.schema.atomic_dir`)."""
     from workbench.schedule.schema import atomic_dir
     from workbench.viz.report import write_report
 
     summary = result.summary()
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, writer=writer, force=force) as tmp:
         result.schedule.write_into(tmp)
         result.per_request.to_csv(tmp / "fidelity.csv", index=False)
         (tmp / "fidelity.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n",

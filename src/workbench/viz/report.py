@@ -59,6 +59,9 @@ def render(item: Item, *, plotlyjs: bool) -> str:
                            config={"displaylogo": False, "responsive": True})
         return out + (f"<p class='caption'>{html.escape(caption)}</p>" if caption else "")
     if isinstance(item, pd.DataFrame):
+        from workbench._units import display_units
+
+        item = display_units(item)  # shares in percent, differences of shares in points, as on the command line
         wide = " wide" if item.shape[1] > WIDE_TABLE_COLUMNS or len(item) > 40 else ""
         return f"<div class='table-wrap{wide}'>" + item.map(_fmt).to_html(border=0, escape=True) + "</div>"
     text = str(item)

@@ -428,7 +428,37 @@ def responsive(fig: go.FigureWidget) -> go.FigureWidget:
     fig.layout.autosize = True
     fig.layout.width = None
     fig._config = {**(fig._config or {}), "responsive": True, "displaylogo": False}
+    _keep_autosize(fig)
     return fig
+
+
+def _with_autosize(layout: dict | None) -> dict | None:
+    """A relayout that sets the height, with ``width: null, autosize: true`` added (unless it sets a width).
+
+    Plotly.js answers a relayout of ``height`` by fixing ``width`` at its current value and dropping
+    ``autosize`` (its ``doextra`` in ``_relayout``), unless the same relayout names them: so every control
+    change that re-sized the Gantt chart (more or fewer clients) froze it at the width it had then, and at
+    800 px the chart stayed 1,370 px wide (issue 28).
+    """
+    if not layout or "height" not in layout or "width" in layout:
+        return layout
+    return {**layout, "width": None, "autosize": True}
+
+
+def _keep_autosize(fig: go.FigureWidget) -> None:
+    """Make every relayout and update message ``fig`` sends to the browser keep the chart autosized."""
+    if getattr(fig, "_workbench_autosize", False):
+        return
+    send_relayout, send_update = fig._send_relayout_msg, fig._send_update_msg
+
+    def relayout(layout_data, *args, **kwargs):
+        return send_relayout(_with_autosize(layout_data), *args, **kwargs)
+
+    def update(restyle_data, relayout_data, *args, **kwargs):
+        return send_update(restyle_data, _with_autosize(relayout_data), *args, **kwargs)
+
+    fig._send_relayout_msg, fig._send_update_msg = relayout, update
+    fig._workbench_autosize = True
 
 
 def clip_gantt(fig: go.Figure, full: Mapping[str, Mapping[str, np.ndarray]], t: float) -> None:
