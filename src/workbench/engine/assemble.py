@@ -22,20 +22,30 @@ from workbench.schedule.members import RunMembers
 from workbench.schedule.schema import Schedule, build_metrics, cost_model_record
 
 
+def first_iterations(seg_client: np.ndarray, iterations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The segments in client order, and each one's first iteration number on its client.
+
+    Segments were appended in event order, which is time order on each client, so a stable sort
+    by client keeps each client's own order; the numbers are running sums of ``iterations``.
+    """
+    order = np.argsort(seg_client, kind="stable")
+    k_sorted = iterations[order]
+    client_sorted = seg_client[order]
+    ends = np.cumsum(k_sorted)
+    client_first = np.searchsorted(client_sorted, client_sorted, side="left")
+    first_iter = np.empty(len(iterations), dtype=np.int64)
+    first_iter[order] = ends - k_sorted - np.where(client_first > 0, ends[client_first - 1], 0)
+    return order, first_iter
+
+
 def assemble_general(trace, segments, texts, per_request, models, B, n_clients, policy_name, params, lower_bound_s,
                       kv, config: EngineConfig, extra, request_extra, block_keys) -> Schedule:
     """The schedule of a run outside the paper's engine: members recorded per segment, mixed and preempt rows."""
     from workbench.schedule.schema import expand_runs
 
     seg_client, seg_kind, seg_k = segments["client"], segments["kind"], segments["k"]
-    order = np.argsort(seg_client, kind="stable")
-    counted = np.where(seg_kind == PREEMPT, 0, seg_k)  # a preemption is a moment, not an iteration
-    k_sorted = counted[order]
-    client_sorted = seg_client[order]
-    ends = np.cumsum(k_sorted)
-    client_first = np.searchsorted(client_sorted, client_sorted, side="left")
-    first_iter = np.empty(len(seg_k), dtype=np.int64)
-    first_iter[order] = ends - k_sorted - np.where(client_first > 0, ends[client_first - 1], 0)
+    # A preemption is a moment, not an iteration.
+    order, first_iter = first_iterations(seg_client, np.where(seg_kind == PREEMPT, 0, seg_k))
     decode = seg_kind == DECODE
     seg_n, seg_tok = segments["n"], segments["tokens"]
     ids, pids, ptok, pprior = (np.array(t, dtype=object) for t in texts)
@@ -186,14 +196,7 @@ def assemble(trace, segments, members, per_request, models, B, n_clients, policy
               kv) -> Schedule:
     seg_client, seg_kind, seg_k = segments["client"], segments["kind"], segments["k"]
     seg_n, seg_tok = segments["n"], segments["tokens"]
-    # Segments were appended in event order, which is time order on each client.
-    order = np.argsort(seg_client, kind="stable")
-    k_sorted = seg_k[order]
-    client_sorted = seg_client[order]
-    ends = np.cumsum(k_sorted)
-    client_first = np.searchsorted(client_sorted, client_sorted, side="left")
-    first_iter = np.empty(len(seg_k), dtype=np.int64)
-    first_iter[order] = ends - k_sorted - np.where(client_first > 0, ends[client_first - 1], 0)
+    order, first_iter = first_iterations(seg_client, seg_k)
     decode = seg_kind == DECODE
     runs = pd.DataFrame({
         "client": seg_client, "kind": np.where(decode, "decode", "prefill"),
