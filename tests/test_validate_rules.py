@@ -384,6 +384,25 @@ def test_kv_blocks_never_over_capacity(paged):
     assert validate(s, trace).rules_violated() == ["kv-blocks"]
 
 
+def test_replica_life_rows_must_lie_inside_each_replicas_life():
+    """A replica added mid-run serves from its ready_s; rows before it, or a wrong replica_seconds, are refused."""
+    from workbench.engine import build_engine
+
+    trace = synthetic_trace(60, seed=4, input_mean_tokens=20, output_mean_tokens=12, rate_per_s=20.0)
+    engine = build_engine(trace, 1, 3, "least-work", SMALL)
+    engine.run(until_s=0.5)
+    engine.add_replica(SMALL, 3, ready_at_s=1.0)
+    engine.run()
+    s = engine.schedule()
+    assert validate(s, trace).ok
+    rows = s.timeline[s.timeline["client"] == 1]
+    s.metrics["replicas"][1]["ready_s"] = float(rows["start_s"].iloc[0]) + 0.01
+    assert validate(s, trace).rules_violated() == ["replica-life"]
+    s.metrics["replicas"][1]["ready_s"] = 1.0
+    s.metrics["replica_seconds"] += 1.0
+    assert validate(s, trace).rules_violated() == ["replica-life"]
+
+
 # -- coverage of the rule table -------------------------------------------------------------------------------------------------
 def test_every_rule_is_covered():
     """Each rule of validate.RULES has a test function here named after it."""
