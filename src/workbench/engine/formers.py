@@ -2,15 +2,15 @@
 
 Each former works in two phases around the one decision a scheduler makes:
 
-1. :meth:`prepare` brings the replica to the boundary (work stealing, KV room, prompt
+1. ``prepare`` brings the replica to the boundary (work stealing, KV room, prompt
    chunks already under way) and returns ``admissible``, how many waiting requests could
    be admitted now (0: there is no choice to make);
-2. :meth:`form` admits the ``m`` requests the iteration rule (or an outside caller)
+2. ``form`` admits the ``m`` requests the iteration rule (or an outside caller)
    chose, times the iteration with the cost model, records it and schedules its end.
    It returns ``False`` when the replica must be brought to its boundary again (with paged
    KV every running request was preempted to make room: the queue has changed).
 
-:meth:`complete` applies an iteration's end (tokens generated, requests finished, memory
+``complete`` applies an iteration's end (tokens generated, requests finished, memory
 released).  ``exclusive`` (the paper's setting, MODEL.md section 1): an iteration is a
 prefill stage or a run of decode stages, computed in closed form between two batch changes
 (see :mod:`workbench.engine.loop`).  ``mixed`` (vLLM V1, Sarathi-Serve): every running decode

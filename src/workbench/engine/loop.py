@@ -16,8 +16,8 @@ free slots (so that the iteration rule can react at the next boundary) and, with
 where the running requests' next block would not fit.  Mixed iterations are stepped one at a
 time.
 
-A caller may drive the loop (:meth:`Engine.step`, :meth:`Engine.run` with ``until_s``), read
-the replicas between steps (:attr:`Engine.replicas`), answer the iteration decisions itself
+A caller may drive the loop (``Engine.step()``, ``Engine.run(until_s=...)``), read
+the replicas between steps (``Engine.replicas``), answer the iteration decisions itself
 (``decisions="external"``), and add or drain replicas while it runs.
 """
 

@@ -357,7 +357,7 @@ def atomic_dir(out_dir: str | Path, *, writer: dict[str, Any] | None = None, for
     sits where a finished one is expected.  An existing ``out_dir`` is replaced
     only if it is empty or was written by this function (it holds
     :data:`OUTPUT_MARKER`).  ``writer`` (a command's name and settings, see
-    :func:`workbench.cli._common.output_writer`) is recorded in the marker; given, a folder
+    ``workbench.cli._common.output_writer``) is recorded in the marker; given, a folder
     another writer (another command, other settings, or one not recorded) wrote is replaced only
     with ``force``, so one command's results never vanish under another's without a word.
     """
