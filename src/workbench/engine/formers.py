@@ -52,7 +52,7 @@ class Former:
         self._emit = recorder.emitter(clock)
 
     def _steal_if_idle(self, c) -> None:
-        if self.stealing is not None and not c.waiting and c.n_running < c.batch_size and c.accepting:
+        if not c.waiting and c.n_running < c.batch_size and c.accepting:  # the caller checked stealing is on
             self.stealing.steal_for(c)
 
     def running_ids(self, c) -> str:

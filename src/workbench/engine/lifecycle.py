@@ -8,8 +8,6 @@ a fixed fleet's files are as before.
 
 from __future__ import annotations
 
-import math
-
 
 def replica_lives(replicas, schedule) -> dict:
     """``metrics`` entries for a run whose replica set changed: each replica's life and the seconds held."""
@@ -17,9 +15,9 @@ def replica_lives(replicas, schedule) -> dict:
     lives = []
     held = 0.0
     for c in replicas:
-        left = c.left_s if c.left_s == c.left_s else math.nan
+        gone = c.left_s == c.left_s  # left_s is NaN while the replica is held
         lives.append({"replica": c.index, "added_s": float(c.added_s), "ready_s": float(c.ready_s),
-                      "left_s": None if left != left else float(left)})
-        held += (end_s if left != left else max(left, c.added_s)) - c.added_s
+                      "left_s": float(c.left_s) if gone else None})
+        held += (max(c.left_s, c.added_s) if gone else end_s) - c.added_s
     return {"replicas": lives, "replica_seconds": held,
             "lower_bound_assumes": "every replica that served, available from t = 0"}

@@ -74,16 +74,19 @@ class Engine:
 
     @property
     def replicas(self) -> tuple[ReplicaView, ...]:
+        return tuple(self._view(c) for c in self._replicas)
+
+    def _view(self, c) -> ReplicaView:
         if self._ids is None:
             self._ids = self.requests.ids_text or self.trace["request_id"].astype(str).tolist()
-        return tuple(ReplicaView(c, self._ids, self.requests) for c in self._replicas)
+        return ReplicaView(c, self._ids, self.requests)
 
     @property
     def pending_decision(self) -> Decision | None:
         if self._pending is None:
             return None
         c, now, admissible = self._pending
-        return Decision(now, c.index, admissible, c.n_running == 0, self.replicas[c.index])
+        return Decision(now, c.index, admissible, c.n_running == 0, self._view(c))
 
     # -- driving it -------------------------------------------------------------------------------------
     def run(self, until_s: float | None = None) -> Decision | None:
@@ -122,10 +125,7 @@ class Engine:
         if self._schedule is not None:
             return self._schedule
         if not self.done:
-            if self.external and self._pending is not None:
-                raise ConfigError("the run is waiting for a decision.", field="admit",
-                                  fix="answer it with decide(k), then run() to the end.")
-            self.run()
+            self.run()  # refuses while a decision is pending
             if not self.done:
                 raise ConfigError("the run is waiting for a decision.", field="admit",
                                   fix="answer each with decide(k) until run() returns None.")
