@@ -116,6 +116,31 @@ class ExclusiveFormer(Former):
             return admissible
         return 0
 
+    def classic_boundary(self, c, now: float, admit) -> None:
+        """The paper's engine at a boundary where the rule decides, in one call: ``prepare``, the rule's answer
+        (``admit(c)``, kept within what is admissible, and an empty replica always refills) and ``form``.
+        The hot path of the paper's engine (reserved KV, linear costs, no stealing, no outside caller); it
+        forms exactly what the three steps would, and the pins check that it does."""
+        c.clock_s = now
+        c.current = None
+        nr = c.n_running
+        if c.waiting and nr < c.batch_size:
+            rq = self.requests
+            c.admissible = admissible = reserved_admissible(c, rq.l, rq.o, rq.by_rank)
+            if admissible > 0:
+                m = int(admit(c))
+                if (m <= 0 and nr == 0) or m > admissible:
+                    m = admissible
+                if m > 0:
+                    self._prefill_classic(c, now, m)
+                    return
+        if nr == 0:
+            c.pending = False
+            return
+        k, tokens = c.running[0][0] - c.decode_count, c.ctx_sum
+        end = now + (k * (c.a_d + c.b_d * nr) + c.c_d * (k * tokens + nr * (k * (k - 1) // 2)))
+        self._emit(c, DECODE, now, end, k, nr, tokens)
+
     def form(self, c, now: float, m: int) -> bool:
         """A prefill of ``m`` requests, or else a run of decodes up to the next completion (closed form; one
         decode for a measured model), or else nothing (the replica idles)."""

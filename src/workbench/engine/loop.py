@@ -151,6 +151,10 @@ class Engine:
         state = self._replicas
         next_epoch = self._next_epoch
         assign, enqueue, boundary = self.dispatcher.assign, self._enqueue, self._boundary
+        # The paper's engine with the rule deciding forms each iteration in one call (its hot path).
+        classic = (self.former.classic_boundary if getattr(self.former, "classic", False) and not self.external
+                   and self.stealing is None else None)
+        admit, after_boundary = self.rule.admit, self._after_boundary
         complete = self.former.complete
         bar, loops, rq = self._bar, 0, self.requests
         inf = math.inf
@@ -199,7 +203,11 @@ class Engine:
             if version != c.version:
                 continue
             complete(c)
-            if boundary(c, t):
+            if classic is not None:
+                classic(c, t, admit)
+                if c.draining:
+                    after_boundary(c, t)
+            elif boundary(c, t):
                 break  # an outside caller decides
         clock.next_arrival, self._loop_now, self._now = ptr, now, max(now, self._now)
         if ended and bar is not None:
