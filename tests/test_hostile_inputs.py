@@ -308,6 +308,30 @@ def test_output_folder_that_is_a_file(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
 
+def test_output_folder_that_cannot_be_moved_aside(tmp_path, monkeypatch, capsys):
+    """Issue 27 item 11: an earlier output that cannot be renamed (immutable, or permissions) gave a
+    PermissionError traceback; it is one line naming --out, and the earlier output stays whole."""
+    import workbench.schedule.schema as schema
+
+    out = tmp_path / "out"
+    assert main(["simulate", "--trace", "gsm8k-test", "--clients", "2", "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_replace = schema.os.replace
+
+    def refuse_moving_out(src, dst):
+        if Path(src) == out:
+            raise PermissionError(1, "Operation not permitted")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(schema.os, "replace", refuse_moving_out)
+    capsys.readouterr()
+    assert main(["simulate", "--trace", "gsm8k-test", "--clients", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot replace" in err and "Operation not permitted" in err and "field 'out'" in err and len(err.splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 @pytest.mark.parametrize("where", ["cwd", "dot", "parent", "empty"])
 def test_output_folder_that_holds_the_working_folder_is_refused(tmp_path, monkeypatch, capsys, where):
     work = tmp_path / "work"
@@ -554,6 +578,23 @@ def test_issue12_fifo_as_trace_is_refused_without_hanging(tmp_path, capsys):
     simulate(synthetic_trace(4), 2, 2, "static", SMALL).write(tmp_path / "s")
     assert main(["validate", str(tmp_path / "s"), "--trace", str(fifo)]) == 2
     assert capsys.readouterr().err.strip() == "workbench validate: error: " + line
+
+
+@pytest.mark.parametrize("name", ["timeline.csv", "requests.csv", "metrics.json"])
+def test_a_folder_where_a_schedule_file_should_be_is_bad_input(tmp_path, capsys, name):
+    """Issue 27 item 21: a folder named timeline.csv made validate exit 1 (an invalid schedule); it is bad
+    input (exit 2, one line), as a FIFO there is.  A schedule missing a file is still reported as invalid."""
+    simulate(synthetic_trace(4), 2, 2, "static", SMALL).write(tmp_path / "s")
+    (tmp_path / "s" / name).unlink()
+    (tmp_path / "s" / name).mkdir()
+    assert main(["validate", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"workbench validate: error: field '{name}': schedule file '{tmp_path / 's' / name}' is a folder, "
+                   "not a file. Fix: a schedule folder holds the regular files timeline.csv, requests.csv and "
+                   "metrics.json.")
+    (tmp_path / "s" / name).rmdir()
+    assert main(["validate", str(tmp_path / "s")]) == 1
+    assert f"has no {name}" in capsys.readouterr().out
 
 
 def test_issue12_a_300_character_path_is_one_line(capsys, tmp_path):

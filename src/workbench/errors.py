@@ -46,3 +46,8 @@ class SolverError(WorkbenchError, RuntimeError):
 
 class ScheduleFileError(WorkbenchError, ValueError):
     """Exported schedule files that cannot be read as a schedule."""
+
+
+class UnreadableFileError(ScheduleFileError):
+    """A schedule file that is not a file one can read (a folder, a FIFO, a device, above the size limit, no
+    permission): bad input (exit status 2), where a missing or malformed part is a broken rule (exit 1)."""

@@ -23,7 +23,7 @@ import pandas as pd
 from workbench._paths import MAX_SCHEDULE_FILE_BYTES, exact_floats, input_file
 from workbench._version import __version__
 from workbench.costmodel.linear import LinearCostModel
-from workbench.errors import ConfigError, ScheduleFileError
+from workbench.errors import ConfigError, ScheduleFileError, UnreadableFileError
 from workbench.schedule.members import RunMembers
 from workbench.schedule.metrics import batch_sizes_array, gap, schedule_metrics
 
@@ -185,7 +185,7 @@ def schedule_format(folder: str | Path) -> str:
                                         "(or timeline.parquet and requests.parquet with --format parquet).")
         # Regular files of bounded size only: a FIFO or /dev/zero named timeline.csv must not hang the reader.
         input_file(folder / name, what="schedule file", field=name, max_bytes=MAX_SCHEDULE_FILE_BYTES,
-                   error=ScheduleFileError, fix="a schedule folder holds the regular files timeline.csv, "
+                   error=UnreadableFileError, fix="a schedule folder holds the regular files timeline.csv, "
                                                 "requests.csv and metrics.json.")
     return fmt
 
@@ -476,9 +476,19 @@ def _swap_in(tmp: Path, out_dir: Path, parent: Path, writer: dict[str, Any] | No
     backup = None
     if out_dir.exists():
         backup = parent / f".{out_dir.name}.old-{os.getpid()}"
-        os.replace(out_dir, backup)
+        try:
+            os.replace(out_dir, backup)
+        except OSError as exc:  # immutable, or a folder we may not rename: the previous output stays whole
+            raise ConfigError(f"cannot replace '{out_dir}': moving the previous output aside failed "
+                              f"({exc.strerror}).", field="out",
+                              fix="give another folder, or make this one writable (and its parent).") from None
     try:
         os.replace(tmp, out_dir)
+    except OSError as exc:
+        if backup is not None:
+            os.replace(backup, out_dir)  # put the previous output back
+        raise ConfigError(f"cannot write '{out_dir}': {exc.strerror}.", field="out",
+                          fix="give another folder, or make its parent writable.") from None
     except BaseException:
         if backup is not None:
             os.replace(backup, out_dir)  # put the previous output back

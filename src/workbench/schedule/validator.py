@@ -67,7 +67,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.costmodel.linear import COEFFICIENTS, LinearCostModel
-from workbench.errors import ScheduleFileError, WorkbenchError
+from workbench.errors import ScheduleFileError, UnreadableFileError, WorkbenchError
 from workbench.schedule.bounds import closed_form_lower_bound
 from workbench.schedule.metrics import batch_sizes_array
 from workbench.schedule.schema import (
@@ -1036,8 +1036,8 @@ def validate_files(folder: str | Path, trace=None) -> ValidationReport:
     """:func:`validate` on a folder, turning unreadable files into a report instead of an exception."""
     try:
         return validate(Path(folder), trace=trace)
-    except ParquetFileError:
-        raise  # a truncated or mistyped Parquet file is an input error (exit status 2), not a broken rule
+    except (ParquetFileError, UnreadableFileError):
+        raise  # a truncated Parquet file, or a folder where a file should be: input errors (exit status 2)
     except ScheduleFileError as exc:
         report = ValidationReport()
         report.add("schema", str(exc))
