@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+# pip --quiet prints nothing while it works: say what is happening and for about how long.
+echo "test.sh: installing the package with its dev, notebooks and docs extras into $VENV (about 65 s on a fresh machine, a few s after)" >&2
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e ".[dev,notebooks,docs]"
 if [ -f scripts/install-browser.sh ]; then bash scripts/install-browser.sh; fi
@@ -13,8 +15,10 @@ if [ -f scripts/install-browser.sh ]; then bash scripts/install-browser.sh; fi
 # into one that has the dev extra; the tests then take ~10-17 s.
 TORCH_CPU_WHEEL="$(ls "${TORCH_WHEEL_DIR:-/opt/wheels}"/torch-2.13.0+cpu-cp"$("$VENV/bin/python" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"-*.whl 2>/dev/null | head -n 1 || true)"
 if [ -n "$TORCH_CPU_WHEEL" ]; then
+  echo "test.sh: installing the profile extra from $TORCH_CPU_WHEEL (about 30 s the first time)" >&2
   "$VENV/bin/python" -m pip install --quiet "$TORCH_CPU_WHEEL" "transformers>=4.45" "pyyaml>=6.0"
 else
   echo "scripts/test.sh: no local CPU wheel of torch 2.13.0; the workbench profile tests will skip"
 fi
+echo "test.sh: running pytest (about 10 minutes on 2 cores)" >&2
 exec "$VENV/bin/python" -m pytest "$@"
