@@ -171,11 +171,18 @@ def test_headline_counts_are_integers(tiny_scenario):
 def test_mu_sweep_legend_names_both_panels(tiny_scenario):
     sweep = E.mu_sweep(tiny_scenario, mus=(0.0, 0.5, 1.0, math.inf))
     fig = E.mu_sweep_figure(sweep).to_dict()
-    legend = {t["legendgroup"]: t["line"]["color"] for t in fig["data"] if t.get("showlegend", True)}
+    style = {t["legendgroup"]: (t["line"]["color"], t["line"].get("dash")) for t in fig["data"]
+             if t.get("showlegend", True)}
     right = [t for t in fig["data"] if t["xaxis"] == "x2"]
-    assert right and len(set(legend.values())) == len(legend)
-    for t in right:  # every right-panel curve has its legend entry's colour
-        assert t["line"]["color"] == legend[t["legendgroup"]]
+    assert right and len(set(style.values())) == len(style)
+    for t in right:  # every right-panel curve has its legend entry's colour and dash
+        assert (t["line"]["color"], t["line"].get("dash")) == style[t["legendgroup"]]
+    # Issue 28: "mu = inf" was written on the chart over the curves; the limits are legend entries now.
+    assert {"mu = 0 (static)", "mu = inf (continuous)"} <= set(style)
+    assert not [a for a in fig["layout"].get("annotations", []) if a["text"].startswith("mu =")]
+    # and the log axis labels each tick in full (Plotly's own wrote "5" for 0.05, 0.5 and 50)
+    axis = fig["layout"]["xaxis"]
+    assert "0.5" in axis["ticktext"] and [float(t) for t in axis["ticktext"]] == pytest.approx(list(axis["tickvals"]))
 
 
 def test_paper_figure_shows_ours_beside_the_papers(tiny_scenario):

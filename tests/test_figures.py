@@ -1,4 +1,5 @@
 import plotly.graph_objects as go
+import pandas as pd
 
 from workbench.viz.figures import comparison_table, gantt, gantt_compare, update_gantt
 from workbench.schedule.schema import compact_timeline
@@ -38,7 +39,10 @@ def test_compare_and_table(small_cost):
     trace = synthetic_trace(50, seed=4)
     ss = {p: simulate(trace, 2, 4, p, small_cost) for p in ("static", "continuous")}
     fig = gantt_compare(ss)
-    assert len(fig.data) == 8  # four kinds per panel (prefill, decode, mixed, preempt)
+    assert len(fig.data) == 10  # four kinds per panel (prefill, decode, mixed, preempt), and the two lines' legend
+    assert [t.name for t in fig.data[-2:]] == ["makespan", "lower bound"]
+    # Issue 28: the lines' labels sat over client 0's bar and ran into the panel titles: named in the legend now.
+    assert not [a for a in fig.layout.annotations if a.text in ("makespan", "lower bound")]
     table = comparison_table(ss, base="static")
     assert table.loc["static", "gap_closed"] == 0.0
 
@@ -60,10 +64,11 @@ def test_compare_labels_the_makespan_and_bound_lines_of_every_panel(small_cost):
     trace = synthetic_trace(50, seed=4)
     ss = {p: simulate(trace, 2, 4, p, small_cost) for p in ("static", "continuous")}
     fig = gantt_compare(ss)
-    labels = _panel_labels(fig)
-    # one "makespan" and one "lower bound" label per panel, each on its own panel's time axis
-    assert sorted(labels) == sorted([("lower bound", "x"), ("makespan", "x"), ("lower bound", "x2"),
-                                     ("makespan", "x2")])
+    # one makespan line (dotted) and one lower-bound line (dashed) per panel, each on its own panel's time
+    # axis, named once in the legend (labels on the chart sat over client 0's bar and the panels' titles)
+    lines = sorted((shape.line.dash, shape.xref) for shape in fig.layout.shapes)
+    assert lines == [("dash", "x"), ("dash", "x2"), ("dot", "x"), ("dot", "x2")]
+    assert {t.name: t.line.dash for t in fig.data if t.type == "scatter"} == {"makespan": "dot", "lower bound": "dash"}
     single = gantt(ss["static"])
     assert sorted(t for t, _ in _panel_labels(single)) == ["lower bound", "makespan"]
 
@@ -94,3 +99,19 @@ def test_preemptions_are_drawn_as_ticks():
 
     centres = np.sort(np.asarray(ticks.base, dtype=float) + np.asarray(ticks.x, dtype=float) / 2)
     np.testing.assert_allclose(centres, np.sort(pre["start_s"].to_numpy()), rtol=1e-12)  # centred on each moment
+
+
+def test_load_sweep_figures_read_in_words_units_and_keep_coinciding_curves_visible():
+    """Issue 28: raw names as titles (ttft_s_p99), log ticks all labelled "5", SLO curves that coincide (two
+    policies at 100%) drawn one over the other unseen, attainment as a fraction on an unlabelled axis."""
+    from workbench.studies.loadsweep import load_sweep_figure
+
+    table = pd.DataFrame({"load": [0.5, 0.9, 0.5, 0.9], "policy": ["a", "a", "b", "b"],
+                          "ttft_s_p99": [0.05, 50.0, 0.5, 5.0], "slo_attainment": [1.0, 1.0, 1.0, 1.0]})
+    ttft = load_sweep_figure(table, "ttft_s_p99")
+    assert ttft.layout.yaxis.title.text == "TTFT p99 (s)" and "ttft_s_p99" not in ttft.layout.title.text
+    assert {"0.05", "0.5", "5", "50"} <= set(ttft.layout.yaxis.ticktext)
+    slo = load_sweep_figure(table, "slo_attainment", log_y=False)
+    assert slo.layout.yaxis.tickformat.endswith("%") and slo.layout.yaxis.title.text == "SLO attainment (%)"
+    styles = {(t.marker.symbol, t.line.dash) for t in slo.data}
+    assert len(styles) == len(slo.data) == 2  # the same points, told apart by marker and dash

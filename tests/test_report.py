@@ -61,8 +61,29 @@ def test_report_page_fits_1400_px_and_the_wide_table_scrolls_in_its_box(tmp_path
                     headline_box: headline.parentElement.clientWidth, headline_width: headline.scrollWidth,
                     cases_box: cases.parentElement.clientWidth, cases_width: cases.scrollWidth};
         }""")
+        # Issue 28: headers broke mid-word ("makespa n_s"); each word of a header must sit on one line.
+        broken = page.evaluate("""() => {
+            const out = [];
+            for (const th of document.querySelectorAll('th')) {
+                const text = th.firstChild;
+                if (!text || text.nodeType !== 3) continue;
+                let at = 0;
+                for (const word of text.data.split(' ')) {
+                    const range = document.createRange();
+                    range.setStart(text, at); range.setEnd(text, at + word.length);
+                    if (word && range.getClientRects().length > 1) out.push(word);
+                    at += word.length + 1;
+                }
+            }
+            return out;
+        }""")
+        first_cells = page.evaluate("""() => [...document.querySelectorAll('table')].map(
+            t => [t.querySelector('tr').firstElementChild.textContent, t.querySelectorAll('tr')[1].firstElementChild.textContent])""")
         browser.close()
     print(sizes)
     assert sizes["page"] <= 1400
     assert sizes["headline_right"] <= 1400 and sizes["headline_width"] <= sizes["headline_box"]
     assert sizes["cases_width"] > sizes["cases_box"]  # wider than its box: it scrolls there, not the page
+    assert broken == []
+    assert first_cells[1][0] == "a rather long column name 0" and first_cells[1][1] != "0"  # no stray row number
+    assert "makespan (s)" in path.read_text() and "makespan_s" not in path.read_text()

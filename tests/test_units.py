@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 
-from workbench._units import display_name, display_units
+from workbench._units import display_name, display_units, readable
 from workbench.cli import main
 
 INSTANCE = ["--trace", "gsm8k-test", "--clients", "8", "--batch-size", "16", "--cost-model", "llama-65b"]
@@ -74,8 +74,19 @@ def printed_rows(text: str, columns_line: str) -> dict[str, dict[str, float]]:
 
 
 def _share_columns_left(columns) -> list[str]:
-    """Columns that hold a share or a difference of shares but carry no unit."""
-    return [c for c in columns if display_name(c) is not None]
+    """Columns that hold a share or a difference of shares but carry no unit (a report's headers are in words,
+    ``gap (%)``: a header with a unit in brackets carries one)."""
+    return [c for c in columns if "(" not in c and display_name(c.replace(" ", "_")) is not None]
+
+
+def test_report_headers_are_words_with_their_unit():
+    assert readable("ttft_s_p99") == "TTFT p99 (s)"
+    assert readable("makespan_s") == "makespan (s)"
+    assert readable("slot_utilization_pct") == "slot utilization (%)"
+    assert readable("utilization_gain_mean_pp") == "utilization gain mean (points)"
+    assert readable("e2e_s_mean") == "e2e mean (s)"
+    assert readable("kv_capacity_tokens") == "KV capacity (tokens)"
+    assert readable("policy") == "policy" and readable(0) == "0" and readable("lower bound") == "lower bound"
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +145,10 @@ def test_every_table_and_sentence_gives_the_gap_and_utilization_in_percent(figur
         "comparison.csv": pd.read_csv(tmp / "compare" / "comparison.csv", index_col=0).loc["hybrid"].to_dict(),
     }
     for where in ("compare", "hybrid"):
-        html = [r for r in html_rows(tmp / where / "report.html") if r["index"] == "hybrid" and "gap_pct" in r]
+        html = [r for r in html_rows(tmp / where / "report.html") if r["index"] == "hybrid" and "gap (%)" in r]
         assert html, where
-        tables[f"{where}/report.html"] = {k: float(v) for k, v in html[0].items() if k.endswith("_pct")}
+        tables[f"{where}/report.html"] = {k[:-len(" (%)")].replace(" ", "_") + "_pct": float(v)
+                                          for k, v in html[0].items() if k.endswith(" (%)")}
     for name, row in tables.items():
         assert row["gap_pct"] == pytest.approx(gap_pct, rel=1e-3), (name, row)
         assert row["slot_utilization_pct"] == pytest.approx(slot_pct, rel=1e-3), (name, row)

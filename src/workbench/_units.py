@@ -43,3 +43,28 @@ def display_units(frame: pd.DataFrame) -> pd.DataFrame:
     for column in renames:
         shown[column] = shown[column] * 100.0
     return shown.rename(columns=renames)
+
+
+#: Unit suffixes as a reader writes them after a quantity.
+_UNIT_WORDS = {"s": "s", "ms": "ms", "us": "us", "pct": "%", "pp": "points", "tokens": "tokens", "rps": "requests/s",
+               "gbps": "GB/s", "bytes": "bytes"}
+#: Abbreviations written in capitals.
+_CAPITALS = {"ttft": "TTFT", "tpot": "TPOT", "slo": "SLO", "kv": "KV", "gpu": "GPU", "tp": "TP", "e2e": "e2e",
+             "mip": "MIP", "id": "id", "ids": "ids"}
+_STATISTIC = re.compile(r"^(p\d{1,2}(\.\d+)?|mean|median|max|min|sd|std|total|sum)$")
+
+
+def readable(name) -> str:
+    """A column name as a header or an axis title reads it: ``ttft_s_p99`` -> ``TTFT p99 (s)``,
+    ``slot_utilization_pct`` -> ``slot utilization (%)``, ``makespan_s`` -> ``makespan (s)``.  A name that is
+    not snake_case text (a number, a phrase already) comes back as it is."""
+    if not isinstance(name, str) or " " in name or "_" not in name:
+        return _CAPITALS.get(name, name) if isinstance(name, str) else str(name)
+    words, unit = name.split("_"), None
+    for k, word in enumerate(words):
+        if word in _UNIT_WORDS and k > 0 and (k == len(words) - 1 or _STATISTIC.match(words[k + 1])):
+            unit = _UNIT_WORDS[word]
+            words = words[:k] + words[k + 1:]
+            break
+    text = " ".join(_CAPITALS.get(w, w) for w in words if w)
+    return f"{text} ({unit})" if unit else text

@@ -181,8 +181,10 @@ def _print_text(run, out: Path, args, *, file) -> None:
         print(f"  gap closed: mean {s['gap_closed_mean']:.1%}, median {s['gap_closed_median']:.1%}", file=file)
         print(f"  worst case: {s['worst_case_explanation']}", file=file)
     print("\ntargets:", file=file)
-    for name, t in res["targets"].items():
-        print(f"  {'met ' if t['met'] else 'MISS'} {name:32s} {t['value']:.4g} (target {t['target']})", file=file)
+    from workbench.studies.experiments import targets_table
+
+    for name, t in targets_table(res["targets"]).iterrows():
+        print(f"  {'met ' if t['met'] == 'yes' else 'MISS'} {name:32s} {t['value']} (target {t['target']})", file=file)
     if run.get("uncertainty") is not None:
         _print_uncertainty(run["uncertainty"], file=file)
     print(f"\nwritten: {out}/results.json" + ("" if args.no_report else f", {out}/report.html"), file=file)

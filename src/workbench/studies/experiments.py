@@ -605,7 +605,12 @@ def paper_figure(table: pd.DataFrame, summary: dict | None = None, base_policy: 
         panels.append(("case study: mean utilization gain (points)", ["hybrid"],
                        [float(summary["utilization_gain_mean"]) * 100], [PAPER["case_study_mean_improvement"] * 100],
                        "+.1f"))
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels])
+    from workbench.viz.figures import wrap_title
+
+    # Titles wrapped: four panels side by side on an 800 px page leave each about 170 px.
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[wrap_title(p[0], 20) for p in panels],
+                        horizontal_spacing=0.08)
+    fig.update_annotations(font_size=12)
     for col, (_, x, ours, paper, fmt) in enumerate(panels, start=1):
         for who, values, color in (("ours", ours, "#2E86AB"), ("paper (its hardware)", paper, "#B0B0B0")):
             fig.add_trace(go.Bar(x=x, y=values, name=who, legendgroup=who, showlegend=col == 1,
@@ -626,6 +631,8 @@ def mu_sweep_figure(sweep: pd.DataFrame):
 
     import plotly.colors
 
+    from workbench.viz.figures import log_axis_ticks
+
     finite = sweep[(sweep["mu"] > 0) & np.isfinite(sweep["mu"])]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("slot utilization", "gap closed vs paper-baseline"))
     palette = plotly.colors.qualitative.Plotly
@@ -636,13 +643,17 @@ def mu_sweep_figure(sweep: pd.DataFrame):
             fig.add_trace(go.Scatter(x=part["mu"], y=part[metric], mode="lines+markers", name=lookahead,
                                      legendgroup=lookahead, showlegend=col == 1, line=dict(color=color),
                                      marker=dict(color=color)), row=1, col=col)
+    # The two limits as lines across the mu range, named in the legend (a label on the chart sat on the curves).
+    span = [float(finite["mu"].min()), float(finite["mu"].max())] if len(finite) else [0.01, 100.0]
     for limit, label, dash in ((0.0, "mu = 0 (static)", "dot"), (math.inf, "mu = inf (continuous)", "dash")):
         part = sweep[sweep["mu"] == limit]
         if len(part):
             for col, metric in ((1, "slot_utilization"), (2, "gap_closed")):
-                label_kw = {"annotation_text": label} if col == 1 else {}  # None would draw "new text"
-                fig.add_hline(y=float(part[metric].iloc[0]), line_dash=dash, row=1, col=col, **label_kw)
-    fig.update_xaxes(type="log", title_text="mu (price scale)")
+                y = float(part[metric].iloc[0])
+                fig.add_trace(go.Scatter(x=span, y=[y, y], mode="lines", name=label, legendgroup=label,
+                                         showlegend=col == 1, line=dict(color="#555", dash=dash, width=1),
+                                         hovertemplate=f"{label}: %{{y:.1%}}<extra></extra>"), row=1, col=col)
+    fig.update_xaxes(type="log", title_text="mu (price scale)", **log_axis_ticks(span))
     fig.update_yaxes(tickformat=".0%")
     fig.update_layout(template="plotly_white", title="The mu sweep of the Lagrangian rule (hybrid, paper-gsm8k)",
                       height=420, legend=dict(title_text="look-ahead (both panels)"))
@@ -672,6 +683,31 @@ def check_targets(head: pd.DataFrame, summary: dict | None, study_time_s: float 
         out["decision_time_us"] = {"value": decision_us, "target": f"< {TARGETS['decision_time_max_us']}",
                                    "met": decision_us < TARGETS["decision_time_max_us"]}
     return out
+
+
+#: How each target's figures read: shares in percent, a difference of shares in points, times with their unit.
+_TARGET_UNITS = {"headline_gap_closed": "%", "headline_slot_utilization_gain": "points",
+                 "case_study_share_won": "%", "case_study_time_s": "s", "decision_time_us": "us"}
+
+
+def shown_target(name: str, value: float) -> str:
+    """A target's value (or threshold) as a reader reads it: ``75.6%``, ``+12.1 points``, ``1.9 us``."""
+    unit = _TARGET_UNITS.get(name)
+    if unit == "%":
+        return f"{value * 100:.1f}%"
+    if unit == "points":
+        return f"{value * 100:+.1f} points"
+    return f"{value:.4g} {unit}" if unit else f"{value:.4g}"
+
+
+def targets_table(targets: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """The targets as the report and the command line show them (results.json keeps the fractions)."""
+    rows = {}
+    for name, t in targets.items():
+        op, threshold = str(t["target"]).split(" ", 1)
+        rows[name] = {"value": shown_target(name, t["value"]),
+                      "target": f"{op} {shown_target(name, float(threshold))}", "met": "yes" if t["met"] else "MISSED"}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -774,7 +810,7 @@ def report_sections(run: dict[str, Any]) -> list[tuple[str, Any]]:
             f"<p class='note'>Columns paper_* are the paper's published figures ({_html.escape(PAPER['source'])}); "
             "their cost model and hardware are not public, so absolute times differ; compare gap closed and "
             "utilization gain.</p>"]),
-        ("Targets", pd.DataFrame(res["targets"]).T),
+        ("Targets", targets_table(res["targets"])),
         ("Per-client timelines: paper-baseline vs hybrid",
          gantt_compare({k: head["schedules"][k] for k in (sc.base_policy, "hybrid")})),
         ("The mu sweep", [mu_sweep_figure(run["sweep"]), run["sweep"]]),

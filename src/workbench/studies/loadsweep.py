@@ -267,19 +267,34 @@ def winners(table: pd.DataFrame, metric: str = "ttft_s_p99", *, larger_is_better
 
 def load_sweep_figure(table: pd.DataFrame, metric: str = "ttft_s_p99", *, title: str | None = None,
                       log_y: bool = True) -> go.Figure:
-    """One line per policy: ``metric`` against the load (fraction of capacity)."""
+    """One line per policy: ``metric`` against the load (fraction of capacity).
+
+    Each policy has its own marker and dash, so policies whose curves coincide (two at 100% SLO attainment)
+    stay visible on top of one another; the axis titles read as words with their unit."""
     import plotly.graph_objects as go
 
+    from workbench._units import display_name, readable
+    from workbench.viz.figures import log_axis_ticks
+
+    symbols = ("circle", "square", "diamond", "triangle-up", "x", "cross", "star", "hexagon")
+    dashes = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+    label = readable(metric)
     fig = go.Figure()
-    for name, part in table.groupby("policy", sort=False):
+    for k, (name, part) in enumerate(table.groupby("policy", sort=False)):
         part = part.sort_values("load")
         fig.add_trace(go.Scatter(x=part["load"], y=part[metric], mode="lines+markers", name=str(name),
-                                 hovertemplate=f"{name}<br>load %{{x:.2f}}<br>{metric} %{{y:.4g}}<extra></extra>"))
+                                 marker=dict(symbol=symbols[k % len(symbols)], size=8 + 2 * (k % 3)),
+                                 line=dict(dash=dashes[k % len(dashes)]),
+                                 hovertemplate=f"{name}<br>load %{{x:.2f}}<br>{label} %{{y:.4g}}<extra></extra>"))
     cap = table.attrs.get("capacity_rps")
     fig.update_layout(
-        title=title or f"{metric} against load" + (f" (capacity {cap:.1f} requests/s)" if cap else ""),
-        xaxis_title="load (fraction of the cluster's capacity)", yaxis_title=metric, template="plotly_white",
-        legend={"orientation": "h", "y": -0.2}, margin={"l": 70, "r": 20, "t": 60, "b": 90})
+        title=title or f"{label} against load" + (f" (capacity {cap:.1f} requests/s)" if cap else ""),
+        xaxis_title="load (fraction of the cluster's capacity)", yaxis_title=label, template="plotly_white",
+        hovermode="x unified", legend={"orientation": "h", "y": -0.2}, margin={"l": 70, "r": 20, "t": 60, "b": 90})
     if log_y:
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(type="log", **log_axis_ticks(table[metric].to_numpy(dtype=float)))
+    elif (display_name(metric) or "").endswith("_pct"):  # a share: in percent, as in every table
+        fig.update_yaxes(tickformat=".1%", title_text=f"{label} (%)")
+        for trace in fig.data:
+            trace.hovertemplate = f"{trace.name}<br>load %{{x:.2f}}<br>{label} %{{y:.2%}}<extra></extra>"
     return fig

@@ -130,15 +130,29 @@ def _marker_labels(makespan_s: float, lower_bound_s: float | None) -> list[dict]
     return labels
 
 
-def _mark_makespan(fig: go.Figure, makespan_s: float, lower_bound_s: float | None, row=None, col=None) -> None:
-    """The makespan and lower-bound lines of one panel, each labelled as in :func:`gantt`."""
-    kwargs = {} if row is None else {"row": row, "col": col}
-    labels = _marker_labels(makespan_s, lower_bound_s)
-    for shape, label in zip(_marker_shapes(makespan_s, lower_bound_s), labels, strict=True):
-        fig.add_vline(x=shape["x0"], line=shape["line"], annotation_text=label["text"],
-                      annotation_position="top right" if label["xanchor"] == "left" else "top left",
-                      annotation_font=label["font"], annotation_bgcolor="rgba(255,255,255,0.85)",
-                      **kwargs)  # a backing, as the label sits over the bars
+def log_axis_ticks(values) -> dict:
+    """Ticks for a log axis over ``values``: 1, 2 and 5 of each decade, each labelled in full (0.05, 0.5, 50),
+    where Plotly's own labels the in-between ticks with their first digit only ("5" for all three)."""
+    finite = np.asarray([v for v in np.ravel(values) if np.isfinite(v) and v > 0], dtype=float)
+    if not len(finite):
+        return {}
+    lo, hi = np.floor(np.log10(finite.min())), np.ceil(np.log10(finite.max()))
+    ticks = [m * 10.0 ** e for e in np.arange(lo, hi + 1) for m in (1, 2, 5)]
+    ticks = [t for t in ticks if finite.min() / 2.5 <= t <= finite.max() * 2.5]
+    return {"tickvals": ticks, "ticktext": [f"{t:.6g}" for t in ticks]}
+
+
+def wrap_title(text: str, width: int = 24) -> str:
+    """``text`` broken into lines of about ``width`` characters at spaces (``<br>``), so that the titles of
+    panels side by side do not run into each other on a narrow page."""
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "<br>".join([*lines, line])
 
 
 def update_gantt(fig: go.Figure, schedule: Schedule) -> None:
@@ -172,7 +186,12 @@ def gantt_compare(schedules: Mapping[str, Schedule], *, title: str = "Per-client
         for kind in KINDS:
             fig.add_trace(_bar(kind, data[kind], showlegend=r == 1 and len(data[kind]["x"]) > 0), row=r, col=1)
         fig.update_yaxes(categoryorder="array", categoryarray=_client_order(schedule.clients)[::-1], row=r, col=1)
-        _mark_makespan(fig, schedule.makespan_s, schedule.metrics.get("lower_bound_s"), row=r, col=1)
+        for shape in _marker_shapes(schedule.makespan_s, schedule.metrics.get("lower_bound_s")):
+            fig.add_vline(x=shape["x0"], line=shape["line"], row=r, col=1)
+    # The two lines are named in the legend: labels on a stacked chart ran into the panels' titles.
+    for name, line in (("makespan", dict(color="black", dash="dot", width=1)),
+                       ("lower bound", dict(color="#6A994E", dash="dash", width=1))):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=line, name=name, hoverinfo="skip"))
     fig.update_layout(title=title, barmode="overlay", template="plotly_white", bargap=0.25,
                       height=120 + 26 * sum(heights) + 40 * len(names), margin=dict(l=80, r=110, t=80, b=50),
                       legend=dict(x=1.01, y=1.0, xanchor="left", yanchor="top"))

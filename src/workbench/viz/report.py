@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from workbench._units import readable
 from workbench._version import __version__
 from workbench.errors import ConfigError
 
@@ -24,7 +25,9 @@ body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2r
        color: #222; line-height: 1.45; padding: 0 1rem; }
 .table-wrap { max-width: 100%; overflow-x: auto; }
 .table-wrap.wide { max-height: 36rem; overflow-y: auto; border: 1px solid #ddd; }
-th { overflow-wrap: anywhere; min-width: 3.5rem; }
+th { overflow-wrap: normal; word-break: normal; hyphens: none; min-width: 3.5rem; vertical-align: bottom; }
+tbody th, td { white-space: nowrap; }
+table.prose td { white-space: normal; text-align: left; min-width: 12rem; }
 .caption { color: #555; font-size: 0.9rem; margin-top: 0; }
 h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; font-size: 0.9rem; margin: 0.5rem 0 1rem; }
@@ -50,6 +53,21 @@ def _fmt(value):
     return value
 
 
+def _table_html(table: pd.DataFrame) -> str:
+    """A table as a reader reads it: headers in words with their unit (``TTFT p99 (s)``, never ``ttft_s_p99``),
+    and no row numbers where the index is only a row count."""
+    plain_index = isinstance(table.index, pd.RangeIndex) and table.index.name is None
+    shown = table.map(_fmt)
+    shown.columns = [readable(c) for c in table.columns]
+    if not plain_index:
+        shown.index = shown.index.set_names([None if n is None else readable(n) for n in table.index.names])
+        if shown.index.nlevels == 1 and all(isinstance(v, str) for v in shown.index):  # quantity names: words
+            shown.index = [readable(v) for v in shown.index]
+    # Cells keep to one line (a policy never breaks at its hyphen), except in a table of sentences.
+    prose = any(isinstance(v, str) and len(v) > 40 for v in shown.to_numpy().ravel())
+    return shown.to_html(border=0, escape=True, index=not plain_index, classes="prose" if prose else None)
+
+
 def render(item: Item, *, plotlyjs: bool) -> str:
     if isinstance(item, go.Figure):
         meta = item.layout.meta
@@ -63,7 +81,7 @@ def render(item: Item, *, plotlyjs: bool) -> str:
 
         item = display_units(item)  # shares in percent, differences of shares in points, as on the command line
         wide = " wide" if item.shape[1] > WIDE_TABLE_COLUMNS or len(item) > 40 else ""
-        return f"<div class='table-wrap{wide}'>" + item.map(_fmt).to_html(border=0, escape=True) + "</div>"
+        return f"<div class='table-wrap{wide}'>" + _table_html(item) + "</div>"
     text = str(item)
     return text if text.lstrip().startswith("<") else f"<p>{html.escape(text)}</p>"
 
