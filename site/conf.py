@@ -13,6 +13,7 @@ only what the cache lacks.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
 import shutil
@@ -95,6 +96,9 @@ html_static_path = ["_static", str(BUILD / "static"), str(MATHJAX)]
 html_js_files = ["plotly.min.js"]
 html_css_files = ["site.css"]
 html_extra_path = ["_extra"]  # index.html at the site's root, pointing to site/index.html
+# Without a default, a first visit reads an empty mode from localStorage and the theme logs
+# "Got invalid theme mode" on every page; light matches the figures' white template.
+html_context = {"default_mode": "light"}
 html_theme_options = {
     "show_toc_level": 2,
     "navigation_with_keys": False,
@@ -181,6 +185,18 @@ def drop_widget_state(app, env):
     for data in getattr(env, "nb_metadata", {}).values():
         data.get("js_files", {}).pop("ipywidgets_state", None)
     return []
+
+
+class _NoConfigDump:
+    """Drops MyST's and MyST-NB's dumps of their whole configuration (two multi-kilobyte lines per build) from
+    the build's log; their warnings and errors still pass."""
+
+    def filter(self, record) -> bool:
+        return not (record.levelno == logging.INFO and "v%s:" in str(record.msg))
+
+
+for _name in ("sphinx.myst_parser.sphinx_ext.main", "sphinx.myst_nb.sphinx_ext"):
+    logging.getLogger(_name).addFilter(_NoConfigDump())
 
 
 def setup(app):

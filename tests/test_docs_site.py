@@ -62,6 +62,8 @@ def site() -> Path:
                          text=True, timeout=BUILD_TIMEOUT_S)
     assert run.returncode == 0, f"scripts/docs.sh failed:\n{(run.stdout + run.stderr)[-6000:]}"
     executed = run.stdout.count("Executed notebook")
+    # Issue 28: MyST and MyST-NB dumped their whole configuration (two multi-kilobyte lines) into every build.
+    assert "MdParserConfig(" not in run.stdout + run.stderr and "NbParserConfig(" not in run.stdout + run.stderr
     print(f"\nscripts/docs.sh: {time.perf_counter() - started:.1f} s, {executed} notebooks executed "
           f"(the others from the execution cache)")
     assert (SITE / "index.html").is_file() and (SITE / "notebooks" / "00-tour.html").is_file()
@@ -130,6 +132,8 @@ def _open(browser, url: str, requests: list[str], errors: list[str]):
     context.route("**/*", route)
     page = context.new_page()
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Console errors too: the theme logged "Got invalid theme mode" on every first visit (issue 28).
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.goto(url, wait_until="load", timeout=LOAD_TIMEOUT_MS)
     return context, page
 
