@@ -373,6 +373,29 @@ def test_ctrl_c_in_the_cli_exits_130_and_keeps_the_output(tmp_path, monkeypatch,
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
+def test_ctrl_c_while_the_package_imports_is_one_line(tmp_path):
+    """Issue 27 item 19: a Ctrl-C in the first half second (while ``workbench`` imports pandas, Plotly and
+    Pyomo) printed a 35-line traceback.  The console script's entry point lives outside the package, so the
+    import happens inside it; the interrupt is planted at the import, so no timing is involved."""
+    import subprocess
+    import sys
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["workbench"] == "_workbench_main:main"
+    planted = (
+        "import importlib.abc, sys\n"
+        "class Interrupt(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'workbench.cli':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "import _workbench_main\n"
+        "sys.exit(_workbench_main.main())\n")
+    run = subprocess.run([sys.executable, "-c", planted], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert (run.returncode, run.stderr, run.stdout) == (130, "workbench: interrupted\n", "")
+
+
 # -- 10^6 requests ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def million(tmp_path_factory):
