@@ -250,10 +250,12 @@ def test_pages_leave_no_kernel_and_no_request_leaves_localhost(dashboard, browse
     assert _wait_until(lambda: kernels() <= POOL_SIZE, KERNEL_GONE_TIMEOUT_S), \
         f"{kernels()} kernels before the loads (pool of {POOL_SIZE})"
     outside: list[str] = []
+    bundles: list[str] = []
     shots = _screenshot_dir(tmp_path_factory)
     for load in range(3):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("request", lambda r: None if _local(r.url) else outside.append(r.url))
+        page.on("request", lambda r: bundles.append(r.url) if "/plotly-widget-" in r.url else None)
         page.on("websocket", lambda ws: None if _local(ws.url) else outside.append(ws.url))
         started = time.perf_counter()
         page.goto(dashboard.url, timeout=RENDER_TIMEOUT_MS)
@@ -281,6 +283,8 @@ def test_pages_leave_no_kernel_and_no_request_leaves_localhost(dashboard, browse
         assert _wait_until(lambda: kernels() <= POOL_SIZE, KERNEL_GONE_TIMEOUT_S), \
             f"after closing page {load + 1}, {kernels()} kernels still run (pool of {POOL_SIZE})"
     assert not outside, f"requests left 127.0.0.1: {sorted(set(outside))[:5]}"
+    # Plotly's widget bundle comes as a file the browser caches, not as 5 MB of widget state per page
+    assert bundles and all("/voila/templates/workbench-assets/static/" in url for url in bundles), bundles
 
 
 def _set_clients(page, n: int) -> None:

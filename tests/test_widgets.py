@@ -371,3 +371,25 @@ def test_the_dashboard_template_can_render_the_servers_error_page():
     assert '{% extends "error.html" %}' in page.read_text()
     assert f"--VoilaConfiguration.multi_kernel_manager_class={KERNEL_MANAGER}" in voila_command(dashboard_notebook(),
                                                                                                 8123)
+
+
+def test_figure_widget_fetches_plotly_as_a_file_only_where_the_dashboard_serves_it(monkeypatch):
+    """Issue 28: every dashboard page received Plotly's 5 MB widget bundle as widget state and compiled it
+    afresh; where ``workbench dashboard`` serves the bundle, the widget's module is a loader of that file."""
+    import plotly.graph_objects as go
+
+    from workbench.cli.dashboard import voila_env
+    from workbench.viz.widgets import PLOTLY_BUNDLE_ENV, figure_widget
+
+    monkeypatch.delenv(PLOTLY_BUNDLE_ENV, raising=False)
+    plain = figure_widget(go.Figure())
+    assert type(plain).__name__ == "FigureWidget" and len(plain._esm) > 1_000_000  # JupyterLab, nbval: Plotly's own
+    env = voila_env()
+    served = env["JUPYTER_PATH"].split(os.pathsep)[1]
+    path = env[PLOTLY_BUNDLE_ENV]
+    bundle = Path(served) / path
+    assert bundle.is_file() and bundle.stat().st_size > 1_000_000  # the installed Plotly's own bundle
+    monkeypatch.setenv(PLOTLY_BUNDLE_ENV, path)
+    fig = figure_widget(go.Figure(go.Bar(x=[1], y=[2])))
+    assert isinstance(fig, go.FigureWidget) and len(fig._esm) < 1_000 and path in fig._esm
+    assert fig.data[0].y == (2,)

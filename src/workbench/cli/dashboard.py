@@ -95,10 +95,40 @@ def voila_command(notebook: Path, port: int, *, cull_idle_s: float = CULL_IDLE_S
             *(f"--VoilaConfiguration.extension_denylist={name}" for name in EXTENSION_DENYLIST)]
 
 
+#: The template whose static folder serves Plotly's widget bundle (a file the browser caches).
+ASSETS_TEMPLATE = "workbench-assets"
+
+
+def plotly_bundle_root() -> Path:
+    """A folder for JUPYTER_PATH whose ``voila/templates/workbench-assets/static/`` holds the installed Plotly's
+    widget bundle, copied once per Plotly version (atomically, so dashboards started together agree)."""
+    import plotly
+
+    version = plotly.__version__
+    root = Path(tempfile.gettempdir()) / f"workbench-dashboard-assets-{version}"
+    target = root / "voila" / "templates" / ASSETS_TEMPLATE / "static" / f"plotly-widget-{version}.js"
+    if not target.is_file():
+        source = Path(plotly.__file__).parent / "package_data" / "widgetbundle.js"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".plotly-widget-")
+        with os.fdopen(fd, "wb") as out:
+            out.write(source.read_bytes())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    return root
+
+
 def voila_env() -> dict[str, str]:
-    """The environment Voila runs in: ours, with the dashboard's template on JUPYTER_PATH."""
+    """The environment Voila runs in: ours, with the dashboard's template and Plotly's widget bundle on
+    JUPYTER_PATH, and the bundle's path for the kernels (``workbench.viz.widgets.figure_widget``)."""
+    import plotly
+
+    from workbench.viz.widgets import PLOTLY_BUNDLE_ENV
+
     env = dict(os.environ)
-    env["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(template_root()), env.get("JUPYTER_PATH")) if p)
+    roots = (str(template_root()), str(plotly_bundle_root()), env.get("JUPYTER_PATH"))
+    env["JUPYTER_PATH"] = os.pathsep.join(p for p in roots if p)
+    env[PLOTLY_BUNDLE_ENV] = f"voila/templates/{ASSETS_TEMPLATE}/static/plotly-widget-{plotly.__version__}.js"
     return env
 
 

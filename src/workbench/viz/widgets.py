@@ -422,6 +422,37 @@ def timeline_steps(schedule: Schedule, max_steps: int = MAX_PLAYER_STEPS) -> np.
     return np.concatenate([[0.0], ends])
 
 
+#: Set by ``workbench dashboard`` for its kernels: the path, under the server's base URL, where the page can
+#: fetch Plotly's widget bundle as a file (see :func:`figure_widget`).
+PLOTLY_BUNDLE_ENV = "WORKBENCH_PLOTLY_WIDGET_PATH"
+_SERVED_BUNDLE_CLASSES: dict[str, type] = {}
+
+
+def figure_widget(figure) -> go.FigureWidget:
+    """``go.FigureWidget(figure)``; in the dashboard, one whose browser side is fetched as a file.
+
+    A FigureWidget carries Plotly's 5 MB widget bundle in its state, so every page of the dashboard
+    received it over the kernel's socket and compiled it afresh (about 1 s of a first render on 2 cores).
+    Where the dashboard serves that bundle as a static file (it sets :data:`PLOTLY_BUNDLE_ENV`), the
+    widget's module is a three-line loader that imports the file: the browser caches it, and compiles it
+    once per visit at most.  Anywhere else (JupyterLab, nbval) the widget is Plotly's own.
+    """
+    import os
+
+    path = os.environ.get(PLOTLY_BUNDLE_ENV)
+    if not path:
+        return go.FigureWidget(figure)
+    cls = _SERVED_BUNDLE_CLASSES.get(path)
+    if cls is None:
+        loader = ('const config = JSON.parse(document.getElementById("jupyter-config-data")?.textContent || "{}");\n'
+                  'const base = new URL(config.baseUrl || "/", window.location.href);\n'
+                  f'const bundle = await import(new URL({path!r}, base).href);\n'
+                  'export default bundle.default;\n')
+        cls = type("ServedFigureWidget", (go.FigureWidget,), {"_esm": loader})
+        _SERVED_BUNDLE_CLASSES[path] = cls
+    return cls(figure)
+
+
 def responsive(fig: go.FigureWidget) -> go.FigureWidget:
     """The widget's chart follows its container: no fixed width, and Plotly's ``responsive`` config, which
     resizes the plot when the window does (a FigureWidget is otherwise drawn once at its first width)."""
@@ -591,7 +622,7 @@ class ScheduleExplorer(widgets.VBox):
         self.schedule = self.run()
         self._baseline = self.baseline()
         self.last_refresh_s = time.perf_counter() - started
-        self.figure = responsive(go.FigureWidget(gantt(self.schedule)))
+        self.figure = responsive(figure_widget(gantt(self.schedule)))
         self.figure.add_class("wb-gantt")
         self.player = TimelinePlayer(self.figure, self.schedule) if player else None
         self._show_table()
@@ -744,7 +775,7 @@ class FunctionPanel(widgets.VBox):
         self.error.value = ""
         if isinstance(result, go.Figure):
             if self.figure is None or len(self.figure.data) != len(result.data):
-                self.figure = responsive(go.FigureWidget(result))
+                self.figure = responsive(figure_widget(result))
                 self._body.children = [self.figure]
             else:
                 with self.figure.batch_update():
