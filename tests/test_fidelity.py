@@ -172,3 +172,94 @@ def test_calibrate_run_from_the_command_line(tmp_path, capsys):
     assert main(["calibrate", "--run", str(run), "--out", str(tmp_path / "x.json")]) == 2
     assert "--cost-model" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+# -- item 1 of the second pass: what the run recorded -------------------------------------------------------
+RECORDED_META = {
+    "kv_cache": {"num_gpu_blocks": 500, "block_size": 32, "num_kv_tokens": 16_000, "enable_prefix_caching": False},
+    "resolved_config": {
+        "scheduler_config": {"async_scheduling": False, "scheduler_reserve_full_isl": False,
+                             "long_prefill_token_threshold": 128, "max_num_seqs": 16,
+                             "max_num_batched_tokens": 512, "enable_chunked_prefill": True, "policy": "fcfs"},
+        "cache_config": {"block_size": 32, "enable_prefix_caching": False, "num_gpu_blocks": 500},
+        "parallel_config": {"tensor_parallel_size": 1, "data_parallel_size": 1, "enable_expert_parallel": False}}}
+
+
+def test_every_recorded_setting_is_read_and_only_the_rest_assumed(tmp_path):
+    """meta.json's resolved_config and kv_cache (as vLLM 0.19 runs record them) are read, each with where."""
+    run = read_run(_write_run(tmp_path / "run", CM, meta_extra=RECORDED_META))
+    s = run.settings
+    assert s["kv_capacity_tokens"] == 500 * 32  # the blocks vLLM allocated, not the preset's estimate
+    assert s["async_scheduling"] is False and s["scheduler_reserve_full_isl"] is False
+    assert s["long_prefill_token_threshold"] == 128 and s["block_size"] == 32
+    assert run.read["kv_capacity_tokens"] == "kv_cache.num_gpu_blocks x block_size"
+    assert run.read["async_scheduling"] == "resolved_config.scheduler_config.async_scheduling"
+    assert not any(a.startswith("kv_capacity_tokens") for a in run.assumed)
+    # V1 0.19 does not record max_num_partial_prefills here: that one is assumed, and said so
+    assert "max_num_partial_prefills" in run.assumed and "link (no config.json: the cost model's)" in run.assumed
+
+
+def test_a_run_recording_only_tokens_gives_its_capacity_and_a_priority_policy_is_refused(tmp_path):
+    run = read_run(_write_run(tmp_path / "a", CM, meta_extra={"kv_cache": {"num_kv_tokens": 9_000}}))
+    assert run.settings["kv_capacity_tokens"] == 9_000 and run.read["kv_capacity_tokens"] == "kv_cache.num_kv_tokens"
+    folder = _write_run(tmp_path / "b", CM, meta_extra={"resolved_config": {"scheduler_config": {"policy": "priority"}}})
+    with pytest.raises(ConfigError) as info:
+        read_run(folder)
+    assert info.value.field == "policy"
+
+
+CLUSTER = {"num_nodes": 1, "link_bw": 16, "link_latency": 20000,
+           "nodes": [{"num_instances": 1, "instances": [{"num_npus": 2, "tp_size": 2, "npu_mem": {"mem_util": 0.9}}]}]}
+
+
+def test_the_declared_link_is_priced_as_astra_sim_prices_it(tmp_path):
+    """16 GB/s and 20,000 ns, two ranks: 2 ring steps of 20 us plus 1 MB x 2 (2-1)/2 / 16 GB/s = 105.5 us."""
+    from workbench.costmodel.calibrate import cluster_link, read_cluster_config
+
+    (tmp_path / "config.json").write_text(json.dumps(CLUSTER))
+    link = cluster_link(read_cluster_config(tmp_path / "config.json"))
+    assert float(link.all_reduce_s(1.0e6, 2)) == pytest.approx(2 * 20e-6 + 1.0e6 / 16e9)
+    assert float(link.all_reduce_s(1.0e6, 4)) == pytest.approx(6 * 20e-6 + 1.5e6 / 16e9)
+    assert not link.guessed and link.figures()["latency_per_step"]
+    (tmp_path / "bad.json").write_text(json.dumps({**CLUSTER, "link_bw": 0}))
+    with pytest.raises(ConfigError) as info:
+        read_cluster_config(tmp_path / "bad.json")
+    assert info.value.field == "link_bw"
+
+
+def test_a_run_at_tp_2_warns_when_the_cost_model_guessed_its_link(tmp_path):
+    from workbench.costmodel.calibrate import cluster_link, read_cluster_config
+    from workbench.studies.fidelity import link_warnings
+
+    folder = _write_run(tmp_path / "run", CM, engine_extra={"tensor_parallel_size": 2})
+    (folder / "config.json").write_text(json.dumps(CLUSTER))
+    run = read_run(folder)
+    assert run.read["link"] == "config.json link_bw 16 GB/s, link_latency 20000 ns"
+    guessed = LinearCostModel(**CM.coefficients(), name="g", kv_capacity_tokens=60_000)
+    assert "calibrate with --cluster-config" in link_warnings(run, guessed)[0]
+    declared = cluster_link(read_cluster_config(folder / "config.json"))
+
+    class Priced:  # a cost model calibrated with the declared link states it in its provenance
+        provenance = {"link": declared.describe(), "link_figures": declared.figures()}
+
+    assert link_warnings(run, Priced()) == []
+    (folder / "config.json").write_text(json.dumps({**CLUSTER, "nodes": [{"instances": [{"tp_size": 4}]}]}))
+    with pytest.raises(ConfigError) as info:
+        read_run(folder)
+    assert info.value.field == "tp_size"
+
+
+@needs_shared
+def test_calibrate_with_the_cluster_config_prices_the_declared_link_and_warns_without_it(tmp_path, capsys):
+    profile = SHARED_RUN.parents[2] / "profiles" / "RTXPRO6000" / "Llama-3.1-8B"
+    base = ["calibrate", "--profile", str(profile), "--model", "meta-llama/Llama-3.1-8B", "--tp", "2"]
+    assert main([*base, "--out", str(tmp_path / "guess.json")]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "nobody measured" in err and "--link-bandwidth-gbps" in err
+    assert main([*base, "--cluster-config", str(SHARED_RUN / "config.json"), "--out", str(tmp_path / "d.json")]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING" not in captured.err and "20 us per ring step" in captured.out
+    declared = json.loads((tmp_path / "d.json").read_text())
+    assert declared["provenance"]["link_figures"] == {"bandwidth_gbps": 16.0, "efficiency": 1.0, "latency_us": 20.0,
+                                                      "latency_per_step": True}
+    assert main([*base, "--cluster-config", str(SHARED_RUN / "config.json"), "--link-latency-us", "3"]) == 2

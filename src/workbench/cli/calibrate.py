@@ -67,8 +67,40 @@ def cmd_calibrate_run(args) -> int:
     return 0
 
 
+def _link(args):
+    """The link the all-reduces are priced over: --cluster-config's declared one, else the --link-* flags on
+    top of the PCIe 5.0 x16 guess; at TP > 1 a guess is said loudly (on stderr), with what was guessed."""
+    import sys
+
+    from workbench.costmodel.calibrate import PCIE5_X16, LinkModel, cluster_link, read_cluster_config
+
+    flags = (("--link-bandwidth-gbps", args.link_bandwidth_gbps), ("--link-latency-us", args.link_latency_us),
+             ("--link-efficiency", args.link_efficiency))
+    for key, value in flags:
+        if value is not None and not value > 0:
+            raise ConfigError(f"{value} is not > 0.", field=key, fix="give a positive number.")
+    given = [key for key, value in flags if value is not None]
+    if args.cluster_config is not None:
+        if given:
+            raise ConfigError(f"{given[0]} and --cluster-config both give the link.", field=given[0],
+                              fix="give the link once: the cluster configuration or the --link-* flags.")
+        return cluster_link(read_cluster_config(args.cluster_config))
+    link = LinkModel(
+        name=PCIE5_X16.name if args.link_bandwidth_gbps is None else f"link of {args.link_bandwidth_gbps:g} GB/s",
+        bandwidth_bytes_per_s=(args.link_bandwidth_gbps or PCIE5_X16.bandwidth_bytes_per_s / 1e9) * 1e9,
+        efficiency=args.link_efficiency or PCIE5_X16.efficiency,
+        latency_s=(args.link_latency_us if args.link_latency_us is not None else PCIE5_X16.latency_s * 1e6) * 1e-6,
+        source="flags (" + ", ".join(given) + ")" if given else "assumed")
+    if args.tp > 1 and len(given) < 2:
+        guessed = [key for key, value in flags[:2] if value is None]
+        print(f"WARNING: the TP {args.tp} all-reduces are priced over a link nobody measured: "
+              f"{', '.join(guessed)} assumed ({link.describe()}). Give --cluster-config FILE (the run's "
+              "link_bw GB/s and link_latency ns) or --link-bandwidth-gbps and --link-latency-us.", file=sys.stderr)
+    return link
+
+
 def cmd_calibrate(args) -> int:
-    from workbench.costmodel.calibrate import LinkModel, PCIE5_X16, ProfileSettings, fit_profile
+    from workbench.costmodel.calibrate import ProfileSettings, fit_profile
 
     if args.run is not None:
         return cmd_calibrate_run(args)
@@ -81,15 +113,7 @@ def cmd_calibrate(args) -> int:
                           fix="give --model, e.g. meta-llama/Llama-3.1-8B (the model: of meta.yaml).")
     out = _check_out(args.out, "--out")
     linear_out = _check_out(args.linear_out, "--linear-out")
-    for key, value in (("--link-bandwidth-gbps", args.link_bandwidth_gbps), ("--link-latency-us", args.link_latency_us),
-                       ("--link-efficiency", args.link_efficiency)):
-        if value is not None and not value > 0:
-            raise ConfigError(f"{value} is not > 0.", field=key, fix="give a positive number.")
-    link = LinkModel(
-        name=PCIE5_X16.name if args.link_bandwidth_gbps is None else f"link of {args.link_bandwidth_gbps:g} GB/s",
-        bandwidth_bytes_per_s=(args.link_bandwidth_gbps or PCIE5_X16.bandwidth_bytes_per_s / 1e9) * 1e9,
-        efficiency=args.link_efficiency or PCIE5_X16.efficiency,
-        latency_s=(args.link_latency_us if args.link_latency_us is not None else PCIE5_X16.latency_s * 1e6) * 1e-6)
+    link = _link(args)
     cost_model, report = fit_profile(args.profile, args.model, tp=args.tp, layers=args.layers, name=args.name,
                                      settings=ProfileSettings(link=link), device=args.device)
     if report.get("source") == "vidur":
@@ -105,6 +129,8 @@ def cmd_calibrate(args) -> int:
 
     terms = pd.DataFrame(report["terms"]).T.drop(columns=["note"])
     print(f"{cost_model.name}: {cost_model.description}")
+    if args.tp > 1:
+        print(f"link: {link.describe()}")
     print("profiled model, per term (interpolation; held out = each interior grid point predicted from its "
           "neighbours):")
     print_table(terms)
@@ -156,6 +182,10 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, metavar="PRESET.json", help="write the preset here")
     p.add_argument("--linear-out", default=None, metavar="LINEAR.json",
                    help="also write the linear fit (for the closed-form engine and the MIP)")
+    p.add_argument("--cluster-config", default=None, metavar="FILE",
+                   help="TP > 1: LLMServingSim's cluster configuration (config.json); its link_bw (GB/s) and "
+                        "link_latency (ns) price the all-reduces as ASTRA-Sim does (default: none, the link is "
+                        "assumed and said so)")
     p.add_argument("--link-bandwidth-gbps", type=float, default=None,
                    help="TP > 1: link bandwidth per direction, GB/s (default: PCIe 5.0 x16, 63)")
     p.add_argument("--link-latency-us", type=float, default=None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from workbench.cli._common import add_force_argument, check_out, output_writer, print_table
 
@@ -19,8 +20,14 @@ def cmd_fidelity(args) -> int:
           f"(vllm policy: max_num_seqs {s['max_num_seqs']}, max_num_batched_tokens {s['max_num_batched_tokens']}, "
           f"block size {s['block_size']}, prefix caching {'on' if s['enable_prefix_caching'] else 'off'}, "
           f"{result.schedule.metrics.get('preemptions', 0)} preemptions)")
+    if result.run.read:
+        print("read from the run: " + ", ".join(f"{k} ({v})" for k, v in result.run.read.items()))
     if result.run.assumed:
-        print("vLLM defaults assumed (meta.json is silent): " + ", ".join(result.run.assumed))
+        print("vLLM defaults assumed (the run records nothing): " + ", ".join(result.run.assumed))
+    for note in result.run.notes:
+        print(f"note: {note}")
+    for warning in result.warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
     print_table(errors_frame(result.errors))
     if args.json:
         print(json.dumps(result.summary(), default=str))

@@ -43,6 +43,8 @@ the fit on all rows.
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -476,18 +478,89 @@ class LinkModel:
     bandwidth_bytes_per_s: float = 63.0e9
     efficiency: float = 0.75
     latency_s: float = 15e-6
+    #: Where the figures come from: "assumed" (nobody measured them), "flags" (--link-*), or the cluster
+    #: configuration file that declared them.
+    source: str = "assumed"
+    #: True: the latency is paid on each of the ring's 2 (N-1) steps, as ASTRA-Sim's analytical network
+    #: charges a link latency per chunk sent; False: once per collective.
+    latency_per_step: bool = False
 
     def all_reduce_s(self, message_bytes, ranks: int):
         """A ring all-reduce: each rank sends and receives 2 (N-1)/N of the message."""
         if ranks <= 1:
             return np.zeros_like(np.asarray(message_bytes, dtype=float))
         moved = 2.0 * (ranks - 1) / ranks * np.asarray(message_bytes, dtype=float)
-        return self.latency_s + moved / (self.bandwidth_bytes_per_s * self.efficiency)
+        latency_s = self.latency_s * (2 * (ranks - 1) if self.latency_per_step else 1)
+        return latency_s + moved / (self.bandwidth_bytes_per_s * self.efficiency)
+
+    def figures(self) -> dict[str, Any]:
+        """The numbers that price a collective (what a replay compares with a run's declared link)."""
+        return {"bandwidth_gbps": self.bandwidth_bytes_per_s / 1e9, "efficiency": self.efficiency,
+                "latency_us": self.latency_s * 1e6, "latency_per_step": self.latency_per_step}
+
+    @property
+    def guessed(self) -> bool:
+        return self.source == "assumed"
 
     def describe(self) -> str:
+        if self.latency_per_step:
+            return (f"{self.name}: {self.bandwidth_bytes_per_s / 1e9:g} GB/s x {self.efficiency:g}, "
+                    f"{self.latency_s * 1e6:g} us per ring step (2 (N-1) steps of 1/N of the message, as "
+                    f"ASTRA-Sim's analytical network charges them); declared by {self.source}")
         return (f"{self.name}: {self.bandwidth_bytes_per_s / 1e9:g} GB/s per direction x {self.efficiency:g} "
                 f"efficiency, {self.latency_s * 1e6:g} us per collective (launch + NCCL latency); ring "
-                "all-reduce moving 2 (N-1)/N of the message per rank; first principles, not measured")
+                "all-reduce moving 2 (N-1)/N of the message per rank; "
+                + ("first principles, not measured" if self.guessed else f"given by {self.source}"))
+
+
+#: The largest cluster configuration read (LLMServingSim's are about 1 KB).
+MAX_CLUSTER_CONFIG_BYTES = 1 << 20
+
+
+def read_cluster_config(path: str | Path) -> dict[str, Any]:
+    """LLMServingSim's cluster configuration (``link_bw`` GB/s, ``link_latency`` ns, ``nodes[].instances[]``),
+    checked for what the workbench reads of it: the link and each instance's layout and memory."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"'{path}' {missing_because(path)}.", field="cluster_config",
+                          fix="give LLMServingSim's cluster configuration (a JSON file with link_bw, link_latency "
+                              "and nodes).")
+    if path.stat().st_size > MAX_CLUSTER_CONFIG_BYTES:
+        raise ConfigError(f"{path} is over {MAX_CLUSTER_CONFIG_BYTES} bytes.", field="cluster_config",
+                          fix="give the cluster configuration, not another JSON file.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not JSON: {exc}.", field="cluster_config",
+                          fix="give LLMServingSim's cluster configuration file.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a JSON object.", field="cluster_config",
+                          fix="give LLMServingSim's cluster configuration file.")
+    for key, unit in (("link_bw", "GB/s"), ("link_latency", "ns")):
+        value = data.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
+                or (key == "link_bw" and value == 0):
+            raise ConfigError(f"{path} {key} is {value!r}, not a number of {unit}"
+                              + (" above 0." if key == "link_bw" else " >= 0."), field=key,
+                              fix=f"give the link's {'bandwidth in GB/s' if key == 'link_bw' else 'latency in ns'}.")
+    instances = []
+    nodes = data.get("nodes", [])
+    if not isinstance(nodes, list):
+        raise ConfigError(f"{path} nodes is not a list.", field="nodes", fix="give nodes as LLMServingSim does.")
+    for node in nodes:
+        for inst in (node.get("instances", []) if isinstance(node, dict) else []):
+            if isinstance(inst, dict):
+                instances.append(inst)
+    return {"path": str(path), "link_bw_gbps": float(data["link_bw"]), "link_latency_ns": float(data["link_latency"]),
+            "instances": instances}
+
+
+def cluster_link(cluster: dict[str, Any]) -> LinkModel:
+    """The link a cluster configuration declares, priced as ASTRA-Sim prices it: the declared bandwidth in
+    full (efficiency 1) and the declared latency on every ring step."""
+    return LinkModel(name=f"declared link of {cluster['link_bw_gbps']:g} GB/s, {cluster['link_latency_ns']:g} ns",
+                     bandwidth_bytes_per_s=cluster["link_bw_gbps"] * 1e9, efficiency=1.0,
+                     latency_s=cluster["link_latency_ns"] * 1e-9, source=cluster["path"], latency_per_step=True)
 
 
 #: PCIe 5.0 x16: 32 GT/s x 16 lanes x 128b/130b = 63 GB/s per direction.  The RTX PRO 6000 Blackwell
@@ -941,6 +1014,8 @@ def fit_profile(profile_dir: str | Path, model: str, tp: int = 1, layers: int | 
                                  f"embedding) of tokens x {hidden} x {s.bytes_per_value} B and a logits gather "
                                  f"over {s.link.describe()}" if tp > 1 else "")),
         "link": s.link.describe() if tp > 1 else "none (TP 1)",
+        "link_source": s.link.source if tp > 1 else "none (TP 1)",
+        **({"link_figures": s.link.figures()} if tp > 1 else {}),
         "attention": ("measured attention.csv (no first-principles stand-in), linear on each axis; decodes at "
                       f"their mean context; skew correction alpha = {alpha:g} (meta.yaml skew_fit.per_tp."
                       f"{tp}.alpha_default; the bucket table is not used) when the longest decode context is "

@@ -38,10 +38,30 @@ from workbench.errors import ConfigError
 
 METRICS = ("ttft_s", "tpot_s", "e2e_s")
 METRIC_NAMES = {"ttft_s": "TTFT", "tpot_s": "TPOT", "e2e_s": "end-to-end"}
-#: vLLM V1's defaults, used where ``meta.json`` is silent (vLLM 0.19 ``SchedulerConfig``/``CacheConfig``).
+#: vLLM V1's defaults, used where the run records nothing (vLLM 0.19 ``SchedulerConfig``/``CacheConfig``).
 VLLM_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 2048, "block_size": 16,
                  "enable_prefix_caching": True, "enable_chunked_prefill": True, "max_num_partial_prefills": 1,
-                 "tensor_parallel_size": 1, "data_parallel_size": 1}
+                 "tensor_parallel_size": 1, "data_parallel_size": 1, "async_scheduling": True,
+                 "scheduler_reserve_full_isl": True, "long_prefill_token_threshold": 0,
+                 "enable_expert_parallel": False}
+#: Where each setting may be recorded, most authoritative first: vLLM's resolved configuration (what the
+#: engine ran with), the ``kv_cache`` summary, the engine arguments asked for, the file's top level.
+SETTING_SOURCES = {
+    "max_num_seqs": ("resolved_config.scheduler_config", "engine_kwargs", ""),
+    "max_num_batched_tokens": ("resolved_config.scheduler_config", "engine_kwargs", ""),
+    "enable_chunked_prefill": ("resolved_config.scheduler_config", "engine_kwargs", ""),
+    "max_num_partial_prefills": ("resolved_config.scheduler_config", "engine_kwargs", ""),
+    "async_scheduling": ("resolved_config.scheduler_config", "engine_kwargs", ""),
+    "scheduler_reserve_full_isl": ("resolved_config.scheduler_config", "engine_kwargs", ""),
+    "long_prefill_token_threshold": ("resolved_config.scheduler_config", "engine_kwargs", ""),
+    "block_size": ("resolved_config.cache_config", "kv_cache", "engine_kwargs", ""),
+    "enable_prefix_caching": ("resolved_config.cache_config", "kv_cache", "engine_kwargs", ""),
+    "tensor_parallel_size": ("resolved_config.parallel_config", "engine_kwargs", ""),
+    "data_parallel_size": ("resolved_config.parallel_config", "engine_kwargs", ""),
+    "enable_expert_parallel": ("resolved_config.parallel_config", "engine_kwargs", ""),
+}
+#: Settings that may be 0 (vLLM: 0 = off).
+ZERO_ALLOWED = {"long_prefill_token_threshold"}
 #: The largest run read (requests.jsonl lines): a replay is seconds per thousand requests.
 MAX_RUN_REQUESTS = 1_000_000
 MAX_META_BYTES = 1 << 20
@@ -56,6 +76,10 @@ class ServingRun:
     meta: dict[str, Any]
     settings: dict[str, Any] = field(default_factory=dict)
     assumed: list[str] = field(default_factory=list)
+    #: setting -> where the run records it (meta.json's section and key, or config.json)
+    read: dict[str, str] = field(default_factory=dict)
+    cluster: dict[str, Any] | None = None  # RUN/config.json, when present (see cluster_settings)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -93,47 +117,141 @@ def read_run(folder: str | Path) -> ServingRun:
         if column not in trace.columns:
             raise ConfigError(f"{path / 'requests.jsonl'} has no first_token_ts/last_token_ts: nothing to compare.",
                               field="first_token_ts", fix="give a run whose requests carry the engine's timestamps.")
-    settings, assumed = engine_settings(meta)
-    return ServingRun(path=path, trace=trace, meta=meta, settings=settings, assumed=assumed)
+    settings, assumed, read = engine_settings(meta)
+    cluster, notes = None, []
+    if (path / "config.json").is_file():
+        cluster, notes = cluster_settings(path / "config.json", settings)
+        read["link"] = (f"config.json link_bw {cluster['link_bw_gbps']:g} GB/s, link_latency "
+                        f"{cluster['link_latency_ns']:g} ns")
+    else:
+        assumed.append("link (no config.json: the cost model's)")
+    return ServingRun(path=path, trace=trace, meta=meta, settings=settings, assumed=assumed, read=read,
+                      cluster=cluster, notes=notes)
 
 
-def engine_settings(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The settings the replay needs, from ``meta.json`` (``engine_kwargs`` first, then the top level), and the
-    names of those taken from vLLM's defaults because the file is silent."""
-    kwargs = meta.get("engine_kwargs") if isinstance(meta.get("engine_kwargs"), dict) else {}
+def _section(meta: dict[str, Any], dotted: str) -> dict[str, Any]:
+    """``meta[a][b]`` for ``dotted`` = ``"a.b"`` (the top level for ""), or {} where it is absent."""
+    node: Any = meta
+    for part in (dotted.split(".") if dotted else []):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
+
+
+def _recorded(meta: dict[str, Any], key: str, sources) -> tuple[Any, str | None]:
+    """The first value of ``key`` recorded in ``sources`` (see :data:`SETTING_SOURCES`) and where it was."""
+    for source in sources:
+        value = _section(meta, source).get(key)
+        if value is not None:
+            return value, (f"{source}.{key}" if source else key)
+    return None, None
+
+
+def engine_settings(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+    """The settings the replay needs, from ``meta.json``: what it records (:data:`SETTING_SOURCES`, most
+    authoritative first), and the names of those taken from vLLM's defaults because it records nothing.
+
+    Returns ``(settings, assumed, read)``; ``read`` maps each recorded setting to where it was found.
+    """
     settings: dict[str, Any] = {}
-    assumed = []
+    assumed: list[str] = []
+    read: dict[str, str] = {}
     for key, default in VLLM_DEFAULTS.items():
-        value = kwargs.get(key, meta.get(key))
+        value, where = _recorded(meta, key, SETTING_SOURCES[key])
         if value is None:
-            value, _ = default, assumed.append(key)
+            value = default
+            assumed.append(key)
+        else:
+            read[key] = where
         if isinstance(default, bool):
             if not isinstance(value, bool):
-                raise ConfigError(f"meta.json {key} is {value!r}, not true or false.", field=key,
+                raise ConfigError(f"meta.json {where or key} is {value!r}, not true or false.", field=key,
                                   fix="give true or false, as vLLM's engine arguments are.")
-        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"meta.json {key} is {value!r}, not a whole number >= 1.", field=key,
+        elif isinstance(value, bool) or not isinstance(value, int) or value < (0 if key in ZERO_ALLOWED else 1):
+            raise ConfigError(f"meta.json {where or key} is {value!r}, not a whole number >= "
+                              f"{0 if key in ZERO_ALLOWED else 1}.", field=key,
                               fix="give the engine argument as vLLM took it.")
         settings[key] = value
     if not settings["enable_chunked_prefill"]:
         raise ConfigError("the run has chunked prefill off, which the vllm policy does not model (a prompt longer "
                           "than the token budget would wait for a whole iteration).", field="enable_chunked_prefill",
                           fix="replay a run with chunked prefill on (vLLM V1's default).")
-    blocks = kwargs.get("num_gpu_blocks", meta.get("num_gpu_blocks"))
-    tokens = kwargs.get("kv_cache_tokens", meta.get("kv_cache_tokens"))
+    policy = _section(meta, "resolved_config.scheduler_config").get("policy")
+    if policy not in (None, "fcfs"):
+        raise ConfigError(f"the run's scheduler policy is {policy!r}; the vllm policy replays FCFS only.",
+                          field="policy", fix="replay a run with vLLM's default policy (fcfs).")
+    _kv_capacity(meta, settings, assumed, read)
+    return settings, assumed, read
+
+
+def _kv_capacity(meta: dict[str, Any], settings: dict[str, Any], assumed: list[str], read: dict[str, str]) -> None:
+    """The KV capacity of one replica in tokens: the blocks vLLM allocated (``num_gpu_blocks`` x block size;
+    ``kv_cache.num_kv_tokens`` or ``kv_cache_tokens`` where only tokens are recorded), else the preset's."""
+    sources = ("kv_cache", "resolved_config.cache_config", "engine_kwargs", "")
+    blocks, where = _recorded(meta, "num_gpu_blocks", sources)
     if blocks is not None:
         if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
-            raise ConfigError(f"meta.json num_gpu_blocks is {blocks!r}.", field="num_gpu_blocks",
+            raise ConfigError(f"meta.json {where} is {blocks!r}.", field="num_gpu_blocks",
                               fix="give the KV blocks vLLM reported (a whole number >= 1).")
         settings["kv_capacity_tokens"] = blocks * settings["block_size"]
-    elif tokens is not None:
+        read["kv_capacity_tokens"] = f"{where} x block_size"
+        return
+    for key in ("num_kv_tokens", "kv_cache_tokens"):
+        tokens, where = _recorded(meta, key, sources)
+        if tokens is None:
+            continue
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < settings["block_size"]:
-            raise ConfigError(f"meta.json kv_cache_tokens is {tokens!r}.", field="kv_cache_tokens",
+            raise ConfigError(f"meta.json {where} is {tokens!r}.", field=key,
                               fix="give the KV-cache size vLLM reported, in tokens.")
         settings["kv_capacity_tokens"] = tokens
-    else:
-        assumed.append("kv_capacity_tokens (the cost model's preset)")
-    return settings, assumed
+        read["kv_capacity_tokens"] = where
+        return
+    assumed.append("kv_capacity_tokens (the cost model's preset)")
+
+
+def cluster_settings(path: Path, settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """What ``RUN/config.json`` (LLMServingSim's cluster configuration) states of the run's machine: the link
+    and, per instance, the layout and memory.  Returns ``(cluster, notes)``; a layout that contradicts
+    ``meta.json`` is refused (one of the two describes another run)."""
+    from workbench.costmodel.calibrate import read_cluster_config
+
+    cluster = read_cluster_config(path)
+    notes = []
+    for inst in cluster["instances"]:
+        tp = inst.get("tp_size")
+        if tp is not None and tp != settings["tensor_parallel_size"]:
+            raise ConfigError(f"{path} gives tp_size {tp!r}, meta.json tensor_parallel_size "
+                              f"{settings['tensor_parallel_size']}.", field="tp_size",
+                              fix="give the cluster configuration of this run.")
+    groups = {inst.get("dp_group") for inst in cluster["instances"] if inst.get("dp_group") is not None}
+    cluster["dp_groups"] = len(groups)
+    utils = {(inst.get("npu_mem") or {}).get("mem_util") for inst in cluster["instances"]} - {None}
+    if utils:
+        cluster["mem_util"] = sorted(utils)
+        notes.append("mem_util read, not used: the KV capacity is vLLM's recorded block count, or the preset's")
+    return cluster, notes
+
+
+def link_warnings(run: ServingRun, cost_model) -> list[str]:
+    """At TP > 1: whether the cost model priced its all-reduces over the link the run declares."""
+    tp = run.settings["tensor_parallel_size"]
+    if tp <= 1:
+        return []
+    provenance = getattr(cost_model, "provenance", None) or {}
+    figures = provenance.get("link_figures")
+    if run.cluster is None:
+        if not figures or provenance.get("link_source") == "assumed":
+            return [f"the TP {tp} all-reduces are priced over a link nobody measured "
+                    f"({provenance.get('link', 'the cost model does not say which')}), and the run has no "
+                    "config.json declaring its own."]
+        return []
+    from workbench.costmodel.calibrate import cluster_link
+
+    declared = cluster_link(run.cluster)
+    if figures != declared.figures():
+        return [f"the cost model prices the TP {tp} all-reduces over "
+                f"{provenance.get('link', 'a link it does not state')}, but the run declares {declared.name} "
+                f"(config.json): calibrate with --cluster-config {run.path / 'config.json'}."]
+    return []
 
 
 def replay(run: ServingRun, cost_model, *, progress: bool | None = False):
@@ -248,11 +366,13 @@ class FidelityResult:
     per_request: pd.DataFrame
     errors: dict[str, dict[str, float]]
     cost_model_name: str
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {"run": str(self.run.path), "model": self.run.name, "cost_model": self.cost_model_name,
                 "requests": len(self.per_request), "settings": self.run.settings,
-                "assumed_defaults": self.run.assumed, "errors": self.errors,
+                "read": self.run.read, "assumed_defaults": self.run.assumed, "notes": self.run.notes,
+                "warnings": self.warnings, "errors": self.errors,
                 "preemptions": int(self.schedule.metrics.get("preemptions", 0)),
                 "prefix_cache_hit_rate": self.schedule.metrics.get("prefix_cache_hit_rate")}
 
@@ -265,7 +385,8 @@ def fidelity(run: str | Path | ServingRun, cost_model) -> FidelityResult:
     model = load_preset(cost_model) if isinstance(cost_model, (str, Path)) else cost_model
     schedule = replay(run, model)
     per_request = compare(run, schedule)
-    return FidelityResult(run, schedule, per_request, error_table(per_request), getattr(model, "name", "custom"))
+    return FidelityResult(run, schedule, per_request, error_table(per_request), getattr(model, "name", "custom"),
+                          link_warnings(run, model))
 
 
 def write_fidelity(result: FidelityResult, out: str | Path, *, writer: dict | None = None,
