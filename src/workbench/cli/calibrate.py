@@ -69,9 +69,7 @@ def cmd_calibrate_run(args) -> int:
 
 def _link(args):
     """The link the all-reduces are priced over: --cluster-config's declared one, else the --link-* flags on
-    top of the PCIe 5.0 x16 guess; at TP > 1 a guess is said loudly (on stderr), with what was guessed."""
-    import sys
-
+    top of the PCIe 5.0 x16 guess (said loudly by :func:`_warn_if_guessed`)."""
     from workbench.costmodel.calibrate import PCIE5_X16, LinkModel, cluster_link, read_cluster_config
 
     flags = (("--link-bandwidth-gbps", args.link_bandwidth_gbps), ("--link-latency-us", args.link_latency_us),
@@ -91,12 +89,20 @@ def _link(args):
         efficiency=args.link_efficiency or PCIE5_X16.efficiency,
         latency_s=(args.link_latency_us if args.link_latency_us is not None else PCIE5_X16.latency_s * 1e6) * 1e-6,
         source="flags (" + ", ".join(given) + ")" if given else "assumed")
-    if args.tp > 1 and len(given) < 2:
-        guessed = [key for key, value in flags[:2] if value is None]
+    return link
+
+
+def _warn_if_guessed(args, link) -> None:
+    """At TP > 1, say loudly (stderr) which figures of the link nobody gave; after the fit, so that an error
+    stays one line."""
+    import sys
+
+    guessed = [key for key, value in (("--link-bandwidth-gbps", args.link_bandwidth_gbps),
+                                      ("--link-latency-us", args.link_latency_us)) if value is None]
+    if args.tp > 1 and args.cluster_config is None and guessed:
         print(f"WARNING: the TP {args.tp} all-reduces are priced over a link nobody measured: "
               f"{', '.join(guessed)} assumed ({link.describe()}). Give --cluster-config FILE (the run's "
               "link_bw GB/s and link_latency ns) or --link-bandwidth-gbps and --link-latency-us.", file=sys.stderr)
-    return link
 
 
 def cmd_calibrate(args) -> int:
@@ -116,6 +122,7 @@ def cmd_calibrate(args) -> int:
     link = _link(args)
     cost_model, report = fit_profile(args.profile, args.model, tp=args.tp, layers=args.layers, name=args.name,
                                      settings=ProfileSettings(link=link), device=args.device)
+    _warn_if_guessed(args, link)
     if report.get("source") == "vidur":
         if linear_out is not None:
             raise ConfigError("a Vidur profile gives the linear model only.", field="--linear-out",

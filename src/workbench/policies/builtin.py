@@ -98,7 +98,8 @@ register_policy(Policy("offline", "offline", "fifo", "continuous",
 # -- policies that serve the way today's engines do ------------------------------------------------------
 #: vLLM V1's scheduler defaults where they are choices of the engine (token budget of max_num_batched_tokens).
 VLLM_ENGINE = {"iteration": "mixed", "token_budget": 2048, "max_partial_prefills": 1, "kv": "paged",
-               "block_size": 16, "prefix_caching": True}
+               "block_size": 16, "prefix_caching": True, "cache_at_schedule": True, "full_prompt_admission": True,
+               "async_scheduling": True}
 
 register_policy(Policy("chunked-prefill", "round-robin", "fifo", "continuous",
                        description="Sarathi-Serve / vLLM V1 mixed batching: every decode plus prefill chunks up to "

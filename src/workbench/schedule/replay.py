@@ -160,6 +160,8 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
     if not isinstance(caching, bool):
         report.add("schema", f"metrics.prefix_caching is {caching!r}, not true or false")
         return
+    # vLLM caches a block when it is scheduled: a later piece of the same row may hit an earlier one's blocks.
+    at_schedule = metrics.get("cache_at_schedule") is True
     caps = metrics.get("kv_capacity_tokens")
     caps = caps if isinstance(caps, list) else [caps] * clients
     if len(caps) != clients or any(isinstance(c, bool) or not isinstance(c, (int, float)) for c in caps
@@ -312,6 +314,8 @@ def validate_paged(tl: pd.DataFrame, rq: pd.DataFrame, metrics: dict, models: li
                                             f"not {computed[i]}")
                     continue
                 computed[i] += t
+                if at_schedule:
+                    cache.computed(i, computed[i] // block)
                 if preempted[i]:
                     recomputed_total[i] += t
                 P += t

@@ -118,9 +118,11 @@ def read_run(folder: str | Path) -> ServingRun:
             raise ConfigError(f"{path / 'requests.jsonl'} has no first_token_ts/last_token_ts: nothing to compare.",
                               field="first_token_ts", fix="give a run whose requests carry the engine's timestamps.")
     settings, assumed, read = engine_settings(meta)
-    cluster, notes = None, []
+    cluster, notes = None, ["max_num_partial_prefills: vLLM V1's scheduler does not read it (several prompts may "
+                            "be part-way, each within long_prefill_token_threshold); replayed without a limit"]
     if (path / "config.json").is_file():
-        cluster, notes = cluster_settings(path / "config.json", settings)
+        cluster, more = cluster_settings(path / "config.json", settings)
+        notes += more
         read["link"] = (f"config.json link_bw {cluster['link_bw_gbps']:g} GB/s, link_latency "
                         f"{cluster['link_latency_ns']:g} ns")
     else:
@@ -266,10 +268,14 @@ def replay(run: ServingRun, cost_model, *, progress: bool | None = False):
         raise ConfigError("neither the run nor the cost model gives the KV-cache size.", field="kv_capacity_tokens",
                           fix="use a preset with kv_capacity_tokens, or a run whose meta.json gives num_gpu_blocks.")
     # Data parallelism: vLLM's front end balances requests over the engine replicas; round robin stands for it.
+    # V1's scheduler does not read max_num_partial_prefills (several prompts may be part-way, each within
+    # long_prefill_token_threshold): no limit but the batch.
     return simulate(run.trace, s["data_parallel_size"], s["max_num_seqs"], "vllm", model,
                     kv_capacity_tokens=int(kv), token_budget=s["max_num_batched_tokens"],
-                    max_partial_prefills=s["max_num_partial_prefills"], block_size=s["block_size"],
-                    prefix_caching=s["enable_prefix_caching"], progress=progress)
+                    max_partial_prefills=s["max_num_seqs"], block_size=s["block_size"],
+                    prefix_caching=s["enable_prefix_caching"], cache_at_schedule=s["enable_prefix_caching"],
+                    full_prompt_admission=s["scheduler_reserve_full_isl"], async_scheduling=s["async_scheduling"],
+                    long_prefill_token_threshold=s["long_prefill_token_threshold"], progress=progress)
 
 
 def compare(run: ServingRun, schedule) -> pd.DataFrame:
