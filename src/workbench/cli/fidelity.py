@@ -12,7 +12,7 @@ def cmd_fidelity(args) -> int:
     from workbench.studies.fidelity import errors_frame, fidelity, write_fidelity
 
     check_out(args)
-    result = fidelity(args.run, args.cost_model)
+    result = fidelity(args.run, args.cost_model, workload=args.workload)
     if args.out:
         write_fidelity(result, args.out, writer=output_writer(args), force=args.force)
     s = result.run.settings
@@ -28,9 +28,15 @@ def cmd_fidelity(args) -> int:
         print(f"note: {note}")
     for warning in result.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
+    summary = result.summary()
+    if "prefix_hashes" in result.run.trace.columns:
+        hits, ideal = summary["prefix_hit_tokens"], summary["prefix_hit_tokens_ideal"]
+        share = f" ({hits / ideal:.1%} of it)" if ideal else ""
+        print(f"prefix-cache hits: {hits:,} prompt tokens; ideal {ideal:,} (an unbounded cache, in arrival order)"
+              + share)
     print_table(errors_frame(result.errors))
     if args.json:
-        print(json.dumps(result.summary(), default=str))
+        print(json.dumps(summary, default=str))
     if args.out:
         print(f"wrote {args.out}: timeline.csv, requests.csv, metrics.json, fidelity.csv, fidelity.json, report.html")
     return 0
@@ -40,6 +46,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("fidelity", help="replay a measured vLLM run (meta.json + requests.jsonl) and compare "
                                                "predicted with measured TTFT, TPOT and end-to-end latency")
     p.add_argument("run", help="the run folder: meta.json and requests.jsonl")
+    p.add_argument("--workload", default=None, metavar="FILE.jsonl",
+                   help="the requests' token ids (LLMServingSim workloads/*.jsonl), for their prefixes (default: "
+                        "meta.json's dataset_path, found in the run folder or beside it; none: no shared prefixes)")
     p.add_argument("--cost-model", required=True, help="a preset name or file (e.g. one fitted by workbench calibrate)")
     p.add_argument("--out", default=None, help="folder for the simulated schedule, fidelity.csv/json and report.html")
     p.add_argument("--json", action="store_true", help="also print the summary as one JSON line")

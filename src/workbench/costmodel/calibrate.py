@@ -522,7 +522,7 @@ def read_cluster_config(path: str | Path) -> dict[str, Any]:
     checked for what the workbench reads of it: the link and each instance's layout and memory."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"'{path}' {missing_because(path)}.", field="cluster_config",
+        raise ConfigError(f"'{path}' {missing_because(path, folder=False)}.", field="cluster_config",
                           fix="give LLMServingSim's cluster configuration (a JSON file with link_bw, link_latency "
                               "and nodes).")
     if path.stat().st_size > MAX_CLUSTER_CONFIG_BYTES:

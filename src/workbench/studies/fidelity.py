@@ -86,8 +86,68 @@ class ServingRun:
         return str(self.meta.get("model", self.path.name))
 
 
-def read_run(folder: str | Path) -> ServingRun:
-    """Read a run folder (``meta.json`` + ``requests.jsonl``); refuse what cannot be replayed faithfully."""
+def find_workload(path: Path, meta: dict[str, Any]) -> Path | None:
+    """The file ``meta.json``'s ``dataset_path`` names, looked for in the run folder and beside it (the folder
+    and up to three folders up, as LLMServingSim lays out ``runs/<gpu>/<model>/`` beside ``workloads/``)."""
+    name = meta.get("dataset_path")
+    if not isinstance(name, str) or not name.strip():
+        return None
+    relative = Path(name)
+    for base in (path, *list(path.resolve().parents)[:3]):
+        for candidate in (base / relative, base / relative.name):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def attach_prefixes(trace: pd.DataFrame, workload: Path) -> pd.DataFrame:
+    """The run's requests with the prefixes of its workload's token ids (``prefix_hashes``, vLLM's chained
+    16-token block hashes), matched by order; refused when the two do not describe the same requests."""
+    from workbench.workload.trace import load_trace
+
+    inputs = load_trace(workload)
+    if "prefix_hashes" not in inputs.columns:
+        raise ConfigError(f"{workload} gives no prompt token ids (input_tok_ids) or prefix hashes.", field="workload",
+                          fix="give the workload the run served, with its token ids (LLMServingSim workloads/).")
+    if len(inputs) != len(trace):
+        raise ConfigError(f"{workload} has {len(inputs):,} requests, the run {len(trace):,}.", field="workload",
+                          fix="give the workload the run served (meta.json dataset_path).")
+    block = int(inputs["prefix_block_tokens"].iloc[0]) if len(inputs) else 16
+    prompt = trace["input_tokens"].to_numpy()
+    hashes = []
+    for k, text in enumerate(inputs["prefix_hashes"].tolist()):
+        chain = text.split() if isinstance(text, str) else []
+        hashes.append(" ".join(chain[:int(prompt[k]) // block]))  # a prompt served shorter keeps its full blocks
+    return trace.assign(prefix_hashes=hashes, prefix_block_tokens=block)
+
+
+def ideal_prefix_hits(trace: pd.DataFrame, block_tokens: int) -> int:
+    """Prompt tokens a prefix cache of unbounded size would serve, in arrival order: each request hits the
+    leading blocks some earlier request computed (at most all but its last token, which vLLM always
+    computes); 0 without ``prefix_hashes``."""
+    if "prefix_hashes" not in trace.columns:
+        return 0
+    seen: set[str] = set()
+    hits = 0
+    prompt = trace["input_tokens"].to_numpy()
+    per = int(trace["prefix_block_tokens"].iloc[0]) if len(trace) else block_tokens
+    for k in np.argsort(trace["arrival_s"].to_numpy(), kind="stable"):
+        chain = trace["prefix_hashes"].iloc[k].split()
+        n = 0
+        while n < len(chain) and chain[n] in seen:
+            n += 1
+        hits += min(n * per, (int(prompt[k]) - 1) // block_tokens * block_tokens)
+        seen.update(chain)
+    return hits
+
+
+def read_run(folder: str | Path, workload: str | Path | None = None) -> ServingRun:
+    """Read a run folder (``meta.json`` + ``requests.jsonl``; ``RUN/config.json`` and the workload's token ids
+    where found); refuse what cannot be replayed faithfully.
+
+    ``workload``: the file of the requests' token ids (default: ``meta.json``'s ``dataset_path``, found in the
+    run folder or beside it); their prefixes are replayed exactly (:func:`attach_prefixes`).
+    """
     from workbench.workload.trace import load_trace
 
     path = Path(folder)
@@ -127,6 +187,17 @@ def read_run(folder: str | Path) -> ServingRun:
                         f"{cluster['link_latency_ns']:g} ns")
     else:
         assumed.append("link (no config.json: the cost model's)")
+    if workload is not None and not Path(workload).is_file():
+        from workbench._paths import missing_because
+
+        raise ConfigError(f"'{workload}' {missing_because(Path(workload), folder=False)}.", field="--workload",
+                          fix="give the workload the run served (a JSONL file with input_tok_ids).")
+    source = Path(workload) if workload is not None else find_workload(path, meta)
+    if source is not None:
+        trace = attach_prefixes(trace, source)
+        read["prefixes"] = f"{'--workload' if workload is not None else 'dataset_path'} {source}"
+    else:
+        assumed.append("prefixes (no workload with token ids found: no prompt shares a prefix)")
     return ServingRun(path=path, trace=trace, meta=meta, settings=settings, assumed=assumed, read=read,
                       cluster=cluster, notes=notes)
 
@@ -380,14 +451,25 @@ class FidelityResult:
                 "read": self.run.read, "assumed_defaults": self.run.assumed, "notes": self.run.notes,
                 "warnings": self.warnings, "errors": self.errors,
                 "preemptions": int(self.schedule.metrics.get("preemptions", 0)),
-                "prefix_cache_hit_rate": self.schedule.metrics.get("prefix_cache_hit_rate")}
+                "prefix_cache_hit_rate": self.schedule.metrics.get("prefix_cache_hit_rate"),
+                "prefix_hit_tokens": self.prefix_hit_tokens(),
+                "prefix_hit_tokens_ideal": ideal_prefix_hits(self.run.trace, self.run.settings["block_size"])}
+
+    def prefix_hit_tokens(self) -> int:
+        """Prompt tokens the replay served from the prefix cache at each request's first admission."""
+        rq = self.schedule.requests
+        if "cached_tokens" not in rq.columns:
+            return 0
+        first = rq["cached_tokens"].where(rq.get("preemptions", 0) == 0, np.nan)
+        return int(first.fillna(0).sum()) if "preemptions" in rq.columns else int(rq["cached_tokens"].sum())
 
 
-def fidelity(run: str | Path | ServingRun, cost_model) -> FidelityResult:
-    """Replay ``run`` with ``cost_model`` and compare (nothing is written; see :func:`write_fidelity`)."""
+def fidelity(run: str | Path | ServingRun, cost_model, *, workload: str | Path | None = None) -> FidelityResult:
+    """Replay ``run`` with ``cost_model`` and compare (nothing is written; see :func:`write_fidelity`).
+    ``workload``: as :func:`read_run`."""
     from workbench.costmodel.linear import load_preset
 
-    run = run if isinstance(run, ServingRun) else read_run(run)
+    run = run if isinstance(run, ServingRun) else read_run(run, workload)
     model = load_preset(cost_model) if isinstance(cost_model, (str, Path)) else cost_model
     schedule = replay(run, model)
     per_request = compare(run, schedule)
