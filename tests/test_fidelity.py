@@ -82,7 +82,7 @@ def test_settings_come_from_meta_json_with_vllm_defaults_named(tmp_path):
     run = read_run(_write_run(tmp_path / "run", CM, engine_extra={"block_size": 32, "enable_prefix_caching": False},
                               meta_extra={"num_gpu_blocks": 1000}))
     assert run.settings["block_size"] == 32 and run.settings["enable_prefix_caching"] is False
-    assert run.settings["kv_capacity_tokens"] == 32_000
+    assert run.settings["kv_capacity_tokens"] == 999 * 32
     assert "max_num_partial_prefills" in run.assumed and "block_size" not in run.assumed
 
 
@@ -194,10 +194,10 @@ def test_every_recorded_setting_is_read_and_only_the_rest_assumed(tmp_path):
     """meta.json's resolved_config and kv_cache (as vLLM 0.19 runs record them) are read, each with where."""
     run = read_run(_write_run(tmp_path / "run", CM, meta_extra=RECORDED_META))
     s = run.settings
-    assert s["kv_capacity_tokens"] == 500 * 32  # the blocks vLLM allocated, not the preset's estimate
+    assert s["kv_capacity_tokens"] == 499 * 32  # the blocks vLLM allocated less its null block, not the preset's
     assert s["async_scheduling"] is False and s["scheduler_reserve_full_isl"] is False
     assert s["long_prefill_token_threshold"] == 128 and s["block_size"] == 32
-    assert run.read["kv_capacity_tokens"] == "kv_cache.num_gpu_blocks x block_size"
+    assert run.read["kv_capacity_tokens"] == "(kv_cache.num_gpu_blocks - 1 null block) x block_size"
     assert run.read["async_scheduling"] == "resolved_config.scheduler_config.async_scheduling"
     assert not any(a.startswith("kv_capacity_tokens") for a in run.assumed)
     # V1 0.19 does not record max_num_partial_prefills here: that one is assumed, and said so
@@ -206,7 +206,8 @@ def test_every_recorded_setting_is_read_and_only_the_rest_assumed(tmp_path):
 
 def test_a_run_recording_only_tokens_gives_its_capacity_and_a_priority_policy_is_refused(tmp_path):
     run = read_run(_write_run(tmp_path / "a", CM, meta_extra={"kv_cache": {"num_kv_tokens": 9_000}}))
-    assert run.settings["kv_capacity_tokens"] == 9_000 and run.read["kv_capacity_tokens"] == "kv_cache.num_kv_tokens"
+    assert run.settings["kv_capacity_tokens"] == 9_000 - 16
+    assert run.read["kv_capacity_tokens"] == "kv_cache.num_kv_tokens - 1 null block"
     folder = _write_run(tmp_path / "b", CM, meta_extra={"resolved_config": {"scheduler_config": {"policy": "priority"}}})
     with pytest.raises(ConfigError) as info:
         read_run(folder)

@@ -258,15 +258,17 @@ def engine_settings(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str], di
 
 def _kv_capacity(meta: dict[str, Any], settings: dict[str, Any], assumed: list[str], read: dict[str, str]) -> None:
     """The KV capacity of one replica in tokens: the blocks vLLM allocated (``num_gpu_blocks`` x block size;
-    ``kv_cache.num_kv_tokens`` or ``kv_cache_tokens`` where only tokens are recorded), else the preset's."""
+    ``kv_cache.num_kv_tokens`` or ``kv_cache_tokens`` where only tokens are recorded) less the null block
+    its block pool keeps back, else the preset's."""
     sources = ("kv_cache", "resolved_config.cache_config", "engine_kwargs", "")
     blocks, where = _recorded(meta, "num_gpu_blocks", sources)
     if blocks is not None:
         if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
             raise ConfigError(f"meta.json {where} is {blocks!r}.", field="num_gpu_blocks",
                               fix="give the KV blocks vLLM reported (a whole number >= 1).")
-        settings["kv_capacity_tokens"] = blocks * settings["block_size"]
-        read["kv_capacity_tokens"] = f"{where} x block_size"
+        # vLLM's block pool keeps one block back (the null block, for padding): the rest hold KV.
+        settings["kv_capacity_tokens"] = max(blocks - 1, 1) * settings["block_size"]
+        read["kv_capacity_tokens"] = f"({where} - 1 null block) x block_size"
         return
     for key in ("num_kv_tokens", "kv_cache_tokens"):
         tokens, where = _recorded(meta, key, sources)
@@ -275,8 +277,8 @@ def _kv_capacity(meta: dict[str, Any], settings: dict[str, Any], assumed: list[s
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < settings["block_size"]:
             raise ConfigError(f"meta.json {where} is {tokens!r}.", field=key,
                               fix="give the KV-cache size vLLM reported, in tokens.")
-        settings["kv_capacity_tokens"] = tokens
-        read["kv_capacity_tokens"] = where
+        settings["kv_capacity_tokens"] = max(tokens - settings["block_size"], settings["block_size"])
+        read["kv_capacity_tokens"] = f"{where} - 1 null block"
         return
     assumed.append("kv_capacity_tokens (the cost model's preset)")
 
