@@ -335,6 +335,12 @@ def test_fidelity_replays_the_prefixes_of_the_workload_and_reports_hits_beside_t
     assert summary["prefix_hit_tokens_ideal"] == 7 * 512
     assert summary["prefix_hit_tokens"] == 7 * 512
     assert without.summary()["prefix_hit_tokens"] == 0
+    from workbench.studies.fidelity import modelling_choices
+
+    table = modelling_choices(result.run, CM)  # each choice taken back in turn, with its measured effect
+    assert table.loc["as the run recorded (every choice)", "prefix-hit tokens"] == 7 * 512
+    assert table.loc["without the workload's prefixes", "prefix-hit tokens"] == 0
+    assert len(table) == 5 and {"e2e mean %", "TTFT mean %", "e2e MAPE %"} <= set(table.columns)
     (tmp_path / "workloads").mkdir()
     workload.rename(tmp_path / "workloads" / "w.jsonl")  # beside the run, as dataset_path names it
     assert main(["fidelity", str(run), "--cost-model", str(_preset(tmp_path))]) == 0

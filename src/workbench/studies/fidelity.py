@@ -329,8 +329,9 @@ def link_warnings(run: ServingRun, cost_model) -> list[str]:
     return []
 
 
-def replay(run: ServingRun, cost_model, *, progress: bool | None = False):
-    """Simulate the run's requests as its engine was set up; return the schedule (the run's own request ids)."""
+def replay(run: ServingRun, cost_model, *, progress: bool | None = False, overrides: dict | None = None):
+    """Simulate the run's requests as its engine was set up; return the schedule (the run's own request ids).
+    ``overrides``: engine options that replace the run's (what :func:`modelling_choices` varies)."""
     from workbench.costmodel.linear import load_preset
     from workbench.engine.core import simulate
 
@@ -343,12 +344,49 @@ def replay(run: ServingRun, cost_model, *, progress: bool | None = False):
     # Data parallelism: vLLM's front end balances requests over the engine replicas; round robin stands for it.
     # V1's scheduler does not read max_num_partial_prefills (several prompts may be part-way, each within
     # long_prefill_token_threshold): no limit but the batch.
-    return simulate(run.trace, s["data_parallel_size"], s["max_num_seqs"], "vllm", model,
-                    kv_capacity_tokens=int(kv), token_budget=s["max_num_batched_tokens"],
-                    max_partial_prefills=s["max_num_seqs"], block_size=s["block_size"],
-                    prefix_caching=s["enable_prefix_caching"], cache_at_schedule=s["enable_prefix_caching"],
-                    full_prompt_admission=s["scheduler_reserve_full_isl"], async_scheduling=s["async_scheduling"],
-                    long_prefill_token_threshold=s["long_prefill_token_threshold"], progress=progress)
+    options = dict(kv_capacity_tokens=int(kv), token_budget=s["max_num_batched_tokens"],
+                   max_partial_prefills=s["max_num_seqs"], block_size=s["block_size"],
+                   prefix_caching=s["enable_prefix_caching"], cache_at_schedule=s["enable_prefix_caching"],
+                   full_prompt_admission=s["scheduler_reserve_full_isl"], async_scheduling=s["async_scheduling"],
+                   long_prefill_token_threshold=s["long_prefill_token_threshold"], progress=progress)
+    options.update(overrides or {})
+    return simulate(run.trace, s["data_parallel_size"], s["max_num_seqs"], "vllm", model, **options)
+
+
+#: The modelling choices :func:`modelling_choices` takes back one at a time: (label, engine overrides, whether
+#: the workload's prefixes are dropped).
+CHOICES = (
+    ("as the run recorded (every choice)", {}, False),
+    ("without the workload's prefixes", {}, True),
+    ("without async scheduling", {"async_scheduling": False}, False),
+    ("blocks cached at iteration end, not when scheduled", {"cache_at_schedule": False}, False),
+    ("admission on the first chunk (no full-prompt gate)", {"full_prompt_admission": False}, False),
+)
+
+
+def modelling_choices(run: str | Path | ServingRun, cost_model) -> pd.DataFrame:
+    """Each modelling choice's measured effect: the run replayed with every choice, then with one taken back
+    at a time (:data:`CHOICES`); per variant the errors of the targets (percent) and the prefix-cache hits."""
+    from workbench.costmodel.linear import load_preset
+
+    run = run if isinstance(run, ServingRun) else read_run(run)
+    model = load_preset(cost_model) if isinstance(cost_model, (str, Path)) else cost_model
+    plain = run.trace.drop(columns=[c for c in ("prefix_hashes", "prefix_block_tokens") if c in run.trace.columns])
+    rows = []
+    for label, overrides, drop in CHOICES:
+        if drop and plain.shape[1] == run.trace.shape[1]:
+            continue  # the run has no prefixes to drop
+        variant = ServingRun(run.path, plain, run.meta, run.settings, run.assumed, run.read, run.cluster,
+                             run.notes) if drop else run
+        schedule = replay(variant, model, overrides=overrides)
+        e = error_table(compare(variant, schedule))
+        rq = schedule.requests
+        rows.append({"variant": label, "e2e mean %": 100 * e["e2e_s"]["error_mean"],
+                     "e2e p99 %": 100 * e["e2e_s"]["error_p99"], "TTFT mean %": 100 * e["ttft_s"]["error_mean"],
+                     "TPOT mean %": 100 * e["tpot_s"]["error_mean"], "e2e MAPE %": 100 * e["e2e_s"]["mape"],
+                     "prefix-hit tokens": int(rq["cached_tokens"].sum()) if "cached_tokens" in rq.columns else 0,
+                     "preemptions": int(schedule.metrics.get("preemptions", 0))})
+    return pd.DataFrame(rows).set_index("variant")
 
 
 def compare(run: ServingRun, schedule) -> pd.DataFrame:
