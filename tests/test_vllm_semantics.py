@@ -135,3 +135,15 @@ def test_a_token_budget_equal_to_the_batch_size_serves_every_request():
     s = simulate(trace, 1, 4, "vllm", ONE_SECOND, kv_capacity_tokens=1024, token_budget=4)
     assert validate(s, trace).ok
     assert s.requests["finish_s"].notna().all()
+
+
+def test_the_vllm_dp_dispatcher_joins_the_lowest_four_waiting_plus_running():
+    """Two replicas.  A (long) at 0 goes to 0 (a tie: the lowest index), B (short) to 1.  At 5 B is done: C
+    finds 0 running one (score 1) and 1 empty (0), so 1; D, at the same instant, finds C waiting at 1
+    (score 4) against 1, so 0.  Round robin would send them 0, 1, 0, 1."""
+    trace = make_trace([(16, 50, 0.0), (16, 2, 0.0), (16, 2, 5.0), (16, 2, 5.0)])
+    dp = simulate(trace, 2, 4, "vllm", ONE_SECOND, kv_capacity_tokens=1024, dispatch="vllm-dp", **PLAIN)
+    rr = simulate(trace, 2, 4, "vllm", ONE_SECOND, kv_capacity_tokens=1024, **PLAIN)
+    assert _times(dp, "client") == [0, 1, 1, 0]
+    assert _times(rr, "client") == [0, 1, 0, 1]
+    assert validate(dp, trace).ok

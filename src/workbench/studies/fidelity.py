@@ -341,7 +341,7 @@ def replay(run: ServingRun, cost_model, *, progress: bool | None = False, overri
     if kv is None:
         raise ConfigError("neither the run nor the cost model gives the KV-cache size.", field="kv_capacity_tokens",
                           fix="use a preset with kv_capacity_tokens, or a run whose meta.json gives num_gpu_blocks.")
-    # Data parallelism: vLLM's front end balances requests over the engine replicas; round robin stands for it.
+    # Data parallelism: vLLM's front end sends each request to the engine with the lowest 4 x waiting + running.
     # V1's scheduler does not read max_num_partial_prefills (several prompts may be part-way, each within
     # long_prefill_token_threshold): no limit but the batch.
     options = dict(kv_capacity_tokens=int(kv), token_budget=s["max_num_batched_tokens"],
@@ -349,6 +349,8 @@ def replay(run: ServingRun, cost_model, *, progress: bool | None = False, overri
                    prefix_caching=s["enable_prefix_caching"], cache_at_schedule=s["enable_prefix_caching"],
                    full_prompt_admission=s["scheduler_reserve_full_isl"], async_scheduling=s["async_scheduling"],
                    long_prefill_token_threshold=s["long_prefill_token_threshold"], progress=progress)
+    if s["data_parallel_size"] > 1:
+        options["dispatch"] = "vllm-dp"
     options.update(overrides or {})
     return simulate(run.trace, s["data_parallel_size"], s["max_num_seqs"], "vllm", model, **options)
 
