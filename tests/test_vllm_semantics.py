@@ -147,3 +147,47 @@ def test_the_vllm_dp_dispatcher_joins_the_lowest_four_waiting_plus_running():
     assert _times(dp, "client") == [0, 1, 1, 0]
     assert _times(rr, "client") == [0, 1, 0, 1]
     assert validate(dp, trace).ok
+
+
+#: 1 s per iteration plus 10 ms per prompt token: a long chunk makes a long iteration.
+CHUNKY = LinearCostModel(a_p=1.0, b_p=0.01, a_d=1.0, b_d=0.0, c_d=0.0, name="chunky")
+
+
+def test_replicas_in_lockstep_end_each_iteration_with_the_slowest():
+    """A (100 prompt tokens: 2 s) on replica 0 and B (16: 1.16 s) on replica 1, both at 0: in lockstep B's
+    prefill ends with A's at 2, its two decodes at 3 and 4; alone it would end at 3.16."""
+    trace = make_trace([(100, 3, 0.0), (16, 3, 0.0)])
+    alone = simulate(trace, 2, 4, "vllm", CHUNKY, kv_capacity_tokens=1024, **PLAIN)
+    together = simulate(trace, 2, 4, "vllm", CHUNKY, kv_capacity_tokens=1024, dp_lockstep=True, **PLAIN)
+    assert _times(alone, "first_token_s") == pytest.approx([2.0, 1.16])
+    assert _times(alone, "finish_s") == pytest.approx([4.0, 3.16])
+    assert _times(together, "first_token_s") == pytest.approx([2.0, 2.0])
+    assert _times(together, "finish_s") == pytest.approx([4.0, 4.0])
+    assert together.metrics["dp_lockstep"] is True
+    assert validate(together, trace).ok
+
+
+def test_an_idle_replica_in_lockstep_joins_at_the_groups_next_boundary():
+    """A on replica 0 prefills in [0, 2].  B reaches idle replica 1 at 0.5; it joins the group's next step,
+    [2, 3.16] (its prefill of 1.16 s is the slowest there, so A's decode waits for it too)."""
+    trace = make_trace([(100, 4, 0.0), (16, 2, 0.5)])
+    together = simulate(trace, 2, 4, "vllm", CHUNKY, kv_capacity_tokens=1024, dp_lockstep=True, **PLAIN)
+    assert _times(together, "prefill_start_s") == pytest.approx([0.0, 2.0])
+    assert _times(together, "first_token_s") == pytest.approx([2.0, 3.16])
+    assert _times(together, "finish_s") == pytest.approx([5.16, 4.16])
+    assert validate(together, trace).ok
+
+
+def test_an_expert_layer_is_priced_from_the_active_experts_of_the_gathered_tokens(tmp_path):
+    """moe.csv at 1 token (8 experts: 10 us) and 2 tokens (8: 12 us, 16: 20 us); 128 experts, top 8.  Two
+    tokens on one rank activate 128 (1 - (120/128)^2) = 15.5 experts: 12 + 7.5 / 8 x 8 = 19.5 us.  Spread
+    over two ranks, a rank computes 1 token's pairs on 64 (1 - (120/128)^2) = 7.75 experts: 10 us."""
+    from types import SimpleNamespace
+
+    from workbench.costmodel.calibrate import moe_layer_s
+
+    path = tmp_path / "moe.csv"
+    path.write_text("tokens,activated_experts,time_us\n1,8,10\n2,8,12\n2,16,20\n")
+    shape = SimpleNamespace(num_experts=128, num_experts_per_tok=8)
+    assert moe_layer_s(path, [2], shape, 1)[0] == pytest.approx(19.5e-6)
+    assert moe_layer_s(path, [2], shape, 2)[0] == pytest.approx(10e-6)

@@ -92,6 +92,21 @@ def _link(args):
     return link
 
 
+def _expert_parallel(args) -> int:
+    """--ep, else the cluster configuration's ep_size (its first instance), else 1."""
+    if args.ep is not None:
+        if args.ep < 1:
+            raise ConfigError(f"--ep {args.ep} is below 1.", field="--ep", fix="give the expert-parallel degree.")
+        return int(args.ep)
+    if args.cluster_config is not None:
+        from workbench.costmodel.calibrate import read_cluster_config
+
+        sizes = [inst.get("ep_size") for inst in read_cluster_config(args.cluster_config)["instances"]]
+        sizes = [int(v) for v in sizes if isinstance(v, int) and not isinstance(v, bool) and v >= 1]
+        return sizes[0] if sizes else 1
+    return 1
+
+
 def _warn_if_guessed(args, link) -> None:
     """At TP > 1, say loudly (stderr) which figures of the link nobody gave; after the fit, so that an error
     stays one line."""
@@ -121,7 +136,8 @@ def cmd_calibrate(args) -> int:
     linear_out = _check_out(args.linear_out, "--linear-out")
     link = _link(args)
     cost_model, report = fit_profile(args.profile, args.model, tp=args.tp, layers=args.layers, name=args.name,
-                                     settings=ProfileSettings(link=link), device=args.device)
+                                     settings=ProfileSettings(link=link, expert_parallel=_expert_parallel(args)),
+                                     device=args.device)
     _warn_if_guessed(args, link)
     if report.get("source") == "vidur":
         if linear_out is not None:
@@ -189,6 +205,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, metavar="PRESET.json", help="write the preset here")
     p.add_argument("--linear-out", default=None, metavar="LINEAR.json",
                    help="also write the linear fit (for the closed-form engine and the MIP)")
+    p.add_argument("--ep", type=int, default=None,
+                   help="mixture of experts: expert parallelism over this many data-parallel replicas (default: "
+                        "the cluster configuration's ep_size, else 1)")
     p.add_argument("--cluster-config", default=None, metavar="FILE",
                    help="TP > 1: LLMServingSim's cluster configuration (config.json); its link_bw (GB/s) and "
                         "link_latency (ns) price the all-reduces as ASTRA-Sim does (default: none, the link is "

@@ -34,6 +34,9 @@ def cmd_fidelity(args) -> int:
         share = f" ({hits / ideal:.1%} of it)" if ideal else ""
         print(f"prefix-cache hits: {hits:,} prompt tokens; ideal {ideal:,} (an unbounded cache, in arrival order)"
               + share)
+        if "prefix_hit_tokens_ideal_per_replica" in summary:
+            print(f"  with a cache per data-parallel replica, as the replay sent the requests: ideal "
+                  f"{summary['prefix_hit_tokens_ideal_per_replica']:,}")
     print_table(errors_frame(result.errors))
     if args.json:
         print(json.dumps(summary, default=str))

@@ -17,10 +17,12 @@ DEFAULT_TOKEN_BUDGET = 512
 DEFAULT_BLOCK_SIZE = 16
 #: The engine options a policy or a caller may set (MODEL.md section 11).
 ENGINE_OPTIONS = ("iteration", "token_budget", "max_partial_prefills", "kv", "block_size", "prefix_caching",
-                  "cache_at_schedule", "full_prompt_admission", "async_scheduling", "long_prefill_token_threshold")
+                  "cache_at_schedule", "full_prompt_admission", "async_scheduling", "long_prefill_token_threshold",
+                  "dp_lockstep")
 #: vLLM V1's KV and scheduling semantics (mixed iterations only; MODEL.md section 11.5): off in every
 #: policy but ``vllm``, so the paper's policies keep their results.
-VLLM_SEMANTICS = ("cache_at_schedule", "full_prompt_admission", "async_scheduling", "long_prefill_token_threshold")
+VLLM_SEMANTICS = ("cache_at_schedule", "full_prompt_admission", "async_scheduling", "long_prefill_token_threshold",
+                  "dp_lockstep")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class EngineConfig:
     #: vLLM's ``long_prefill_token_threshold``: the most prompt tokens one request computes per iteration
     #: (None: no cap, vLLM's 0).
     long_prefill_token_threshold: int | None = None
+    #: The replicas are one data-parallel group of a mixture-of-experts model (vLLM's DP + EP): they step in
+    #: lockstep, each iteration ending when the slowest member's does.
+    dp_lockstep: bool = False
 
     @classmethod
     def from_options(cls, options: dict[str, Any], batch_size_max: int) -> EngineConfig:
@@ -120,7 +125,7 @@ class EngineConfig:
 def _vllm_semantics(options: dict[str, Any], iteration: str, kv: str) -> dict[str, Any]:
     """The vLLM V1 options, checked: true/false flags and a threshold >= 1 (0 or None: off)."""
     out: dict[str, Any] = {}
-    for name in VLLM_SEMANTICS[:3]:
+    for name in (*VLLM_SEMANTICS[:3], "dp_lockstep"):
         value = options.get(name, False)
         if value is None:
             value = False

@@ -67,7 +67,8 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
              max_partial_prefills: int | None = None, kv: str | None = None, block_size: int | None = None,
              prefix_caching: bool | None = None, cache_at_schedule: bool | None = None,
              full_prompt_admission: bool | None = None, async_scheduling: bool | None = None,
-             long_prefill_token_threshold: int | None = None, **params: Any) -> Schedule:
+             long_prefill_token_threshold: int | None = None, dp_lockstep: bool | None = None,
+             **params: Any) -> Schedule:
     """Simulate ``trace`` on ``clients`` clients under ``policy``; return the schedule.
 
     ``cost_model`` is a preset name, a cost model, or one per client.
@@ -80,8 +81,10 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     ``iteration``, ``token_budget``, ``max_partial_prefills``, ``kv``,
     ``block_size``, ``prefix_caching`` and vLLM V1's semantics
     (``cache_at_schedule``, ``full_prompt_admission``, ``async_scheduling``,
-    ``long_prefill_token_threshold``; on in the ``vllm`` policy) override the
-    policy's engine options (:class:`EngineConfig`).  Other keyword arguments are the policy's
+    ``long_prefill_token_threshold``; on in the ``vllm`` policy) and
+    ``dp_lockstep`` (the replicas step together, as an expert-parallel
+    data-parallel group does) override the policy's engine options
+    (:class:`EngineConfig`).  Other keyword arguments are the policy's
     parameters (for example ``mu`` for the Lagrangian rule, ``steal=True`` for
     work stealing: a client with free slots and an empty queue takes waiting
     requests from the most loaded client).  ``progress`` shows a tqdm bar
@@ -93,7 +96,8 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
                           max_partial_prefills=max_partial_prefills, kv=kv, block_size=block_size,
                           prefix_caching=prefix_caching, cache_at_schedule=cache_at_schedule,
                           full_prompt_admission=full_prompt_admission, async_scheduling=async_scheduling,
-                          long_prefill_token_threshold=long_prefill_token_threshold, **params)
+                          long_prefill_token_threshold=long_prefill_token_threshold, dp_lockstep=dp_lockstep,
+                          **params)
     engine.run()
     return engine.schedule()
 
@@ -121,7 +125,7 @@ class _Setup:
                  kv_capacity_tokens=None, lower_bound_s=None, assignment=None, predictor=None, progress=None,
                  iteration=None, token_budget=None, max_partial_prefills=None, kv=None, block_size=None,
                  prefix_caching=None, cache_at_schedule=None, full_prompt_admission=None, async_scheduling=None,
-                 long_prefill_token_threshold=None, **params) -> None:
+                 long_prefill_token_threshold=None, dp_lockstep=None, **params) -> None:
         raw_trace = trace
         self.trace = trace = load_trace(trace)
         n_clients = positive_int(clients, "clients")
@@ -138,8 +142,8 @@ class _Setup:
             ("iteration", iteration), ("token_budget", token_budget), ("max_partial_prefills", max_partial_prefills),
             ("kv", kv), ("block_size", block_size), ("prefix_caching", prefix_caching),
             ("cache_at_schedule", cache_at_schedule), ("full_prompt_admission", full_prompt_admission),
-            ("async_scheduling", async_scheduling), ("long_prefill_token_threshold", long_prefill_token_threshold))
-            if value is not None}
+            ("async_scheduling", async_scheduling), ("long_prefill_token_threshold", long_prefill_token_threshold),
+            ("dp_lockstep", dp_lockstep)) if value is not None}
         self.config = config = EngineConfig.from_options(_engine_options(policy_obj, explicit), int(B.max()))
         self.linear_models = all(type(m) is LinearCostModel for m in models)
         # The work, estimated before anything runs: refused with the figure if it cannot finish in memory.
@@ -261,6 +265,8 @@ class _Setup:
             rq, recorder, clock, kv_manager, config, self.classic, stealing)
         if config.async_scheduling:
             former.arrival_s = (self.arrival + overhead[0]).tolist()  # when each request reached the engine
+        if config.dp_lockstep:
+            former.replicas = replicas  # the group: every replica of the run (the list add_replica grows)
         bar = None
         if self.progress or (self.progress is None and n >= PROGRESS_MIN_REQUESTS):
             from tqdm.auto import tqdm
@@ -319,6 +325,8 @@ class _Setup:
         extra = {"preemptions": int(sum(rq.preemptions)), "iteration_mode": config.iteration, "kv_mode": config.kv}
         if config.iteration == "mixed":
             extra["token_budget"] = config.token_budget or 0
+        if config.dp_lockstep:
+            extra["dp_lockstep"] = True  # rows last as long as the group's slowest member (the validator knows)
         if config.kv == "paged":
             extra["block_size"] = config.block_size
             extra["prefix_caching"] = config.prefix_caching

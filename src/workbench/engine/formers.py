@@ -412,8 +412,38 @@ class MixedFormer(Former):
             c.index, MIXED if chunks else DECODE, now, end, 1, n_d, c.ctx_sum, self.running_ids(c),
             " ".join(ids[ch[0]] for ch in chunks), " ".join(str(ch[1]) for ch in chunks),
             " ".join(str(ch[2]) for ch in chunks))
-        self.clock.at(c, end)
+        if self.config.dp_lockstep:
+            self._lockstep(c, now, end, n_d, chunks)
+        else:
+            self.clock.at(c, end)
         return True
+
+    #: Lockstep (a data-parallel group of an expert-parallel model): the replicas (set by the engine's
+    #: builder) and the iterations formed at the group's current boundary: [time, [replica, ...]].
+    replicas: list | None = None
+    _step: list | None = None
+
+    def _lockstep(self, c, now: float, end: float, n_d: int, chunks: list) -> None:
+        """vLLM's data-parallel replicas of an MoE model step together (every expert layer waits for all of
+        them): the iterations formed at one boundary all end when the slowest does, their expert layers
+        compute the tokens of every member, and a replica with nothing to run joins at the group's next
+        boundary (it runs dummy steps meanwhile)."""
+        step = self._step
+        if step is None or step[0] != now:
+            step = self._step = [now, []]
+        step[1].append((c, end, n_d, self._measured_args(c, n_d, chunks)))
+        rec = self.recorder
+        gathered = sum(member[2] + sum(member[3][2]) for member in step[1])
+        ends = [now + float(m.cost_model.iteration_time(*args[:4], **args[4], gathered_tokens=gathered))
+                if getattr(m.cost_model, "experts", None) is not None else own for m, own, _, args in step[1]]
+        group_end = max(ends)
+        for m, _, _, _ in step[1]:
+            if rec.end[m.current] != group_end or m is c:
+                rec.end[m.current] = group_end
+                self.clock.at(m, group_end)
+        for other in self.replicas:
+            if not other.pending and other.clock_s < group_end:
+                other.clock_s = group_end  # an arrival there waits for the group's boundary
 
     def _admit(self, c, now: float, m: int, budget: int, chunks: list) -> None:
         """Admit up to ``m`` waiting requests in queue order, each with a first chunk, while the budget,
@@ -467,6 +497,13 @@ class MixedFormer(Former):
             if hit + take < need_tokens:
                 partial += 1
             c.n_running = len(c.running) + len(c.prefilling)
+
+    def _measured_args(self, c, n_d: int, chunks: list) -> tuple:
+        """A measured cost model's iteration_time arguments for this iteration (the lockstep re-prices it)."""
+        rq, d = self.requests, c.decode_count
+        longest = max((rq.l[i] + d - rq.gen_base[i] for _, i in c.running), default=0)
+        return (n_d, c.ctx_sum, [ch[1] for ch in chunks], [ch[2] for ch in chunks],
+                {"decode_max_context_tokens": longest} if c.skew_aware else {})
 
     def _iteration_end(self, c, now: float, n_d: int, chunks: list) -> float:
         ctx = c.ctx_sum

@@ -351,18 +351,22 @@ def replay(run: ServingRun, cost_model, *, progress: bool | None = False, overri
                    long_prefill_token_threshold=s["long_prefill_token_threshold"], progress=progress)
     if s["data_parallel_size"] > 1:
         options["dispatch"] = "vllm-dp"
+        # With expert parallelism the replicas are one group whose expert layers wait for every member.
+        options["dp_lockstep"] = bool(s["enable_expert_parallel"])
     options.update(overrides or {})
     return simulate(run.trace, s["data_parallel_size"], s["max_num_seqs"], "vllm", model, **options)
 
 
 #: The modelling choices :func:`modelling_choices` takes back one at a time: (label, engine overrides, whether
-#: the workload's prefixes are dropped).
+#: the workload's prefixes are dropped, whether it applies to data-parallel runs only).
 CHOICES = (
-    ("as the run recorded (every choice)", {}, False),
-    ("without the workload's prefixes", {}, True),
-    ("without async scheduling", {"async_scheduling": False}, False),
-    ("blocks cached at iteration end, not when scheduled", {"cache_at_schedule": False}, False),
-    ("admission on the first chunk (no full-prompt gate)", {"full_prompt_admission": False}, False),
+    ("as the run recorded (every choice)", {}, False, False),
+    ("without the workload's prefixes", {}, True, False),
+    ("without async scheduling", {"async_scheduling": False}, False, False),
+    ("blocks cached at iteration end, not when scheduled", {"cache_at_schedule": False}, False, False),
+    ("admission on the first chunk (no full-prompt gate)", {"full_prompt_admission": False}, False, False),
+    ("replicas stepping independently (no lockstep)", {"dp_lockstep": False}, False, True),
+    ("round-robin dispatch (not 4 x waiting + running)", {"dispatch": "round-robin"}, False, True),
 )
 
 
@@ -375,9 +379,11 @@ def modelling_choices(run: str | Path | ServingRun, cost_model) -> pd.DataFrame:
     model = load_preset(cost_model) if isinstance(cost_model, (str, Path)) else cost_model
     plain = run.trace.drop(columns=[c for c in ("prefix_hashes", "prefix_block_tokens") if c in run.trace.columns])
     rows = []
-    for label, overrides, drop in CHOICES:
+    for label, overrides, drop, dp_only in CHOICES:
         if drop and plain.shape[1] == run.trace.shape[1]:
             continue  # the run has no prefixes to drop
+        if dp_only and run.settings["data_parallel_size"] <= 1:
+            continue
         variant = ServingRun(run.path, plain, run.meta, run.settings, run.assumed, run.read, run.cluster,
                              run.notes) if drop else run
         schedule = replay(variant, model, overrides=overrides)
@@ -495,7 +501,20 @@ class FidelityResult:
                 "preemptions": int(self.schedule.metrics.get("preemptions", 0)),
                 "prefix_cache_hit_rate": self.schedule.metrics.get("prefix_cache_hit_rate"),
                 "prefix_hit_tokens": self.prefix_hit_tokens(),
-                "prefix_hit_tokens_ideal": ideal_prefix_hits(self.run.trace, self.run.settings["block_size"])}
+                "prefix_hit_tokens_ideal": ideal_prefix_hits(self.run.trace, self.run.settings["block_size"]),
+                **self._ideal_per_replica()}
+
+    def _ideal_per_replica(self) -> dict[str, int]:
+        """Data-parallel replicas keep a cache each: the ideal of each replica's requests as the replay sent
+        them (vLLM's front end does not route by prefix), summed."""
+        if self.run.settings["data_parallel_size"] <= 1 or "prefix_hashes" not in self.run.trace.columns:
+            return {}
+        client = self.schedule.requests.set_index(self.schedule.requests["request_id"].astype(str))["client"]
+        trace = self.run.trace
+        where = client.loc[trace["request_id"].astype(str)].to_numpy()
+        block = self.run.settings["block_size"]
+        return {"prefix_hit_tokens_ideal_per_replica": int(sum(ideal_prefix_hits(trace[where == j], block)
+                                                               for j in np.unique(where)))}
 
     def prefix_hit_tokens(self) -> int:
         """Prompt tokens the replay served from the prefix cache at each request's first admission."""
