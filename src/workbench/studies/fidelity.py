@@ -551,11 +551,17 @@ def write_fidelity(result: FidelityResult, out: str | Path, *, writer: dict | No
         result.per_request.to_csv(tmp / "fidelity.csv", index=False)
         (tmp / "fidelity.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n",
                                            encoding="utf-8")
-        settings = pd.DataFrame([{k: str(v) for k, v in result.run.settings.items()}]).T.rename(columns={0: "value"})
+        read = result.run.read
+        settings = pd.DataFrame({"value": {k: str(v) for k, v in result.run.settings.items()},
+                                 "from": {k: read.get(k, "assumed (vLLM's default)" if k in VLLM_DEFAULTS
+                                                       else "assumed (the cost model's)")
+                                          for k in result.run.settings}})
+        for key in ("link", "prefixes"):
+            settings.loc[key] = ["", read.get(key, "assumed: none recorded")]
         write_report(tmp / "report.html", f"Fidelity: {result.run.name}, replayed with {result.cost_model_name}", [
             ("Errors (predicted against measured)", errors_frame(result.errors).round(3)),
-            ("Engine settings of the run (vLLM defaults where meta.json is silent: "
-             f"{', '.join(result.run.assumed) or 'none'})", settings),
+            ("Engine settings of the run: where each was read, or assumed "
+             f"({', '.join(result.run.assumed) or 'nothing assumed'})", settings),
             ("Per request", fidelity_figures(result.per_request)),
         ], subtitle="The vllm policy of the workbench engine replays the run's arrivals; the cost model is not "
                     "fitted to the run.")
