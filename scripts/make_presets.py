@@ -38,6 +38,10 @@ DEFAULT_PROFILING_DIR = REPO_ROOT.parent / "shared" / "data" / "vidur-profiling"
 DEFAULT_OUT_DIR = REPO_ROOT / "data" / "presets"
 DEFAULT_OPERATOR_PROFILE = REPO_ROOT.parent / "shared" / "data" / "llmservingsim" / "profiles" / "RTXPRO6000" / \
     "Llama-3.1-8B"
+#: The link between the RTX PRO 6000 GPUs as LLMServingSim's cluster configuration of that server declares it
+#: (link_bw GB/s, link_latency ns): what the TP > 1 presets price their all-reduces over.
+DEFAULT_CLUSTER_CONFIG = REPO_ROOT.parent / "shared" / "data" / "llmservingsim" / "runs" / "RTXPRO6000" / \
+    "Llama-3.1-8B" / "config.json"
 OPERATOR_PROFILE_MODEL = "meta-llama/Llama-3.1-8B"
 OPERATOR_PROFILE_TP = (1, 2)
 SCRIPT = "scripts/make_presets.py"
@@ -91,13 +95,22 @@ def vidur_presets(profiling_dir: Path = DEFAULT_PROFILING_DIR, out_dir: Path = D
 def profiled_presets(profile_dir: Path = DEFAULT_OPERATOR_PROFILE, out_dir: Path = DEFAULT_OUT_DIR,
                      model: str = OPERATOR_PROFILE_MODEL, tps: tuple[int, ...] = OPERATOR_PROFILE_TP) -> list[Path]:
     """Write the profiled preset and its linear fit for every degree, from an operator-profile folder."""
-    from workbench.costmodel.calibrate import fit_profile
+    from workbench.costmodel.calibrate import PCIE5_X16, ProfileSettings, cluster_link, fit_profile, read_cluster_config
+
     from workbench.costmodel.profiled import preset_json
 
     written = []
     out_dir.mkdir(parents=True, exist_ok=True)
+    link = PCIE5_X16
+    if DEFAULT_CLUSTER_CONFIG.is_file():
+        link = cluster_link(read_cluster_config(DEFAULT_CLUSTER_CONFIG))
+        link = type(link)(**{**link.__dict__, "source": "LLMServingSim's cluster configuration of the server "
+                                                       "(bench/examples/RTXPRO6000/Llama-3.1-8B/config.json)"})
+    else:
+        print(f"WARNING: {DEFAULT_CLUSTER_CONFIG} is absent: the TP > 1 presets price their all-reduces over an "
+              "assumed PCIe 5.0 x16 link.", file=sys.stderr)
     for tp in tps:
-        cost_model, report = fit_profile(profile_dir, model, tp=tp)
+        cost_model, report = fit_profile(profile_dir, model, tp=tp, settings=ProfileSettings(link=link))
         data = cost_model.to_dict()
         data["provenance"] = {**data["provenance"], "source": {
             **data["provenance"]["source"], "commit": "5daddb21a545658d5150b535712d0494584b5278",

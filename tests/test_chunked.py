@@ -176,9 +176,14 @@ def test_validator_checks_the_chunked_bound(sched):
     assert _rules(sched) == ["metrics"]
 
 
-def test_refuses_a_budget_no_prefill_fits():
+def test_refuses_a_budget_below_the_batch_size_and_takes_one_equal_to_it():
+    """vLLM allows max_num_batched_tokens == max_num_seqs: a full batch of decodes admits nobody, and a prompt
+    part-way holds a slot no decode takes, so every iteration makes progress."""
     with pytest.raises(ConfigError, match="token_budget"):
-        simulate_chunked(TRACE, 2, 16, token_budget=16, cost_model=SMALL)
+        simulate_chunked(TRACE, 2, 16, token_budget=15, cost_model=SMALL)
+    s = simulate_chunked(TRACE, 2, 16, token_budget=16, cost_model=SMALL)
+    assert validate(s, TRACE).ok
+    assert (s.timeline["tokens"] >= 0).all()
 
 
 

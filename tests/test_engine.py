@@ -142,7 +142,8 @@ def test_without_prefix_columns_nothing_is_shared():
 def test_the_vllm_policy_is_vllm_v1s_defaults():
     engine = POLICIES["vllm"].engine
     assert engine == {"iteration": "mixed", "token_budget": 2048, "max_partial_prefills": 1, "kv": "paged",
-                      "block_size": 16, "prefix_caching": True}
+                      "block_size": 16, "prefix_caching": True, "cache_at_schedule": True,
+                      "full_prompt_admission": True, "async_scheduling": True}
     s = simulate(TRACE, 2, 8, "vllm", CM, kv_capacity_tokens=10**6)
     chunks = s.timeline["prefill_tokens"].astype(str).str.split()
     partial = s.timeline.assign(n=chunks.str.len())
@@ -166,7 +167,10 @@ def test_max_partial_prefills_bounds_the_prompts_part_way_through():
     ({"kv": "paged", "block_size": 0, "kv_capacity_tokens": 1000}, "block_size"),
     ({"kv": "paged", "kv_capacity_tokens": 8}, "kv_capacity_tokens"),
     ({"kv": "paged", "kv_capacity_tokens": 40}, "kv_capacity_tokens"),
-    ({"iteration": "mixed", "token_budget": 8}, "token_budget"),
+    ({"iteration": "mixed", "token_budget": 7}, "token_budget"),
+    ({"async_scheduling": True}, "async_scheduling"),
+    ({"iteration": "mixed", "cache_at_schedule": True}, "cache_at_schedule"),
+    ({"iteration": "mixed", "long_prefill_token_threshold": -1}, "long_prefill_token_threshold"),
     ({"token_budget": 512}, "token_budget"),
     ({"block_size": 16}, "block_size"),
     ({"prefix_caching": True}, "prefix_caching"),

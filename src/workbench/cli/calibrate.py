@@ -67,8 +67,61 @@ def cmd_calibrate_run(args) -> int:
     return 0
 
 
+def _link(args):
+    """The link the all-reduces are priced over: --cluster-config's declared one, else the --link-* flags on
+    top of the PCIe 5.0 x16 guess (said loudly by :func:`_warn_if_guessed`)."""
+    from workbench.costmodel.calibrate import PCIE5_X16, LinkModel, cluster_link, read_cluster_config
+
+    flags = (("--link-bandwidth-gbps", args.link_bandwidth_gbps), ("--link-latency-us", args.link_latency_us),
+             ("--link-efficiency", args.link_efficiency))
+    for key, value in flags:
+        if value is not None and not value > 0:
+            raise ConfigError(f"{value} is not > 0.", field=key, fix="give a positive number.")
+    given = [key for key, value in flags if value is not None]
+    if args.cluster_config is not None:
+        if given:
+            raise ConfigError(f"{given[0]} and --cluster-config both give the link.", field=given[0],
+                              fix="give the link once: the cluster configuration or the --link-* flags.")
+        return cluster_link(read_cluster_config(args.cluster_config))
+    link = LinkModel(
+        name=PCIE5_X16.name if args.link_bandwidth_gbps is None else f"link of {args.link_bandwidth_gbps:g} GB/s",
+        bandwidth_bytes_per_s=(args.link_bandwidth_gbps or PCIE5_X16.bandwidth_bytes_per_s / 1e9) * 1e9,
+        efficiency=args.link_efficiency or PCIE5_X16.efficiency,
+        latency_s=(args.link_latency_us if args.link_latency_us is not None else PCIE5_X16.latency_s * 1e6) * 1e-6,
+        source="flags (" + ", ".join(given) + ")" if given else "assumed")
+    return link
+
+
+def _expert_parallel(args) -> int:
+    """--ep, else the cluster configuration's ep_size (its first instance), else 1."""
+    if args.ep is not None:
+        if args.ep < 1:
+            raise ConfigError(f"--ep {args.ep} is below 1.", field="--ep", fix="give the expert-parallel degree.")
+        return int(args.ep)
+    if args.cluster_config is not None:
+        from workbench.costmodel.calibrate import read_cluster_config
+
+        sizes = [inst.get("ep_size") for inst in read_cluster_config(args.cluster_config)["instances"]]
+        sizes = [int(v) for v in sizes if isinstance(v, int) and not isinstance(v, bool) and v >= 1]
+        return sizes[0] if sizes else 1
+    return 1
+
+
+def _warn_if_guessed(args, link) -> None:
+    """At TP > 1, say loudly (stderr) which figures of the link nobody gave; after the fit, so that an error
+    stays one line."""
+    import sys
+
+    guessed = [key for key, value in (("--link-bandwidth-gbps", args.link_bandwidth_gbps),
+                                      ("--link-latency-us", args.link_latency_us)) if value is None]
+    if args.tp > 1 and args.cluster_config is None and guessed:
+        print(f"WARNING: the TP {args.tp} all-reduces are priced over a link nobody measured: "
+              f"{', '.join(guessed)} assumed ({link.describe()}). Give --cluster-config FILE (the run's "
+              "link_bw GB/s and link_latency ns) or --link-bandwidth-gbps and --link-latency-us.", file=sys.stderr)
+
+
 def cmd_calibrate(args) -> int:
-    from workbench.costmodel.calibrate import LinkModel, PCIE5_X16, ProfileSettings, fit_profile
+    from workbench.costmodel.calibrate import ProfileSettings, fit_profile
 
     if args.run is not None:
         return cmd_calibrate_run(args)
@@ -81,17 +134,11 @@ def cmd_calibrate(args) -> int:
                           fix="give --model, e.g. meta-llama/Llama-3.1-8B (the model: of meta.yaml).")
     out = _check_out(args.out, "--out")
     linear_out = _check_out(args.linear_out, "--linear-out")
-    for key, value in (("--link-bandwidth-gbps", args.link_bandwidth_gbps), ("--link-latency-us", args.link_latency_us),
-                       ("--link-efficiency", args.link_efficiency)):
-        if value is not None and not value > 0:
-            raise ConfigError(f"{value} is not > 0.", field=key, fix="give a positive number.")
-    link = LinkModel(
-        name=PCIE5_X16.name if args.link_bandwidth_gbps is None else f"link of {args.link_bandwidth_gbps:g} GB/s",
-        bandwidth_bytes_per_s=(args.link_bandwidth_gbps or PCIE5_X16.bandwidth_bytes_per_s / 1e9) * 1e9,
-        efficiency=args.link_efficiency or PCIE5_X16.efficiency,
-        latency_s=(args.link_latency_us if args.link_latency_us is not None else PCIE5_X16.latency_s * 1e6) * 1e-6)
+    link = _link(args)
     cost_model, report = fit_profile(args.profile, args.model, tp=args.tp, layers=args.layers, name=args.name,
-                                     settings=ProfileSettings(link=link), device=args.device)
+                                     settings=ProfileSettings(link=link, expert_parallel=_expert_parallel(args)),
+                                     device=args.device)
+    _warn_if_guessed(args, link)
     if report.get("source") == "vidur":
         if linear_out is not None:
             raise ConfigError("a Vidur profile gives the linear model only.", field="--linear-out",
@@ -105,6 +152,8 @@ def cmd_calibrate(args) -> int:
 
     terms = pd.DataFrame(report["terms"]).T.drop(columns=["note"])
     print(f"{cost_model.name}: {cost_model.description}")
+    if args.tp > 1:
+        print(f"link: {link.describe()}")
     print("profiled model, per term (interpolation; held out = each interior grid point predicted from its "
           "neighbours):")
     print_table(terms)
@@ -156,6 +205,13 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, metavar="PRESET.json", help="write the preset here")
     p.add_argument("--linear-out", default=None, metavar="LINEAR.json",
                    help="also write the linear fit (for the closed-form engine and the MIP)")
+    p.add_argument("--ep", type=int, default=None,
+                   help="mixture of experts: expert parallelism over this many data-parallel replicas (default: "
+                        "the cluster configuration's ep_size, else 1)")
+    p.add_argument("--cluster-config", default=None, metavar="FILE",
+                   help="TP > 1: LLMServingSim's cluster configuration (config.json); its link_bw (GB/s) and "
+                        "link_latency (ns) price the all-reduces as ASTRA-Sim does (default: none, the link is "
+                        "assumed and said so)")
     p.add_argument("--link-bandwidth-gbps", type=float, default=None,
                    help="TP > 1: link bandwidth per direction, GB/s (default: PCIe 5.0 x16, 63)")
     p.add_argument("--link-latency-us", type=float, default=None,

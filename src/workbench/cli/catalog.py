@@ -121,7 +121,7 @@ def register(subparsers) -> None:
     tsub.add_parser("list", help="the shipped traces")
     q = tsub.add_parser("info", help="format, arrivals, token statistics and prefix sharing of a trace")
     q.add_argument("name")
-    q.add_argument("--format", default=None, help="workbench, azure, vidur, vllm, mooncake (default: detected)")
+    q.add_argument("--format", default=None, help="workbench, azure, vidur, vllm, mooncake, token-ids (default: detected)")
     q.add_argument("--json", action="store_true", help="print the description as JSON")
     q = tsub.add_parser("build-gsm8k", help="derive the GSM8K token-count traces with the LLaMA tokenizer")
     q.add_argument("--gsm8k-dir", default=None)

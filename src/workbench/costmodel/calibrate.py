@@ -43,6 +43,8 @@ the fit on all rows.
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -456,6 +458,10 @@ PROFILE_FILES: dict[str, tuple[str, ...]] = {
 #: dense.csv operators of one decoder layer, and how many times each runs per layer.
 DECODER_LAYER_OPERATORS: dict[str, int] = {"layernorm": 2, "qkv_proj": 1, "rotary_emb": 1, "o_proj": 1,
                                            "gate_up_proj": 1, "act_fn": 1, "down_proj": 1}
+#: Per decoder layer where the profile has them (Qwen3's q/k norms); absent, they cost nothing.
+OPTIONAL_LAYER_OPERATORS: dict[str, int] = {"qk_norm": 1}
+#: A mixture-of-experts layer's dense operators: the MLP is the experts' (moe.csv).
+MOE_LAYER_OPERATORS: dict[str, int] = {"layernorm": 2, "qkv_proj": 1, "rotary_emb": 1, "o_proj": 1}
 #: dense.csv operators that run once per iteration, whatever the number of layers.
 ONCE_PER_ITERATION_OPERATORS = ("embedding", "final_layernorm")
 #: per_sequence.csv operators (once per iteration, over the sequences that produce logits).
@@ -476,18 +482,98 @@ class LinkModel:
     bandwidth_bytes_per_s: float = 63.0e9
     efficiency: float = 0.75
     latency_s: float = 15e-6
+    #: Where the figures come from: "assumed" (nobody measured them), "flags" (--link-*), or the cluster
+    #: configuration file that declared them.
+    source: str = "assumed"
+    #: True: the latency is paid on each of the ring's 2 (N-1) steps, as ASTRA-Sim's analytical network
+    #: charges a link latency per chunk sent; False: once per collective.
+    latency_per_step: bool = False
 
     def all_reduce_s(self, message_bytes, ranks: int):
         """A ring all-reduce: each rank sends and receives 2 (N-1)/N of the message."""
         if ranks <= 1:
             return np.zeros_like(np.asarray(message_bytes, dtype=float))
         moved = 2.0 * (ranks - 1) / ranks * np.asarray(message_bytes, dtype=float)
-        return self.latency_s + moved / (self.bandwidth_bytes_per_s * self.efficiency)
+        latency_s = self.latency_s * (2 * (ranks - 1) if self.latency_per_step else 1)
+        return latency_s + moved / (self.bandwidth_bytes_per_s * self.efficiency)
+
+    def all_gather_s(self, bytes_per_rank, ranks: int):
+        """A ring all-gather (or reduce-scatter) of ``bytes_per_rank`` from each of ``ranks``: N - 1 steps."""
+        if ranks <= 1:
+            return np.zeros_like(np.asarray(bytes_per_rank, dtype=float))
+        steps = ranks - 1
+        latency_s = self.latency_s * (steps if self.latency_per_step else 1)
+        return latency_s + steps * np.asarray(bytes_per_rank, dtype=float) / (self.bandwidth_bytes_per_s
+                                                                              * self.efficiency)
+
+    def figures(self) -> dict[str, Any]:
+        """The numbers that price a collective (what a replay compares with a run's declared link)."""
+        return {"bandwidth_gbps": self.bandwidth_bytes_per_s / 1e9, "efficiency": self.efficiency,
+                "latency_us": self.latency_s * 1e6, "latency_per_step": self.latency_per_step}
+
+    @property
+    def guessed(self) -> bool:
+        return self.source == "assumed"
 
     def describe(self) -> str:
+        if self.latency_per_step:
+            return (f"{self.name}: {self.bandwidth_bytes_per_s / 1e9:g} GB/s x {self.efficiency:g}, "
+                    f"{self.latency_s * 1e6:g} us per ring step (2 (N-1) steps of 1/N of the message, as "
+                    f"ASTRA-Sim's analytical network charges them); declared by {self.source}")
         return (f"{self.name}: {self.bandwidth_bytes_per_s / 1e9:g} GB/s per direction x {self.efficiency:g} "
                 f"efficiency, {self.latency_s * 1e6:g} us per collective (launch + NCCL latency); ring "
-                "all-reduce moving 2 (N-1)/N of the message per rank; first principles, not measured")
+                "all-reduce moving 2 (N-1)/N of the message per rank; "
+                + ("first principles, not measured" if self.guessed else f"given by {self.source}"))
+
+
+#: The largest cluster configuration read (LLMServingSim's are about 1 KB).
+MAX_CLUSTER_CONFIG_BYTES = 1 << 20
+
+
+def read_cluster_config(path: str | Path) -> dict[str, Any]:
+    """LLMServingSim's cluster configuration (``link_bw`` GB/s, ``link_latency`` ns, ``nodes[].instances[]``),
+    checked for what the workbench reads of it: the link and each instance's layout and memory."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"'{path}' {missing_because(path, folder=False)}.", field="cluster_config",
+                          fix="give LLMServingSim's cluster configuration (a JSON file with link_bw, link_latency "
+                              "and nodes).")
+    if path.stat().st_size > MAX_CLUSTER_CONFIG_BYTES:
+        raise ConfigError(f"{path} is over {MAX_CLUSTER_CONFIG_BYTES} bytes.", field="cluster_config",
+                          fix="give the cluster configuration, not another JSON file.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not JSON: {exc}.", field="cluster_config",
+                          fix="give LLMServingSim's cluster configuration file.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a JSON object.", field="cluster_config",
+                          fix="give LLMServingSim's cluster configuration file.")
+    for key, unit in (("link_bw", "GB/s"), ("link_latency", "ns")):
+        value = data.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
+                or (key == "link_bw" and value == 0):
+            raise ConfigError(f"{path} {key} is {value!r}, not a number of {unit}"
+                              + (" above 0." if key == "link_bw" else " >= 0."), field=key,
+                              fix=f"give the link's {'bandwidth in GB/s' if key == 'link_bw' else 'latency in ns'}.")
+    instances = []
+    nodes = data.get("nodes", [])
+    if not isinstance(nodes, list):
+        raise ConfigError(f"{path} nodes is not a list.", field="nodes", fix="give nodes as LLMServingSim does.")
+    for node in nodes:
+        for inst in (node.get("instances", []) if isinstance(node, dict) else []):
+            if isinstance(inst, dict):
+                instances.append(inst)
+    return {"path": str(path), "link_bw_gbps": float(data["link_bw"]), "link_latency_ns": float(data["link_latency"]),
+            "instances": instances}
+
+
+def cluster_link(cluster: dict[str, Any]) -> LinkModel:
+    """The link a cluster configuration declares, priced as ASTRA-Sim prices it: the declared bandwidth in
+    full (efficiency 1) and the declared latency on every ring step."""
+    return LinkModel(name=f"declared link of {cluster['link_bw_gbps']:g} GB/s, {cluster['link_latency_ns']:g} ns",
+                     bandwidth_bytes_per_s=cluster["link_bw_gbps"] * 1e9, efficiency=1.0,
+                     latency_s=cluster["link_latency_ns"] * 1e-9, source=cluster["path"], latency_per_step=True)
 
 
 #: PCIe 5.0 x16: 32 GT/s x 16 lanes x 128b/130b = 63 GB/s per direction.  The RTX PRO 6000 Blackwell
@@ -612,11 +698,63 @@ def _operator_table(frame: pd.DataFrame, path: Path, operators, key: str) -> pd.
     return table.sort_index()
 
 
+def _weights_per_rank(shape, tp: int, ep: int) -> float:
+    """Parameters one GPU holds: a TP rank's share, with the experts split over the EP ranks instead."""
+    total = _model_parameters(shape)
+    if not shape.num_experts:
+        return total / tp
+    experts = shape.num_hidden_layers * 3 * shape.hidden_size * shape.moe_intermediate_size * shape.num_experts
+    return (total - experts) / tp + experts / max(ep, tp)
+
+
+def _layer_operators(frame: pd.DataFrame, moe: bool) -> dict[str, int]:
+    """The decoder layer's operators and how often each runs: the dense MLP's or, with moe.csv, none (the
+    experts are priced from moe.csv); plus the optional ones the profile has."""
+    found = set(frame["layer"].astype(str))
+    ops = dict(MOE_LAYER_OPERATORS if moe else DECODER_LAYER_OPERATORS)
+    ops.update({op: k for op, k in OPTIONAL_LAYER_OPERATORS.items() if op in found})
+    return ops
+
+
+def moe_layer_s(path: Path, gathered: np.ndarray, shape, ep: int) -> np.ndarray:
+    """One expert layer's kernel time on one rank (moe.csv: ``tokens, activated_experts, time_us``, measured
+    with every expert on one GPU) when the data-parallel group's step gathers ``gathered`` tokens and the
+    experts are spread over ``ep`` ranks: a rank computes its E / ep experts for them, which is
+    gathered x k / ep token-expert pairs (the profile's ``tokens`` = gathered / ep), with
+    (E / ep)(1 - (1 - k / E)^gathered) experts active in expectation (uniform routing).  Linear in the
+    active experts at each profiled token count, then linear in tokens (beyond the grid: the last two
+    points' slope)."""
+    frame = _read_profile_csv(path, ("tokens", "activated_experts", "time_us"))
+    grid = frame.groupby(["tokens", "activated_experts"])["time_us"].mean()
+    points = np.array(sorted(grid.index.get_level_values(0).unique()), dtype=float)
+    E, k = shape.num_experts, shape.num_experts_per_tok
+    if E < 1 or k < 1:
+        raise ConfigError(f"{path} prices expert layers, but the model's shape gives no experts.", field="model",
+                          fix="give the model's num_experts and num_experts_per_tok in data/models/shapes.json.")
+    gathered = np.asarray(gathered, dtype=float)
+    active = (E / ep) * (1.0 - (1.0 - k / E) ** gathered)
+    tokens = gathered / ep
+
+    def at(point: float, a: float) -> float:
+        row = grid.loc[point]
+        return float(np.interp(a, row.index.to_numpy(float), row.to_numpy(float)))
+
+    out = []
+    for t, a in zip(np.asarray(tokens, dtype=float), active):
+        hi = int(np.clip(np.searchsorted(points, t), 1, len(points) - 1))
+        lo = hi - 1
+        y0, y1 = at(points[lo], a), at(points[hi], a)
+        out.append(y0 + (y1 - y0) * (t - points[lo]) / (points[hi] - points[lo]))
+    return np.maximum(np.array(out), 0.0) * 1e-6
+
+
 def _model_parameters(shape) -> float:
     """Weights of a dense decoder (embedding, attention, MLP, norms, output head)."""
     d, L = shape.hidden_size, shape.num_hidden_layers
     q, kv = shape.num_attention_heads * shape.head_dim, shape.num_key_value_heads * shape.head_dim
-    per_layer = d * (q + 2 * kv) + q * d + 3 * d * shape.intermediate_size + 2 * d
+    mlp = (3 * d * shape.moe_intermediate_size * shape.num_experts + d * shape.num_experts if shape.num_experts
+           else 3 * d * shape.intermediate_size)
+    per_layer = d * (q + 2 * kv) + q * d + mlp + 2 * d
     head = 0 if shape.tie_word_embeddings else shape.vocab_size * d
     return shape.vocab_size * d + L * per_layer + d + head
 
@@ -626,6 +764,8 @@ class ProfileSettings:
     """The stated choices of a profile fit (all in the preset's provenance)."""
 
     link: LinkModel = PCIE5_X16
+    #: Expert parallelism over this many data-parallel replicas (vLLM: EP = DP x TP); 1 without.
+    expert_parallel: int = 1
     gpu_memory_utilization: float = 0.9
     activation_reserve_gib: float = 2.0
     bytes_per_value: int = 2
@@ -863,8 +1003,10 @@ def fit_profile(profile_dir: str | Path, model: str, tp: int = 1, layers: int | 
                           fix="add the model to data/models/shapes.json, or calibrate at --tp 1.")
 
     frames = {fname: _read_profile_csv(tp_dir / fname, cols) for fname, cols in PROFILE_FILES.items()}
+    moe = (tp_dir / "moe.csv").is_file()
+    layer_ops = _layer_operators(frames["dense.csv"], moe)
     dense = _operator_table(frames["dense.csv"], tp_dir / "dense.csv",
-                            (*DECODER_LAYER_OPERATORS, *ONCE_PER_ITERATION_OPERATORS), "tokens")
+                            (*layer_ops, *ONCE_PER_ITERATION_OPERATORS), "tokens")
     per_seq = _operator_table(frames["per_sequence.csv"], tp_dir / "per_sequence.csv", PER_SEQUENCE_OPERATORS,
                               "sequences")
     _check_not_reversed(dense.sum(axis=1), tp_dir / "dense.csv", "tokens")
@@ -885,9 +1027,22 @@ def fit_profile(profile_dir: str | Path, model: str, tp: int = 1, layers: int | 
     # per-layer tables are of `profiled_layers` layers; the whole model has `layers`
     scale = layers / profiled_layers
     tokens = dense.index.to_numpy(float)
-    layer_us = sum(dense[op].to_numpy() * k for op, k in DECODER_LAYER_OPERATORS.items())
+    layer_us = sum(dense[op].to_numpy() * k for op, k in layer_ops.items())
     once_us = sum(dense[op].to_numpy() for op in ONCE_PER_ITERATION_OPERATORS)
     compute_s = (scale * layer_us + once_us) * 1e-6
+    ep = int(s.expert_parallel)
+    experts_table = None
+    if moe:
+        if shape is None:
+            raise ConfigError(f"the expert layers of '{model}' need its experts, which are not in the table of "
+                              "model shapes.", field="model", fix="add the model to data/models/shapes.json.")
+        gathered = tokens * ep  # the group's tokens at a step: ep replicas of the dense grid's sizes
+        experts_s = scale * moe_layer_s(tp_dir / "moe.csv", gathered, shape, ep)
+        if ep > 1:
+            # vLLM's all2all of expert parallelism (allgather, then reduce-scatter): a rank's share x hidden
+            experts_s = experts_s + 2 * layers * s.link.all_gather_s(gathered / ep * shape.hidden_size
+                                                                     * s.bytes_per_value, ep)
+        experts_table = Table1D.build(gathered, experts_s)
     # at TP > 1: two all-reduces per layer (after o_proj and down_proj) and one after the vocab-parallel
     # embedding, each of T x hidden x 2 bytes
     n_all_reduce = (2 * layers + 1) if tp > 1 else 0
@@ -912,11 +1067,11 @@ def fit_profile(profile_dir: str | Path, model: str, tp: int = 1, layers: int | 
     block = int(effective.get("block_size", 16) or 16)
     if shape is not None and gpu in GPU_MEMORY_GIB:
         free = (s.gpu_memory_utilization * GPU_MEMORY_GIB[gpu] * 2**30
-                - _model_parameters(shape) * s.bytes_per_value / tp - s.activation_reserve_gib * 2**30)
+                - _weights_per_rank(shape, tp, ep) * s.bytes_per_value - s.activation_reserve_gib * 2**30)
         per_token = shape.kv_bytes_per_token(s.bytes_per_value, tp)
         kv_capacity = int(free // per_token) // block * block
         kv_note = (f"derived, not measured: ({s.gpu_memory_utilization:g} x {GPU_MEMORY_GIB[gpu]:g} GiB - "
-                   f"{_model_parameters(shape) * s.bytes_per_value / tp / 2**30:.2f} GiB weights per rank - "
+                   f"{_weights_per_rank(shape, tp, ep) * s.bytes_per_value / 2**30:.2f} GiB weights per rank - "
                    f"{s.activation_reserve_gib:g} GiB activations) / {per_token} B of KV per token per rank, "
                    f"rounded down to blocks of {block}")
     name = name or _profile_preset_name(model, meta, tp)
@@ -931,9 +1086,17 @@ def fit_profile(profile_dir: str | Path, model: str, tp: int = 1, layers: int | 
                "(eager mode, bf16)",
         "mapping": (f"meta.yaml hf_overrides.num_hidden_layers = {profiled_layers}: per-layer times x "
                     f"{layers}/{profiled_layers}; per decoder layer 2 x layernorm + "
-                    + " + ".join(op for op in DECODER_LAYER_OPERATORS if op != "layernorm")
+                    + " + ".join(op for op in layer_ops if op != "layernorm")
+                    + (" + the expert layer (moe.csv)" if moe else "")
                     + " + attention; once per iteration: embedding + final_layernorm (over all tokens) and "
                     "lm_head + sampler (over the sequences: decodes + prompt chunks)"),
+        **({"experts": (f"moe.csv per layer: {shape.num_experts} experts, top {shape.num_experts_per_tok}, "
+                        f"expert parallelism over {ep} data-parallel replicas each bringing as many tokens "
+                        "(lockstep and its waits for the slowest replica are not modelled); active experts "
+                        "from uniform routing"
+                        + (f"; allgather + reduce-scatter of tokens x {shape.hidden_size} x "
+                           f"{s.bytes_per_value} B per expert layer over {s.link.describe()}" if ep > 1 else ""))}
+           if moe else {}),
         "layers": {"value": layers, "from": "--layers" if shape is None or layers != shape.num_hidden_layers
                    else f"data/models/shapes.json ({shape.source})"},
         "tp": (f"tp{tp}/ holds per-rank kernel times measured on one GPU with one rank's widths, without "
@@ -941,6 +1104,8 @@ def fit_profile(profile_dir: str | Path, model: str, tp: int = 1, layers: int | 
                                  f"embedding) of tokens x {hidden} x {s.bytes_per_value} B and a logits gather "
                                  f"over {s.link.describe()}" if tp > 1 else "")),
         "link": s.link.describe() if tp > 1 else "none (TP 1)",
+        "link_source": s.link.source if tp > 1 else "none (TP 1)",
+        **({"link_figures": s.link.figures()} if tp > 1 else {}),
         "attention": ("measured attention.csv (no first-principles stand-in), linear on each axis; decodes at "
                       f"their mean context; skew correction alpha = {alpha:g} (meta.yaml skew_fit.per_tp."
                       f"{tp}.alpha_default; the bucket table is not used) when the longest decode context is "
@@ -960,7 +1125,8 @@ def fit_profile(profile_dir: str | Path, model: str, tp: int = 1, layers: int | 
                    "interpolated from an operator profile.")
     draft = ProfiledCostModel(dense=dense_table, per_sequence=seq_table, attention=attn_table, name=name,
                               description=description, kv_capacity_tokens=kv_capacity, skew_alpha=alpha,
-                              provenance=provenance)
+                              provenance=provenance,
+                              experts=experts_table, expert_parallel=ep)
     bound, check = _bound_model(draft, name, attention, name=f"{name}-bound")
     provenance["bound"] = (
         "linear lower envelope (linear program, HiGHS; coefficients >= 0) below the profiled model on the "
@@ -977,7 +1143,8 @@ def fit_profile(profile_dir: str | Path, model: str, tp: int = 1, layers: int | 
         "that domain; outside it (longer chunks or contexts) the tables extrapolate and no check was made")
     cost_model = ProfiledCostModel(dense=dense_table, per_sequence=seq_table, attention=attn_table, name=name,
                                    description=description, kv_capacity_tokens=kv_capacity, skew_alpha=alpha,
-                                   bound=bound, provenance=provenance)
+                                   bound=bound, provenance=provenance,
+                              experts=experts_table, expert_parallel=ep)
 
     report = _profile_report(cost_model, dense, dense_table, per_seq, seq_table, attention, scale, s, name,
                              provenance, kv_capacity)

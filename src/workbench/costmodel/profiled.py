@@ -251,6 +251,12 @@ class ProfiledCostModel:
     frontend_overhead_s: float = 0.0
     bound: LinearCostModel | None = field(default=None, compare=False, repr=False)
     provenance: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: A mixture of experts: the seconds of every expert layer of an iteration (their kernels on one rank and
+    #: expert parallelism's all-to-all) against the tokens gathered from the whole data-parallel group;
+    #: None for a dense model.
+    experts: Table1D | None = None
+    #: The ranks the experts are spread over (vLLM: EP = DP x TP); a replica alone brings 1 / EP of the tokens.
+    expert_parallel: int = 1
     attention_floor_s: float = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -275,13 +281,16 @@ class ProfiledCostModel:
 
     # -- the interface the engine calls -----------------------------------------
     def iteration_time(self, n_decode: int, decode_context_tokens: int, chunk_tokens: Sequence[int] = (),
-                       chunk_prior_tokens: Sequence[int] = (), *, decode_max_context_tokens: int | None = None
-                       ) -> float:
+                       chunk_prior_tokens: Sequence[int] = (), *, decode_max_context_tokens: int | None = None,
+                       gathered_tokens: int | None = None) -> float:
         """Seconds of one iteration: ``n_decode`` decodes reading ``decode_context_tokens`` KV tokens in all,
         plus one prompt chunk per entry of ``chunk_tokens`` over ``chunk_prior_tokens`` cached tokens.
 
         ``decode_max_context_tokens`` (the longest decode context), when given,
-        adds the profile's skew correction.
+        adds the profile's skew correction.  ``gathered_tokens`` (a mixture of
+        experts): the tokens of the whole data-parallel group at this step, which
+        the expert layers compute (default: ``expert_parallel`` replicas each
+        bringing as many as this one).
         """
         chunks = [int(c) for c in chunk_tokens]
         priors = [int(q) for q in chunk_prior_tokens] if len(chunk_prior_tokens) else [0] * len(chunks)
@@ -292,6 +301,8 @@ class ProfiledCostModel:
             return 0.0
         tokens = n + sum(chunks)
         t = self.dense(tokens) + self.per_sequence(n + len(chunks)) + self.iteration_overhead_s
+        if self.experts is not None:
+            t += self.experts(gathered_tokens if gathered_tokens is not None else tokens * self.expert_parallel)
         order = sorted(range(len(chunks)), key=lambda i: -chunks[i])
         pc, kp = (chunks[order[0]], priors[order[0]]) if chunks else (0, 0)
         kv_mean = decode_context_tokens / n if n else 0.0
@@ -366,6 +377,9 @@ class ProfiledCostModel:
         out["dense"] = self.dense.to_dict("tokens")
         out["per_sequence"] = self.per_sequence.to_dict("sequences")
         out["attention"] = self.attention.to_dict()
+        if self.experts is not None:
+            out["experts"] = self.experts.to_dict("gathered_tokens")
+            out["expert_parallel"] = int(self.expert_parallel)
         return out
 
     @classmethod
@@ -392,7 +406,9 @@ class ProfiledCostModel:
                    skew_scope=str(data.get("skew_scope", "decode")),
                    iteration_overhead_s=float(data.get("iteration_overhead_s", 0.0)),
                    frontend_overhead_s=float(data.get("frontend_overhead_s", 0.0)),
-                   bound=bound, provenance=dict(data.get("provenance", {})))
+                   bound=bound, provenance=dict(data.get("provenance", {})),
+                   experts=(Table1D.from_dict(data["experts"], "gathered_tokens", source) if data.get("experts")
+                            else None), expert_parallel=int(data.get("expert_parallel", 1)))
 
 
 PRESET_LOADERS[KIND] = lambda data, source: ProfiledCostModel.from_dict(data, source=source)

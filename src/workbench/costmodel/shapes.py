@@ -34,6 +34,10 @@ class ModelShape:
     tie_word_embeddings: bool = False
     max_position_embeddings: int | None = None
     source: str = ""
+    #: A mixture of experts: routed experts per layer, experts per token and one expert's MLP width (0: dense).
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0
 
     @property
     def layers(self) -> int:
@@ -92,4 +96,6 @@ def model_shape(name: str) -> ModelShape:
     return ModelShape(name=key, **{k: entry[k] for k in SHAPE_FIELDS},
                       tie_word_embeddings=bool(entry.get("tie_word_embeddings", False)),
                       max_position_embeddings=entry.get("max_position_embeddings"),
-                      source=entry.get("source", ""))
+                      source=entry.get("source", ""), num_experts=int(entry.get("num_experts", 0)),
+                      num_experts_per_tok=int(entry.get("num_experts_per_tok", 0)),
+                      moe_intermediate_size=int(entry.get("moe_intermediate_size", 0)))

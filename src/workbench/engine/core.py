@@ -39,6 +39,7 @@ from workbench.engine.config import (  # noqa: F401  (the engine's options, impo
     ITERATION_MODES,
     KV_MODES,
     PROGRESS_MIN_REQUESTS,
+    VLLM_SEMANTICS,
     EngineConfig,
 )
 from workbench.engine.formers import ExclusiveFormer, MixedFormer
@@ -64,7 +65,10 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
              assignment: np.ndarray | None = None, predictor=None, progress: bool | None = None,
              iteration: str | None = None, token_budget: int | None = None,
              max_partial_prefills: int | None = None, kv: str | None = None, block_size: int | None = None,
-             prefix_caching: bool | None = None, **params: Any) -> Schedule:
+             prefix_caching: bool | None = None, cache_at_schedule: bool | None = None,
+             full_prompt_admission: bool | None = None, async_scheduling: bool | None = None,
+             long_prefill_token_threshold: int | None = None, dp_lockstep: bool | None = None,
+             **params: Any) -> Schedule:
     """Simulate ``trace`` on ``clients`` clients under ``policy``; return the schedule.
 
     ``cost_model`` is a preset name, a cost model, or one per client.
@@ -75,8 +79,12 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     scheduling decision sees: dispatch weights, the offline assignment, queue
     order and the iteration rule's look-ahead; the engine runs the true ones.
     ``iteration``, ``token_budget``, ``max_partial_prefills``, ``kv``,
-    ``block_size`` and ``prefix_caching`` override the policy's engine
-    options (:class:`EngineConfig`).  Other keyword arguments are the policy's
+    ``block_size``, ``prefix_caching`` and vLLM V1's semantics
+    (``cache_at_schedule``, ``full_prompt_admission``, ``async_scheduling``,
+    ``long_prefill_token_threshold``; on in the ``vllm`` policy) and
+    ``dp_lockstep`` (the replicas step together, as an expert-parallel
+    data-parallel group does) override the policy's engine options
+    (:class:`EngineConfig`).  Other keyword arguments are the policy's
     parameters (for example ``mu`` for the Lagrangian rule, ``steal=True`` for
     work stealing: a client with free slots and an empty queue takes waiting
     requests from the most loaded client).  ``progress`` shows a tqdm bar
@@ -86,7 +94,10 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
                           kv_capacity_tokens=kv_capacity_tokens, lower_bound_s=lower_bound_s, assignment=assignment,
                           predictor=predictor, progress=progress, iteration=iteration, token_budget=token_budget,
                           max_partial_prefills=max_partial_prefills, kv=kv, block_size=block_size,
-                          prefix_caching=prefix_caching, **params)
+                          prefix_caching=prefix_caching, cache_at_schedule=cache_at_schedule,
+                          full_prompt_admission=full_prompt_admission, async_scheduling=async_scheduling,
+                          long_prefill_token_threshold=long_prefill_token_threshold, dp_lockstep=dp_lockstep,
+                          **params)
     engine.run()
     return engine.schedule()
 
@@ -113,7 +124,8 @@ class _Setup:
     def __init__(self, trace, clients, batch_size, policy, cost_model, *, dispatch=None, order=None, rule=None,
                  kv_capacity_tokens=None, lower_bound_s=None, assignment=None, predictor=None, progress=None,
                  iteration=None, token_budget=None, max_partial_prefills=None, kv=None, block_size=None,
-                 prefix_caching=None, **params) -> None:
+                 prefix_caching=None, cache_at_schedule=None, full_prompt_admission=None, async_scheduling=None,
+                 long_prefill_token_threshold=None, dp_lockstep=None, **params) -> None:
         raw_trace = trace
         self.trace = trace = load_trace(trace)
         n_clients = positive_int(clients, "clients")
@@ -128,7 +140,10 @@ class _Setup:
             policy_obj = resolve_policy(policy, dispatch=dispatch, order=order, rule=rule, **params)
         explicit = {name: value for name, value in (
             ("iteration", iteration), ("token_budget", token_budget), ("max_partial_prefills", max_partial_prefills),
-            ("kv", kv), ("block_size", block_size), ("prefix_caching", prefix_caching)) if value is not None}
+            ("kv", kv), ("block_size", block_size), ("prefix_caching", prefix_caching),
+            ("cache_at_schedule", cache_at_schedule), ("full_prompt_admission", full_prompt_admission),
+            ("async_scheduling", async_scheduling), ("long_prefill_token_threshold", long_prefill_token_threshold),
+            ("dp_lockstep", dp_lockstep)) if value is not None}
         self.config = config = EngineConfig.from_options(_engine_options(policy_obj, explicit), int(B.max()))
         self.linear_models = all(type(m) is LinearCostModel for m in models)
         # The work, estimated before anything runs: refused with the figure if it cannot finish in memory.
@@ -248,6 +263,10 @@ class _Setup:
         stealing = WorkStealing(replicas, rq, clock) if self.steal else None
         former = (MixedFormer if config.iteration == "mixed" else ExclusiveFormer)(
             rq, recorder, clock, kv_manager, config, self.classic, stealing)
+        if config.async_scheduling:
+            former.arrival_s = (self.arrival + overhead[0]).tolist()  # when each request reached the engine
+        if config.dp_lockstep:
+            former.replicas = replicas  # the group: every replica of the run (the list add_replica grows)
         bar = None
         if self.progress or (self.progress is None and n >= PROGRESS_MIN_REQUESTS):
             from tqdm.auto import tqdm
@@ -306,9 +325,13 @@ class _Setup:
         extra = {"preemptions": int(sum(rq.preemptions)), "iteration_mode": config.iteration, "kv_mode": config.kv}
         if config.iteration == "mixed":
             extra["token_budget"] = config.token_budget or 0
+        if config.dp_lockstep:
+            extra["dp_lockstep"] = True  # rows last as long as the group's slowest member (the validator knows)
         if config.kv == "paged":
             extra["block_size"] = config.block_size
             extra["prefix_caching"] = config.prefix_caching
+            if config.cache_at_schedule and config.prefix_caching:
+                extra["cache_at_schedule"] = True  # the validator lets a row's later piece hit an earlier one
             if config.prefix_caching:
                 queried = sum(c.paged.queried_tokens for c in replicas)
                 hits = sum(c.paged.hits_tokens for c in replicas)
@@ -324,11 +347,11 @@ def _engine_options(policy_obj: Policy, explicit: dict) -> dict:
     """
     options = {**policy_obj.engine, **explicit}
     if options.get("kv", "reserve") == "reserve":
-        for name in ("block_size", "prefix_caching"):
+        for name in ("block_size", "prefix_caching", "cache_at_schedule", "full_prompt_admission"):
             if name not in explicit:
                 options.pop(name, None)
     if options.get("iteration", "exclusive") == "exclusive":
-        for name in ("token_budget", "max_partial_prefills"):
+        for name in ("token_budget", "max_partial_prefills", *VLLM_SEMANTICS):
             if name not in explicit:
                 options.pop(name, None)
     return options

@@ -338,6 +338,9 @@ class ExclusiveFormer(Former):
 class MixedFormer(Former):
     """vLLM V1's iterations: every running decode plus prompt chunks up to the token budget."""
 
+    #: Per request, when it reached the engine (set by the engine's builder under async scheduling).
+    arrival_s: list | None = None
+
     def prepare(self, c, now: float) -> int:
         c.clock_s = now
         c.current = None
@@ -346,14 +349,28 @@ class MixedFormer(Former):
         preempted_now = self._make_room(c, now) if self.paged else False
         n_d, budget, chunks = self._continue_chunks(c)
         c.forming = (n_d, budget, chunks)
-        if budget > 0 and c.waiting and c.n_running < c.batch_size and not preempted_now:
+        held = len(c.async_freed)  # async: the slots of requests that finished at this boundary, still held
+        if budget > 0 and c.waiting and c.n_running + held < c.batch_size and not preempted_now:
             rq = self.requests
+            if self.config.async_scheduling and (n_d or chunks) and not self._joins_now(c, rq.peek_waiting(c)):
+                return 0  # the head of the queue arrived while this iteration was being scheduled
             # Paged: blocks are checked request by request in form(), for the cached part and the first
-            # chunk only (vLLM allocates a prompt's blocks chunk by chunk).
+            # chunk only (vLLM allocates a prompt's blocks chunk by chunk), or the whole prompt (the gate).
             c.admissible = admissible = (reserved_admissible(c, rq.l, rq.o, rq.by_rank) if not self.paged
-                                         else min(c.batch_size - c.n_running, len(c.waiting)))
+                                         else min(c.batch_size - c.n_running - held, len(c.waiting)))
             return admissible
         return 0
+
+    def _joins_now(self, c, i: int) -> bool:
+        """Async scheduling: whether waiting request i can join the iteration scheduled now.  vLLM schedules
+        step t+1 as soon as step t is launched, so a request queued after step t started joins t+2 at the
+        earliest; a preempted request was in the queue already."""
+        return self.arrival_s[i] <= c.async_cutoff_s or self.requests.preemptions[i] > 0
+
+    def _chunk(self, remaining: int, budget: int) -> int:
+        """The prompt tokens a request computes this iteration: its rest, within the budget and the cap."""
+        cap = self.config.long_prefill_token_threshold
+        return min(remaining, budget, cap) if cap else min(remaining, budget)
 
     def _make_room(self, c, now: float) -> bool:
         """Blocks for this iteration's decode tokens and the chunks under way: preempt the newest running
@@ -367,7 +384,7 @@ class MixedFormer(Former):
             for i, done in c.prefilling:
                 if budget <= 0:
                     break
-                take = min(rq.l[i] + rq.generated[i] - done, budget)
+                take = self._chunk(rq.l[i] + rq.generated[i] - done, budget)
                 need += kvm.blocks(done + take) - kvm.blocks(done)
                 budget -= take
             if need <= kvm.free_blocks:
@@ -385,14 +402,17 @@ class MixedFormer(Former):
         n_d = len(c.running)
         budget = self.config.token_budget - n_d
         chunks: list[tuple[int, int, int]] = []  # (request, chunk tokens, prompt tokens done before)
+        at_schedule = self.config.cache_at_schedule
         for i, done in c.prefilling:
             if budget <= 0:
                 break
-            take = min(rq.l[i] + rq.generated[i] - done, budget)
+            take = self._chunk(rq.l[i] + rq.generated[i] - done, budget)
             chunks.append((i, take, done))
             budget -= take
             if self.paged:
                 kvm.grow(i, kvm.blocks(done + take) - kvm.blocks(done))
+                if at_schedule:
+                    self.kv.register(c, i, done + take)  # vLLM caches a chunk's full blocks as it schedules it
         return n_d, budget, chunks
 
     def form(self, c, now: float, m: int) -> bool:
@@ -401,8 +421,15 @@ class MixedFormer(Former):
         if m > 0:
             self._admit(c, now, m, budget, chunks)
         if n_d == 0 and not chunks:
+            c.async_cutoff_s = math.inf
+            if c.async_freed:
+                # Nothing to run while the finished requests still held their slots and blocks: vLLM
+                # processes their outputs before it schedules again, so they are free now; start again.
+                self._release_freed(c)
+                return False
             c.pending = False
             return True
+        c.async_cutoff_s = now
         end = self._iteration_end(c, now, n_d, chunks)
         c._just_prefilled = chunks
         ids = self.requests.ids_text
@@ -410,8 +437,38 @@ class MixedFormer(Former):
             c.index, MIXED if chunks else DECODE, now, end, 1, n_d, c.ctx_sum, self.running_ids(c),
             " ".join(ids[ch[0]] for ch in chunks), " ".join(str(ch[1]) for ch in chunks),
             " ".join(str(ch[2]) for ch in chunks))
-        self.clock.at(c, end)
+        if self.config.dp_lockstep:
+            self._lockstep(c, now, end, n_d, chunks)
+        else:
+            self.clock.at(c, end)
         return True
+
+    #: Lockstep (a data-parallel group of an expert-parallel model): the replicas (set by the engine's
+    #: builder) and the iterations formed at the group's current boundary: [time, [replica, ...]].
+    replicas: list | None = None
+    _step: list | None = None
+
+    def _lockstep(self, c, now: float, end: float, n_d: int, chunks: list) -> None:
+        """vLLM's data-parallel replicas of an MoE model step together (every expert layer waits for all of
+        them): the iterations formed at one boundary all end when the slowest does, their expert layers
+        compute the tokens of every member, and a replica with nothing to run joins at the group's next
+        boundary (it runs dummy steps meanwhile)."""
+        step = self._step
+        if step is None or step[0] != now:
+            step = self._step = [now, []]
+        step[1].append((c, end, n_d, self._measured_args(c, n_d, chunks)))
+        rec = self.recorder
+        gathered = sum(member[2] + sum(member[3][2]) for member in step[1])
+        ends = [now + float(m.cost_model.iteration_time(*args[:4], **args[4], gathered_tokens=gathered))
+                if getattr(m.cost_model, "experts", None) is not None else own for m, own, _, args in step[1]]
+        group_end = max(ends)
+        for m, _, _, _ in step[1]:
+            if rec.end[m.current] != group_end or m is c:
+                rec.end[m.current] = group_end
+                self.clock.at(m, group_end)
+        for other in self.replicas:
+            if not other.pending and other.clock_s < group_end:
+                other.clock_s = group_end  # an arrival there waits for the group's boundary
 
     def _admit(self, c, now: float, m: int, budget: int, chunks: list) -> None:
         """Admit up to ``m`` waiting requests in queue order, each with a first chunk, while the budget,
@@ -420,10 +477,16 @@ class MixedFormer(Former):
         l, o, generated = rq.l, rq.o, rq.generated
         max_partial = self.config.max_partial_prefills
         partial = sum(1 for ch in chunks if ch[2] + ch[1] < l[ch[0]] + generated[ch[0]])
+        cfg = self.config
+        # Async: with something else in this iteration it was scheduled while the last one ran; without, vLLM
+        # scheduled nothing then and schedules every queued request as soon as the last one's outputs are in.
+        strict = cfg.async_scheduling and bool(c.running or chunks)
         while budget > 0 and m > 0 and c.waiting:
             i = rq.peek_waiting(c)
             need_tokens = l[i] + generated[i]
             if max_partial is not None and partial >= max_partial:
+                break
+            if strict and not self._joins_now(c, i):
                 break
             if not self.paged:
                 want = l[i] + o[i]
@@ -433,12 +496,16 @@ class MixedFormer(Former):
             hit = 0
             if self.paged:
                 hit_tokens = kv.hit_tokens(c, i, need_tokens)
-                first = min(need_tokens - hit_tokens, budget)
-                if kv.first_chunk_blocks(c, i, need_tokens, hit_tokens, first) > c.paged.free_blocks:
+                first = self._chunk(need_tokens - hit_tokens, budget)
+                # The gate (scheduler_reserve_full_isl) asks for the whole prompt's blocks, else the first chunk's.
+                gate = need_tokens - hit_tokens if cfg.full_prompt_admission else first
+                if kv.first_chunk_blocks(c, i, need_tokens, hit_tokens, gate) > c.paged.free_blocks:
                     break
                 rq.pop_waiting(c)
                 hit = kv.admit(c, i, first)
                 rq.cached[i] += hit
+                if cfg.cache_at_schedule:
+                    kv.register(c, i, hit + first)  # cached as scheduled: a request behind it hits these now
             else:
                 rq.pop_waiting(c)
                 c.kv_reserved_tokens += l[i] + o[i]
@@ -449,12 +516,19 @@ class MixedFormer(Former):
             rq.admit_seq[i] = rq.admissions
             if rq.prefill_start[i] != rq.prefill_start[i]:
                 rq.prefill_start[i] = now
-            take = min(need_tokens - hit, budget)
+            take = self._chunk(need_tokens - hit, budget)
             chunks.append((i, take, hit))
             budget -= take
             if hit + take < need_tokens:
                 partial += 1
             c.n_running = len(c.running) + len(c.prefilling)
+
+    def _measured_args(self, c, n_d: int, chunks: list) -> tuple:
+        """A measured cost model's iteration_time arguments for this iteration (the lockstep re-prices it)."""
+        rq, d = self.requests, c.decode_count
+        longest = max((rq.l[i] + d - rq.gen_base[i] for _, i in c.running), default=0)
+        return (n_d, c.ctx_sum, [ch[1] for ch in chunks], [ch[2] for ch in chunks],
+                {"decode_max_context_tokens": longest} if c.skew_aware else {})
 
     def _iteration_end(self, c, now: float, n_d: int, chunks: list) -> float:
         ctx = c.ctx_sum
@@ -476,6 +550,8 @@ class MixedFormer(Former):
         index = c.current
         if index is None:
             return
+        if c.async_freed:
+            self._release_freed(c)  # finished one iteration ago: their outputs are processed by now
         end = self.recorder.end[index]
         if self.recorder.n[index]:
             self._complete_decodes(c, end, self.recorder.n[index])
@@ -523,3 +599,26 @@ class MixedFormer(Former):
                 rq.predicted_finish[i] = c.decode_count - 1 + max(rq.seen[i] - generated[i], 1)
                 c.ctx_sum += l[i] + g
                 c.ids_cache = None
+
+    def _finish(self, c, i: int, end: float, kv_tokens: int) -> None:
+        """As :meth:`Former._finish`; with vLLM's semantics the generated tokens' full blocks are cached too,
+        and under async scheduling the slot and blocks come back one iteration later."""
+        if self.config.cache_at_schedule:
+            self.kv.register(c, i, kv_tokens)
+        if not self.config.async_scheduling:
+            super()._finish(c, i, end, kv_tokens)
+            return
+        rq = self.requests
+        rq.finish[i] = end
+        rq.finished += 1
+        if not self.paged:
+            c.kv_reserved_tokens -= rq.l[i] + rq.o[i]
+        c.outstanding_s -= rq.w[i]
+        c.async_freed.append((i, c.paged.blocks(kv_tokens) if self.paged else 0))
+
+    def _release_freed(self, c) -> None:
+        """Async scheduling: the blocks of the requests that finished one iteration ago go back to the pool."""
+        if self.paged:
+            for i, blocks in c.async_freed:
+                c.paged.release(i, blocks)
+        c.async_freed = []

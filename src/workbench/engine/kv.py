@@ -21,9 +21,9 @@ has a key: blocks inside a shared prefix (the trace's ``prefix_id`` +
 ``prefix_tokens``, or its ``prefix_hashes``) have a key shared by every
 request with that prefix; the others are private to the request.  A block
 whose last holder releases it stays cached but evictable, in a free queue
-ordered by the time it was freed; allocation takes the queue head (the
-least recently freed block) and so evicts its content, as vLLM's block pool
-does.  A request admitted with a cached leading run of blocks skips their
+ordered by the time it was freed (a request's blocks tail first, so its
+prefix is evicted last); allocation takes the queue head (the least recently
+freed block) and so evicts its content, as vLLM's block pool does.  A request admitted with a cached leading run of blocks skips their
 prefill compute (at least one prompt token is always computed, for the
 logits); the blocks still count against capacity while referenced.  A
 preempted request's own blocks go back to the free queue too, so its
@@ -128,11 +128,20 @@ class PagedKV:
             self.shared[request] = self.shared.get(request, 0) + 1
 
     def release(self, request: int, total_blocks: int) -> None:
-        """Free the ``total_blocks`` blocks ``request`` holds; cached ones become evictable, the rest anonymous."""
+        """Free the ``total_blocks`` blocks ``request`` holds; cached ones become evictable, the rest anonymous.
+
+        Tail first, as vLLM's ``free`` does: the request's last blocks enter the free queue first and its
+        first prompt block last, so the prefix (the part most likely shared) is evicted last.  The blocks past
+        the cached ones (generated tokens, a partial last block) are the tail: they go in before the cached
+        blocks, which go in from the last to the first.
+        """
         held = self.held.pop(request, [])
         self.shared.pop(request, None)
         refs = self.refs
-        # vLLM frees a request's blocks tail first, so its prefix (the part most likely shared) is evicted last.
+        private = total_blocks - len(held)
+        if private > 0 and self.caching and (self.cached_free or any(refs[key] == 1 for key in held)):
+            self.free_queue.append((None, private))
+            self.anon_queued += private
         for key in reversed(held):
             left = refs[key] - 1
             if left:
@@ -143,11 +152,7 @@ class PagedKV:
                 self.stamp += 1
                 self.cached_free[key] = self.stamp
                 self.free_queue.append((key, self.stamp))
-        private = total_blocks - len(held)
         self.used -= total_blocks
-        if private > 0 and self.caching and self.cached_free:
-            self.free_queue.append((None, private))
-            self.anon_queued += private
 
     def _take(self, blocks: int) -> None:
         """Allocate ``blocks`` free blocks, evicting the least recently freed cached content first in line."""

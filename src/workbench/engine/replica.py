@@ -26,7 +26,7 @@ class Replica:
                  "current", "version", "pending", "admissible", "_just_prefilled", "linear",
                  "a_p", "b_p", "a_d", "b_d", "c_d", "a_m", "predicted_finish", "paged", "prefilling",
                  "prefilling_index", "ids_cache", "skew_aware", "rule_model", "accepting", "draining", "added_s",
-                 "ready_s", "left_s", "forming")
+                 "ready_s", "left_s", "forming", "async_cutoff_s", "async_freed")
 
     def __init__(self, index: int, batch_size: int, cost_model: LinearCostModel,
                  kv_capacity_tokens: int | None, speed: float) -> None:
@@ -76,6 +76,11 @@ class Replica:
         self.ready_s = 0.0
         self.left_s = float("nan")
         self.forming = None  # a mixed iteration's state between its two phases (see engine.formers)
+        # vLLM's async scheduling (mixed iterations): the start of the iteration in flight, before which a
+        # request must have queued to join the next one (inf: nothing in flight), and the requests that
+        # finished at the last iteration end, whose slots and blocks come back one iteration later.
+        self.async_cutoff_s = float("inf")
+        self.async_freed: list[tuple[int, int]] = []
 
     @property
     def state(self) -> str:

@@ -60,6 +60,20 @@ class LeastWork:
         return best
 
 
+class VllmDataParallel:
+    """vLLM's front end over data-parallel engines: the replica with the lowest ``4 x waiting + running``
+    (vLLM 0.19's ``DPLBAsyncMPClient``), the counts as they stand when the request arrives; ties go to the
+    lowest index, so runs are deterministic."""
+
+    def assign(self, request: int, now_s: float, clients: list[ClientView]) -> int:
+        best, best_score = 0, None
+        for j, c in enumerate(clients):
+            score = 4 * c.n_waiting + c.n_running
+            if best_score is None or score < best_score:
+                best, best_score = j, score
+        return best
+
+
 class Assigned:
     """A fixed assignment computed before the run (the offline stage)."""
 
@@ -74,10 +88,12 @@ DISPATCHERS["round-robin"] = lambda **_: RoundRobin()
 DISPATCHERS["least-work"] = lambda **_: LeastWork()
 DISPATCH_DOCS["round-robin"] = "request k in arrival order goes to client k mod |J|"
 DISPATCH_DOCS["least-work"] = "join the client with the least outstanding work"
+DISPATCHERS["vllm-dp"] = lambda **_: VllmDataParallel()
+DISPATCH_DOCS["vllm-dp"] = "vLLM's data-parallel front end: the client with the lowest 4 x waiting + running"
 # They take no parameters: declared so, a stray --param on them is refused (a user's own rule or
 # dispatcher, registered without a declaration, takes whatever it is given).
 for _part, _name in (("rule", "static"), ("rule", "continuous"), ("dispatch", "round-robin"),
-                     ("dispatch", "least-work")):
+                     ("dispatch", "least-work"), ("dispatch", "vllm-dp")):
     declare_params(_part, _name)
 
 register_policy(Policy("static", "round-robin", "fifo", "static",
@@ -98,7 +114,8 @@ register_policy(Policy("offline", "offline", "fifo", "continuous",
 # -- policies that serve the way today's engines do ------------------------------------------------------
 #: vLLM V1's scheduler defaults where they are choices of the engine (token budget of max_num_batched_tokens).
 VLLM_ENGINE = {"iteration": "mixed", "token_budget": 2048, "max_partial_prefills": 1, "kv": "paged",
-               "block_size": 16, "prefix_caching": True}
+               "block_size": 16, "prefix_caching": True, "cache_at_schedule": True, "full_prompt_admission": True,
+               "async_scheduling": True}
 
 register_policy(Policy("chunked-prefill", "round-robin", "fifo", "continuous",
                        description="Sarathi-Serve / vLLM V1 mixed batching: every decode plus prefill chunks up to "

@@ -38,10 +38,30 @@ from workbench.errors import ConfigError
 
 METRICS = ("ttft_s", "tpot_s", "e2e_s")
 METRIC_NAMES = {"ttft_s": "TTFT", "tpot_s": "TPOT", "e2e_s": "end-to-end"}
-#: vLLM V1's defaults, used where ``meta.json`` is silent (vLLM 0.19 ``SchedulerConfig``/``CacheConfig``).
+#: vLLM V1's defaults, used where the run records nothing (vLLM 0.19 ``SchedulerConfig``/``CacheConfig``).
 VLLM_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 2048, "block_size": 16,
                  "enable_prefix_caching": True, "enable_chunked_prefill": True, "max_num_partial_prefills": 1,
-                 "tensor_parallel_size": 1, "data_parallel_size": 1}
+                 "tensor_parallel_size": 1, "data_parallel_size": 1, "async_scheduling": True,
+                 "scheduler_reserve_full_isl": True, "long_prefill_token_threshold": 0,
+                 "enable_expert_parallel": False}
+#: Where each setting may be recorded, most authoritative first: vLLM's resolved configuration (what the
+#: engine ran with), the ``kv_cache`` summary, the engine arguments asked for, the file's top level.
+SETTING_SOURCES = {
+    "max_num_seqs": ("resolved_config.scheduler_config", "engine_kwargs", ""),
+    "max_num_batched_tokens": ("resolved_config.scheduler_config", "engine_kwargs", ""),
+    "enable_chunked_prefill": ("resolved_config.scheduler_config", "engine_kwargs", ""),
+    "max_num_partial_prefills": ("resolved_config.scheduler_config", "engine_kwargs", ""),
+    "async_scheduling": ("resolved_config.scheduler_config", "engine_kwargs", ""),
+    "scheduler_reserve_full_isl": ("resolved_config.scheduler_config", "engine_kwargs", ""),
+    "long_prefill_token_threshold": ("resolved_config.scheduler_config", "engine_kwargs", ""),
+    "block_size": ("resolved_config.cache_config", "kv_cache", "engine_kwargs", ""),
+    "enable_prefix_caching": ("resolved_config.cache_config", "kv_cache", "engine_kwargs", ""),
+    "tensor_parallel_size": ("resolved_config.parallel_config", "engine_kwargs", ""),
+    "data_parallel_size": ("resolved_config.parallel_config", "engine_kwargs", ""),
+    "enable_expert_parallel": ("resolved_config.parallel_config", "engine_kwargs", ""),
+}
+#: Settings that may be 0 (vLLM: 0 = off).
+ZERO_ALLOWED = {"long_prefill_token_threshold"}
 #: The largest run read (requests.jsonl lines): a replay is seconds per thousand requests.
 MAX_RUN_REQUESTS = 1_000_000
 MAX_META_BYTES = 1 << 20
@@ -56,14 +76,78 @@ class ServingRun:
     meta: dict[str, Any]
     settings: dict[str, Any] = field(default_factory=dict)
     assumed: list[str] = field(default_factory=list)
+    #: setting -> where the run records it (meta.json's section and key, or config.json)
+    read: dict[str, str] = field(default_factory=dict)
+    cluster: dict[str, Any] | None = None  # RUN/config.json, when present (see cluster_settings)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return str(self.meta.get("model", self.path.name))
 
 
-def read_run(folder: str | Path) -> ServingRun:
-    """Read a run folder (``meta.json`` + ``requests.jsonl``); refuse what cannot be replayed faithfully."""
+def find_workload(path: Path, meta: dict[str, Any]) -> Path | None:
+    """The file ``meta.json``'s ``dataset_path`` names, looked for in the run folder and beside it (the folder
+    and up to three folders up, as LLMServingSim lays out ``runs/<gpu>/<model>/`` beside ``workloads/``)."""
+    name = meta.get("dataset_path")
+    if not isinstance(name, str) or not name.strip():
+        return None
+    relative = Path(name)
+    for base in (path, *list(path.resolve().parents)[:3]):
+        for candidate in (base / relative, base / relative.name):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def attach_prefixes(trace: pd.DataFrame, workload: Path) -> pd.DataFrame:
+    """The run's requests with the prefixes of its workload's token ids (``prefix_hashes``, vLLM's chained
+    16-token block hashes), matched by order; refused when the two do not describe the same requests."""
+    from workbench.workload.trace import load_trace
+
+    inputs = load_trace(workload)
+    if "prefix_hashes" not in inputs.columns:
+        raise ConfigError(f"{workload} gives no prompt token ids (input_tok_ids) or prefix hashes.", field="workload",
+                          fix="give the workload the run served, with its token ids (LLMServingSim workloads/).")
+    if len(inputs) != len(trace):
+        raise ConfigError(f"{workload} has {len(inputs):,} requests, the run {len(trace):,}.", field="workload",
+                          fix="give the workload the run served (meta.json dataset_path).")
+    block = int(inputs["prefix_block_tokens"].iloc[0]) if len(inputs) else 16
+    prompt = trace["input_tokens"].to_numpy()
+    hashes = []
+    for k, text in enumerate(inputs["prefix_hashes"].tolist()):
+        chain = text.split() if isinstance(text, str) else []
+        hashes.append(" ".join(chain[:int(prompt[k]) // block]))  # a prompt served shorter keeps its full blocks
+    return trace.assign(prefix_hashes=hashes, prefix_block_tokens=block)
+
+
+def ideal_prefix_hits(trace: pd.DataFrame, block_tokens: int) -> int:
+    """Prompt tokens a prefix cache of unbounded size would serve, in arrival order: each request hits the
+    leading blocks some earlier request computed (at most all but its last token, which vLLM always
+    computes); 0 without ``prefix_hashes``."""
+    if "prefix_hashes" not in trace.columns:
+        return 0
+    seen: set[str] = set()
+    hits = 0
+    prompt = trace["input_tokens"].to_numpy()
+    per = int(trace["prefix_block_tokens"].iloc[0]) if len(trace) else block_tokens
+    for k in np.argsort(trace["arrival_s"].to_numpy(), kind="stable"):
+        chain = trace["prefix_hashes"].iloc[k].split()
+        n = 0
+        while n < len(chain) and chain[n] in seen:
+            n += 1
+        hits += min(n * per, (int(prompt[k]) - 1) // block_tokens * block_tokens)
+        seen.update(chain)
+    return hits
+
+
+def read_run(folder: str | Path, workload: str | Path | None = None) -> ServingRun:
+    """Read a run folder (``meta.json`` + ``requests.jsonl``; ``RUN/config.json`` and the workload's token ids
+    where found); refuse what cannot be replayed faithfully.
+
+    ``workload``: the file of the requests' token ids (default: ``meta.json``'s ``dataset_path``, found in the
+    run folder or beside it); their prefixes are replayed exactly (:func:`attach_prefixes`).
+    """
     from workbench.workload.trace import load_trace
 
     path = Path(folder)
@@ -93,51 +177,161 @@ def read_run(folder: str | Path) -> ServingRun:
         if column not in trace.columns:
             raise ConfigError(f"{path / 'requests.jsonl'} has no first_token_ts/last_token_ts: nothing to compare.",
                               field="first_token_ts", fix="give a run whose requests carry the engine's timestamps.")
-    settings, assumed = engine_settings(meta)
-    return ServingRun(path=path, trace=trace, meta=meta, settings=settings, assumed=assumed)
+    settings, assumed, read = engine_settings(meta)
+    cluster, notes = None, ["max_num_partial_prefills: vLLM V1's scheduler does not read it (several prompts may "
+                            "be part-way, each within long_prefill_token_threshold); replayed without a limit"]
+    if (path / "config.json").is_file():
+        cluster, more = cluster_settings(path / "config.json", settings)
+        notes += more
+        read["link"] = (f"config.json link_bw {cluster['link_bw_gbps']:g} GB/s, link_latency "
+                        f"{cluster['link_latency_ns']:g} ns")
+    else:
+        assumed.append("link (no config.json: the cost model's)")
+    if workload is not None and not Path(workload).is_file():
+        from workbench._paths import missing_because
+
+        raise ConfigError(f"'{workload}' {missing_because(Path(workload), folder=False)}.", field="--workload",
+                          fix="give the workload the run served (a JSONL file with input_tok_ids).")
+    source = Path(workload) if workload is not None else find_workload(path, meta)
+    if source is not None:
+        trace = attach_prefixes(trace, source)
+        read["prefixes"] = f"{'--workload' if workload is not None else 'dataset_path'} {source}"
+    else:
+        assumed.append("prefixes (no workload with token ids found: no prompt shares a prefix)")
+    return ServingRun(path=path, trace=trace, meta=meta, settings=settings, assumed=assumed, read=read,
+                      cluster=cluster, notes=notes)
 
 
-def engine_settings(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The settings the replay needs, from ``meta.json`` (``engine_kwargs`` first, then the top level), and the
-    names of those taken from vLLM's defaults because the file is silent."""
-    kwargs = meta.get("engine_kwargs") if isinstance(meta.get("engine_kwargs"), dict) else {}
+def _section(meta: dict[str, Any], dotted: str) -> dict[str, Any]:
+    """``meta[a][b]`` for ``dotted`` = ``"a.b"`` (the top level for ""), or {} where it is absent."""
+    node: Any = meta
+    for part in (dotted.split(".") if dotted else []):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
+
+
+def _recorded(meta: dict[str, Any], key: str, sources) -> tuple[Any, str | None]:
+    """The first value of ``key`` recorded in ``sources`` (see :data:`SETTING_SOURCES`) and where it was."""
+    for source in sources:
+        value = _section(meta, source).get(key)
+        if value is not None:
+            return value, (f"{source}.{key}" if source else key)
+    return None, None
+
+
+def engine_settings(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+    """The settings the replay needs, from ``meta.json``: what it records (:data:`SETTING_SOURCES`, most
+    authoritative first), and the names of those taken from vLLM's defaults because it records nothing.
+
+    Returns ``(settings, assumed, read)``; ``read`` maps each recorded setting to where it was found.
+    """
     settings: dict[str, Any] = {}
-    assumed = []
+    assumed: list[str] = []
+    read: dict[str, str] = {}
     for key, default in VLLM_DEFAULTS.items():
-        value = kwargs.get(key, meta.get(key))
+        value, where = _recorded(meta, key, SETTING_SOURCES[key])
         if value is None:
-            value, _ = default, assumed.append(key)
+            value = default
+            assumed.append(key)
+        else:
+            read[key] = where
         if isinstance(default, bool):
             if not isinstance(value, bool):
-                raise ConfigError(f"meta.json {key} is {value!r}, not true or false.", field=key,
+                raise ConfigError(f"meta.json {where or key} is {value!r}, not true or false.", field=key,
                                   fix="give true or false, as vLLM's engine arguments are.")
-        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"meta.json {key} is {value!r}, not a whole number >= 1.", field=key,
+        elif isinstance(value, bool) or not isinstance(value, int) or value < (0 if key in ZERO_ALLOWED else 1):
+            raise ConfigError(f"meta.json {where or key} is {value!r}, not a whole number >= "
+                              f"{0 if key in ZERO_ALLOWED else 1}.", field=key,
                               fix="give the engine argument as vLLM took it.")
         settings[key] = value
     if not settings["enable_chunked_prefill"]:
         raise ConfigError("the run has chunked prefill off, which the vllm policy does not model (a prompt longer "
                           "than the token budget would wait for a whole iteration).", field="enable_chunked_prefill",
                           fix="replay a run with chunked prefill on (vLLM V1's default).")
-    blocks = kwargs.get("num_gpu_blocks", meta.get("num_gpu_blocks"))
-    tokens = kwargs.get("kv_cache_tokens", meta.get("kv_cache_tokens"))
+    policy = _section(meta, "resolved_config.scheduler_config").get("policy")
+    if policy not in (None, "fcfs"):
+        raise ConfigError(f"the run's scheduler policy is {policy!r}; the vllm policy replays FCFS only.",
+                          field="policy", fix="replay a run with vLLM's default policy (fcfs).")
+    _kv_capacity(meta, settings, assumed, read)
+    return settings, assumed, read
+
+
+def _kv_capacity(meta: dict[str, Any], settings: dict[str, Any], assumed: list[str], read: dict[str, str]) -> None:
+    """The KV capacity of one replica in tokens: the blocks vLLM allocated (``num_gpu_blocks`` x block size;
+    ``kv_cache.num_kv_tokens`` or ``kv_cache_tokens`` where only tokens are recorded) less the null block
+    its block pool keeps back, else the preset's."""
+    sources = ("kv_cache", "resolved_config.cache_config", "engine_kwargs", "")
+    blocks, where = _recorded(meta, "num_gpu_blocks", sources)
     if blocks is not None:
         if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
-            raise ConfigError(f"meta.json num_gpu_blocks is {blocks!r}.", field="num_gpu_blocks",
+            raise ConfigError(f"meta.json {where} is {blocks!r}.", field="num_gpu_blocks",
                               fix="give the KV blocks vLLM reported (a whole number >= 1).")
-        settings["kv_capacity_tokens"] = blocks * settings["block_size"]
-    elif tokens is not None:
+        # vLLM's block pool keeps one block back (the null block, for padding): the rest hold KV.
+        settings["kv_capacity_tokens"] = max(blocks - 1, 1) * settings["block_size"]
+        read["kv_capacity_tokens"] = f"({where} - 1 null block) x block_size"
+        return
+    for key in ("num_kv_tokens", "kv_cache_tokens"):
+        tokens, where = _recorded(meta, key, sources)
+        if tokens is None:
+            continue
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < settings["block_size"]:
-            raise ConfigError(f"meta.json kv_cache_tokens is {tokens!r}.", field="kv_cache_tokens",
+            raise ConfigError(f"meta.json {where} is {tokens!r}.", field=key,
                               fix="give the KV-cache size vLLM reported, in tokens.")
-        settings["kv_capacity_tokens"] = tokens
-    else:
-        assumed.append("kv_capacity_tokens (the cost model's preset)")
-    return settings, assumed
+        settings["kv_capacity_tokens"] = max(tokens - settings["block_size"], settings["block_size"])
+        read["kv_capacity_tokens"] = f"{where} - 1 null block"
+        return
+    assumed.append("kv_capacity_tokens (the cost model's preset)")
 
 
-def replay(run: ServingRun, cost_model, *, progress: bool | None = False):
-    """Simulate the run's requests as its engine was set up; return the schedule (the run's own request ids)."""
+def cluster_settings(path: Path, settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """What ``RUN/config.json`` (LLMServingSim's cluster configuration) states of the run's machine: the link
+    and, per instance, the layout and memory.  Returns ``(cluster, notes)``; a layout that contradicts
+    ``meta.json`` is refused (one of the two describes another run)."""
+    from workbench.costmodel.calibrate import read_cluster_config
+
+    cluster = read_cluster_config(path)
+    notes = []
+    for inst in cluster["instances"]:
+        tp = inst.get("tp_size")
+        if tp is not None and tp != settings["tensor_parallel_size"]:
+            raise ConfigError(f"{path} gives tp_size {tp!r}, meta.json tensor_parallel_size "
+                              f"{settings['tensor_parallel_size']}.", field="tp_size",
+                              fix="give the cluster configuration of this run.")
+    groups = {inst.get("dp_group") for inst in cluster["instances"] if inst.get("dp_group") is not None}
+    cluster["dp_groups"] = len(groups)
+    utils = {(inst.get("npu_mem") or {}).get("mem_util") for inst in cluster["instances"]} - {None}
+    if utils:
+        cluster["mem_util"] = sorted(utils)
+        notes.append("mem_util read, not used: the KV capacity is vLLM's recorded block count, or the preset's")
+    return cluster, notes
+
+
+def link_warnings(run: ServingRun, cost_model) -> list[str]:
+    """At TP > 1: whether the cost model priced its all-reduces over the link the run declares."""
+    tp = run.settings["tensor_parallel_size"]
+    if tp <= 1:
+        return []
+    provenance = getattr(cost_model, "provenance", None) or {}
+    figures = provenance.get("link_figures")
+    if run.cluster is None:
+        if not figures or provenance.get("link_source") == "assumed":
+            return [f"the TP {tp} all-reduces are priced over a link nobody measured "
+                    f"({provenance.get('link', 'the cost model does not say which')}), and the run has no "
+                    "config.json declaring its own."]
+        return []
+    from workbench.costmodel.calibrate import cluster_link
+
+    declared = cluster_link(run.cluster)
+    if figures != declared.figures():
+        return [f"the cost model prices the TP {tp} all-reduces over "
+                f"{provenance.get('link', 'a link it does not state')}, but the run declares {declared.name} "
+                f"(config.json): calibrate with --cluster-config {run.path / 'config.json'}."]
+    return []
+
+
+def replay(run: ServingRun, cost_model, *, progress: bool | None = False, overrides: dict | None = None):
+    """Simulate the run's requests as its engine was set up; return the schedule (the run's own request ids).
+    ``overrides``: engine options that replace the run's (what :func:`modelling_choices` varies)."""
     from workbench.costmodel.linear import load_preset
     from workbench.engine.core import simulate
 
@@ -147,11 +341,60 @@ def replay(run: ServingRun, cost_model, *, progress: bool | None = False):
     if kv is None:
         raise ConfigError("neither the run nor the cost model gives the KV-cache size.", field="kv_capacity_tokens",
                           fix="use a preset with kv_capacity_tokens, or a run whose meta.json gives num_gpu_blocks.")
-    # Data parallelism: vLLM's front end balances requests over the engine replicas; round robin stands for it.
-    return simulate(run.trace, s["data_parallel_size"], s["max_num_seqs"], "vllm", model,
-                    kv_capacity_tokens=int(kv), token_budget=s["max_num_batched_tokens"],
-                    max_partial_prefills=s["max_num_partial_prefills"], block_size=s["block_size"],
-                    prefix_caching=s["enable_prefix_caching"], progress=progress)
+    # Data parallelism: vLLM's front end sends each request to the engine with the lowest 4 x waiting + running.
+    # V1's scheduler does not read max_num_partial_prefills (several prompts may be part-way, each within
+    # long_prefill_token_threshold): no limit but the batch.
+    options = dict(kv_capacity_tokens=int(kv), token_budget=s["max_num_batched_tokens"],
+                   max_partial_prefills=s["max_num_seqs"], block_size=s["block_size"],
+                   prefix_caching=s["enable_prefix_caching"], cache_at_schedule=s["enable_prefix_caching"],
+                   full_prompt_admission=s["scheduler_reserve_full_isl"], async_scheduling=s["async_scheduling"],
+                   long_prefill_token_threshold=s["long_prefill_token_threshold"], progress=progress)
+    if s["data_parallel_size"] > 1:
+        options["dispatch"] = "vllm-dp"
+        # With expert parallelism the replicas are one group whose expert layers wait for every member.
+        options["dp_lockstep"] = bool(s["enable_expert_parallel"])
+    options.update(overrides or {})
+    return simulate(run.trace, s["data_parallel_size"], s["max_num_seqs"], "vllm", model, **options)
+
+
+#: The modelling choices :func:`modelling_choices` takes back one at a time: (label, engine overrides, whether
+#: the workload's prefixes are dropped, whether it applies to data-parallel runs only).
+CHOICES = (
+    ("as the run recorded (every choice)", {}, False, False),
+    ("without the workload's prefixes", {}, True, False),
+    ("without async scheduling", {"async_scheduling": False}, False, False),
+    ("blocks cached at iteration end, not when scheduled", {"cache_at_schedule": False}, False, False),
+    ("admission on the first chunk (no full-prompt gate)", {"full_prompt_admission": False}, False, False),
+    ("replicas stepping independently (no lockstep)", {"dp_lockstep": False}, False, True),
+    ("round-robin dispatch (not 4 x waiting + running)", {"dispatch": "round-robin"}, False, True),
+)
+
+
+def modelling_choices(run: str | Path | ServingRun, cost_model) -> pd.DataFrame:
+    """Each modelling choice's measured effect: the run replayed with every choice, then with one taken back
+    at a time (:data:`CHOICES`); per variant the errors of the targets (percent) and the prefix-cache hits."""
+    from workbench.costmodel.linear import load_preset
+
+    run = run if isinstance(run, ServingRun) else read_run(run)
+    model = load_preset(cost_model) if isinstance(cost_model, (str, Path)) else cost_model
+    plain = run.trace.drop(columns=[c for c in ("prefix_hashes", "prefix_block_tokens") if c in run.trace.columns])
+    rows = []
+    for label, overrides, drop, dp_only in CHOICES:
+        if drop and plain.shape[1] == run.trace.shape[1]:
+            continue  # the run has no prefixes to drop
+        if dp_only and run.settings["data_parallel_size"] <= 1:
+            continue
+        variant = ServingRun(run.path, plain, run.meta, run.settings, run.assumed, run.read, run.cluster,
+                             run.notes) if drop else run
+        schedule = replay(variant, model, overrides=overrides)
+        e = error_table(compare(variant, schedule))
+        rq = schedule.requests
+        rows.append({"variant": label, "e2e mean %": 100 * e["e2e_s"]["error_mean"],
+                     "e2e p99 %": 100 * e["e2e_s"]["error_p99"], "TTFT mean %": 100 * e["ttft_s"]["error_mean"],
+                     "TPOT mean %": 100 * e["tpot_s"]["error_mean"], "e2e MAPE %": 100 * e["e2e_s"]["mape"],
+                     "prefix-hit tokens": int(rq["cached_tokens"].sum()) if "cached_tokens" in rq.columns else 0,
+                     "preemptions": int(schedule.metrics.get("preemptions", 0))})
+    return pd.DataFrame(rows).set_index("variant")
 
 
 def compare(run: ServingRun, schedule) -> pd.DataFrame:
@@ -248,24 +491,51 @@ class FidelityResult:
     per_request: pd.DataFrame
     errors: dict[str, dict[str, float]]
     cost_model_name: str
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {"run": str(self.run.path), "model": self.run.name, "cost_model": self.cost_model_name,
                 "requests": len(self.per_request), "settings": self.run.settings,
-                "assumed_defaults": self.run.assumed, "errors": self.errors,
+                "read": self.run.read, "assumed_defaults": self.run.assumed, "notes": self.run.notes,
+                "warnings": self.warnings, "errors": self.errors,
                 "preemptions": int(self.schedule.metrics.get("preemptions", 0)),
-                "prefix_cache_hit_rate": self.schedule.metrics.get("prefix_cache_hit_rate")}
+                "prefix_cache_hit_rate": self.schedule.metrics.get("prefix_cache_hit_rate"),
+                "prefix_hit_tokens": self.prefix_hit_tokens(),
+                "prefix_hit_tokens_ideal": ideal_prefix_hits(self.run.trace, self.run.settings["block_size"]),
+                **self._ideal_per_replica()}
+
+    def _ideal_per_replica(self) -> dict[str, int]:
+        """Data-parallel replicas keep a cache each: the ideal of each replica's requests as the replay sent
+        them (vLLM's front end does not route by prefix), summed."""
+        if self.run.settings["data_parallel_size"] <= 1 or "prefix_hashes" not in self.run.trace.columns:
+            return {}
+        client = self.schedule.requests.set_index(self.schedule.requests["request_id"].astype(str))["client"]
+        trace = self.run.trace
+        where = client.loc[trace["request_id"].astype(str)].to_numpy()
+        block = self.run.settings["block_size"]
+        return {"prefix_hit_tokens_ideal_per_replica": int(sum(ideal_prefix_hits(trace[where == j], block)
+                                                               for j in np.unique(where)))}
+
+    def prefix_hit_tokens(self) -> int:
+        """Prompt tokens the replay served from the prefix cache at each request's first admission."""
+        rq = self.schedule.requests
+        if "cached_tokens" not in rq.columns:
+            return 0
+        first = rq["cached_tokens"].where(rq.get("preemptions", 0) == 0, np.nan)
+        return int(first.fillna(0).sum()) if "preemptions" in rq.columns else int(rq["cached_tokens"].sum())
 
 
-def fidelity(run: str | Path | ServingRun, cost_model) -> FidelityResult:
-    """Replay ``run`` with ``cost_model`` and compare (nothing is written; see :func:`write_fidelity`)."""
+def fidelity(run: str | Path | ServingRun, cost_model, *, workload: str | Path | None = None) -> FidelityResult:
+    """Replay ``run`` with ``cost_model`` and compare (nothing is written; see :func:`write_fidelity`).
+    ``workload``: as :func:`read_run`."""
     from workbench.costmodel.linear import load_preset
 
-    run = run if isinstance(run, ServingRun) else read_run(run)
+    run = run if isinstance(run, ServingRun) else read_run(run, workload)
     model = load_preset(cost_model) if isinstance(cost_model, (str, Path)) else cost_model
     schedule = replay(run, model)
     per_request = compare(run, schedule)
-    return FidelityResult(run, schedule, per_request, error_table(per_request), getattr(model, "name", "custom"))
+    return FidelityResult(run, schedule, per_request, error_table(per_request), getattr(model, "name", "custom"),
+                          link_warnings(run, model))
 
 
 def write_fidelity(result: FidelityResult, out: str | Path, *, writer: dict | None = None,
@@ -281,11 +551,17 @@ def write_fidelity(result: FidelityResult, out: str | Path, *, writer: dict | No
         result.per_request.to_csv(tmp / "fidelity.csv", index=False)
         (tmp / "fidelity.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n",
                                            encoding="utf-8")
-        settings = pd.DataFrame([{k: str(v) for k, v in result.run.settings.items()}]).T.rename(columns={0: "value"})
+        read = result.run.read
+        settings = pd.DataFrame({"value": {k: str(v) for k, v in result.run.settings.items()},
+                                 "from": {k: read.get(k, "assumed (vLLM's default)" if k in VLLM_DEFAULTS
+                                                       else "assumed (the cost model's)")
+                                          for k in result.run.settings}})
+        for key in ("link", "prefixes"):
+            settings.loc[key] = ["", read.get(key, "assumed: none recorded")]
         write_report(tmp / "report.html", f"Fidelity: {result.run.name}, replayed with {result.cost_model_name}", [
             ("Errors (predicted against measured)", errors_frame(result.errors).round(3)),
-            ("Engine settings of the run (vLLM defaults where meta.json is silent: "
-             f"{', '.join(result.run.assumed) or 'none'})", settings),
+            ("Engine settings of the run: where each was read, or assumed "
+             f"({', '.join(result.run.assumed) or 'nothing assumed'})", settings),
             ("Per request", fidelity_figures(result.per_request)),
         ], subtitle="The vllm policy of the workbench engine replays the run's arrivals; the cost model is not "
                     "fitted to the run.")

@@ -13,7 +13,14 @@ azure      TIMESTAMP, ContextTokens, GeneratedTokens            date-times, seco
 vidur      [arrived_at,] num_prefill_tokens, num_decode_tokens  seconds, from the first (0 without)
 vllm       request_id, input_toks, output_toks, queued_ts       ``queued_ts - min(queued_ts)``
 mooncake   timestamp (ms), input_length, output_length          milliseconds, from the first
+token-ids  input_toks, output_toks, input_tok_ids               ``arrival_time_ns``, from the first
 =========  ===================================================  ======================================
+
+``token-ids`` is a workload with its prompts' token ids (LLMServingSim's
+``workloads/*.jsonl``): the ids become ``prefix_hashes`` over blocks of 16
+tokens, each hash chained to the previous block's as vLLM's prefix cache keys
+them (:func:`block_hash_chain`), so the trace says exactly which prompts share
+which prefixes.
 
 Arrivals are measured from the *earliest* timestamp, so the first request
 arrives at 0 whatever the file's row order; rows keep the file's order.
@@ -34,6 +41,7 @@ section 7) are optional in every format and validated here:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -48,6 +56,8 @@ PREFIX_HASH_COLUMNS = ("prefix_hashes", "prefix_block_tokens")
 PREFIX_COLUMNS = PREFIX_ID_COLUMNS + PREFIX_HASH_COLUMNS
 #: Mooncake's traces hash prompts in blocks of 512 tokens (kvcache-ai/Mooncake, FAST'25 trace README).
 MOONCAKE_BLOCK_TOKENS = 512
+#: vLLM hashes a prompt in blocks of its KV block size: 16 tokens unless the run says otherwise.
+VLLM_HASH_BLOCK_TOKENS = 16
 #: The measured per-request times of a vLLM run, kept as written (engine monotonic clock, seconds).
 VLLM_TIMESTAMPS = ("arrival_time", "queued_ts", "scheduled_ts", "first_token_ts", "last_token_ts")
 #: What the vLLM importer derives from them (seconds), for the fidelity report.
@@ -178,6 +188,42 @@ def _convert_mooncake(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     return _with_extras(out, frame, ("timestamp", "input_length", "output_length", "hash_ids"))
 
 
+def block_hash_chain(token_ids, block_tokens: int = VLLM_HASH_BLOCK_TOKENS) -> list[str]:
+    """The chained hashes of the *full* blocks of ``token_ids``, as vLLM's prefix cache keys them: block k's
+    hash covers its own tokens and block k-1's hash, so two prompts share block k's hash exactly when they
+    share their first (k+1) x ``block_tokens`` tokens.  A partial last block has no hash (vLLM caches full
+    blocks only).  64-bit BLAKE2b digests as hex text (a collision among a million blocks: about 1e-8)."""
+    ids = np.asarray(token_ids, dtype=np.int64)
+    parent = b""
+    out = []
+    for k in range(len(ids) // block_tokens):
+        parent = hashlib.blake2b(parent + ids[k * block_tokens:(k + 1) * block_tokens].tobytes(),
+                                 digest_size=8).digest()
+        out.append(parent.hex())
+    return out
+
+
+def _convert_token_ids(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    ids = frame["request_id"].astype(str).to_numpy() if "request_id" in frame.columns else _row_ids(frame)
+    arrival = (_seconds_from_first(_numbers(frame, "arrival_time_ns", source, "give arrival times in ns.")) / 1e9
+               if "arrival_time_ns" in frame.columns else np.zeros(len(frame)))
+    inputs = pd.to_numeric(frame["input_toks"], errors="coerce").to_numpy(dtype=float)
+    hashes = []
+    for row, tokens in enumerate(frame["input_tok_ids"]):
+        if not isinstance(tokens, (list, tuple, np.ndarray)) or not all(
+                isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in tokens):
+            raise TraceError(f"{source}: input_tok_ids is not a list of token ids.", field="input_tok_ids", row=row,
+                             fix="give each prompt's token ids as a JSON list of integers.")
+        # Never more blocks than the prompt the row states (the ids may carry a template the count does not).
+        n = min(len(tokens), int(inputs[row])) if np.isfinite(inputs[row]) else len(tokens)
+        hashes.append(" ".join(block_hash_chain(tokens[:n])))
+    out = pd.DataFrame({"request_id": ids, "input_tokens": frame["input_toks"].to_numpy(),
+                        "output_tokens": frame["output_toks"].to_numpy(), "arrival_s": arrival,
+                        "prefix_hashes": hashes, "prefix_block_tokens": VLLM_HASH_BLOCK_TOKENS})
+    return _with_extras(out, frame, ("request_id", "input_toks", "output_toks", "arrival_time_ns",
+                                     "input_tok_ids", "output_tok_ids"))
+
+
 def _with_extras(out: pd.DataFrame, frame: pd.DataFrame, consumed: tuple[str, ...]) -> pd.DataFrame:
     """Carry the source's prefix columns over (a converted trace may name them too)."""
     for column in PREFIX_COLUMNS:
@@ -198,6 +244,9 @@ FORMATS: dict[str, TraceFormat] = {f.name: f for f in (
                 keeps=VLLM_TIMESTAMPS + MEASURED_COLUMNS),
     TraceFormat("mooncake", ("timestamp", "input_length", "output_length"),
                 "Mooncake JSONL traces (kvcache-ai/Mooncake)", _convert_mooncake),
+    TraceFormat("token-ids", ("input_toks", "output_toks", "input_tok_ids"),
+                "a workload with its prompts' token ids (LLMServingSim workloads/*.jsonl): prefixes hashed "
+                "as vLLM does", _convert_token_ids),
 )}
 FORMAT_ALIASES = {"splitwise": "vidur", "llmservingsim": "vllm", "native": "workbench"}
 
