@@ -4,7 +4,7 @@ One episode is one run of the engine (:func:`workbench.engine.build_engine` with
 ``decisions="external"``) on a seeded subset of a trace.  One step is one iteration decision
 of a replica that has a choice: free slots, waiting requests that fit, and a running batch
 (a replica with nothing running must refill, so the environment answers that itself, as
-every rule does).  The observation is :func:`workbench.policies.learned.observation` of the
+every rule does).  The observation is :func:`workbench.policies.learned.policy_input` (the features) of the
 replica's view: what a :class:`~workbench.policies.registry.ClientView` may know.  The action
 is one of ``levels + 1``: decode, or prefill ``ceil(a * admissible / levels)``.
 
@@ -37,7 +37,7 @@ from gymnasium import spaces
 from workbench.costmodel.linear import load_preset
 from workbench.engine.core import build_engine
 from workbench.errors import ConfigError
-from workbench.policies.learned import FEATURE_NAMES, N_FEATURES, action_count, observation
+from workbench.policies.learned import FEATURE_NAMES, N_FEATURES, OBS_BOUND, action_count, policy_input
 from workbench.schedule.bounds import closed_form_lower_bound
 from workbench.workload.trace import load_trace
 
@@ -45,8 +45,6 @@ OBJECTIVES = ("makespan", "goodput")
 #: The latency targets of the goodput reward (as the load studies' defaults, docs/beyond.md).
 DEFAULT_TTFT_SLO_S = 1.0
 DEFAULT_TPOT_SLO_S = 0.05
-#: Features are log-compressed or shares; the box is wide enough never to clip a real one.
-OBS_BOUND = 10.0
 
 
 class SchedulingEnv(gym.Env):
@@ -162,7 +160,7 @@ class SchedulingEnv(gym.Env):
         return self._decision
 
     def _obs(self) -> np.ndarray:
-        return np.clip(observation(self._decision.view), -OBS_BOUND, OBS_BOUND).astype(np.float32)
+        return policy_input(self._decision.view)
 
     def _next_decision(self):
         """Run to the next decision with a choice; an empty replica must refill, so it is answered here."""

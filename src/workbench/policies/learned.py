@@ -49,6 +49,8 @@ FEATURE_NAMES = (
     "log_outstanding_work",  # log1p(outstanding_s / a_p) / 5
 )
 N_FEATURES = len(FEATURE_NAMES)
+#: Features are log-compressed or shares; the box is wide enough never to clip a real one.
+OBS_BOUND = 10.0
 #: Where the shipped model lives (under the package data folder).
 DEFAULT_MODEL = "learned-gsm8k-makespan.npz"
 
@@ -89,6 +91,11 @@ def observation(view: ClientView) -> np.ndarray:
     obs[6 + 2 * HORIZON] = _clip_log(price * f * k1 / a_p) if k1 else 0.0
     obs[7 + 2 * HORIZON] = math.log1p(max(float(view.outstanding_s), 0.0) / a_p) / 5.0
     return obs
+
+
+def policy_input(view: ClientView) -> np.ndarray:
+    """:func:`observation` as the network sees it, in training and here alike: clipped, rounded to float32."""
+    return np.clip(observation(view), -OBS_BOUND, OBS_BOUND).astype(np.float32)
 
 
 def _clip_log(x: float, bound: float = 5.0) -> float:
@@ -228,7 +235,7 @@ class LearnedRule:
     __slots__ = ("model", "levels", "calls")
 
     def __init__(self, model: str | Path | None = None, **_: object) -> None:
-        self.model = load_model(model)
+        self.model = load_model(None if model is None else str(model))
         self.levels = self.model.levels
         self.calls = 0
 
@@ -237,11 +244,11 @@ class LearnedRule:
         f = client.admissible
         if client.n_running == 0:
             return f  # an empty batch always refills (as every rule; the engine would anyway)
-        return action_count(self.model.net.act(observation(client)), f, self.levels)
+        return action_count(self.model.net.act(policy_input(client).astype(np.float64)), f, self.levels)
 
 
 declare_params("rule", "learned",
-               model=Param("str", "path of a trained model (.npz from `workbench learn`); default: the shipped "
+               model=Param("object", "path of a trained model (.npz from `workbench learn`); default: the shipped "
                                   "gsm8k makespan model"))
 
 
