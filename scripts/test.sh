@@ -14,7 +14,9 @@ if [ -f scripts/install-browser.sh ]; then bash scripts/install-browser.sh; fi
 TORCH_CPU_WHEEL="$(ls "${TORCH_WHEEL_DIR:-/opt/wheels}"/torch-2.13.0+cpu-cp"$("$VENV/bin/python" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"-*.whl 2>/dev/null | head -n 1 || true)"
 if [ -n "$TORCH_CPU_WHEEL" ]; then
   "$VENV/bin/python" -m pip install --quiet "$TORCH_CPU_WHEEL" "transformers>=4.45" "pyyaml>=6.0"
+  # The extra `learn` (stable-baselines3) over the same CPU torch: `workbench learn`'s short training tests.
+  "$VENV/bin/python" -m pip install --quiet "$TORCH_CPU_WHEEL" "stable-baselines3>=2.3"
 else
-  echo "scripts/test.sh: no local CPU wheel of torch 2.13.0; the workbench profile tests will skip"
+  echo "scripts/test.sh: no local CPU wheel of torch 2.13.0; the workbench profile and learn training tests will skip"
 fi
 exec "$VENV/bin/python" -m pytest "$@"
