@@ -67,14 +67,18 @@ def export_policy(model) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 
 def evaluate(net: MLPPolicy | LearnedModel | None, env_kwargs: dict, seeds, *, levels: int = 1,
-             rule=None) -> pd.DataFrame:
-    """One row per seeded episode: the network's greedy decisions (or a rule's, or continuous when both None)."""
+             rule=None, wrapper=None) -> pd.DataFrame:
+    """One row per seeded episode: the network's greedy decisions (or a rule's, or continuous when both None).
+
+    ``wrapper`` (``env -> env``, e.g. a ``gymnasium.ObservationWrapper``) changes what the network sees.
+    """
     if isinstance(net, LearnedModel):
         net = net.net
     env = SchedulingEnv(**env_kwargs)
+    play = wrapper(env) if wrapper is not None else env
     rows = []
     for seed in seeds:
-        obs, _ = env.reset(seed=int(seed))
+        obs, _ = play.reset(seed=int(seed))
         done, ret = False, 0.0
         while not done:
             d = env.decision
@@ -85,7 +89,7 @@ def evaluate(net: MLPPolicy | LearnedModel | None, env_kwargs: dict, seeds, *, l
                 action = min(env.levels, -(-m * env.levels // d.admissible)) if m > 0 else 0
             else:
                 action = env.levels
-            obs, reward, done, _, info = env.step(action)
+            obs, reward, done, _, info = play.step(action)
             ret += reward
         info.pop("schedule", None)
         rows.append({"seed": int(seed), "return": ret, **info})
@@ -95,8 +99,12 @@ def evaluate(net: MLPPolicy | LearnedModel | None, env_kwargs: dict, seeds, *, l
 def train(trace="gsm8k-train", *, objective: str = "makespan", steps: int = 50_000, seed: int = 0,
           n_envs: int = 4, requests: int = 200, clients: int = 1, batch_size: int = 16,
           cost_model: Any = "llama-65b", load: float | None = None, levels: int = 1, eval_every: int = 5_000,
-          eval_episodes: int = 16, progress: bool = True, ppo: dict | None = None) -> TrainResult:
-    """PPO for ``steps`` decisions; the greedy policy evaluated every ``eval_every`` on held-out seeds."""
+          eval_episodes: int = 16, progress: bool = True, ppo: dict | None = None, wrapper=None) -> TrainResult:
+    """PPO for ``steps`` decisions; the greedy policy evaluated every ``eval_every`` on held-out seeds.
+
+    ``wrapper`` (``env -> env``) wraps every environment, in training and evaluation alike (a model
+    trained through one is for that wrapper: the rule ``learned`` reads the plain features).
+    """
     require_sb3()
     import torch
     from stable_baselines3 import PPO
@@ -111,7 +119,7 @@ def train(trace="gsm8k-train", *, objective: str = "makespan", steps: int = 50_0
     SchedulingEnv(**env_kwargs)  # refuses bad settings before any training starts
     torch.manual_seed(seed)
     torch.set_num_threads(1)  # the networks are tiny: threads only contend
-    venv = make_vec_env(SchedulingEnv, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
+    venv = make_vec_env(SchedulingEnv, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs, wrapper_class=wrapper)
     settings = {**PPO_DEFAULTS, **(ppo or {})}
     settings["n_steps"] = max(8, min(settings["n_steps"], -(-steps // n_envs)))
     settings["batch_size"] = min(settings["batch_size"], settings["n_steps"] * n_envs)
@@ -134,7 +142,7 @@ def train(trace="gsm8k-train", *, objective: str = "makespan", steps: int = 50_0
 
     def record(done_steps: int) -> None:
         w, b = export_policy(model)
-        table = evaluate(MLPPolicy(w, b, "tanh"), env_kwargs, eval_seeds, levels=levels)
+        table = evaluate(MLPPolicy(w, b, "tanh"), env_kwargs, eval_seeds, levels=levels, wrapper=wrapper)
         recent = [e["r"] for e in model.ep_info_buffer] if model.ep_info_buffer else [np.nan]
         rows.append({"steps": done_steps, "seconds": time.perf_counter() - started,
                      "train_return_mean": float(np.mean(recent)), "eval_return_mean": float(table["return"].mean()),
