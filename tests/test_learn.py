@@ -214,3 +214,13 @@ def test_training_is_seeded():
           "progress": False}
     a, b = train(seed=5, **kw), train(seed=5, **kw)
     assert all(np.array_equal(x, y) for x, y in zip(a.weights, b.weights))
+
+
+def test_workbench_learn_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["learn", "--load", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--load" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+    if HAVE_SB3:
+        assert main(["learn", "--requests", "100000", "--out", str(out)]) == 2
+        assert "--requests" in capsys.readouterr().err and not out.exists()
