@@ -98,9 +98,13 @@ def evaluate(net: MLPPolicy | LearnedModel | None, env_kwargs: dict, seeds, *, l
 
 def train(trace="gsm8k-train", *, objective: str = "makespan", steps: int = 50_000, seed: int = 0,
           n_envs: int = 4, requests: int = 200, clients: int = 1, batch_size: int = 16,
-          cost_model: Any = "llama-65b", load: float | None = None, levels: int = 1, eval_every: int = 5_000,
+          cost_model: Any = "llama-65b", load: float | None = None, levels: int = 1, policy: str = "hybrid",
+          engine: dict | None = None, eval_every: int = 5_000,
           eval_episodes: int = 16, progress: bool = True, ppo: dict | None = None, wrapper=None) -> TrainResult:
     """PPO for ``steps`` decisions; the greedy policy evaluated every ``eval_every`` on held-out seeds.
+
+    The environment's settings are :class:`~workbench.learn.env.SchedulingEnv`'s (``policy``: whose
+    dispatcher, queue order and engine serve; ``engine``: engine options on top).
 
     ``wrapper`` (``env -> env``) wraps every environment, in training and evaluation alike (a model
     trained through one is for that wrapper: the rule ``learned`` reads the plain features).
@@ -115,7 +119,8 @@ def train(trace="gsm8k-train", *, objective: str = "makespan", steps: int = 50_0
     if steps < 1:
         raise ConfigError(f"steps is {steps}.", field="steps", fix="give the number of decisions to train on, >= 1.")
     env_kwargs = {"trace": trace, "requests": requests, "clients": clients, "batch_size": batch_size,
-                  "cost_model": cost_model, "objective": objective, "load": load, "levels": levels}
+                  "cost_model": cost_model, "objective": objective, "load": load, "levels": levels,
+                  "policy": policy, "engine": engine}
     SchedulingEnv(**env_kwargs)  # refuses bad settings before any training starts
     torch.manual_seed(seed)
     torch.set_num_threads(1)  # the networks are tiny: threads only contend
@@ -174,7 +179,8 @@ def train(trace="gsm8k-train", *, objective: str = "makespan", steps: int = 50_0
                        {"trace": trace if isinstance(trace, str) else "(a DataFrame)", "objective": objective,
                         "steps": steps, "seed": seed, "n_envs": n_envs, "requests": requests, "clients": clients,
                         "batch_size": batch_size, "cost_model": cost_model if isinstance(cost_model, str) else
-                        "(an object)", "load": load, "levels": levels, "net_arch": list(NET_ARCH),
+                        "(an object)", "load": load, "levels": levels, "policy": policy, "engine": engine,
+                        "net_arch": list(NET_ARCH),
                         "ppo": settings, "eval_seeds": [eval_seeds.start, eval_seeds.stop]},
                        time.perf_counter() - started)
 

@@ -75,7 +75,7 @@ def observation(view: ClientView) -> np.ndarray:
     a_p = max(float(cm.a_p), 1e-12)
     a_d = max(float(cm.a_d), 1e-12)
     price = a_d / B  # lambda: the price of an empty slot-iteration (MODEL.md section 6)
-    ks, freed = _completion_points(view, f)
+    ks, freed = _completion_points(view)
     obs = np.zeros(N_FEATURES, dtype=np.float64)
     obs[0] = f / B
     obs[1] = n_running / B
@@ -102,7 +102,7 @@ def _clip_log(x: float, bound: float = 5.0) -> float:
     return max(-bound, min(bound, math.log(x))) if x > 0 else -bound
 
 
-def _completion_points(view: ClientView, f: int) -> tuple[list[int], list[int]]:
+def _completion_points(view: ClientView) -> tuple[list[int], list[int]]:
     """The next ``HORIZON`` distinct predicted completion points: iterations away, and slots freed by then."""
     finish = view.predicted_finish_counts() if view.n_running else []
     d = view.decode_count
