@@ -17,8 +17,10 @@ TORCH_CPU_WHEEL="$(ls "${TORCH_WHEEL_DIR:-/opt/wheels}"/torch-2.13.0+cpu-cp"$("$
 if [ -n "$TORCH_CPU_WHEEL" ]; then
   echo "test.sh: installing the profile extra from $TORCH_CPU_WHEEL (about 30 s the first time)" >&2
   "$VENV/bin/python" -m pip install --quiet "$TORCH_CPU_WHEEL" "transformers>=4.45" "pyyaml>=6.0"
+  # The extra `learn` (stable-baselines3) over the same CPU torch: `workbench learn`'s short training tests.
+  "$VENV/bin/python" -m pip install --quiet "$TORCH_CPU_WHEEL" "stable-baselines3>=2.3"
 else
-  echo "scripts/test.sh: no local CPU wheel of torch 2.13.0; the workbench profile tests will skip"
+  echo "scripts/test.sh: no local CPU wheel of torch 2.13.0; the workbench profile and learn training tests will skip"
 fi
 echo "test.sh: running pytest (about 10 minutes on 2 cores)" >&2
 exec "$VENV/bin/python" -m pytest "$@"

@@ -9,7 +9,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "workbench"
 #: The subpackages in the data's order (the layout the README and workbench/__init__ describe).
-ROOMS = ("workload", "costmodel", "offline", "policies", "engine", "schedule", "viz", "studies", "cli")
+ROOMS = ("workload", "costmodel", "offline", "policies", "engine", "schedule", "learn", "viz", "studies", "cli")
 
 
 def _module_name(path: Path) -> str:

@@ -8,6 +8,7 @@ The package is laid out as the data's path (MODEL.md, shipped as ``docs/MODEL.md
     policies/    dispatchers, queue orders, iteration rules (the Lagrangian rule) behind registries
     engine/      one event loop that serves the requests under a policy
     schedule/    the one schedule schema, its validator, metrics and lower bounds
+    learn/       a Gymnasium environment over the engine, and training the learned rule
     viz/         Gantt charts, reports, widgets
     studies/     the paper's experiments, uncertainty and load studies
     cli/         the ``workbench`` command line

@@ -23,6 +23,8 @@ def policy_params(args: argparse.Namespace) -> dict[str, Any]:
         params[key.strip()] = value.strip()
     if getattr(args, "mu", None) is not None:
         params["mu"] = args.mu
+    if getattr(args, "model", None) is not None:
+        params["model"] = args.model  # the learned rule's model file
     return params
 
 
@@ -69,6 +71,9 @@ def add_instance_arguments(p: argparse.ArgumentParser, *, policy: bool = True) -
                        help="a policy name (see `workbench policies`)")
         p.add_argument("--dispatch", default=None, help="override the policy's dispatcher")
         p.add_argument("--order", default=None, help="override the policy's queue order")
+        p.add_argument("--rule", default=None, help="override the policy's iteration rule (e.g. learned)")
+        p.add_argument("--model", default=None, metavar="PATH",
+                       help="the learned rule's model (.npz from `workbench learn`; default: the shipped one)")
         p.add_argument("--mu", type=float, default=None, help="price multiplier of the Lagrangian rule")
         p.add_argument("--param", action="append", metavar="KEY=VALUE", help="another policy parameter")
         p.add_argument("--predictor", default=None,
@@ -135,7 +140,8 @@ def load_instance(args):
     return trace, load_preset(args.cost_model)
 
 
-def checked_params(policy: str, params: dict[str, Any], *, dispatch: str | None = None) -> dict[str, Any]:
+def checked_params(policy: str, params: dict[str, Any], *, dispatch: str | None = None,
+                   rule: str | None = None) -> dict[str, Any]:
     """``params`` typed by the schema of ``policy`` (a simulator policy or a chunked-prefill one)."""
     from workbench.engine.chunked import CHUNKED_POLICIES
     from workbench.policies.registry import check_params, resolve_policy
@@ -143,7 +149,7 @@ def checked_params(policy: str, params: dict[str, Any], *, dispatch: str | None 
     if policy in CHUNKED_POLICIES:
         parts = [("engine", "chunked"), ("dispatch", dispatch or CHUNKED_POLICIES[policy].dispatch)]
         return check_params(params, parts, policy=policy)
-    return resolve_policy(policy, dispatch=dispatch, **params).params if params else {}
+    return resolve_policy(policy, dispatch=dispatch, rule=rule, **params).params if params else {}
 
 
 def params_for(policy: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +167,7 @@ def params_for(policy: str, params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k in takes}
 
 
-def simulate_any(trace, clients, batch_size, policy: str, cost_model, *, dispatch=None, order=None,
+def simulate_any(trace, clients, batch_size, policy: str, cost_model, *, dispatch=None, order=None, rule=None,
                  kv_capacity_tokens=None, predictor=None, engine: dict[str, Any] | None = None, **params):
     """:func:`workbench.engine.simulate` with the command line's engine options (one engine for every policy).
 
@@ -174,12 +180,12 @@ def simulate_any(trace, clients, batch_size, policy: str, cost_model, *, dispatc
     from workbench.schedule.estimate import check_work
 
     options = {k: v for k, v in (engine or {}).items() if v is not None}
-    params = checked_params(policy, params, dispatch=dispatch) if params else {}
+    params = checked_params(policy, params, dispatch=dispatch, rule=rule) if params else {}
     iteration = options.get("iteration") or (POLICIES[policy].engine.get("iteration") if policy in POLICIES else None)
     check_work(trace, clients, batch_size, export=True, stepped=iteration == "mixed",
                cost_models=_models(cost_model, 1) if not isinstance(cost_model, (list, tuple)) else
                _models(cost_model, len(cost_model)))
-    return simulate(trace, clients, batch_size, policy, cost_model, dispatch=dispatch, order=order,
+    return simulate(trace, clients, batch_size, policy, cost_model, dispatch=dispatch, order=order, rule=rule,
                     kv_capacity_tokens=kv_capacity_tokens, predictor=predictor, **options, **params)
 
 
@@ -187,7 +193,7 @@ def run_simulation(args, policy: str | None = None):
     trace, cost_model = load_instance(args)
     return trace, simulate_any(trace, args.clients, args.batch_size, policy or args.policy, cost_model,
                                dispatch=getattr(args, "dispatch", None), order=getattr(args, "order", None),
-                               kv_capacity_tokens=_kv(args), predictor=getattr(args, "predictor", None),
+                               rule=getattr(args, "rule", None), kv_capacity_tokens=_kv(args), predictor=getattr(args, "predictor", None),
                                engine=engine_options(args), **policy_params(args))
 
 

@@ -5,7 +5,8 @@ it); each implementation registers itself where it is defined:
 :mod:`~workbench.policies.builtin` (static, continuous, round-robin,
 least-work), :mod:`~workbench.policies.lagrangian` (the paper's online rule
 and the online/hybrid policies), :mod:`~workbench.policies.rolling` (the
-hybrid method on a rolling horizon).  The offline stage's dispatcher is
+hybrid method on a rolling horizon), :mod:`~workbench.policies.learned` (a
+rule learned in :mod:`workbench.learn`, evaluated in numpy).  The offline stage's dispatcher is
 registered by :mod:`workbench.offline.dispatch`.
 """
 
@@ -26,6 +27,10 @@ from workbench.policies.lagrangian import (  # noqa: F401
     LagrangianRule,
     continuous_threshold_mu,
     price_of_empty_slot,
+)
+from workbench.policies.learned import (  # noqa: F401
+    LearnedRule,
+    observation,
 )
 from workbench.policies.registry import (  # noqa: F401
     DISPATCH_DOCS,
@@ -49,4 +54,4 @@ from workbench.policies.rolling import (  # noqa: F401
     RollingHorizon,
 )
 
-__all__ = ['Assigned', 'ClientView', 'ContinuousRule', 'DEFAULT_HORIZON', 'DEFAULT_LOOKAHEAD', 'DEFAULT_MU', 'DISPATCHERS', 'DISPATCH_DOCS', 'Dispatcher', 'HOLD', 'IterationRule', 'LOOKAHEADS', 'LagrangianRule', 'LeastWork', 'ONLINE_PARAMS', 'ORDERS', 'ORDER_DOCS', 'POLICIES', 'Policy', 'ROBUST_MU', 'ROLLING_PARAMS', 'RULES', 'RollingHorizon', 'RoundRobin', 'StaticRule', 'continuous_threshold_mu', 'list_policies', 'price_of_empty_slot', 'register_policy', 'register_rule', 'resolve_policy']
+__all__ = ['Assigned', 'ClientView', 'ContinuousRule', 'DEFAULT_HORIZON', 'DEFAULT_LOOKAHEAD', 'DEFAULT_MU', 'DISPATCHERS', 'DISPATCH_DOCS', 'Dispatcher', 'HOLD', 'IterationRule', 'LOOKAHEADS', 'LagrangianRule', 'LearnedRule', 'LeastWork', 'ONLINE_PARAMS', 'ORDERS', 'ORDER_DOCS', 'POLICIES', 'Policy', 'ROBUST_MU', 'ROLLING_PARAMS', 'RULES', 'RollingHorizon', 'RoundRobin', 'StaticRule', 'continuous_threshold_mu', 'list_policies', 'observation', 'price_of_empty_slot', 'register_policy', 'register_rule', 'resolve_policy']
