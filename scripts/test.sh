@@ -15,7 +15,7 @@ if [ -f scripts/install-browser.sh ]; then bash scripts/install-browser.sh; fi
 # into one that has the dev extra; the tests then take ~10-17 s.
 TORCH_CPU_WHEEL="$(ls "${TORCH_WHEEL_DIR:-/opt/wheels}"/torch-2.13.0+cpu-cp"$("$VENV/bin/python" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"-*.whl 2>/dev/null | head -n 1 || true)"
 if [ -n "$TORCH_CPU_WHEEL" ]; then
-  echo "test.sh: installing the profile extra from $TORCH_CPU_WHEEL (about 30 s the first time)" >&2
+  echo "test.sh: installing the profile and learn extras over $TORCH_CPU_WHEEL (about 40 s the first time)" >&2
   "$VENV/bin/python" -m pip install --quiet "$TORCH_CPU_WHEEL" "transformers>=4.45" "pyyaml>=6.0"
   # The extra `learn` (stable-baselines3) over the same CPU torch: `workbench learn`'s short training tests.
   "$VENV/bin/python" -m pip install --quiet "$TORCH_CPU_WHEEL" "stable-baselines3>=2.3"
