@@ -76,7 +76,7 @@ autoclass_content = "both"
 nitpicky = True
 nitpick_ignore_regex = [
     (r"py:.*", r"(pd|pandas|np|numpy|go|plotly|pyomo|pyo|dask|distributed|ipywidgets|w|widgets|pa|pyarrow|"
-               r"highspy|tqdm|argparse|collections|typing|pathlib|datetime|concurrent|enum|os|io|json|"
+               r"highspy|tqdm|gymnasium|gym|stable_baselines3|torch|argparse|collections|typing|pathlib|datetime|concurrent|enum|os|io|json|"
                r"dataclasses|types|asyncio|subprocess|threading|abc|functools)(\..*)?"),
     (r"py:class", r"(Path|DataFrame|Series|Index|ndarray|Generator|Figure|FigureWidget|Callable|Iterable|"
                   r"Iterator|Mapping|Sequence|Any|Self|TypeAlias|Literal|ArrayLike|NDArray|ConcreteModel|"

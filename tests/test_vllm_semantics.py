@@ -191,3 +191,39 @@ def test_an_expert_layer_is_priced_from_the_active_experts_of_the_gathered_token
     shape = SimpleNamespace(num_experts=128, num_experts_per_tok=8)
     assert moe_layer_s(path, [2], shape, 1)[0] == pytest.approx(19.5e-6)
     assert moe_layer_s(path, [2], shape, 2)[0] == pytest.approx(10e-6)
+
+
+def test_max_partial_prefills_binds_with_a_chunk_cap_and_is_refused_where_it_never_could():
+    """Issue 27 item 8: --max-partial-prefills changed no schedule (0 of 144 configurations).  Without a
+    per-request chunk cap a prompt part-way through takes the rest of the budget, so at most one is part-way
+    and a limit above 1 can never bind: refused.  With long_prefill_token_threshold several prompts are
+    part-way at once and the limit binds."""
+    from workbench.errors import ConfigError
+    from workbench.workload.trace import synthetic_trace
+
+    trace = synthetic_trace(40, seed=3, input_mean_tokens=300, output_mean_tokens=30)
+    with pytest.raises(ConfigError, match="can never bind without long_prefill_token_threshold"):
+        simulate(trace, 2, 8, "chunked-prefill", "llama-65b", token_budget=256, max_partial_prefills=2)
+    one = simulate(trace, 2, 8, "chunked-prefill", "llama-65b", token_budget=256, max_partial_prefills=1)
+    free = simulate(trace, 2, 8, "chunked-prefill", "llama-65b", token_budget=256)
+    assert one.makespan_s == free.makespan_s  # 1 is what the engine does anyway without a cap
+    capped = {p: simulate(trace, 2, 8, "chunked-prefill", "llama-65b", token_budget=256,
+                          long_prefill_token_threshold=32, max_partial_prefills=p) for p in (1, 2, None)}
+    assert len({s.makespan_s for s in capped.values()}) == 3  # each limit gives its own schedule
+
+
+def test_cli_takes_the_vllm_semantics_options(tmp_path, capsys):
+    from workbench.cli import main
+
+    out = tmp_path / "run"
+    assert main(["simulate", "--trace", "gsm8k-test", "--clients", "2", "--policy", "chunked-prefill",
+                 "--long-prefill-token-threshold", "64", "--max-partial-prefills", "2", "--kv-mode", "paged",
+                 "--async-scheduling", "--full-prompt-admission", "--out", str(out)]) == 0
+    import json
+
+    engine = json.loads((out / "metrics.json").read_text())["params"]
+    assert engine["long_prefill_token_threshold"] == 64 and engine["max_partial_prefills"] == 2
+    assert engine["async_scheduling"] is True and engine["full_prompt_admission"] is True
+    assert main(["simulate", "--trace", "gsm8k-test", "--policy", "chunked-prefill", "--max-partial-prefills", "2",
+                 "--out", str(tmp_path / "no")]) == 2
+    assert "can never bind" in capsys.readouterr().err and not (tmp_path / "no").exists()

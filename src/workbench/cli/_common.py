@@ -100,7 +100,18 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--token-budget", type=_positive, default=None,
                    help="mixed iterations: tokens per iteration, decodes included (vLLM max_num_batched_tokens)")
     g.add_argument("--max-partial-prefills", type=_positive, default=None,
-                   help="mixed iterations: prompts that may be part-way through at once (vLLM: 1)")
+                   help="mixed iterations: prompts that may be part-way through at once; above 1 it needs "
+                        "--long-prefill-token-threshold (without a cap at most one prompt is part-way)")
+    g.add_argument("--long-prefill-token-threshold", type=_positive, default=None,
+                   help="mixed iterations: the most prompt tokens one request computes per iteration (vLLM's "
+                        "long_prefill_token_threshold; default no cap)")
+    for flag, vllm_name in (("cache-at-schedule", "blocks cached when scheduled, generated blocks hashed"),
+                            ("full-prompt-admission", "admit only if the whole prompt's blocks are free: "
+                                                      "scheduler_reserve_full_isl"),
+                            ("async-scheduling", "a request queued during step t joins t+2; freed slots "
+                                                 "usable from t+2")):
+        g.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None,
+                       help=f"mixed iterations, vLLM V1 semantics (on in the vllm policy): {vllm_name}")
     g.add_argument("--kv-mode", choices=("reserve", "paged"), default=None,
                    help="reserve: l+o tokens held from admission; paged: blocks allocated as contexts grow, "
                         "recompute preemption when none is free (vLLM)")
@@ -115,7 +126,9 @@ def engine_options(args) -> dict[str, Any]:
     return {"iteration": getattr(args, "iteration", None), "token_budget": getattr(args, "token_budget", None),
             "max_partial_prefills": getattr(args, "max_partial_prefills", None),
             "kv": getattr(args, "kv_mode", None), "block_size": getattr(args, "block_size", None),
-            "prefix_caching": getattr(args, "prefix_caching", None)}
+            "prefix_caching": getattr(args, "prefix_caching", None),
+            **{name: getattr(args, name, None) for name in ("long_prefill_token_threshold", "cache_at_schedule",
+                                                             "full_prompt_admission", "async_scheduling")}}
 
 
 def _kv(args) -> Any:

@@ -100,6 +100,13 @@ class EngineConfig:
             raise ConfigError("prefix caching needs paged KV memory (cached blocks are KV blocks).",
                               field="prefix_caching", fix="use kv='paged', or drop prefix_caching.")
         semantics = _vllm_semantics(options, iteration, kv)
+        if partial is not None and partial > 1 and semantics["long_prefill_token_threshold"] is None:
+            # Without a per-request chunk cap a prompt part-way through took the whole rest of the budget, so at
+            # most one is ever part-way: a limit above 1 could never bind (it was accepted and ignored).
+            raise ConfigError(f"max_partial_prefills {partial} can never bind without long_prefill_token_threshold: "
+                              "a prompt part-way through takes the rest of the token budget, so at most one is "
+                              "part-way at a time.", field="max_partial_prefills",
+                              fix="also give long_prefill_token_threshold (a per-request chunk cap), or drop it.")
         return cls(iteration, None if budget is None else int(budget), None if partial is None else int(partial),
                    kv, int(block), bool(caching), **semantics)
 

@@ -104,6 +104,8 @@ class SchedulingEnv(gym.Env):
         return sub.assign(arrival_s=np.cumsum(gaps) - gaps[0])
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start an episode: a trace subset drawn with the environment's generator (or ``options["trace"]``),
+        run up to its first decision; returns that decision's observation and ``{time_s, replica}``."""
         super().reset(seed=seed)
         for _ in range(16):  # an instance where no replica ever has a choice gives no step: draw again
             sub = (options or {}).get("trace")
@@ -125,6 +127,8 @@ class SchedulingEnv(gym.Env):
                           field="requests", fix="give more requests per episode than the clients' batch slots.")
 
     def step(self, action):
+        """Answer the pending decision (0: decode; ``a``: prefill ``ceil(a * admissible / levels)``) and run to the
+        next one; returns ``(observation, reward, terminated, truncated, info)`` as Gymnasium does."""
         d = self._decision
         if d is None:
             raise ConfigError("the episode is over.", field="step", fix="call reset() first.")

@@ -343,9 +343,11 @@ def replay(run: ServingRun, cost_model, *, progress: bool | None = False, overri
                           fix="use a preset with kv_capacity_tokens, or a run whose meta.json gives num_gpu_blocks.")
     # Data parallelism: vLLM's front end sends each request to the engine with the lowest 4 x waiting + running.
     # V1's scheduler does not read max_num_partial_prefills (several prompts may be part-way, each within
-    # long_prefill_token_threshold): no limit but the batch.
+    # long_prefill_token_threshold): no limit but the batch.  Without a threshold at most one prompt is ever
+    # part-way, so the policy's limit of 1 is the same thing (and a higher one is refused as never binding).
+    unlimited = s["max_num_seqs"] if s["long_prefill_token_threshold"] else None
     options = dict(kv_capacity_tokens=int(kv), token_budget=s["max_num_batched_tokens"],
-                   max_partial_prefills=s["max_num_seqs"], block_size=s["block_size"],
+                   max_partial_prefills=unlimited, block_size=s["block_size"],
                    prefix_caching=s["enable_prefix_caching"], cache_at_schedule=s["enable_prefix_caching"],
                    full_prompt_admission=s["scheduler_reserve_full_isl"], async_scheduling=s["async_scheduling"],
                    long_prefill_token_threshold=s["long_prefill_token_threshold"], progress=progress)
