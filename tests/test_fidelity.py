@@ -381,3 +381,46 @@ def test_the_moe_run_replays_in_lockstep_from_its_own_profile_and_declared_link(
     summary = result.summary()
     assert summary["prefix_hit_tokens"] == summary["prefix_hit_tokens_ideal_per_replica"]
     assert validate(result.schedule, result.run.trace).ok
+
+
+@pytest.mark.parametrize("meta_extra, engine_extra, needle", [
+    ({"num_requests": 50}, {}, "meta.json num_requests is 50, but requests.jsonl holds 80 requests"),
+    ({}, {"max_model_len": 100}, "meta.json engine_kwargs.max_model_len is 100, but request row"),
+    ({"kv_cache": {"num_gpu_blocks": 3000}}, {"num_gpu_blocks_override": 2000},
+     "engine_kwargs.num_gpu_blocks_override is 2000 but kv_cache.num_gpu_blocks is 3000"),
+    ({}, {"scheduling_policy": "priority"}, "engine_kwargs.scheduling_policy is 'priority'"),
+])
+def test_a_meta_json_that_contradicts_the_run_is_refused(tmp_path, meta_extra, engine_extra, needle):
+    """Issue 27 item 22: a meta.json contradicting the run (request count, max_model_len, the block override,
+    the scheduling policy) was replayed as if it were the run's."""
+    from workbench.errors import ConfigError
+
+    run = _write_run(tmp_path / "run", CM, meta_extra=meta_extra, engine_extra=engine_extra)
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        fidelity(run, CM)
+
+
+def test_fewer_request_lines_than_requests_is_said_not_refused(tmp_path):
+    run = _write_run(tmp_path / "run", CM, meta_extra={"num_requests": 82})
+    result = fidelity(run, CM)
+    assert any("num_requests is 82; requests.jsonl holds 80" in note for note in result.run.notes)
+
+
+def test_a_cost_model_of_another_tp_degree_or_model_is_refused(tmp_path):
+    """Issue 27 item 9: fidelity read tensor_parallel_size and ignored it, and never compared the models."""
+    from workbench.errors import ConfigError
+
+    run = _write_run(tmp_path / "run", CM, meta_extra={"model": "meta-llama/Llama-3.1-8B"},
+                     engine_extra={"tensor_parallel_size": 2})
+    tp1 = LinearCostModel(**CM.coefficients(), name="tp1", kv_capacity_tokens=60_000,
+                          description="meta-llama/Llama-3.1-8B on 1 x GPU (TP 1): a test model.")
+    with pytest.raises(ConfigError, match="tp1 prices TP 1, but the run served with tensor_parallel_size 2"):
+        fidelity(run, tp1)
+    other = LinearCostModel(**CM.coefficients(), name="qwen", kv_capacity_tokens=60_000,
+                            description="Qwen/Qwen3-30B-A3B on 2 x GPU (TP 2): a test model.")
+    with pytest.raises(ConfigError, match="qwen is a cost model of Qwen/Qwen3-30B-A3B, but the run served "
+                                          "meta-llama/Llama-3.1-8B"):
+        fidelity(run, other)
+    same = LinearCostModel(**CM.coefficients(), name="llama", kv_capacity_tokens=60_000,
+                           description="meta-llama/Llama-3.1-8B on 2 x GPU (TP 2): a test model.")
+    assert fidelity(run, same).errors["e2e_s"]["mape"] < 1e-9

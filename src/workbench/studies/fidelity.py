@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,8 +179,10 @@ def read_run(folder: str | Path, workload: str | Path | None = None) -> ServingR
             raise ConfigError(f"{path / 'requests.jsonl'} has no first_token_ts/last_token_ts: nothing to compare.",
                               field="first_token_ts", fix="give a run whose requests carry the engine's timestamps.")
     settings, assumed, read = engine_settings(meta)
-    cluster, notes = None, ["max_num_partial_prefills: vLLM V1's scheduler does not read it (several prompts may "
-                            "be part-way, each within long_prefill_token_threshold); replayed without a limit"]
+    meta_notes = check_meta_against_run(meta, trace, settings)
+    cluster, notes = None, [*meta_notes, "max_num_partial_prefills: vLLM V1's scheduler does not read it (several "
+                            "prompts may be part-way, each within long_prefill_token_threshold); replayed without "
+                            "a limit"]
     if (path / "config.json").is_file():
         cluster, more = cluster_settings(path / "config.json", settings)
         notes += more
@@ -200,6 +203,70 @@ def read_run(folder: str | Path, workload: str | Path | None = None) -> ServingR
         assumed.append("prefixes (no workload with token ids found: no prompt shares a prefix)")
     return ServingRun(path=path, trace=trace, meta=meta, settings=settings, assumed=assumed, read=read,
                       cluster=cluster, notes=notes)
+
+
+def check_meta_against_run(meta: dict[str, Any], trace: pd.DataFrame, settings: dict[str, Any]) -> list[str]:
+    """Refuse a ``meta.json`` that contradicts the run it sits beside (issue 27 item 22): another run's
+    settings would be replayed as this one's, and the errors measured against the wrong engine.  Returns
+    notes for the report (fewer request lines than requests: the failed ones leave none)."""
+    count, where = _recorded(meta, "num_requests", ("", "engine_kwargs"))
+    notes = []
+    if count is not None and count < len(trace):
+        raise ConfigError(f"meta.json {where} is {count!r}, but requests.jsonl holds {len(trace):,} requests.",
+                          field="num_requests", fix="give the meta.json of this run.")
+    if count is not None and count > len(trace):  # requests that failed leave no line: said, not refused
+        notes.append(f"meta.json {where} is {count:,}; requests.jsonl holds {len(trace):,}: the others left no "
+                     "timestamps and are not replayed")
+    limit, where = _recorded(meta, "max_model_len", ("resolved_config.model_config", "engine_kwargs", ""))
+    if limit is not None:
+        longest = trace["input_tokens"] + trace["output_tokens"]
+        over = np.flatnonzero(longest.to_numpy() > limit)
+        if len(over):
+            k = int(over[0])
+            raise ConfigError(f"meta.json {where} is {limit!r}, but request row {k} holds {int(longest.iloc[k]):,} "
+                              "tokens: vLLM would have refused it.", field="max_model_len",
+                              fix="give the meta.json of this run.")
+    override, where = _recorded(meta, "num_gpu_blocks_override",
+                                ("resolved_config.cache_config", "engine_kwargs", ""))
+    blocks, blocks_where = _recorded(meta, "num_gpu_blocks", ("kv_cache", "resolved_config.cache_config"))
+    if override is not None and blocks is not None and override != blocks:
+        raise ConfigError(f"meta.json {where} is {override!r} but {blocks_where} is {blocks!r}: vLLM allocates "
+                          "exactly the override.", field="num_gpu_blocks_override",
+                          fix="give the meta.json of this run.")
+    policy, where = _recorded(meta, "scheduling_policy", ("engine_kwargs", ""))
+    if policy not in (None, "fcfs"):
+        raise ConfigError(f"meta.json {where} is {policy!r}; the vllm policy replays FCFS only.",
+                          field="scheduling_policy", fix="replay a run with vLLM's default policy (fcfs).")
+    return notes
+
+
+_TP_IN_DESCRIPTION = re.compile(r"\(TP (\d+)\)")
+
+
+def check_cost_model_against_run(run: "ServingRun", cost_model) -> None:
+    """Refuse a cost model of another model or another tensor-parallel degree than the run's (issue 27
+    item 9: fidelity read tensor_parallel_size and ignored it).  A preset states both in its description
+    (``"meta-llama/Llama-3.1-8B on 2 x GPU (TP 2)"``) and its provenance; one that states neither is not checked."""
+    description = str(getattr(cost_model, "description", "") or "")
+    provenance = getattr(cost_model, "provenance", None) or {}
+    name = getattr(cost_model, "name", "the cost model")
+    tp = run.settings["tensor_parallel_size"]
+    found = _TP_IN_DESCRIPTION.search(description)
+    if found and int(found.group(1)) != tp:
+        raise ConfigError(f"{name} prices TP {found.group(1)}, but the run served with tensor_parallel_size {tp}.",
+                          field="tensor_parallel_size",
+                          fix=f"use a cost model of TP {tp} (workbench calibrate --profile DIR --tp {tp}).")
+    run_model = run.meta.get("model") or _section(run.meta, "engine_kwargs").get("model")
+    source = provenance.get("source") if isinstance(provenance.get("source"), dict) else {}
+    model = source.get("model") or (description.split(" on ", 1)[0] if " on " in description else None)
+    if run_model and model and _model_key(model) != _model_key(run_model):
+        raise ConfigError(f"{name} is a cost model of {model}, but the run served {run_model}.", field="model",
+                          fix="use a cost model calibrated from this model's profile (workbench calibrate).")
+
+
+def _model_key(model: str) -> str:
+    """A model's name without its organisation, in lower case: ``meta-llama/Llama-3.1-8B`` -> ``llama-3.1-8b``."""
+    return str(model).rsplit("/", 1)[-1].strip().lower()
 
 
 def _section(meta: dict[str, Any], dotted: str) -> dict[str, Any]:
@@ -534,6 +601,7 @@ def fidelity(run: str | Path | ServingRun, cost_model, *, workload: str | Path |
 
     run = run if isinstance(run, ServingRun) else read_run(run, workload)
     model = load_preset(cost_model) if isinstance(cost_model, (str, Path)) else cost_model
+    check_cost_model_against_run(run, model)
     schedule = replay(run, model)
     per_request = compare(run, schedule)
     return FidelityResult(run, schedule, per_request, error_table(per_request), getattr(model, "name", "custom"),
