@@ -10,5 +10,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 OUT="${WORKBENCH_SITE_OUT:-build/site}"
-if [ "${1:-}" = "--clean" ]; then rm -rf "$OUT" build/site-doctrees site/generated; shift; fi
+if [ "${1:-}" = "--clean" ]; then rm -rf "$OUT" build/site-doctrees docs/generated; shift; fi
 exec "$PYTHON" -m sphinx -W --keep-going -n -b html -c site -d build/site-doctrees -j "${WORKBENCH_SITE_JOBS:-auto}" "$@" . "$OUT"

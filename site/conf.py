@@ -34,11 +34,15 @@ author = "the workbench authors"
 copyright = "the workbench authors, MIT licence"
 version = release = workbench.__version__
 
-root_doc = "site/index"
-include_patterns = ["site/**", "README.md", "docs/*.md", "notebooks/*.ipynb", "notebooks/solutions/*.ipynb"]
+# The front page is index.md at the repository root and the API reference docs/api.md, so the site's pages
+# sit at build/site/index.html and build/site/docs/api.html (no folder named site/ inside the site, and no
+# redirecting page in front of it).
+root_doc = "index"
+include_patterns = ["index.md", "README.md", "docs/*.md", "docs/generated/*.rst", "notebooks/*.ipynb",
+                    "notebooks/solutions/*.ipynb"]
 # Pruned while walking the repository root (a .venv there holds thousands of files).
 exclude_patterns = [".*", "**/.ipynb_checkpoints", "build", "dist", "src", "tests", "benchmarks", "fuzz",
-                    "data", "scripts", "results", "runs", "node_modules", "site/_templates", "site/_extra"]
+                    "data", "scripts", "results", "runs", "node_modules", "site"]
 
 extensions = [
     "myst_nb",
@@ -95,7 +99,6 @@ mathjax_path = "mathjax/tex-chtml.js"
 html_static_path = ["_static", str(BUILD / "static"), str(MATHJAX)]
 html_js_files = ["plotly.min.js"]
 html_css_files = ["site.css"]
-html_extra_path = ["_extra"]  # index.html at the site's root, pointing to site/index.html
 # Without a default, a first visit reads an empty mode from localStorage and the theme logs
 # "Got invalid theme mode" on every page; light matches the figures' white template.
 html_context = {"default_mode": "light"}

@@ -482,7 +482,7 @@ class LinkModel:
     bandwidth_bytes_per_s: float = 63.0e9
     efficiency: float = 0.75
     latency_s: float = 15e-6
-    #: Where the figures come from: "assumed" (nobody measured them), "flags" (--link-*), or the cluster
+    #: Where the figures come from: "assumed" (nobody measured them), "flags" (``--link-*``), or the cluster
     #: configuration file that declared them.
     source: str = "assumed"
     #: True: the latency is paid on each of the ring's 2 (N-1) steps, as ASTRA-Sim's analytical network

@@ -555,10 +555,12 @@ def fidelity_figures(per_request: pd.DataFrame, *, title: str = "") -> list:
 
 @dataclass
 class FidelityResult:
+    """A replay beside its run: the schedule, per-request predictions and measurements, and the errors."""
+
     run: ServingRun
     schedule: Any
     per_request: pd.DataFrame
-    errors: dict[str, dict[str, float]]
+    errors: dict  # metric -> {"error_mean": ..., "mape": ...} (see error_table)
     cost_model_name: str
     warnings: list[str] = field(default_factory=list)
 
