@@ -35,7 +35,7 @@ MODES = {
     "exclusive-paged": {"kv": "paged", "kv_capacity_tokens": 1600, "block_size": 16},
     "mixed-paged": {"iteration": "mixed", "token_budget": 256, "kv": "paged", "kv_capacity_tokens": 1600},
     "mixed-paged-prefix": {"iteration": "mixed", "token_budget": 256, "kv": "paged", "kv_capacity_tokens": 1600,
-                           "prefix_caching": True, "max_partial_prefills": 2},
+                           "prefix_caching": True, "max_partial_prefills": 1},
     "exclusive-paged-prefix": {"kv": "paged", "kv_capacity_tokens": 1600, "block_size": 8,
                                "prefix_caching": True},
 }
