@@ -89,12 +89,15 @@ def request_minimums(trace: pd.DataFrame, model, *, iteration: str = "exclusive"
     return ttft, tpot
 
 
-def request_work_s(trace: pd.DataFrame, model, batch_size: int) -> np.ndarray:
+def request_work_s(trace: pd.DataFrame, model, batch_size: int, *, prefill_only: bool = False) -> np.ndarray:
     """Per request, the least replica time it costs at batch ``B`` (MODEL.md section 3's ``w_i``): its
-    prompt tokens, its share of a full batch's fixed costs, and its own decode terms."""
+    prompt tokens, its share of a full batch's fixed costs, and its own decode terms (``prefill_only``:
+    the part before its first token)."""
     l = trace["input_tokens"].to_numpy(float)
     o = trace["output_tokens"].to_numpy(float)
     B = float(batch_size)
+    if prefill_only:
+        return model.b_p * l + model.a_p / B
     steps = np.maximum(o - 1.0, 0.0)
     context = steps * l + steps * (steps + 1.0) / 2.0  # the contexts its decode steps read
     return model.b_p * l + model.a_p / B + steps * (model.a_d / B + model.b_d) + model.c_d * context
@@ -110,7 +113,9 @@ def slo_bound(trace: pd.DataFrame, model, replicas: int, batch_size: int, *, ttf
     tpot``; the requests arriving in ``[t0, t1]`` that meet them all end by ``t1 + max T_i``, and their work
     (:func:`request_work_s`, each at least that much replica time) fits in ``replicas x (t1 - t0 + max T)``.
     So, windows over the arrivals, at most the requests whose smallest works fit can meet the targets; the
-    others miss.  The bound is the least of the two (``bound``).
+    others miss.  The bound is the least of the two (``bound``).  With no TPOT target (``inf``) a request
+    meeting its TTFT need only have its prompt done by ``a_i + ttft``: the work is its prefill part and the
+    span the TTFT target.  With no TTFT target a request may start arbitrarily late: no throughput bound.
     """
     ttft_min, tpot_min = request_minimums(trace, model, iteration=iteration, token_budget=token_budget)
     ok_alone = (ttft_min <= ttft_slo_s) & (tpot_min <= tpot_slo_s)
@@ -118,8 +123,11 @@ def slo_bound(trace: pd.DataFrame, model, replicas: int, batch_size: int, *, ttf
     alone = float(ok_alone.mean()) if n else 1.0
     a = trace["arrival_s"].to_numpy(float)
     o = trace["output_tokens"].to_numpy(float)
-    span_s = ttft_slo_s + np.maximum(o - 1.0, 0.0) * tpot_slo_s
-    work = request_work_s(trace, model, batch_size)
+    if not math.isfinite(ttft_slo_s):
+        return {"alone": alone, "throughput": 1.0, "bound": alone}
+    prefill_only = not math.isfinite(tpot_slo_s)
+    span_s = ttft_slo_s + (np.zeros(len(o)) if prefill_only else np.maximum(o - 1.0, 0.0) * tpot_slo_s)
+    work = request_work_s(trace, model, batch_size, prefill_only=prefill_only)
     order = np.argsort(a, kind="stable")
     a, span_s, work, ok_alone = a[order], span_s[order], work[order], ok_alone[order]
     misses = 0
