@@ -8,7 +8,8 @@
   metric is the mean over serving replicas of (running + waiting) / batch size;
 * ``slo`` is predictive: it forecasts the arrival rate one start-up delay ahead, prices a request with the
   replica's own cost model, and takes the smallest fleet whose projected p99 time to first token meets the
-  target (an M/M/c queue of replicas, each serving at its full-batch rate; see docs/capacity.md).
+  target (per replica, prompts queue for the time the decodes leave; see
+  :meth:`SloController.projected_ttft_s` and docs/capacity.md).
 """
 
 from __future__ import annotations
@@ -112,38 +113,60 @@ def replica_service_s(model, batch_size: int, input_tokens: float, output_tokens
     return model.b_p * input_tokens + model.a_p / B + decode_share
 
 
-@register_controller("slo", "predictive: the smallest fleet whose projected p99 TTFT (M/M/c of replicas, "
-                     "requests priced by the cost model, the arrival rate forecast one start-up ahead) meets "
-                     "the target", {
+@register_controller("slo", "predictive: the smallest fleet whose projected p99 TTFT (prompts queueing for "
+                     "the time decodes leave, priced by the cost model, the arrival rate forecast one start-up "
+                     "ahead) meets the target", {
                          "ttft_slo_s": (float, 1.0, "the p99 time-to-first-token target"),
-                         "headroom": (float, 0.8, "aim at this share of the target"),
+                         "headroom": (float, 0.9, "aim at this share of the target"),
                          "quantile": (float, 0.99, "the TTFT quantile held to the target"),
                      })
 class SloController:
-    def __init__(self, ttft_slo_s: float = 1.0, headroom: float = 0.8, quantile: float = 0.99) -> None:
+    def __init__(self, ttft_slo_s: float = 1.0, headroom: float = 0.9, quantile: float = 0.99) -> None:
         self.ttft_slo_s, self.headroom, self.quantile = float(ttft_slo_s), float(headroom), float(quantile)
 
     def forecast_rate(self, fleet: FleetObservation) -> float:
-        """The arrival rate one start-up delay ahead: the window's rate plus its trend (never below the last
-        half-window's rate, so a rising load is met early)."""
+        """The arrival rate one start-up delay ahead: the window's rate, raised by its trend when the trend is
+        real (the two half-windows' counts differ by more than two standard deviations of Poisson noise), so
+        a rising load is met early and noise does not add replicas."""
         t = np.asarray(fleet.recent_arrivals_s, dtype=float)
         rate = fleet.arrival_rate_per_s
         half = fleet.window_s / 2.0
         if len(t) < 4 or fleet.now_s < fleet.window_s:
             return rate
-        recent = float(np.sum(t > fleet.now_s - half)) / half
-        slope = (recent - float(np.sum(t <= fleet.now_s - half)) / half) / half  # requests / s^2
-        return max(rate, recent, recent + slope * (fleet.startup_s + half / 2.0))
+        newer = float(np.sum(t > fleet.now_s - half))
+        older = float(len(t) - newer)
+        if newer - older <= 2.0 * math.sqrt(newer + older):
+            return rate
+        slope = (newer - older) / half / half  # requests / s^2
+        return newer / half + slope * fleet.startup_s
 
-    def projected_ttft_s(self, replicas: int, rate: float, service_s: float, prefill_s: float) -> float:
-        mu = 1.0 / service_s
-        offered = rate / mu
-        if offered >= replicas:
+    def projected_ttft_s(self, replicas: int, rate: float, model, batch_size: int, input_tokens: float,
+                         output_tokens: float, long_prompt_tokens: float) -> float:
+        """The p99 TTFT of ``replicas`` replicas sharing ``rate`` (each gets ``rate / replicas``).
+
+        A replica's batch has ``B`` slots, so requests queue for their prefill, not for a slot: the decodes
+        take a share ``rho_d`` of its time (each request's decode share at a full batch,
+        :func:`replica_service_s` less its prompt), and prompts are served in what is left, an M/M/1 queue of
+        prompts of ``b_p L`` seconds slowed by ``1 / (1 - rho_d)``.  Its p99 wait is
+        ``ln(rho / 0.01) s / (1 - rho)`` (0 when ``rho <= 0.01``).  The p99 of a prompt's own prefill and
+        that wait are not reached by the same request: their excesses over the mean prefill combine as
+        independent tails, ``mean + sqrt((prefill_99 - mean)^2 + wait_99^2)``.
+        """
+        lam = rate / replicas
+        prompt_s = model.b_p * input_tokens + model.a_p / max(1, batch_size)
+        decode_s = replica_service_s(model, batch_size, input_tokens, output_tokens) - prompt_s
+        rho_d = lam * decode_s
+        if rho_d >= 1.0:
             return math.inf
-        waits = erlang_c(replicas, offered)
+        service = prompt_s / (1.0 - rho_d)
+        rho = lam * service
+        if rho >= 1.0:
+            return math.inf
         tail = 1.0 - self.quantile
-        wait_q = 0.0 if waits <= tail else math.log(waits / tail) / (replicas * mu - rate)
-        return prefill_s + wait_q
+        wait = 0.0 if rho <= tail else math.log(rho / tail) * service / (1.0 - rho)
+        mean = (model.a_p + model.b_p * input_tokens) / (1.0 - rho_d)
+        long = (model.a_p + model.b_p * long_prompt_tokens) / (1.0 - rho_d)
+        return mean + math.hypot(max(0.0, long - mean), wait)
 
     def desired(self, fleet: FleetObservation) -> int:
         views = fleet.active or list(fleet.replicas)
@@ -155,14 +178,12 @@ class SloController:
         L = float(np.mean(fleet.recent_input_tokens))
         O = float(np.mean(fleet.recent_output_tokens))
         long_prompt = float(np.quantile(fleet.recent_input_tokens, self.quantile))
-        service = replica_service_s(model, view.batch_size, L, O)
-        prefill = model.a_p + model.b_p * long_prompt
         rate = self.forecast_rate(fleet)
         # What is queued now must also drain within the target: its prompts, spread over the fleet.
         backlog = sum(v.n_waiting for v in fleet.serving)
         target = self.headroom * self.ttft_slo_s
         for c in range(1, 4097):
-            if self.projected_ttft_s(c, rate, service, prefill) <= target and \
+            if self.projected_ttft_s(c, rate, model, view.batch_size, L, O, long_prompt) <= target and \
                     backlog * model.b_p * L / c <= target:
                 return c
         return 4096
