@@ -126,3 +126,14 @@ def test_cli_plan_refuses_bad_input_in_one_line(tmp_path, capsys, argv, field):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and not out.exists()
     assert field.strip("-").split("-")[0] in err
+
+
+def test_a_controller_in_the_space_is_priced_by_the_gpu_hours_it_held():
+    space = Space(presets=("llama2-70b-h100-tp4",), replicas=(3,), batch_sizes=(16,), controllers=("fixed", "threshold"))
+    result = plan(TRACE, space, OBJ, progress=False)
+    t = result.table.set_index("controller")
+    per_replica = usd_per_replica_hour("llama2-70b-h100-tp4")
+    assert t.loc["fixed", "least_usd_per_hour"] == pytest.approx(3 * per_replica)
+    assert t.loc["threshold", "least_usd_per_hour"] == pytest.approx(per_replica)  # it may hold only one
+    if t.loc["threshold", "simulated"]:
+        assert per_replica - 1e-9 <= t.loc["threshold", "usd_per_hour"] <= 3 * per_replica + 1e-9
