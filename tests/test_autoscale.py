@@ -117,3 +117,37 @@ def test_gantt_draws_loading_and_draining(tmp_path):
     assert [t.name for t in fig.data][:3] == ["serving", "loading", "draining"]
     assert [t.name for t in gantt(workbench.simulate(RAMP.head(30), 1, 8, "vllm", CM)).data] == [
         "prefill", "decode", "mixed", "preempt"]
+
+
+def test_cli_simulate_with_a_controller(tmp_path, capsys):
+    from workbench.cli import main
+
+    trace = tmp_path / "ramp.csv"
+    RAMP.to_csv(trace, index=False)
+    out = tmp_path / "run"
+    rc = main(["simulate", "--trace", str(trace), "--policy", "vllm", "--cost-model", CM, "--clients", "1",
+               "--batch-size", "8", "--controller", "threshold", "--controller-param", "high=2", "--max-replicas", "4",
+               "--control-period", "1", "--startup", "2", "--scale-down-after", "3", "--cooldown", "2",
+               "--out", str(out)])
+    assert rc == 0
+    assert "controller threshold:" in capsys.readouterr().out
+    assert validate(str(out), RAMP).ok
+    bad = main(["simulate", "--trace", str(trace), "--policy", "vllm", "--cost-model", CM, "--controller", "slo",
+                "--controller-param", "ttft=1", "--clients", "1", "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err.strip()
+    assert bad == 2 and len(err.splitlines()) == 1 and "ttft" in err and not (tmp_path / "bad").exists()
+
+
+def test_fleet_study_finds_the_smallest_fixed_fleet_and_runs_each_controller():
+    from workbench.studies.capacity import TUNED_SLO, fleet_study, scaled
+
+    table, runs = fleet_study(scaled(RAMP, 0.5), cost_model=CM, batch_size=8, ttft_slo_s=0.5, max_fixed=4,
+                              controllers={"slo": {"ttft_slo_s": 0.5},
+                                           "slo (tuned)": ("slo", {"ttft_slo_s": 0.5, **TUNED_SLO[0]}, TUNED_SLO[1])},
+                              autoscaling={"startup_s": 2.0, "period_s": 1.0})
+    smallest = table.attrs["smallest_fixed"]
+    fixed = table[table["kind"] == "fixed"]
+    assert list(fixed.index) == [f"fixed x{r}" for r in range(1, len(fixed) + 1)]
+    assert fixed["meets_ttft"].tolist() == [False] * (len(fixed) - 1) + [smallest is not None]
+    assert set(table.index) - set(fixed.index) == {"slo", "slo (tuned)"} and set(runs) == set(table.index)
+    assert runs["slo (tuned)"].metrics["autoscaling"]["scale_down_after_s"] == 60.0

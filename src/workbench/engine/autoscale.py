@@ -114,7 +114,7 @@ class Autoscaler:
 def controlled_run(build, trace, clients: int, batch_size: int, policy, cost_model, *, controller, autoscaling=None,
                    controller_params: dict | None = None, **options):
     """:func:`~workbench.engine.core.simulate` under a controller: the fleet starts at ``clients`` replicas of
-    ``cost_model`` and grows and shrinks within ``autoscaling`` (an :class:`Autoscaling` or a dict of its
+    ``cost_model`` and grows and shrinks within ``autoscaling`` (an :class:`~workbench.policies.controllers.Autoscaling` or a dict of its
     fields).  ``build`` is :func:`~workbench.engine.core.build_engine`.  Returns the schedule, its metrics
     with ``autoscaling`` and ``gpu_hours``."""
     from workbench.costmodel.prices import preset_hardware
