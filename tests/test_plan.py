@@ -137,3 +137,47 @@ def test_a_controller_in_the_space_is_priced_by_the_gpu_hours_it_held():
     assert t.loc["threshold", "least_usd_per_hour"] == pytest.approx(per_replica)  # it may hold only one
     if t.loc["threshold", "simulated"]:
         assert per_replica - 1e-9 <= t.loc["threshold", "usd_per_hour"] <= 3 * per_replica + 1e-9
+
+
+@pytest.mark.slow
+def test_a_worker_killed_midway_changes_nothing():
+    """A real scheduler with two worker processes; one is killed while the plan simulates (a quarter of the
+    in-process run's simulation time after the bounds, so tasks are in flight): its tasks are run again
+    elsewhere (the nanny restarts it), and the answer is the in-process one."""
+    import logging
+    import os
+    import signal
+    import threading
+    import time
+
+    from dask.distributed import Client, LocalCluster
+
+    trace = synthetic_trace(900, seed=12, input_mean_tokens=600, output_mean_tokens=60, rate_per_s=60.0)
+    space = Space(presets=("llama2-70b-h100-tp4",), replicas=(1, 2, 3, 4, 5, 6), batch_sizes=(16,))
+    started = time.perf_counter()
+    local = plan(trace, space, OBJ, progress=False)
+    local_s = time.perf_counter() - started
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.CRITICAL) as cluster:
+        with Client(cluster) as client:
+            pid = next(iter(client.run(os.getpid).values()))
+        state = {"running": False, "killed_while_running": False}
+
+        def kill_midway():
+            while not state["running"]:
+                time.sleep(0.005)
+            # past the bounds (no task yet) and a quarter into the simulations, which two workers halve
+            time.sleep(local.info["bound_s"] + (local_s - local.info["bound_s"]) / 4)
+            state["killed_while_running"] = state["running"]
+            os.kill(pid, signal.SIGKILL)
+
+        watcher = threading.Thread(target=kill_midway, daemon=True)
+        watcher.start()
+        state["running"] = True
+        remote = plan(trace, space, OBJ, scheduler=cluster.scheduler_address, progress=False)
+        state["running"] = False
+        watcher.join(timeout=30)
+    assert state["killed_while_running"], "the worker was killed after the plan had finished"
+    assert remote.info["executor"] == "dask" and remote.chosen == local.chosen
+    cols = ["config", "pruned", "simulated", "attainment", "usd_per_hour", "meets"]
+    pd.testing.assert_frame_equal(remote.table[cols], local.table[cols])
