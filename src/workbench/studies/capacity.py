@@ -16,7 +16,7 @@ from workbench.errors import ConfigError
 
 
 #: The SLO controller as tuned by hand on the Azure conversation trace at 4 times its rate (docs/capacity.md
-#: section 4): it holds the p80 of each control instant within 1.5 x the target (the hour's p99 lets 1% miss,
+#: section 5): it holds the p80 of each control instant within 1.5 x the target (the hour's p99 lets 1% miss,
 #: so every instant's p99 need not hold) and drains after 60 s of wanting fewer, 30 s after the last action.
 TUNED_SLO = ({"headroom": 1.5, "quantile": 0.8}, {"scale_down_after_s": 60.0, "scale_down_cooldown_s": 30.0})
 
