@@ -3,7 +3,7 @@
 A **controller** is the fourth choice beside dispatch, queue order and iteration rule: it decides how
 many replicas the fleet should have while a trace runs.  Every control period the engine's driver
 (:mod:`workbench.engine.autoscale`) hands it a :class:`FleetObservation` (read-only replica views and the
-arrivals it saw) and asks :meth:`Controller.desired` for a replica count; the driver then applies the
+arrivals it saw) and asks ``Controller.desired`` for a replica count; the driver then applies the
 :class:`Autoscaling` limits (minimum and maximum replicas, cooldowns, scale-down only after the wish has
 held for a while, start-up delay) through the engine's public ``add_replica`` / ``drain_replica``.
 

@@ -9,7 +9,7 @@
 * ``slo`` is predictive: it forecasts the arrival rate one start-up delay ahead, prices a request with the
   replica's own cost model, and takes the smallest fleet whose projected p99 time to first token meets the
   target (per replica, prompts queue for the time the decodes leave; see
-  :meth:`SloController.projected_ttft_s` and docs/capacity.md).
+  ``SloController.projected_ttft_s`` and docs/capacity.md).
 """
 
 from __future__ import annotations
