@@ -181,3 +181,14 @@ def test_a_worker_killed_midway_changes_nothing():
     assert remote.info["executor"] == "dask" and remote.chosen == local.chosen
     cols = ["config", "pruned", "simulated", "attainment", "usd_per_hour", "meets"]
     pd.testing.assert_frame_equal(remote.table[cols], local.table[cols])
+
+
+def test_the_bound_grows_with_the_fleet_and_its_least_fleet_is_found_by_bisection():
+    from workbench.costmodel import load_preset
+    from workbench.schedule.capacity import min_replicas_bound, slo_bound
+
+    model = load_preset("llama2-70b-a100-tp4")
+    bounds = [slo_bound(TRACE, model, c, 16, ttft_slo_s=0.5, tpot_slo_s=0.06)["bound"] for c in range(1, 9)]
+    assert bounds == sorted(bounds) and bounds[0] < 0.99 <= bounds[-1]
+    least = min_replicas_bound(TRACE, model, 16, ttft_slo_s=0.5, tpot_slo_s=0.06, attainment=0.99, max_replicas=8)
+    assert least == 1 + next(k for k, b in enumerate(bounds) if b >= 0.99)
