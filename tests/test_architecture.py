@@ -108,7 +108,7 @@ def test_no_import_circle_between_modules():
     assert cycle is None, " -> ".join(cycle)
 
 
-@pytest.mark.parametrize("leaf", ["workbench.policies.registry", "workbench.errors", "workbench._paths"])
+@pytest.mark.parametrize("leaf", ["workbench.policies.registry", "workbench.policies.controllers", "workbench.errors", "workbench._paths"])
 def test_registries_and_foundations_import_nothing_above_them(leaf):
     allowed = {"workbench.errors", "workbench._version"}
     imported = {t for t in _imports(MODULES[leaf]) if t in MODULES}

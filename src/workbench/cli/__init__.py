@@ -20,7 +20,7 @@ from workbench.errors import WorkbenchError
 
 #: The command modules, in help order.
 COMMANDS = ("simulate", "validate", "offline", "reproduce", "loadsweep", "calibrate", "fidelity", "profile",
-            "catalog", "dashboard", "learn")
+            "catalog", "dashboard", "learn", "plan")
 
 
 _RST_ROLE = re.compile(r":(?:mod|func|class|meth|data|attr|obj|ref|doc):`~?([^`]+)`")

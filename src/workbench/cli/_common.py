@@ -121,6 +121,45 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
                         "prefix_tokens, or prefix_hashes)")
 
 
+def add_controller_arguments(p: argparse.ArgumentParser) -> None:
+    """A fleet that grows and shrinks with the load (MODEL.md section 11.5); --clients is the starting fleet."""
+    g = p.add_argument_group("autoscaling", "a controller that adds and drains replicas while the trace runs")
+    g.add_argument("--controller", default=None,
+                   help="fixed, threshold, target-utilisation or slo (default: none, a fixed fleet as before)")
+    g.add_argument("--controller-param", action="append", metavar="KEY=VALUE", default=None,
+                   help="a controller parameter, e.g. ttft_slo_s=0.5 (slo), high=4 (threshold), target=0.7")
+    g.add_argument("--min-replicas", type=_positive, default=1, help="fewest replicas the controller keeps")
+    g.add_argument("--max-replicas", type=_positive, default=16, help="most replicas the controller holds")
+    g.add_argument("--control-period", type=float, default=5.0, help="seconds between two control decisions")
+    g.add_argument("--startup", type=float, default=None,
+                   help="seconds a new replica loads before it serves (default: the preset's weight bytes over "
+                        "--load-bandwidth per GPU, plus 30 s)")
+    g.add_argument("--load-bandwidth", type=float, default=2.0, help="GB/s per GPU at which weights load")
+    g.add_argument("--scale-down-after", type=float, default=120.0,
+                   help="seconds the controller must want fewer replicas before one is drained")
+    g.add_argument("--cooldown", type=float, default=60.0, help="seconds after a scaling action before a scale-down")
+
+
+def controller_options(args) -> dict[str, Any]:
+    """``simulate``'s controller arguments from the command line (empty without --controller)."""
+    if getattr(args, "controller", None) is None:
+        return {}
+    from workbench.policies.controllers import Autoscaling
+
+    params = {}
+    for item in args.controller_param or []:
+        if "=" not in item:
+            raise ConfigError(f"'{item}' is not KEY=VALUE.", field="--controller-param",
+                              fix="write e.g. --controller-param ttft_slo_s=0.5.")
+        key, value = item.split("=", 1)
+        params[key.strip()] = value.strip()
+    settings = Autoscaling(period_s=args.control_period, min_replicas=args.min_replicas,
+                           max_replicas=args.max_replicas, startup_s=args.startup,
+                           load_bandwidth_bytes_per_s=args.load_bandwidth * 1e9,
+                           scale_down_after_s=args.scale_down_after, scale_down_cooldown_s=args.cooldown)
+    return {"controller": args.controller, "controller_params": params, "autoscaling": settings}
+
+
 def engine_options(args) -> dict[str, Any]:
     """The engine options given on the command line (None: the policy's)."""
     return {"iteration": getattr(args, "iteration", None), "token_budget": getattr(args, "token_budget", None),
@@ -181,7 +220,8 @@ def params_for(policy: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def simulate_any(trace, clients, batch_size, policy: str, cost_model, *, dispatch=None, order=None, rule=None,
-                 kv_capacity_tokens=None, predictor=None, engine: dict[str, Any] | None = None, **params):
+                 kv_capacity_tokens=None, predictor=None, engine: dict[str, Any] | None = None,
+                 controlled: dict[str, Any] | None = None, **params):
     """:func:`workbench.engine.simulate` with the command line's engine options (one engine for every policy).
 
     ``params`` are checked against the policy's typed schema first (unknown keys refused, text parsed), and
@@ -199,15 +239,17 @@ def simulate_any(trace, clients, batch_size, policy: str, cost_model, *, dispatc
                cost_models=_models(cost_model, 1) if not isinstance(cost_model, (list, tuple)) else
                _models(cost_model, len(cost_model)))
     return simulate(trace, clients, batch_size, policy, cost_model, dispatch=dispatch, order=order, rule=rule,
-                    kv_capacity_tokens=kv_capacity_tokens, predictor=predictor, **options, **params)
+                    kv_capacity_tokens=kv_capacity_tokens, predictor=predictor, **options, **(controlled or {}),
+                    **params)
 
 
 def run_simulation(args, policy: str | None = None):
     trace, cost_model = load_instance(args)
     return trace, simulate_any(trace, args.clients, args.batch_size, policy or args.policy, cost_model,
                                dispatch=getattr(args, "dispatch", None), order=getattr(args, "order", None),
-                               rule=getattr(args, "rule", None), kv_capacity_tokens=_kv(args), predictor=getattr(args, "predictor", None),
-                               engine=engine_options(args), **policy_params(args))
+                               rule=getattr(args, "rule", None), kv_capacity_tokens=_kv(args),
+                               predictor=getattr(args, "predictor", None), engine=engine_options(args),
+                               controlled=controller_options(args), **policy_params(args))
 
 
 def print_table(table: pd.DataFrame, *, file=None) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.cli._common import (
+    add_controller_arguments,
     add_engine_arguments,
     add_force_argument,
     check_out,
@@ -30,6 +31,11 @@ def cmd_simulate(args) -> int:
 
     check_format(args.format)
     check_out(args)
+    if args.controller is not None:
+        from workbench.cli._common import controller_options
+        from workbench.policies.controllers import make_controller
+
+        make_controller(args.controller, **controller_options(args)["controller_params"])  # refused before running
     started = time.perf_counter()
     trace, schedule = run_simulation(args)
     elapsed = time.perf_counter() - started
@@ -38,15 +44,25 @@ def cmd_simulate(args) -> int:
         schedule.write_into(tmp, format=args.format)
         written = time.perf_counter() - started
         if args.report:  # Plotly is imported only when a chart is wanted
-            from workbench.viz.figures import gantt
+            from workbench.viz.figures import gantt, replica_count_figure
             from workbench.viz.report import write_report
 
-            write_report(tmp / "report.html", f"{schedule.policy} on {args.trace}",
-                         [("Metrics", pd.DataFrame([_headline(schedule.metrics)], index=pd.Index([schedule.policy], name="policy"))), ("Gantt chart", gantt(schedule))])
+            sections = [("Metrics", pd.DataFrame([_headline(schedule.metrics)], index=pd.Index([schedule.policy], name="policy"))), ("Gantt chart", gantt(schedule))]
+            if args.controller is not None:
+                sections.append(("Replicas over time", replica_count_figure(schedule)))
+            write_report(tmp / "report.html", f"{schedule.policy} on {args.trace}", sections)
     m = schedule.metrics
     print(f"{schedule.policy}: {len(trace)} requests on {m['clients']} clients, makespan {m['makespan_s']:.3f} s, "
           f"lower bound {m['lower_bound_s']:.3f} s (gap {m['gap']:.2%}), slot utilization {m['slot_utilization']:.1%}, "
           f"busy {m['busy_utilization']:.1%}; simulated in {elapsed * 1e3:.0f} ms; wrote {args.out} in {written * 1e3:.0f} ms")
+    if args.controller is not None:
+        from workbench.schedule.capacity import slo_metrics
+
+        a, f = m["autoscaling"], slo_metrics(schedule)
+        print(f"controller {a['controller']}: {a['added']} replicas added, {a['drained']} drained (start-up "
+              f"{a['startup_s']:.1f} s); {f['gpu_hours']:.3f} GPU-hours; p99 TTFT {f['ttft_s_p99']:.3f} s, TTFT "
+              f"within 1 s {f['ttft_attainment']:.1%}, both SLOs {f['slo_attainment']:.1%}, goodput "
+              f"{f['goodput_rps']:.2f} req/s")
     return 0
 
 
@@ -156,6 +172,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="folder for timeline.csv, requests.csv, metrics.json")
     p.add_argument("--format", default="csv", help="csv (default) or parquet: the format of timeline and requests (MODEL.md section 9)")
     p.add_argument("--report", action="store_true", help="also write report.html with the Gantt chart")
+    add_controller_arguments(p)
     add_force_argument(p)
     p.set_defaults(func=cmd_simulate)
 

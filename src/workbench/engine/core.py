@@ -68,6 +68,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
              prefix_caching: bool | None = None, cache_at_schedule: bool | None = None,
              full_prompt_admission: bool | None = None, async_scheduling: bool | None = None,
              long_prefill_token_threshold: int | None = None, dp_lockstep: bool | None = None,
+             controller=None, autoscaling=None, controller_params: dict | None = None,
              **params: Any) -> Schedule:
     """Simulate ``trace`` on ``clients`` clients under ``policy``; return the schedule.
 
@@ -88,8 +89,24 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     parameters (for example ``mu`` for the Lagrangian rule, ``steal=True`` for
     work stealing: a client with free slots and an empty queue takes waiting
     requests from the most loaded client).  ``progress`` shows a tqdm bar
-    (default: from :data:`PROGRESS_MIN_REQUESTS` requests on).
+    (default: from :data:`PROGRESS_MIN_REQUESTS` requests on).  ``controller`` (a name of
+    :data:`workbench.policies.controllers.CONTROLLERS` or a controller object, with ``controller_params``)
+    grows and shrinks the fleet from ``clients`` replicas within ``autoscaling``
+    (:class:`~workbench.policies.controllers.Autoscaling`; MODEL.md section 11.9).
     """
+    if controller is not None:
+        from workbench.engine.autoscale import controlled_run
+
+        return controlled_run(build_engine, trace, clients, batch_size, policy, cost_model, controller=controller,
+                              autoscaling=autoscaling, controller_params=controller_params, dispatch=dispatch,
+                              order=order, rule=rule, kv_capacity_tokens=kv_capacity_tokens,
+                              lower_bound_s=lower_bound_s, predictor=predictor, progress=progress,
+                              iteration=iteration, token_budget=token_budget,
+                              max_partial_prefills=max_partial_prefills, kv=kv, block_size=block_size,
+                              prefix_caching=prefix_caching, cache_at_schedule=cache_at_schedule,
+                              full_prompt_admission=full_prompt_admission, async_scheduling=async_scheduling,
+                              long_prefill_token_threshold=long_prefill_token_threshold, dp_lockstep=dp_lockstep,
+                              **params)
     engine = build_engine(trace, clients, batch_size, policy, cost_model, dispatch=dispatch, order=order, rule=rule,
                           kv_capacity_tokens=kv_capacity_tokens, lower_bound_s=lower_bound_s, assignment=assignment,
                           predictor=predictor, progress=progress, iteration=iteration, token_budget=token_budget,

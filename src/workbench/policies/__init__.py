@@ -49,6 +49,13 @@ from workbench.policies.registry import (  # noqa: F401
     register_rule,
     resolve_policy,
 )
+from workbench.policies import scaling as _scaling  # noqa: F401  (registers the autoscaling controllers)
+from workbench.policies.controllers import (  # noqa: F401
+    CONTROLLERS,
+    Autoscaling,
+    FleetObservation,
+    make_controller,
+)
 from workbench.policies.rolling import (  # noqa: F401
     ROLLING_PARAMS,
     RollingHorizon,

@@ -414,11 +414,27 @@ def run_cases(specs: list[CaseSpec], *, scheduler: str | None = None, workers: i
     return rows, info
 
 
-def _run_dask(specs, *, scheduler, workers, progress):
+def _run_dask(specs, *, scheduler, workers, progress, fn=None, keys=None, desc="case study"):
+    """Run ``fn`` (default :func:`run_case`) on every spec on Dask; ``keys`` names the tasks."""
+    from dask.distributed import as_completed
+
+    with dask_client(scheduler=scheduler, workers=workers) as (client, startup):
+        n_workers = len(client.scheduler_info().get("workers", {}))
+        futures = client.map(fn or run_case, specs,
+                             key=keys or [f"workbench-case-{s.case}-{id(specs)}" for s in specs])
+        rows = [f.result() for f in _progress(as_completed(futures), len(futures), progress, desc)]
+    return rows, {"executor": "dask", "scheduler": scheduler or "LocalCluster (processes)", "workers": n_workers,
+                  "cluster_startup_s": startup}
+
+
+@contextlib.contextmanager
+def dask_client(*, scheduler: str | None, workers: int):
+    """A Dask client, to ``scheduler`` or to a LocalCluster of ``workers`` processes started here (and closed
+    on leaving); yields (client, seconds it took to start)."""
     import logging
     import threading
 
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, LocalCluster
 
     t0 = time.perf_counter()
     cluster = None
@@ -461,17 +477,12 @@ def _run_dask(specs, *, scheduler, workers, progress):
         finally:
             if main_thread:
                 signal.signal(signal.SIGINT, previous)
-    startup = time.perf_counter() - t0
     try:
-        n_workers = len(client.scheduler_info().get("workers", {}))
-        futures = client.map(run_case, specs, key=[f"workbench-case-{s.case}-{id(specs)}" for s in specs])
-        rows = [f.result() for f in _progress(as_completed(futures), len(futures), progress, "case study")]
+        yield client, time.perf_counter() - t0
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
-    return rows, {"executor": "dask", "scheduler": scheduler or "LocalCluster (processes)", "workers": n_workers,
-                  "cluster_startup_s": startup}
 
 
 def summarize_cases(cases: pd.DataFrame) -> dict[str, Any]:

@@ -22,6 +22,10 @@ from workbench.schedule.schema import Schedule
 COLORS = {"prefill": "#E4572E", "decode": "#2E86AB", "mixed": "#F2A541", "preempt": "#111111"}
 #: "preempt" rows (paged KV) are moments: drawn as thin black ticks where requests were preempted.
 KINDS = ("prefill", "decode", "mixed", "preempt")
+#: A replica's life beside its iterations (schedules whose fleet changed, MODEL.md 11.4/11.5): held while it
+#: loads its weights (added -> ready), and draining (told to stop taking requests -> gone).
+LIFE_KINDS = ("loading", "draining")
+LIFE_COLORS = {"loading": "#9A9A9A", "draining": "#C9B2D9"}
 #: The width of a preemption tick, as a share of the makespan (a moment has no width of its own).
 PREEMPT_TICK_SHARE = 0.003
 MAX_IDS_IN_HOVER = 12
@@ -32,7 +36,7 @@ GANTT_CAPTION = ("Each row is a client (a model replica); time runs left to righ
                  "iterations, blue bars decode iterations (runs of identical iterations merged); a decode bar is "
                  "paler the emptier its batch (full colour: all B slots in use; palest: one request). Orange bars, where present, are mixed chunked-prefill iterations, shaded the same "
                  "way. Thin black ticks, where present, are preemptions (paged KV: the requests freed to make room, "
-                 "recomputed later). The dotted black line is the makespan (the last request's end), the dashed green line the "
+                 "recomputed later). Grey bars, where present, are replicas loading their weights (held, not yet serving), lilac bars replicas draining (finishing what they hold, taking nothing new). The dotted black line is the makespan (the last request's end), the dashed green line the "
                  "lower bound no schedule can beat; the gap between them is what is left to gain. Hover a bar for "
                  "its iterations, requests and tokens.")
 
@@ -72,6 +76,33 @@ def gantt_data(schedule: Schedule) -> dict[str, dict[str, np.ndarray]]:
             "base": base, "x": duration, "customdata": custom,
             "opacity": (0.35 + 0.65 * fill) if kind not in ("prefill", "preempt") else np.ones(len(part)),
         }
+    out.update(_life_data(schedule))
+    return out
+
+
+def _life_data(schedule: Schedule) -> dict[str, dict[str, np.ndarray]]:
+    """Loading and draining spans of each replica, from ``metrics.replicas`` and ``metrics.autoscaling``."""
+    m = schedule.metrics
+    end = float(m.get("makespan_s") or 0.0)
+    drained = {d["replica"]: d["drain_s"] for d in (m.get("autoscaling") or {}).get("drains", [])}
+    spans: dict[str, list] = {k: [] for k in LIFE_KINDS}
+    for life in m.get("replicas") or []:
+        left = end if life["left_s"] is None else float(life["left_s"])
+        ready = min(float(life["ready_s"]), left)
+        spans["loading"].append((life["replica"], float(life["added_s"]), ready))
+        if life["replica"] in drained:
+            spans["draining"].append((life["replica"], min(max(float(drained[life["replica"]]), ready), left), left))
+    out = {}
+    for kind, rows in spans.items():
+        rows = [r for r in rows if r[2] > r[1]]
+        j = np.array([r[0] for r in rows], dtype=np.int64)
+        base = np.array([r[1] for r in rows], dtype=float)
+        x = np.array([r[2] - r[1] for r in rows], dtype=float)
+        custom = np.column_stack([np.full(len(rows), kind), np.zeros(len(rows), int), np.zeros(len(rows), int),
+                                  np.zeros(len(rows), int), x, np.zeros(len(rows), int), np.full(len(rows), "")]) \
+            if rows else np.empty((0, 7))
+        out[kind] = {"y": np.array([f"client {v}" for v in j], dtype=object), "base": base, "x": x,
+                     "customdata": custom, "opacity": np.full(len(rows), 0.8)}
     return out
 
 
@@ -80,10 +111,20 @@ HOVER = ("<b>%{fullData.name}</b> on %{y}<br>iteration %{customdata[0]} (%{custo
          "(%{customdata[5]}%% of the batch)<br>tokens %{customdata[3]}<br>ids: %{customdata[6]}<extra></extra>")
 
 
+LIFE_HOVER = "<b>%{fullData.name}</b> on %{y}<br>from %{base:.2f} s for %{x:.2f} s<extra></extra>"
+
+
 def _bar(kind: str, data: dict, showlegend: bool = True) -> go.Bar:
+    life = kind in LIFE_KINDS
     return go.Bar(name=kind, orientation="h", y=data["y"], x=data["x"], base=data["base"],
-                  customdata=data["customdata"], hovertemplate=HOVER, legendgroup=kind, showlegend=showlegend,
-                  marker=dict(color=COLORS[kind], opacity=data["opacity"], line=dict(width=0)))
+                  customdata=data["customdata"], hovertemplate=LIFE_HOVER if life else HOVER, legendgroup=kind,
+                  showlegend=showlegend, marker=dict(color=(LIFE_COLORS if life else COLORS)[kind],
+                                                     opacity=data["opacity"], line=dict(width=0)))
+
+
+def _kinds(schedule: Schedule) -> tuple[str, ...]:
+    """The bar kinds a chart draws: replica lives only where the fleet changed (a fixed fleet's chart is as before)."""
+    return KINDS + LIFE_KINDS if schedule.metrics.get("replicas") else KINDS
 
 
 def _client_order(clients: int) -> list[str]:
@@ -93,7 +134,7 @@ def _client_order(clients: int) -> list[str]:
 def gantt(schedule: Schedule, *, title: str | None = None, height: int | None = None) -> go.Figure:
     """A per-client Gantt chart of prefill and decode iterations."""
     data = gantt_data(schedule)
-    fig = go.Figure([_bar(kind, data[kind], showlegend=len(data[kind]["x"]) > 0) for kind in KINDS])
+    fig = go.Figure([_bar(kind, data[kind], showlegend=len(data[kind]["x"]) > 0) for kind in _kinds(schedule)])
     m = schedule.metrics
     fig.update_layout(
         title=title or (f"{m.get('policy', 'schedule')}: makespan {m['makespan_s']:.2f} s, "
@@ -183,7 +224,7 @@ def gantt_compare(schedules: Mapping[str, Schedule], *, title: str = "Per-client
                                         f"{s.metrics['slot_utilization']:.1%}" for n, s in schedules.items()])
     for r, (name, schedule) in enumerate(schedules.items(), start=1):
         data = gantt_data(schedule)
-        for kind in KINDS:
+        for kind in _kinds(schedule):
             fig.add_trace(_bar(kind, data[kind], showlegend=r == 1 and len(data[kind]["x"]) > 0), row=r, col=1)
         fig.update_yaxes(categoryorder="array", categoryarray=_client_order(schedule.clients)[::-1], row=r, col=1)
         for shape in _marker_shapes(schedule.makespan_s, schedule.metrics.get("lower_bound_s")):
@@ -215,3 +256,88 @@ def comparison_table(schedules: Mapping[str, Schedule], *, base: str | None = No
         lb = float(table["lower_bound_s"].max())
         table["gap_closed"] = [gap_closed(table.loc[base, "makespan_s"], t, lb) for t in table["makespan_s"]]
     return table
+
+
+#: What a reader needs to read the replica-count chart.
+REPLICA_COUNT_CAPTION = ("Replicas held over time, stacked: serving (blue), loading their weights (grey: held and paid "
+                         "for, not yet serving) and draining (lilac: finishing what they hold). The thin line is the "
+                         "arrival rate over the same time (right axis). GPU-hours are the area under the stack times "
+                         "the GPUs per replica.")
+
+
+def replica_count_figure(schedules: Mapping[str, Schedule] | Schedule, *, title: str = "Replicas over time",
+                         bin_s: float | None = None) -> go.Figure:
+    """How many replicas each run held over time (a step chart per state), with the arrival rate."""
+    from workbench.schedule.capacity import replica_count_series
+
+    if isinstance(schedules, Schedule):
+        schedules = {schedules.policy: schedules}
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    colors = {"serving": "#2E86AB", **LIFE_COLORS}
+    dashes = ("solid", "dash", "dot", "dashdot", "longdash")
+    several = len(schedules) > 1
+    for k, (name, s) in enumerate(schedules.items()):
+        times, counts = replica_count_series(s)
+        if several:  # one total line per run, so runs can be told apart
+            total = counts["serving"] + counts["loading"] + counts["draining"]
+            fig.add_trace(go.Scatter(x=times, y=total, mode="lines", line=dict(shape="hv", dash=dashes[k % 5]),
+                                     name=f"{name}: held"), secondary_y=False)
+            continue
+        for state in ("serving", "loading", "draining"):
+            fig.add_trace(go.Scatter(x=times, y=counts[state], mode="lines", stackgroup="replicas",
+                                     line=dict(shape="hv", width=0.5, color=colors[state]), name=state),
+                          secondary_y=False)
+    first = next(iter(schedules.values()))
+    arrivals = first.requests["arrival_s"].to_numpy(float)
+    end = float(first.makespan_s) or 1.0
+    width = bin_s or max(end / 60.0, 1e-9)
+    edges = np.arange(0.0, end + width, width)
+    rate = np.histogram(arrivals, bins=edges)[0] / width
+    fig.add_trace(go.Scatter(x=edges[:-1], y=rate, mode="lines", line=dict(shape="hv", color="#555", width=1),
+                             name="arrivals (req/s)"), secondary_y=True)
+    fig.update_layout(title=title, template="plotly_white", xaxis_title="time (s)",
+                      legend=dict(x=1.08, y=1.0, xanchor="left"), margin=dict(l=70, r=160, t=70, b=50))
+    fig.update_yaxes(title_text="replicas", secondary_y=False, rangemode="tozero")
+    fig.update_yaxes(title_text="arrivals (req/s)", secondary_y=True, rangemode="tozero", showgrid=False)
+    fig.layout.meta = {"caption": REPLICA_COUNT_CAPTION}
+    return fig
+
+
+PARETO_CAPTION = ("Every configuration the plan simulated: cost per hour against SLO attainment (the share of requests "
+                  "meeting the targets). Pruned configurations (their bound already misses the target) are drawn at "
+                  "their bound, hollow. The Pareto front (no configuration is cheaper and better) is the line; the "
+                  "dashed line is the target, the star the chosen configuration, the green line the bound on the "
+                  "cheapest possible cost.")
+
+
+def pareto_figure(table: pd.DataFrame, *, target: float, chosen: int | None = None,
+                  cost_bound: float | None = None, title: str = "Cost against SLO attainment") -> go.Figure:
+    """The plan's table (``usd_per_hour``, ``attainment``, ``simulated``, ``pareto``, ``label``) as a scatter."""
+    fig = go.Figure()
+    sim = table[table["simulated"]]
+    pruned = table[~table["simulated"]]
+    fig.add_trace(go.Scatter(x=sim["usd_per_hour"], y=sim["attainment"], mode="markers", name="simulated",
+                             text=sim["label"], marker=dict(color="#2E86AB", size=7),
+                             hovertemplate="%{text}<br>%{x:.2f} USD/h<br>attainment %{y:.2%}<extra></extra>"))
+    if len(pruned):
+        fig.add_trace(go.Scatter(x=pruned["usd_per_hour"], y=pruned["bound"], mode="markers",
+                                 name="pruned (at its bound)", text=pruned["label"],
+                                 marker=dict(color="#999", size=6, symbol="circle-open"),
+                                 hovertemplate="%{text}<br>%{x:.2f} USD/h<br>bound %{y:.2%}<extra></extra>"))
+    front = table[table["pareto"]].sort_values("usd_per_hour")
+    fig.add_trace(go.Scatter(x=front["usd_per_hour"], y=front["attainment"], mode="lines+markers", name="Pareto front",
+                             line=dict(color="#E4572E", shape="hv"), marker=dict(size=8), text=front["label"],
+                             hovertemplate="%{text}<br>%{x:.2f} USD/h<br>attainment %{y:.2%}<extra></extra>"))
+    if chosen is not None and chosen in table.index:
+        row = table.loc[chosen]
+        fig.add_trace(go.Scatter(x=[row["usd_per_hour"]], y=[row["attainment"]], mode="markers", name="chosen",
+                                 text=[row["label"]], marker=dict(symbol="star", size=16, color="#F2A541",
+                                                                  line=dict(color="black", width=1))))
+    fig.add_hline(y=target, line=dict(color="black", dash="dash", width=1), annotation_text="target")
+    if cost_bound is not None and np.isfinite(cost_bound):
+        fig.add_vline(x=cost_bound, line=dict(color="#6A994E", dash="dash", width=1),
+                      annotation_text="bound on the cheapest")
+    fig.update_layout(title=title, template="plotly_white", xaxis_title="cost (USD per hour)",
+                      yaxis_title="SLO attainment", yaxis_tickformat=".0%", margin=dict(l=70, r=40, t=70, b=50))
+    fig.layout.meta = {"caption": PARETO_CAPTION}
+    return fig
