@@ -32,6 +32,23 @@ def id_key(text: str):
     return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)
 
 
+def id_ranks(ids: list[str]) -> tuple[list | None, list]:
+    """Each id's position in id_key order, and the ids in that order; ``(None, [])`` when two ids have equal
+    keys (sorted() then keeps their order of listing, which a rank cannot)."""
+    n = len(ids)
+    if all(map(str.isdigit, ids)):
+        keys: list = list(map(int, ids))  # every key is (0, int(text), ""): the integers order them
+    else:
+        keys = list(map(id_key, ids))
+    if len(set(keys)) < n:
+        return None, []
+    order = sorted(range(n), key=keys.__getitem__)
+    rank = [0] * n
+    for position, i in enumerate(order):
+        rank[i] = position
+    return rank, [ids[i] for i in order]
+
+
 def cum_decode_s(r: int, base: float, c_d: float, S: int, n: int) -> float:
     """Time of the first ``r`` decodes of a run of ``n`` requests whose first reads ``S`` context tokens."""
     return r * base + c_d * (r * S + n * (r * (r - 1) // 2))
@@ -55,11 +72,24 @@ class Former:
         if not c.waiting and c.n_running < c.batch_size and c.accepting:  # the caller checked stealing is on
             self.stealing.steal_for(c)
 
+    _id_rank: list | None = None  # per request, its id's place in id_key order (None: not yet, or ties)
+    _id_by_rank: list | None = None
+
     def running_ids(self, c) -> str:
         if c.ids_cache is None:
-            ids = self.requests.ids_text
-            c.ids_cache = " ".join(sorted((ids[i] for _, i in c.running), key=id_key))
+            c.ids_cache = self.sorted_ids([i for _, i in c.running])
         return c.ids_cache
+
+    def sorted_ids(self, rows: list[int]) -> str:
+        """The requests' ids as text, in id_key order: by each id's rank, computed once per run."""
+        if self._id_by_rank is None:
+            self._id_rank, self._id_by_rank = id_ranks(self.requests.ids_text)
+        rank = self._id_rank
+        if rank is None:
+            ids = self.requests.ids_text
+            return " ".join(sorted((ids[i] for i in rows), key=id_key))
+        by_rank = self._id_by_rank
+        return " ".join([by_rank[r] for r in sorted([rank[i] for i in rows])])
 
     def preempt(self, c, victims: list[int], now: float) -> None:
         """Recompute preemption: free the victims' blocks, send each back to the front of the queue, record a
@@ -76,6 +106,7 @@ class Former:
                 g = c.decode_count - rq.gen_base[i]
                 rq.generated[i] = g
                 tokens = rq.l[i] + g - 1
+                self.kv.leave(c, i)
                 c.running.remove((rq.o[i] + rq.gen_base[i], i))
                 heapq.heapify(c.running)
                 c.ctx_sum -= rq.l[i] + g
@@ -95,7 +126,7 @@ class Former:
         rq.finish[i] = end
         rq.finished += 1
         if self.paged:
-            c.paged.release(i, c.paged.blocks(kv_tokens))
+            c.paged.release(i, c.paged.blocks(kv_tokens), True)
         else:
             c.kv_reserved_tokens -= rq.l[i] + rq.o[i]
         c.outstanding_s -= rq.w[i]
@@ -231,6 +262,8 @@ class ExclusiveFormer(Former):
             if g + 1 < oi:
                 rq.gen_base[i] = c.decode_count - (g + 1)
                 heappush(c.running, (oi + rq.gen_base[i], i))
+                if self.paged:
+                    self.kv.join(c, i)
                 rq.predicted_finish[i] = count + max(rq.seen[i] - g, 1)
                 c.ctx_sum += li + g + 1
             else:
@@ -241,7 +274,7 @@ class ExclusiveFormer(Former):
         c.ids_cache = None
         ids = rq.ids_text
         c.current = self.recorder.add_listed(
-            c.index, PREFILL, now, end, 1, m, tokens, " ".join(sorted((ids[i] for i in members), key=id_key)),
+            c.index, PREFILL, now, end, 1, m, tokens, self.sorted_ids(members),
             " ".join(ids[i] for i in members), " ".join(str(p[0]) for p in pieces),
             " ".join(str(p[1]) for p in pieces))
         self.clock.at(c, end)
@@ -283,7 +316,8 @@ class ExclusiveFormer(Former):
                 done = l[i] + o[i]
                 c.ctx_sum -= done
                 if paged:
-                    c.paged.release(i, c.paged.blocks(done - 1))
+                    self.kv.leave(c, i)
+                    c.paged.release(i, c.paged.blocks(done - 1), True)
                 else:
                     c.kv_reserved_tokens -= done
                 c.outstanding_s -= w[i]
@@ -570,6 +604,8 @@ class MixedFormer(Former):
             i = heappop(running)[1]
             done = rq.l[i] + rq.o[i]
             c.ctx_sum -= done
+            if self.paged:
+                self.kv.leave(c, i)
             self._finish(c, i, end, done - 1)
             c.ids_cache = None
 
@@ -596,6 +632,8 @@ class MixedFormer(Former):
             else:
                 rq.gen_base[i] = c.decode_count - g
                 heappush(c.running, (o[i] + rq.gen_base[i], i))
+                if self.paged:
+                    self.kv.join(c, i)
                 rq.predicted_finish[i] = c.decode_count - 1 + max(rq.seen[i] - generated[i], 1)
                 c.ctx_sum += l[i] + g
                 c.ids_cache = None
@@ -620,5 +658,5 @@ class MixedFormer(Former):
         """Async scheduling: the blocks of the requests that finished one iteration ago go back to the pool."""
         if self.paged:
             for i, blocks in c.async_freed:
-                c.paged.release(i, blocks)
+                c.paged.release(i, blocks, True)
         c.async_freed = []
