@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_left
 from heapq import heappop, heappush
+from itertools import accumulate
 
 from workbench.engine.kv import reserved_admissible
 from workbench.engine.recorder import DECODE, MIXED, PREEMPT, PREFILL
@@ -118,7 +120,8 @@ class Former:
             ids_out.append(rq.ids_text[i])
         c.n_running = len(c.running) + len(c.prefilling)
         c.ids_cache = None
-        self.recorder.add_listed(c.index, PREEMPT, now, now, 1, len(victims), freed, " ".join(ids_out))
+        self.recorder.add_listed(c.index, PREEMPT, now, now, 1, len(victims), freed, " ".join(ids_out),
+                                 mark=c.push_mark)
 
     def _finish(self, c, i: int, end: float, kv_tokens: int) -> None:
         """Request i produced its last token at ``end``: release its memory and its predicted work."""
@@ -382,7 +385,7 @@ class MixedFormer(Former):
             self._steal_if_idle(c)
         preempted_now = self._make_room(c, now) if self.paged else False
         n_d, budget, chunks = self._continue_chunks(c)
-        c.forming = (n_d, budget, chunks)
+        c.forming = (n_d, budget, chunks, preempted_now)
         held = len(c.async_freed)  # async: the slots of requests that finished at this boundary, still held
         if budget > 0 and c.waiting and c.n_running + held < c.batch_size and not preempted_now:
             rq = self.requests
@@ -450,10 +453,12 @@ class MixedFormer(Former):
         return n_d, budget, chunks
 
     def form(self, c, now: float, m: int) -> bool:
-        n_d, budget, chunks = c.forming
+        n_d, budget, chunks, preempted_now = c.forming
         c.forming = None
         if m > 0:
             self._admit(c, now, m, budget, chunks)
+        elif not chunks and n_d and self.runs and c.linear and not preempted_now and self._decode_run(c, now, n_d):
+            return True
         if n_d == 0 and not chunks:
             c.async_cutoff_s = math.inf
             if c.async_freed:
@@ -470,12 +475,71 @@ class MixedFormer(Former):
         c.current = self.recorder.add_listed(
             c.index, MIXED if chunks else DECODE, now, end, 1, n_d, c.ctx_sum, self.running_ids(c),
             " ".join(ids[ch[0]] for ch in chunks), " ".join(str(ch[1]) for ch in chunks),
-            " ".join(str(ch[2]) for ch in chunks))
+            " ".join(str(ch[2]) for ch in chunks), c.push_mark)
         if self.config.dp_lockstep:
             self._lockstep(c, now, end, n_d, chunks)
         else:
             self.clock.at(c, end)
+            c.push_mark = -1
         return True
+
+    #: Whether runs of decode-only iterations may be taken in one step (set by the builder: not with work
+    #: stealing or lockstep, where another replica acts at this one's boundaries).
+    runs = False
+
+    def _decode_run(self, c, now: float, n_d: int) -> bool:
+        """A run of decode-only iterations where no decision can happen: nothing part-way, no slot held by
+        async scheduling, and no admission possible (a full batch, or an empty queue; an arrival cuts the run
+        at the next boundary, see cut_run_at).  It ends at the first completion, or where the running
+        decodes' next block would not fit.  Its iterations' ends are summed one by one, as stepping sums them,
+        so the clock and the timeline agree bit for bit.  False: a single iteration is formed instead."""
+        if c.prefilling or c.async_freed or (c.waiting and c.n_running < c.batch_size):
+            return False
+        k = c.running[0][0] - c.decode_count
+        if k > 1 and self.paged:
+            # Blocks for the first iteration were taken (_continue_chunks); later ones while they fit.
+            k = self.kv.longest_decode_run(c, k, c.paged.free_blocks + self.kv.decode_blocks_needed(c, 1))
+        if k <= 1:
+            return False
+        base, c_d, S = c.a_d + c.b_d * n_d, c.c_d, c.ctx_sum
+        ends = list(accumulate([base + c_d * (S + n_d * r) for r in range(k)], initial=now))
+        del ends[0]
+        c.async_cutoff_s = now
+        rec = self.recorder
+        c.current = index = rec.add_listed(c.index, DECODE, now, ends[-1], k, n_d, S, self.running_ids(c),
+                                           "", "", "", c.push_mark)
+        rec.run_ends[index] = ends
+        c._just_prefilled = ()
+        self.clock.at(c, ends[-1])
+        c.push_mark = -1
+        return True
+
+    def cut_run_at(self, c, t: float) -> None:
+        """End the run of decodes in progress at its first iteration boundary at or after ``t``."""
+        index = c.current
+        if index is None:
+            return
+        ends = self.recorder.run_ends.get(index)
+        if ends is None:
+            return
+        r = bisect_left(ends, t)
+        if r >= len(ends) - 1:
+            return
+        del ends[r + 1:]
+        rec = self.recorder
+        rec.k[index] = r + 1
+        rec.end[index] = ends[r]
+        self.clock.at(c, ends[r])
+        c.push_mark = -1
+
+    def _end_run(self, c, index: int, k: int) -> None:
+        """The first k - 1 iterations of a run of decodes (none completes a request); the last is completed as
+        any iteration is.  Their blocks are taken in iteration order, as stepping takes them."""
+        if self.paged:
+            c.paged.grow_each(self.kv.decode_blocks_each(c, k)[1:])
+        c.decode_count += k - 1
+        c.ctx_sum += self.recorder.n[index] * (k - 1)
+        c.async_cutoff_s = self.recorder.run_ends[index][k - 2]  # the last iteration's start
 
     #: Lockstep (a data-parallel group of an expert-parallel model): the replicas (set by the engine's
     #: builder) and the iterations formed at the group's current boundary: [time, [replica, ...]].
@@ -586,9 +650,12 @@ class MixedFormer(Former):
             return
         if c.async_freed:
             self._release_freed(c)  # finished one iteration ago: their outputs are processed by now
-        end = self.recorder.end[index]
-        if self.recorder.n[index]:
-            self._complete_decodes(c, end, self.recorder.n[index])
+        rec = self.recorder
+        end = rec.end[index]
+        if rec.k[index] > 1:
+            self._end_run(c, index, rec.k[index])
+        if rec.n[index]:
+            self._complete_decodes(c, end, rec.n[index])
         if c._just_prefilled:
             self._complete_chunks(c, end, c._just_prefilled)
             c._just_prefilled = ()

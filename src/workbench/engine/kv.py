@@ -127,6 +127,16 @@ class PagedKV:
         """Allocate ``blocks`` more private blocks for ``request`` (the engine checked they are free)."""
         self._take(blocks)
 
+    def grow_each(self, blocks: list[int]) -> None:
+        """:meth:`grow` by each of ``blocks`` in turn (a run of decodes, one iteration's blocks at a time):
+        the same evictions as separate calls, which are one call once nothing cached is left to evict."""
+        for x, b in enumerate(blocks):
+            if not self.caching or not (self.cached_free or self.dead_queued):
+                self._take(sum(blocks[x:]))
+                return
+            if b:
+                self._take(b)
+
     def register(self, request: int, keys: list, full_blocks: int) -> None:
         """Make the request's first ``full_blocks`` computed prompt blocks cacheable (their keys become known)."""
         if not self.caching:
@@ -391,9 +401,11 @@ class PagedKVManager:
         hist, d = c.paged.residues, c.decode_count
         return [hist[(-r - d) % bs] for r in range(1, k + 1)]
 
-    def longest_decode_run(self, c, k: int) -> int:
-        """The longest run of at most ``k`` decodes whose new blocks fit (the caller made room for one)."""
-        free = c.paged.free_blocks
+    def longest_decode_run(self, c, k: int, free: int | None = None) -> int:
+        """The longest run of at most ``k`` decodes whose new blocks fit ``free`` (default: the free blocks; the
+        caller made room for one)."""
+        if free is None:
+            free = c.paged.free_blocks
         if self.decode_blocks_needed(c, k) <= free:
             return k
         lo, hi = 1, k  # need(lo) fits, need(hi) does not

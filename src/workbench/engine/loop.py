@@ -53,7 +53,7 @@ class Engine:
         self._replicas = replicas  # Replica objects; the list grows with add_replica
         self.requests, self.clock, self.recorder, self.former = requests, clock, recorder, former
         self.dispatcher, self.rule, self.stealing = dispatcher, rule, stealing
-        self._cut_runs = not mixed  # mixed iterations are single steps: nothing to cut
+        self._cut_runs = True  # a run of decodes (closed form, either mode) is cut where a request arrives
         self.external = external
         self._new_replica = new_replica  # (cost_model, batch_size, kv_capacity_tokens) -> Replica
         self._finish = finish  # (engine) -> Schedule
@@ -260,6 +260,7 @@ class Engine:
             c.version += 1
             c.pending = True
             clock.seq += 1
+            c.push_mark = (t, 0, clock.seq)
             heappush(clock.events, (max(c.clock_s, t), clock.seq, c.index, c.version))
         else:
             if c.n_running < c.batch_size and self._cut_runs:
@@ -291,6 +292,7 @@ class Engine:
         self._replicas.append(c)
         self._changed = True
         self.clock.ready_at(c.index, ready)
+        c.push_mark = (self._now, 2, self.clock.seq)
         self.done = False
         return c.index
 
