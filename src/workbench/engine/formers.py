@@ -435,7 +435,9 @@ class MixedFormer(Former):
         rq = self.requests
         kvm = c.paged
         if self.paged:
-            kvm.grow(-1, self.kv.decode_blocks_needed(c, 1))  # the decode tokens, before anyone is admitted
+            need = self.kv.decode_blocks_needed(c, 1)  # the decode tokens, before anyone is admitted
+            if need or (kvm.free_queue and not (kvm.caching and (kvm.cached_free or kvm.dead_queued))):
+                kvm.grow(-1, need)  # taking no block changes nothing unless it lets the queue's order go
         n_d = len(c.running)
         budget = self.config.token_budget - n_d
         chunks: list[tuple[int, int, int]] = []  # (request, chunk tokens, prompt tokens done before)

@@ -129,9 +129,17 @@ class PagedKV:
 
     def grow_each(self, blocks: list[int]) -> None:
         """:meth:`grow` by each of ``blocks`` in turn (a run of decodes, one iteration's blocks at a time):
-        the same evictions as separate calls, which are one call once nothing cached is left to evict."""
+        the same evictions as separate calls.  Those differ from one call only where a call starts with nothing
+        cached left to evict (it then forgets the queue's order), so one call does when the blocks taken
+        before the last call cannot exhaust the cached content, or when nothing cached is there to begin with."""
+        total = sum(blocks)
+        content = len(self.cached_free) + self.dead_queued if self.caching else 0
+        if not content or total - blocks[-1] - (self.free_blocks - self._queued_blocks()) < content:
+            if total or self.free_queue:
+                self._take(total)
+            return
         for x, b in enumerate(blocks):
-            if not self.caching or not (self.cached_free or self.dead_queued):
+            if not (self.cached_free or self.dead_queued):
                 self._take(sum(blocks[x:]))
                 return
             if b:
@@ -309,6 +317,9 @@ class PagedKVManager:
         full = tokens // self.block_size
         if full <= len(shared):
             return shared[:full]
+        if not self.requests.preemptions[i]:
+            # Never preempted: its own blocks were never cached, so no look-up passes its shared prefix.
+            return shared
         return shared + [(i, b) for b in range(len(shared), full)]
 
     def hit_tokens(self, c, i: int, need: int) -> int:
