@@ -45,15 +45,23 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
     """The schedule of a run outside the paper's engine: members recorded per segment, mixed and preempt rows."""
     from workbench.schedule.schema import expand_runs
 
-    stepped_order = None
+    stepped_order = text_rows = None
     if config.iteration == "mixed" and segments.get("run_ends"):
-        segments, texts, stepped_order = stepped_rows(segments, texts)
+        segments, text_rows, stepped_order = stepped_rows(segments)
     seg_client, seg_kind, seg_k = segments["client"], segments["kind"], segments["k"]
     # A preemption is a moment, not an iteration.
     order, first_iter = first_iterations(seg_client, np.where(seg_kind == PREEMPT, 0, seg_k))
     decode = seg_kind == DECODE
     seg_n, seg_tok = segments["n"], segments["tokens"]
-    ids, pids, ptok, pprior = (np.array(t, dtype=object) for t in texts)
+    # Text once per segment, as the Arrow strings the frames hold, then taken per row (no Python string per row).
+    ids, pids, ptok, pprior = (pd.array(t, dtype="str") for t in texts)
+    if stepped_order is not None:
+        # Every row in its final order now (one take of each text), so the frame needs no reordering below.
+        o = stepped_order
+        seg_client, seg_kind, seg_k, seg_n, seg_tok, first_iter, decode = (
+            a[o] for a in (seg_client, seg_kind, seg_k, seg_n, seg_tok, first_iter, decode))
+        segments = {"start_s": segments["start_s"][o], "end_s": segments["end_s"][o]}
+        ids, pids, ptok, pprior = (t.take(text_rows[o]) for t in (ids, pids, ptok, pprior))
     runs = pd.DataFrame({
         "client": seg_client, "kind": np.where(decode, "decode", "prefill"),
         "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
@@ -64,8 +72,9 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
     if config.iteration == "mixed":
         # Mixed iterations are single rows in the order they were formed (time order across clients), as the
         # chunked-prefill timeline has always been written.
-        order = np.arange(len(seg_k)) if stepped_order is None else stepped_order
-    runs = runs.iloc[order].reset_index(drop=True)
+        order = np.arange(len(seg_k))
+    else:
+        runs = runs.iloc[order].reset_index(drop=True)
     kinds = KIND_NAMES[seg_kind[order]]
     bound_model = models[0] if type(models[0]) is LinearCostModel else getattr(models[0], "bound_model", lambda: None)()
     record_model = models[0]
@@ -78,10 +87,13 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
     if config.iteration == "mixed" or config.kv == "paged":
         # Prompt pieces: the chunks of mixed rows and, with paged KV, the prompts of prefill rows (whose
         # recomputation and cached part the validator checks through prefill_prior).
-        timeline["prefill_ids"] = np.repeat(pids[order], reps)
-        timeline["prefill_tokens"] = np.repeat(ptok[order], reps)
+        if config.iteration != "mixed":
+            rows = np.repeat(order, reps)
+            pids, ptok, pprior = pids.take(rows), ptok.take(rows), pprior.take(rows)
+        timeline["prefill_ids"] = pids
+        timeline["prefill_tokens"] = ptok
         if config.kv == "paged":
-            timeline["prefill_prior"] = np.repeat(pprior[order], reps)
+            timeline["prefill_prior"] = pprior
     requests = pd.DataFrame({
         "request_id": trace["request_id"].to_numpy(), "client": per_request["client"],
         "input_tokens": trace["input_tokens"].to_numpy(), "output_tokens": trace["output_tokens"].to_numpy(),
@@ -107,10 +119,10 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
     return Schedule(timeline=timeline, requests=requests, metrics=metrics)
 
 
-def stepped_rows(segments: dict, texts) -> tuple[dict, tuple, np.ndarray]:
+def stepped_rows(segments: dict) -> tuple[dict, np.ndarray, np.ndarray]:
     """Mixed iterations: each run of decodes as its single iterations, and every row in the order a loop that
-    stepped each iteration would have formed it (MODEL.md 11.9).  Returns the segments, their texts and that
-    order."""
+    stepped each iteration would have formed it (MODEL.md 11.9).  Returns the rows, the segment of each (whose
+    texts it repeats) and that order."""
     run_ends, k = segments["run_ends"], segments["k"]
     seg = np.repeat(np.arange(len(k)), k)
     r = np.arange(len(seg), dtype=np.int64) - np.repeat(np.cumsum(k) - k, k)
@@ -132,8 +144,7 @@ def stepped_rows(segments: dict, texts) -> tuple[dict, tuple, np.ndarray]:
     marks[:] = segments["marks"]
     marks = marks[seg]
     marks[r > 0] = -1  # a run's later iterations: each pushed by the one before it
-    texts = tuple(np.array(t, dtype=object)[seg] for t in texts)
-    return out, texts, stepped_order(out, marks)
+    return out, seg, stepped_order(out, marks)
 
 
 def stepped_order(rows: dict, marks: np.ndarray) -> np.ndarray:

@@ -413,6 +413,8 @@ class MixedFormer(Former):
         """Blocks for this iteration's decode tokens and the chunks under way: preempt the newest running
         requests until they fit (vLLM then admits nobody new in this step).  Whether anyone was preempted."""
         rq, kv, kvm = self.requests, self.kv, c.paged
+        if not c.prefilling and (not c.running or kv.decode_blocks_needed(c, 1) <= kvm.free_blocks):
+            return False  # the decodes alone, and they fit (the loop below would stop at once)
         tau = self.config.token_budget
         preempted = False
         while c.running or c.prefilling:
@@ -474,10 +476,14 @@ class MixedFormer(Former):
         end = self._iteration_end(c, now, n_d, chunks)
         c._just_prefilled = chunks
         ids = self.requests.ids_text
-        c.current = self.recorder.add_listed(
-            c.index, MIXED if chunks else DECODE, now, end, 1, n_d, c.ctx_sum, self.running_ids(c),
-            " ".join(ids[ch[0]] for ch in chunks), " ".join(str(ch[1]) for ch in chunks),
-            " ".join(str(ch[2]) for ch in chunks), c.push_mark)
+        if chunks:
+            c.current = self.recorder.add_listed(
+                c.index, MIXED, now, end, 1, n_d, c.ctx_sum, self.running_ids(c),
+                " ".join(ids[ch[0]] for ch in chunks), " ".join(str(ch[1]) for ch in chunks),
+                " ".join(str(ch[2]) for ch in chunks), c.push_mark)
+        else:
+            c.current = self.recorder.add_listed(c.index, DECODE, now, end, 1, n_d, c.ctx_sum, self.running_ids(c),
+                                                 "", "", "", c.push_mark)
         if self.config.dp_lockstep:
             self._lockstep(c, now, end, n_d, chunks)
         else:
