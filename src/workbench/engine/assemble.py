@@ -79,7 +79,13 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
     bound_model = models[0] if type(models[0]) is LinearCostModel else getattr(models[0], "bound_model", lambda: None)()
     record_model = models[0]
     expand_metrics = {"clients": n_clients, "cost_model": coefficients_record(models)}
-    timeline = expand_runs(runs, expand_metrics)
+    if stepped_order is not None:
+        # Every row one iteration already (stepped_rows): expand_runs' frame without its copy of every column.
+        timeline = pd.DataFrame({"client": seg_client, "iteration": first_iter, "kind": runs["kind"].array,
+                                 "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
+                                 "tokens": seg_tok, "request_ids": ids})
+    else:
+        timeline = expand_runs(runs, expand_metrics)
     reps = runs["iterations"].to_numpy(np.int64)
     row_kind = np.repeat(kinds, reps)
     timeline["kind"] = row_kind

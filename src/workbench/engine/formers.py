@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import heapq
 import math
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from heapq import heappop, heappush
 from itertools import accumulate
+from operator import itemgetter
 
 from workbench.engine.kv import reserved_admissible
 from workbench.engine.recorder import DECODE, MIXED, PREEMPT, PREFILL
+
+
+_second = itemgetter(1)
 
 
 def id_key(text: str):
@@ -69,6 +73,18 @@ class Former:
         self.classic = classic  # the paper's engine: linear costs, exclusive iterations, reserved KV
         self.stealing = stealing  # a WorkStealing hook, or None
         self._emit = recorder.emitter(clock)
+        if not classic and requests.ids_text:
+            self._id_rank, self._id_by_rank = id_ranks(requests.ids_text)
+
+    def _joins(self, c, i: int) -> None:
+        """Request i joins c's running decodes: its id's rank into the replica's sorted member ranks."""
+        if self._id_rank is not None:
+            insort(c.member_ranks, self._id_rank[i])
+
+    def _leaves(self, c, i: int) -> None:
+        if self._id_rank is not None:
+            ranks = c.member_ranks
+            del ranks[bisect_left(ranks, self._id_rank[i])]
 
     def _steal_if_idle(self, c) -> None:
         if not c.waiting and c.n_running < c.batch_size and c.accepting:  # the caller checked stealing is on
@@ -79,10 +95,11 @@ class Former:
 
     def running_ids(self, c) -> str:
         if c.ids_cache is None:
-            c.ids_cache = self.sorted_ids([i for _, i in c.running])
+            c.ids_cache = (" ".join(map(self._id_by_rank.__getitem__, c.member_ranks)) if self._id_rank is not None
+                           else self.sorted_ids(map(_second, c.running)))
         return c.ids_cache
 
-    def sorted_ids(self, rows: list[int]) -> str:
+    def sorted_ids(self, rows) -> str:
         """The requests' ids as text, in id_key order: by each id's rank, computed once per run."""
         if self._id_by_rank is None:
             self._id_rank, self._id_by_rank = id_ranks(self.requests.ids_text)
@@ -90,8 +107,7 @@ class Former:
         if rank is None:
             ids = self.requests.ids_text
             return " ".join(sorted((ids[i] for i in rows), key=id_key))
-        by_rank = self._id_by_rank
-        return " ".join([by_rank[r] for r in sorted([rank[i] for i in rows])])
+        return " ".join(map(self._id_by_rank.__getitem__, sorted(map(rank.__getitem__, rows))))
 
     def preempt(self, c, victims: list[int], now: float) -> None:
         """Recompute preemption: free the victims' blocks, send each back to the front of the queue, record a
@@ -110,6 +126,7 @@ class Former:
                 tokens = rq.l[i] + g - 1
                 self.kv.leave(c, i)
                 c.running.remove((rq.o[i] + rq.gen_base[i], i))
+                self._leaves(c, i)
                 heapq.heapify(c.running)
                 c.ctx_sum -= rq.l[i] + g
             self.kv.register(c, i, tokens)
@@ -265,6 +282,7 @@ class ExclusiveFormer(Former):
             if g + 1 < oi:
                 rq.gen_base[i] = c.decode_count - (g + 1)
                 heappush(c.running, (oi + rq.gen_base[i], i))
+                self._joins(c, i)
                 if self.paged:
                     self.kv.join(c, i)
                 rq.predicted_finish[i] = count + max(rq.seen[i] - g, 1)
@@ -313,6 +331,7 @@ class ExclusiveFormer(Former):
             paged = self.paged
             while running and running[0][0] <= d:
                 i = heappop(running)[1]
+                self._leaves(c, i)
                 finish[i] = end
                 rq.finished += 1
                 last_seg[i] = index
@@ -677,6 +696,7 @@ class MixedFormer(Former):
         running = c.running
         while running and running[0][0] <= d:
             i = heappop(running)[1]
+            self._leaves(c, i)
             done = rq.l[i] + rq.o[i]
             c.ctx_sum -= done
             if self.paged:
@@ -707,6 +727,7 @@ class MixedFormer(Former):
             else:
                 rq.gen_base[i] = c.decode_count - g
                 heappush(c.running, (o[i] + rq.gen_base[i], i))
+                self._joins(c, i)
                 if self.paged:
                     self.kv.join(c, i)
                 rq.predicted_finish[i] = c.decode_count - 1 + max(rq.seen[i] - generated[i], 1)
