@@ -80,3 +80,35 @@ def test_runs_in_the_chunked_prefill_policy_with_reserved_kv():
     fast, stepped = _both(trace, 4, 16, "chunked-prefill")
     assert sum(k > 1 for k in fast.recorder.k) > 0
     assert _digest(fast.schedule()) == _digest(stepped.schedule())
+
+
+def _order(rows, marks):
+    from workbench.engine.assemble import stepped_order
+
+    rows = {key: np.array(value) for key, value in rows.items()}
+    m = np.empty(len(marks), dtype=object)
+    m[:] = marks
+    return stepped_order(rows, m).tolist()
+
+
+def test_equal_times_across_replicas_follow_what_pushed_each_boundary():
+    """Client 1's boundary at t = 2 was pushed at t = 0.5, client 0's at t = 1: a stepping loop takes client 1's
+    first, whichever order the rows were recorded in."""
+    rows = {"start_s": [0.0, 1.0, 2.0, 0.5, 2.0], "client": [0, 0, 0, 1, 1], "kind": [1, 1, 1, 1, 1]}
+    marks = [(0.0, 0, 1), -1, -1, (0.5, 0, 2), -1]
+    assert _order(rows, marks) == [0, 3, 1, 4, 2]
+
+
+def test_ties_all_the_way_back_are_broken_by_the_arrivals_that_woke_the_replicas():
+    """Two replicas with the same times throughout: the one woken by the earlier push comes first at every
+    instant (the recursion walks back to t = 0), even when its rows were recorded second."""
+    rows = {"start_s": [0.0, 1.0, 2.0, 0.0, 1.0, 2.0], "client": [1, 1, 1, 0, 0, 0], "kind": [1] * 6}
+    marks = [(0.0, 0, 2), -1, -1, (0.0, 0, 1), -1, -1]
+    assert _order(rows, marks) == [3, 0, 4, 1, 5, 2]
+
+
+def test_a_preemption_row_stays_with_its_iteration():
+    """A preempt row (kind 3) and the iteration formed at the same boundary move together."""
+    rows = {"start_s": [0.0, 1.0, 1.0, 0.0, 1.0], "client": [0, 0, 0, 1, 1], "kind": [1, 3, 1, 1, 1]}
+    marks = [(0.0, 0, 2), -1, -1, (0.0, 0, 1), -1]
+    assert _order(rows, marks) == [3, 0, 4, 1, 2]
