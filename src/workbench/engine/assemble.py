@@ -45,23 +45,17 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
     """The schedule of a run outside the paper's engine: members recorded per segment, mixed and preempt rows."""
     from workbench.schedule.schema import expand_runs
 
-    stepped_order = text_rows = None
-    if config.iteration == "mixed" and segments.get("run_ends"):
-        segments, text_rows, stepped_order = stepped_rows(segments)
+    # Text once per segment, as the Arrow strings the frames hold, then taken per row (no Python string per row).
+    stepped = config.iteration == "mixed" and bool(segments.get("run_ends"))
+    if stepped:  # every row one iteration, in its final order: the frames below need no reordering
+        segments, (ids, pids, ptok, pprior) = stepped_segments(segments, texts)
+    else:
+        ids, pids, ptok, pprior = (pd.array(t, dtype="str") for t in texts)
     seg_client, seg_kind, seg_k = segments["client"], segments["kind"], segments["k"]
     # A preemption is a moment, not an iteration.
     order, first_iter = first_iterations(seg_client, np.where(seg_kind == PREEMPT, 0, seg_k))
     decode = seg_kind == DECODE
     seg_n, seg_tok = segments["n"], segments["tokens"]
-    # Text once per segment, as the Arrow strings the frames hold, then taken per row (no Python string per row).
-    ids, pids, ptok, pprior = (pd.array(t, dtype="str") for t in texts)
-    if stepped_order is not None:
-        # Every row in its final order now (one take of each text), so the frame needs no reordering below.
-        o = stepped_order
-        seg_client, seg_kind, seg_k, seg_n, seg_tok, first_iter, decode = (
-            a[o] for a in (seg_client, seg_kind, seg_k, seg_n, seg_tok, first_iter, decode))
-        segments = {"start_s": segments["start_s"][o], "end_s": segments["end_s"][o]}
-        ids, pids, ptok, pprior = (t.take(text_rows[o]) for t in (ids, pids, ptok, pprior))
     runs = pd.DataFrame({
         "client": seg_client, "kind": np.where(decode, "decode", "prefill"),
         "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
@@ -79,7 +73,7 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
     bound_model = models[0] if type(models[0]) is LinearCostModel else getattr(models[0], "bound_model", lambda: None)()
     record_model = models[0]
     expand_metrics = {"clients": n_clients, "cost_model": coefficients_record(models)}
-    if stepped_order is not None:
+    if stepped:
         # Every row one iteration already (stepped_rows): expand_runs' frame without its copy of every column.
         timeline = pd.DataFrame({"client": seg_client, "iteration": first_iter, "kind": runs["kind"].array,
                                  "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
@@ -123,6 +117,14 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
     if not same_models(models):
         metrics["cost_model"] = [cost_model_record(m) for m in models]
     return Schedule(timeline=timeline, requests=requests, metrics=metrics)
+
+
+def stepped_segments(segments: dict, texts) -> tuple[dict, tuple]:
+    """Mixed iterations with runs of decodes: one row per iteration in stepped order, and its texts."""
+    rows, text_rows, order = stepped_rows(segments)
+    take = text_rows[order]
+    return ({name: column[order] for name, column in rows.items()},
+            tuple(pd.array(t, dtype="str").take(take) for t in texts))
 
 
 def stepped_rows(segments: dict) -> tuple[dict, np.ndarray, np.ndarray]:
