@@ -23,6 +23,7 @@ the replicas between steps (``Engine.replicas``), answer the iteration decisions
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass
 from heapq import heappop, heappush
@@ -92,7 +93,15 @@ class Engine:
     def run(self, until_s: float | None = None) -> Decision | None:
         """Process every event up to ``until_s`` (all of them by default); stop early at a decision."""
         self._refuse_if_waiting()
-        self.done = self._advance(math.inf if until_s is None else float(until_s))
+        # The loop allocates many small objects and frees them in order, so the cyclic collector only costs it
+        # time (about 10% of a large vllm run): paused while it runs.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self.done = self._advance(math.inf if until_s is None else float(until_s))
+        finally:
+            if collecting:
+                gc.enable()
         if until_s is not None and not self.done and self._pending is None:
             self._now = max(self._now, float(until_s))
         return self.pending_decision
