@@ -14,7 +14,8 @@ Each former works in two phases around the one decision a scheduler makes:
 released).  ``exclusive`` (the paper's setting, MODEL.md section 1): an iteration is a
 prefill stage or a run of decode stages, computed in closed form between two batch changes
 (see :mod:`workbench.engine.loop`).  ``mixed`` (vLLM V1, Sarathi-Serve): every running decode
-plus prompt chunks up to the token budget, one iteration at a time.
+plus prompt chunks up to the token budget, one iteration at a time, except runs of decode-only
+iterations where no decision can happen (``MixedFormer._decode_run``), taken in one step.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ per iteration, rebuilt exactly from the same formula
 (:func:`workbench.schedule.schema.expand_runs`), so start and end times agree bit for bit
 with the clock the engine kept.  A run is cut short when a request arrives at a replica with
 free slots (so that the iteration rule can react at the next boundary) and, with paged KV,
-where the running requests' next block would not fit.  Mixed iterations are stepped one at a
-time.
+where the running requests' next block would not fit.  Mixed iterations take such runs where
+no decision can happen (see ``MixedFormer._decode_run``); their timeline is the stepped one, byte
+for byte (``engine.assemble.stepped_rows``).
 
 A caller may drive the loop (``Engine.step()``, ``Engine.run(until_s=...)``), read
 the replicas between steps (``Engine.replicas``), answer the iteration decisions itself
