@@ -71,7 +71,7 @@ def test_generated_blocks_are_hashed_when_vllm_caches_them():
         engine = build_engine(trace, 1, 4, "vllm", ONE_SECOND, kv_capacity_tokens=1024,
                               **{**PLAIN, "cache_at_schedule": on})
         engine.run()
-        assert len(engine._replicas[0].paged.cached_free) == cached
+        assert engine._replicas[0].paged.cached_blocks == cached
 
 
 def test_the_full_prompt_gate_admits_only_what_fits_whole():

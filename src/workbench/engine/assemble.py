@@ -9,6 +9,8 @@ carries its members and prompt pieces, and the per-iteration timeline is expande
 from __future__ import annotations
 
 from collections import Counter
+from functools import cmp_to_key
+from itertools import chain
 
 import numpy as np
 import pandas as pd
@@ -43,12 +45,17 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
     """The schedule of a run outside the paper's engine: members recorded per segment, mixed and preempt rows."""
     from workbench.schedule.schema import expand_runs
 
+    # Text once per segment, as the Arrow strings the frames hold, then taken per row (no Python string per row).
+    stepped = config.iteration == "mixed" and bool(segments.get("run_ends"))
+    if stepped:  # every row one iteration, in its final order: the frames below need no reordering
+        segments, (ids, pids, ptok, pprior) = stepped_segments(segments, texts)
+    else:
+        ids, pids, ptok, pprior = (pd.array(t, dtype="str") for t in texts)
     seg_client, seg_kind, seg_k = segments["client"], segments["kind"], segments["k"]
     # A preemption is a moment, not an iteration.
     order, first_iter = first_iterations(seg_client, np.where(seg_kind == PREEMPT, 0, seg_k))
     decode = seg_kind == DECODE
     seg_n, seg_tok = segments["n"], segments["tokens"]
-    ids, pids, ptok, pprior = (np.array(t, dtype=object) for t in texts)
     runs = pd.DataFrame({
         "client": seg_client, "kind": np.where(decode, "decode", "prefill"),
         "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
@@ -60,12 +67,19 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
         # Mixed iterations are single rows in the order they were formed (time order across clients), as the
         # chunked-prefill timeline has always been written.
         order = np.arange(len(seg_k))
-    runs = runs.iloc[order].reset_index(drop=True)
+    else:
+        runs = runs.iloc[order].reset_index(drop=True)
     kinds = KIND_NAMES[seg_kind[order]]
     bound_model = models[0] if type(models[0]) is LinearCostModel else getattr(models[0], "bound_model", lambda: None)()
     record_model = models[0]
     expand_metrics = {"clients": n_clients, "cost_model": coefficients_record(models)}
-    timeline = expand_runs(runs, expand_metrics)
+    if stepped:
+        # Every row one iteration already (stepped_rows): expand_runs' frame without its copy of every column.
+        timeline = pd.DataFrame({"client": seg_client, "iteration": first_iter, "kind": runs["kind"].array,
+                                 "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
+                                 "tokens": seg_tok, "request_ids": ids})
+    else:
+        timeline = expand_runs(runs, expand_metrics)
     reps = runs["iterations"].to_numpy(np.int64)
     row_kind = np.repeat(kinds, reps)
     timeline["kind"] = row_kind
@@ -73,10 +87,13 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
     if config.iteration == "mixed" or config.kv == "paged":
         # Prompt pieces: the chunks of mixed rows and, with paged KV, the prompts of prefill rows (whose
         # recomputation and cached part the validator checks through prefill_prior).
-        timeline["prefill_ids"] = np.repeat(pids[order], reps)
-        timeline["prefill_tokens"] = np.repeat(ptok[order], reps)
+        if config.iteration != "mixed":
+            rows = np.repeat(order, reps)
+            pids, ptok, pprior = pids.take(rows), ptok.take(rows), pprior.take(rows)
+        timeline["prefill_ids"] = pids
+        timeline["prefill_tokens"] = ptok
         if config.kv == "paged":
-            timeline["prefill_prior"] = np.repeat(pprior[order], reps)
+            timeline["prefill_prior"] = pprior
     requests = pd.DataFrame({
         "request_id": trace["request_id"].to_numpy(), "client": per_request["client"],
         "input_tokens": trace["input_tokens"].to_numpy(), "output_tokens": trace["output_tokens"].to_numpy(),
@@ -100,6 +117,102 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
     if not same_models(models):
         metrics["cost_model"] = [cost_model_record(m) for m in models]
     return Schedule(timeline=timeline, requests=requests, metrics=metrics)
+
+
+def stepped_segments(segments: dict, texts) -> tuple[dict, tuple]:
+    """Mixed iterations with runs of decodes: one row per iteration in stepped order, and its texts."""
+    rows, text_rows, order = stepped_rows(segments)
+    take = text_rows[order]
+    return ({name: column[order] for name, column in rows.items()},
+            tuple(pd.array(t, dtype="str").take(take) for t in texts))
+
+
+def stepped_rows(segments: dict) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Mixed iterations: each run of decodes as its single iterations, and every row in the order a loop that
+    stepped each iteration would have formed it (MODEL.md 11.10).  Returns the rows, the segment of each (whose
+    texts it repeats) and that order."""
+    run_ends, k = segments["run_ends"], segments["k"]
+    seg = np.repeat(np.arange(len(k)), k)
+    r = np.arange(len(seg), dtype=np.int64) - np.repeat(np.cumsum(k) - k, k)
+    out = {name: segments[name][seg] for name in ("client", "kind", "n")}
+    out["k"] = np.ones(len(seg), dtype=np.int64)
+    out["tokens"] = segments["tokens"][seg] + out["n"] * r
+    start, end = segments["start_s"][seg], segments["end_s"][seg]
+    runs = np.array(sorted(run_ends), dtype=np.int64)
+    run_k = k[runs]
+    first = (np.cumsum(k) - k)[runs]
+    rows = np.repeat(first, run_k) + (np.arange(int(run_k.sum())) - np.repeat(np.cumsum(run_k) - run_k, run_k))
+    ends = np.fromiter(chain.from_iterable(run_ends[i] for i in runs.tolist()), dtype=float, count=len(rows))
+    starts = np.empty_like(ends)
+    starts[1:] = ends[:-1]
+    starts[np.cumsum(run_k) - run_k] = segments["start_s"][runs]
+    end[rows], start[rows] = ends, starts
+    out["start_s"], out["end_s"] = start, end
+    marks = np.empty(len(k), dtype=object)
+    marks[:] = segments["marks"]
+    marks = marks[seg]
+    marks[r > 0] = -1  # a run's later iterations: each pushed by the one before it
+    return out, seg, stepped_order(out, marks)
+
+
+def stepped_order(rows: dict, marks: np.ndarray) -> np.ndarray:
+    """Rows in time order; at equal times across replicas, in the order a stepping loop takes their boundaries:
+    by what pushed each boundary (its clock sequence), recursively through the iterations that pushed them."""
+    start, client = rows["start_s"], rows["client"]
+    order = np.argsort(start, kind="stable")  # each replica's rows are already in its own order
+    s, cl = start[order], client[order]
+    cross = np.flatnonzero((s[1:] == s[:-1]) & (cl[1:] != cl[:-1]))
+    if not len(cross):
+        return order
+    prev = previous_iteration(client, rows["kind"])
+
+    def pusher(row: int) -> tuple:
+        m = marks[row]
+        if isinstance(m, tuple):
+            return m[0], m[1], m[2], -1
+        p = int(prev[row])
+        return (start[p] if p >= 0 else -np.inf), 1, 0, p
+
+    def compare(a: int, b: int) -> int:
+        while True:
+            ka, kb = pusher(a), pusher(b)
+            if ka[:3] != kb[:3] or ka[3] < 0 or kb[3] < 0 or ka[3] == kb[3]:
+                return -1 if ka < kb else (1 if ka > kb else 0)
+            a, b = ka[3], kb[3]
+
+    order = order.tolist()
+    lo_done = -1
+    for x in cross.tolist():
+        if x < lo_done:
+            continue
+        lo, hi = x, x + 1
+        while lo > 0 and s[lo - 1] == s[x]:
+            lo -= 1
+        while hi + 1 < len(s) and s[hi + 1] == s[x]:
+            hi += 1
+        groups: dict[int, list[int]] = {}
+        for row in order[lo:hi + 1]:
+            groups.setdefault(int(client[row]), []).append(row)
+        ranked = sorted(groups.values(), key=cmp_to_key(lambda ga, gb: compare(ga[0], gb[0])))
+        order[lo:hi + 1] = [row for group in ranked for row in group]
+        lo_done = hi + 1
+    return np.array(order, dtype=np.int64)
+
+
+def previous_iteration(client: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """Per row, the replica's last iteration row (not a preemption) before it (-1: none)."""
+    by_client = np.argsort(client, kind="stable")
+    c = client[by_client]
+    position = np.arange(len(c))
+    iteration = np.where(kind[by_client] != PREEMPT, position, -1)
+    last = np.maximum.accumulate(np.concatenate([[-1], iteration[:-1]]))
+    first_of_client = np.searchsorted(c, c, side="left")
+    prev = np.full(len(c), -1, dtype=np.int64)
+    ok = last >= first_of_client
+    prev[ok] = by_client[last[ok]]
+    out = np.empty(len(c), dtype=np.int64)
+    out[by_client] = prev
+    return out
 
 
 def coefficients_record(models) -> list[dict]:

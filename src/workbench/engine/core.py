@@ -275,7 +275,7 @@ class _Setup:
                               field="frontend_overhead_s", fix="give every client the same frontend_overhead_s.")
         # The front end delays every request before the engine sees it.
         clock = EventClock(self.arrival + overhead[0] if any(overhead) else self.arrival)
-        recorder = Recorder(self.classic)
+        recorder = Recorder(self.classic, config.iteration == "mixed")
         kv_manager = PagedKVManager(rq, config.block_size, config.iteration == "mixed") if config.kv == "paged" else None
         stealing = WorkStealing(replicas, rq, clock) if self.steal else None
         former = (MixedFormer if config.iteration == "mixed" else ExclusiveFormer)(
@@ -284,6 +284,8 @@ class _Setup:
             former.arrival_s = (self.arrival + overhead[0]).tolist()  # when each request reached the engine
         if config.dp_lockstep:
             former.replicas = replicas  # the group: every replica of the run (the list add_replica grows)
+        if config.iteration == "mixed":
+            former.runs = stealing is None and not config.dp_lockstep
         bar = None
         if self.progress or (self.progress is None and n >= PROGRESS_MIN_REQUESTS):
             from tqdm.auto import tqdm
@@ -301,6 +303,7 @@ class _Setup:
         rq, recorder, replicas = engine.requests, engine.recorder, engine._replicas
         config, trace = self.config, self.trace
         segments = recorder.arrays()
+        segments["run_ends"], segments["marks"] = recorder.run_ends, recorder.marks
         members, per_request = rq.arrays()
         recorder.free()
         rq.free()

@@ -14,22 +14,46 @@ Each former works in two phases around the one decision a scheduler makes:
 released).  ``exclusive`` (the paper's setting, MODEL.md section 1): an iteration is a
 prefill stage or a run of decode stages, computed in closed form between two batch changes
 (see :mod:`workbench.engine.loop`).  ``mixed`` (vLLM V1, Sarathi-Serve): every running decode
-plus prompt chunks up to the token budget, one iteration at a time.
+plus prompt chunks up to the token budget, one iteration at a time, except runs of decode-only
+iterations where no decision can happen (``MixedFormer._decode_run``), taken in one step.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_left, insort
 from heapq import heappop, heappush
+from itertools import accumulate
+from operator import itemgetter
 
 from workbench.engine.kv import reserved_admissible
 from workbench.engine.recorder import DECODE, MIXED, PREEMPT, PREFILL
 
 
+_second = itemgetter(1)
+
+
 def id_key(text: str):
     """Ids in numeric order when they are integers (as the engine lists them), else as text."""
     return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)
+
+
+def id_ranks(ids: list[str]) -> tuple[list | None, list]:
+    """Each id's position in id_key order, and the ids in that order; ``(None, [])`` when two ids have equal
+    keys (sorted() then keeps their order of listing, which a rank cannot)."""
+    n = len(ids)
+    if all(map(str.isdigit, ids)):
+        keys: list = list(map(int, ids))  # every key is (0, int(text), ""): the integers order them
+    else:
+        keys = list(map(id_key, ids))
+    if len(set(keys)) < n:
+        return None, []
+    order = sorted(range(n), key=keys.__getitem__)
+    rank = [0] * n
+    for position, i in enumerate(order):
+        rank[i] = position
+    return rank, [ids[i] for i in order]
 
 
 def cum_decode_s(r: int, base: float, c_d: float, S: int, n: int) -> float:
@@ -50,16 +74,41 @@ class Former:
         self.classic = classic  # the paper's engine: linear costs, exclusive iterations, reserved KV
         self.stealing = stealing  # a WorkStealing hook, or None
         self._emit = recorder.emitter(clock)
+        if not classic and requests.ids_text:
+            self._id_rank, self._id_by_rank = id_ranks(requests.ids_text)
+
+    def _joins(self, c, i: int) -> None:
+        """Request i joins c's running decodes: its id's rank into the replica's sorted member ranks."""
+        if self._id_rank is not None:
+            insort(c.member_ranks, self._id_rank[i])
+
+    def _leaves(self, c, i: int) -> None:
+        if self._id_rank is not None:
+            ranks = c.member_ranks
+            del ranks[bisect_left(ranks, self._id_rank[i])]
 
     def _steal_if_idle(self, c) -> None:
         if not c.waiting and c.n_running < c.batch_size and c.accepting:  # the caller checked stealing is on
             self.stealing.steal_for(c)
 
+    _id_rank: list | None = None  # per request, its id's place in id_key order (None: not yet, or ties)
+    _id_by_rank: list | None = None
+
     def running_ids(self, c) -> str:
         if c.ids_cache is None:
-            ids = self.requests.ids_text
-            c.ids_cache = " ".join(sorted((ids[i] for _, i in c.running), key=id_key))
+            c.ids_cache = (" ".join(map(self._id_by_rank.__getitem__, c.member_ranks)) if self._id_rank is not None
+                           else self.sorted_ids(map(_second, c.running)))
         return c.ids_cache
+
+    def sorted_ids(self, rows) -> str:
+        """The requests' ids as text, in id_key order: by each id's rank, computed once per run."""
+        if self._id_by_rank is None:
+            self._id_rank, self._id_by_rank = id_ranks(self.requests.ids_text)
+        rank = self._id_rank
+        if rank is None:
+            ids = self.requests.ids_text
+            return " ".join(sorted((ids[i] for i in rows), key=id_key))
+        return " ".join(map(self._id_by_rank.__getitem__, sorted(map(rank.__getitem__, rows))))
 
     def preempt(self, c, victims: list[int], now: float) -> None:
         """Recompute preemption: free the victims' blocks, send each back to the front of the queue, record a
@@ -76,7 +125,9 @@ class Former:
                 g = c.decode_count - rq.gen_base[i]
                 rq.generated[i] = g
                 tokens = rq.l[i] + g - 1
+                self.kv.leave(c, i)
                 c.running.remove((rq.o[i] + rq.gen_base[i], i))
+                self._leaves(c, i)
                 heapq.heapify(c.running)
                 c.ctx_sum -= rq.l[i] + g
             self.kv.register(c, i, tokens)
@@ -87,7 +138,8 @@ class Former:
             ids_out.append(rq.ids_text[i])
         c.n_running = len(c.running) + len(c.prefilling)
         c.ids_cache = None
-        self.recorder.add_listed(c.index, PREEMPT, now, now, 1, len(victims), freed, " ".join(ids_out))
+        self.recorder.add_listed(c.index, PREEMPT, now, now, 1, len(victims), freed, " ".join(ids_out),
+                                 mark=c.push_mark)
 
     def _finish(self, c, i: int, end: float, kv_tokens: int) -> None:
         """Request i produced its last token at ``end``: release its memory and its predicted work."""
@@ -95,7 +147,7 @@ class Former:
         rq.finish[i] = end
         rq.finished += 1
         if self.paged:
-            c.paged.release(i, c.paged.blocks(kv_tokens))
+            c.paged.release(i, c.paged.blocks(kv_tokens), True)
         else:
             c.kv_reserved_tokens -= rq.l[i] + rq.o[i]
         c.outstanding_s -= rq.w[i]
@@ -231,6 +283,9 @@ class ExclusiveFormer(Former):
             if g + 1 < oi:
                 rq.gen_base[i] = c.decode_count - (g + 1)
                 heappush(c.running, (oi + rq.gen_base[i], i))
+                self._joins(c, i)
+                if self.paged:
+                    self.kv.join(c, i)
                 rq.predicted_finish[i] = count + max(rq.seen[i] - g, 1)
                 c.ctx_sum += li + g + 1
             else:
@@ -241,7 +296,7 @@ class ExclusiveFormer(Former):
         c.ids_cache = None
         ids = rq.ids_text
         c.current = self.recorder.add_listed(
-            c.index, PREFILL, now, end, 1, m, tokens, " ".join(sorted((ids[i] for i in members), key=id_key)),
+            c.index, PREFILL, now, end, 1, m, tokens, self.sorted_ids(members),
             " ".join(ids[i] for i in members), " ".join(str(p[0]) for p in pieces),
             " ".join(str(p[1]) for p in pieces))
         self.clock.at(c, end)
@@ -277,13 +332,15 @@ class ExclusiveFormer(Former):
             paged = self.paged
             while running and running[0][0] <= d:
                 i = heappop(running)[1]
+                self._leaves(c, i)
                 finish[i] = end
                 rq.finished += 1
                 last_seg[i] = index
                 done = l[i] + o[i]
                 c.ctx_sum -= done
                 if paged:
-                    c.paged.release(i, c.paged.blocks(done - 1))
+                    self.kv.leave(c, i)
+                    c.paged.release(i, c.paged.blocks(done - 1), True)
                 else:
                     c.kv_reserved_tokens -= done
                 c.outstanding_s -= w[i]
@@ -348,7 +405,7 @@ class MixedFormer(Former):
             self._steal_if_idle(c)
         preempted_now = self._make_room(c, now) if self.paged else False
         n_d, budget, chunks = self._continue_chunks(c)
-        c.forming = (n_d, budget, chunks)
+        c.forming = (n_d, budget, chunks, preempted_now)
         held = len(c.async_freed)  # async: the slots of requests that finished at this boundary, still held
         if budget > 0 and c.waiting and c.n_running + held < c.batch_size and not preempted_now:
             rq = self.requests
@@ -376,6 +433,8 @@ class MixedFormer(Former):
         """Blocks for this iteration's decode tokens and the chunks under way: preempt the newest running
         requests until they fit (vLLM then admits nobody new in this step).  Whether anyone was preempted."""
         rq, kv, kvm = self.requests, self.kv, c.paged
+        if not c.prefilling and (not c.running or kv.decode_blocks_needed(c, 1) <= kvm.free_blocks):
+            return False  # the decodes alone, and they fit (the loop below would stop at once)
         tau = self.config.token_budget
         preempted = False
         while c.running or c.prefilling:
@@ -398,7 +457,9 @@ class MixedFormer(Former):
         rq = self.requests
         kvm = c.paged
         if self.paged:
-            kvm.grow(-1, self.kv.decode_blocks_needed(c, 1))  # the decode tokens, before anyone is admitted
+            need = self.kv.decode_blocks_needed(c, 1)  # the decode tokens, before anyone is admitted
+            if need or (kvm.free_queue and not (kvm.caching and (kvm.cached_free or kvm.dead_queued))):
+                kvm.grow(-1, need)  # taking no block changes nothing unless it lets the queue's order go
         n_d = len(c.running)
         budget = self.config.token_budget - n_d
         chunks: list[tuple[int, int, int]] = []  # (request, chunk tokens, prompt tokens done before)
@@ -416,10 +477,12 @@ class MixedFormer(Former):
         return n_d, budget, chunks
 
     def form(self, c, now: float, m: int) -> bool:
-        n_d, budget, chunks = c.forming
+        n_d, budget, chunks, preempted_now = c.forming
         c.forming = None
         if m > 0:
             self._admit(c, now, m, budget, chunks)
+        elif not chunks and n_d and self.runs and c.linear and not preempted_now and self._decode_run(c, now, n_d):
+            return True
         if n_d == 0 and not chunks:
             c.async_cutoff_s = math.inf
             if c.async_freed:
@@ -433,15 +496,78 @@ class MixedFormer(Former):
         end = self._iteration_end(c, now, n_d, chunks)
         c._just_prefilled = chunks
         ids = self.requests.ids_text
-        c.current = self.recorder.add_listed(
-            c.index, MIXED if chunks else DECODE, now, end, 1, n_d, c.ctx_sum, self.running_ids(c),
-            " ".join(ids[ch[0]] for ch in chunks), " ".join(str(ch[1]) for ch in chunks),
-            " ".join(str(ch[2]) for ch in chunks))
+        if chunks:
+            c.current = self.recorder.add_listed(
+                c.index, MIXED, now, end, 1, n_d, c.ctx_sum, self.running_ids(c),
+                " ".join(ids[ch[0]] for ch in chunks), " ".join(str(ch[1]) for ch in chunks),
+                " ".join(str(ch[2]) for ch in chunks), c.push_mark)
+        else:
+            c.current = self.recorder.add_listed(c.index, DECODE, now, end, 1, n_d, c.ctx_sum, self.running_ids(c),
+                                                 "", "", "", c.push_mark)
         if self.config.dp_lockstep:
             self._lockstep(c, now, end, n_d, chunks)
         else:
             self.clock.at(c, end)
+            c.push_mark = -1
         return True
+
+    #: Whether runs of decode-only iterations may be taken in one step (set by the builder: not with work
+    #: stealing or lockstep, where another replica acts at this one's boundaries).
+    runs = False
+
+    def _decode_run(self, c, now: float, n_d: int) -> bool:
+        """A run of decode-only iterations where no decision can happen: nothing part-way, no slot held by
+        async scheduling, and no admission possible (a full batch, or an empty queue; an arrival cuts the run
+        at the next boundary, see cut_run_at).  It ends at the first completion, or where the running
+        decodes' next block would not fit.  Its iterations' ends are summed one by one, as stepping sums them,
+        so the clock and the timeline agree bit for bit.  False: a single iteration is formed instead."""
+        if c.prefilling or c.async_freed or (c.waiting and c.n_running < c.batch_size):
+            return False
+        k = c.running[0][0] - c.decode_count
+        if k > 1 and self.paged:
+            # Blocks for the first iteration were taken (_continue_chunks); later ones while they fit.
+            k = self.kv.longest_decode_run(c, k, c.paged.free_blocks + self.kv.decode_blocks_needed(c, 1))
+        if k <= 1:
+            return False
+        base, c_d, S = c.a_d + c.b_d * n_d, c.c_d, c.ctx_sum
+        ends = list(accumulate([base + c_d * (S + n_d * r) for r in range(k)], initial=now))
+        del ends[0]
+        c.async_cutoff_s = now
+        rec = self.recorder
+        c.current = index = rec.add_listed(c.index, DECODE, now, ends[-1], k, n_d, S, self.running_ids(c),
+                                           "", "", "", c.push_mark)
+        rec.run_ends[index] = ends
+        c._just_prefilled = ()
+        self.clock.at(c, ends[-1])
+        c.push_mark = -1
+        return True
+
+    def cut_run_at(self, c, t: float) -> None:
+        """End the run of decodes in progress at its first iteration boundary at or after ``t``."""
+        index = c.current
+        if index is None:
+            return
+        ends = self.recorder.run_ends.get(index)
+        if ends is None:
+            return
+        r = bisect_left(ends, t)
+        if r >= len(ends) - 1:
+            return
+        del ends[r + 1:]
+        rec = self.recorder
+        rec.k[index] = r + 1
+        rec.end[index] = ends[r]
+        self.clock.at(c, ends[r])
+        c.push_mark = -1
+
+    def _end_run(self, c, index: int, k: int) -> None:
+        """The first k - 1 iterations of a run of decodes (none completes a request); the last is completed as
+        any iteration is.  Their blocks are taken in iteration order, as stepping takes them."""
+        if self.paged:
+            c.paged.grow_each(self.kv.decode_blocks_each(c, k)[1:])
+        c.decode_count += k - 1
+        c.ctx_sum += self.recorder.n[index] * (k - 1)
+        c.async_cutoff_s = self.recorder.run_ends[index][k - 2]  # the last iteration's start
 
     #: Lockstep (a data-parallel group of an expert-parallel model): the replicas (set by the engine's
     #: builder) and the iterations formed at the group's current boundary: [time, [replica, ...]].
@@ -552,9 +678,12 @@ class MixedFormer(Former):
             return
         if c.async_freed:
             self._release_freed(c)  # finished one iteration ago: their outputs are processed by now
-        end = self.recorder.end[index]
-        if self.recorder.n[index]:
-            self._complete_decodes(c, end, self.recorder.n[index])
+        rec = self.recorder
+        end = rec.end[index]
+        if rec.k[index] > 1:
+            self._end_run(c, index, rec.k[index])
+        if rec.n[index]:
+            self._complete_decodes(c, end, rec.n[index])
         if c._just_prefilled:
             self._complete_chunks(c, end, c._just_prefilled)
             c._just_prefilled = ()
@@ -568,8 +697,11 @@ class MixedFormer(Former):
         running = c.running
         while running and running[0][0] <= d:
             i = heappop(running)[1]
+            self._leaves(c, i)
             done = rq.l[i] + rq.o[i]
             c.ctx_sum -= done
+            if self.paged:
+                self.kv.leave(c, i)
             self._finish(c, i, end, done - 1)
             c.ids_cache = None
 
@@ -596,6 +728,9 @@ class MixedFormer(Former):
             else:
                 rq.gen_base[i] = c.decode_count - g
                 heappush(c.running, (o[i] + rq.gen_base[i], i))
+                self._joins(c, i)
+                if self.paged:
+                    self.kv.join(c, i)
                 rq.predicted_finish[i] = c.decode_count - 1 + max(rq.seen[i] - generated[i], 1)
                 c.ctx_sum += l[i] + g
                 c.ids_cache = None
@@ -620,5 +755,5 @@ class MixedFormer(Former):
         """Async scheduling: the blocks of the requests that finished one iteration ago go back to the pool."""
         if self.paged:
             for i, blocks in c.async_freed:
-                c.paged.release(i, blocks)
+                c.paged.release(i, blocks, True)
         c.async_freed = []

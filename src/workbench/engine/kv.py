@@ -38,6 +38,9 @@ from collections import deque
 
 import pandas as pd
 
+#: The key of a free-queue run of dead cached blocks (see PagedKV.release).
+DEAD = ("dead",)
+
 
 class PagedKV:
     """Block accounting of one client; tokens per request are tracked by the engine.
@@ -48,7 +51,8 @@ class PagedKV:
     """
 
     __slots__ = ("block_size", "capacity_blocks", "used", "caching", "refs", "free_queue", "cached_free",
-                 "stamp", "held", "shared", "hits_tokens", "queried_tokens", "anon_queued")
+                 "stamp", "held", "private", "hits_tokens", "queried_tokens", "anon_queued", "dead_queued",
+                 "residues")
 
     def __init__(self, capacity_tokens: int, block_size: int, caching: bool) -> None:
         self.block_size = block_size
@@ -62,14 +66,27 @@ class PagedKV:
         self.cached_free: dict = {}  # key -> stamp of its live entry in free_queue
         self.stamp = 0
         self.held: dict[int, list] = {}  # request -> keys of the full cached blocks it references, in order
-        self.shared: dict[int, int] = {}  # request -> how many of its blocks are counted in refs
+        # Request -> how many of its own (private) blocks past its shared prefix it has registered without
+        # listing their keys (see register_private): only the request itself can ever hit them.
+        self.private: dict[int, int] = {}
         self.hits_tokens = 0
         self.queried_tokens = 0
         self.anon_queued = 0  # blocks in anonymous runs of the free queue
+        # Cached blocks nobody can hit again (a finished request's private blocks), queued as runs
+        # (DEAD, count): they are cached content as far as eviction order goes, so they count as cached.
+        self.dead_queued = 0
+        # The running decodes by (tokens held - 1 - decode count) mod block_size: each one's residue is
+        # fixed while it decodes, so the blocks any number of decodes need is a sum over block_size bins.
+        self.residues = [0] * block_size
 
     @property
     def free_blocks(self) -> int:
         return self.capacity_blocks - self.used
+
+    @property
+    def cached_blocks(self) -> int:
+        """Free blocks that still hold cached content (evictable)."""
+        return len(self.cached_free) + self.dead_queued
 
     def blocks(self, tokens: int) -> int:
         return -(-tokens // self.block_size)
@@ -104,12 +121,29 @@ class PagedKV:
                 self.used += 1
             held.append(key)
         self.held[request] = held
-        self.shared[request] = hit_blocks
         self._take(total_blocks - hit_blocks)
 
     def grow(self, request: int, blocks: int) -> None:
         """Allocate ``blocks`` more private blocks for ``request`` (the engine checked they are free)."""
         self._take(blocks)
+
+    def grow_each(self, blocks: list[int]) -> None:
+        """:meth:`grow` by each of ``blocks`` in turn (a run of decodes, one iteration's blocks at a time):
+        the same evictions as separate calls.  Those differ from one call only where a call starts with nothing
+        cached left to evict (it then forgets the queue's order), so one call does when the blocks taken
+        before the last call cannot exhaust the cached content, or when nothing cached is there to begin with."""
+        total = sum(blocks)
+        content = len(self.cached_free) + self.dead_queued if self.caching else 0
+        if not content or total - blocks[-1] - (self.free_blocks - self._queued_blocks()) < content:
+            if total or self.free_queue:
+                self._take(total)
+            return
+        for x, b in enumerate(blocks):
+            if not (self.cached_free or self.dead_queued):
+                self._take(sum(blocks[x:]))
+                return
+            if b:
+                self._take(b)
 
     def register(self, request: int, keys: list, full_blocks: int) -> None:
         """Make the request's first ``full_blocks`` computed prompt blocks cacheable (their keys become known)."""
@@ -125,9 +159,23 @@ class PagedKV:
                 break
             refs[key] = 1
             held.append(key)
-            self.shared[request] = self.shared.get(request, 0) + 1
 
-    def release(self, request: int, total_blocks: int) -> None:
+    def register_private(self, request: int, n_shared: int, keys: list, full_blocks: int) -> None:
+        """As :meth:`register` for a request never preempted, whose first ``n_shared`` keys are its shared
+        prefix and the rest its own ``(request, b)``: its own keys are only counted, since nobody else can
+        hit them and the request itself only after a preemption (when :meth:`release` lists them)."""
+        if not self.caching:
+            return
+        held = self.held.get(request)
+        if held is None or len(held) < n_shared:
+            self.register(request, keys[:n_shared], min(full_blocks, n_shared))
+            held = self.held[request]
+        if len(held) == n_shared and full_blocks > n_shared:
+            private = self.private
+            if private.get(request, 0) < full_blocks - n_shared:
+                private[request] = full_blocks - n_shared
+
+    def release(self, request: int, total_blocks: int, finished: bool = False) -> None:
         """Free the ``total_blocks`` blocks ``request`` holds; cached ones become evictable, the rest anonymous.
 
         Tail first, as vLLM's ``free`` does: the request's last blocks enter the free queue first and its
@@ -136,12 +184,24 @@ class PagedKV:
         blocks, which go in from the last to the first.
         """
         held = self.held.pop(request, [])
-        self.shared.pop(request, None)
+        own = self.private.pop(request, 0) if self.private else 0  # registered private blocks, after held
         refs = self.refs
-        private = total_blocks - len(held)
-        if private > 0 and self.caching and (self.cached_free or any(refs[key] == 1 for key in held)):
-            self.free_queue.append((None, private))
+        private = total_blocks - len(held) - own
+        queue = self.free_queue
+        if private > 0 and self.caching and (own or self.cached_free or self.dead_queued
+                                             or any(refs[key] == 1 for key in held)):
+            queue.append((None, private))
             self.anon_queued += private
+        if own:
+            if finished:  # nobody can hit them again: one run, in the queue where they would be
+                queue.append((DEAD, own))
+                self.dead_queued += own
+            else:
+                n_shared = len(held)
+                for b in range(n_shared + own - 1, n_shared - 1, -1):
+                    self.stamp += 1
+                    self.cached_free[(request, b)] = self.stamp
+                    queue.append(((request, b), self.stamp))
         for key in reversed(held):
             left = refs[key] - 1
             if left:
@@ -157,7 +217,7 @@ class PagedKV:
     def _take(self, blocks: int) -> None:
         """Allocate ``blocks`` free blocks, evicting the least recently freed cached content first in line."""
         self.used += blocks
-        if not self.caching or not self.cached_free:
+        if not self.caching or not (self.cached_free or self.dead_queued):
             if self.free_queue:
                 self.free_queue.clear()  # nothing cached is left to evict: the order no longer matters
                 self.anon_queued = 0
@@ -168,10 +228,13 @@ class PagedKV:
         queue, cached_free = self.free_queue, self.cached_free
         while blocks > 0 and queue:
             key, stamp = queue[0]
-            if key is None:
+            if key is None or key is DEAD:
                 take = min(blocks, stamp)
                 blocks -= take
-                self.anon_queued -= take
+                if key is None:
+                    self.anon_queued -= take
+                else:
+                    self.dead_queued -= take
                 if take == stamp:
                     queue.popleft()
                 else:
@@ -184,7 +247,7 @@ class PagedKV:
 
     def _queued_blocks(self) -> int:
         """Blocks in the free queue that still hold something (cached content or anonymous runs)."""
-        return len(self.cached_free) + self.anon_queued
+        return len(self.cached_free) + self.anon_queued + self.dead_queued
 
 
 def reserved_admissible(c, l: list[int], o: list[int], by_rank: list[int]) -> int:
@@ -254,6 +317,9 @@ class PagedKVManager:
         full = tokens // self.block_size
         if full <= len(shared):
             return shared[:full]
+        if not self.requests.preemptions[i]:
+            # Never preempted: its own blocks were never cached, so no look-up passes its shared prefix.
+            return shared
         return shared + [(i, b) for b in range(len(shared), full)]
 
     def hit_tokens(self, c, i: int, need: int) -> int:
@@ -307,23 +373,50 @@ class PagedKVManager:
     def register(self, c, i: int, tokens: int) -> None:
         """Request i's first ``tokens`` computed tokens become cacheable (prefix caching only)."""
         if self.block_keys is not None:
-            c.paged.register(i, self.keys_for(i, tokens), tokens // self.block_size)
+            if self.requests.preemptions[i]:
+                c.paged.register(i, self.keys_for(i, tokens), tokens // self.block_size)
+            else:  # its own blocks counted, not listed (PagedKV.register_private)
+                shared = self.block_keys[i]
+                c.paged.register_private(i, len(shared), shared, tokens // self.block_size)
+
+    def join(self, c, i: int) -> None:
+        """Request i starts decoding on c (its gen_base set): count its block residue."""
+        self._residue(c, i, 1)
+
+    def leave(self, c, i: int) -> None:
+        """Request i stops decoding on c (finished or preempted), before its gen_base changes."""
+        self._residue(c, i, -1)
+
+    def _residue(self, c, i: int, delta: int) -> None:
+        rq = self.requests
+        c.paged.residues[(rq.l[i] - 2 - rq.gen_base[i]) % self.block_size] += delta
 
     def decode_blocks_needed(self, c, j: int) -> int:
-        """New blocks the running decodes need for ``j`` more decode iterations."""
-        rq, bs = self.requests, self.block_size
-        l, gen_base = rq.l, rq.gen_base
-        last = c.decode_count - 1
-        need = 0
-        for _, i in c.running:
-            # Held now: s = l + generated - 1 tokens; ceil((s + j) / bs) - ceil(s / bs), in integers.
-            s = l[i] + last - gen_base[i]
-            need += (s + j - 1) // bs - (s - 1) // bs
+        """New blocks the running decodes need for ``j`` more decode iterations.
+
+        A request holding ``s`` tokens needs ``ceil((s + j) / bs) - ceil(s / bs) = (rho + j) // bs`` more, with
+        ``rho = (s - 1) mod bs = (residue + decode_count) mod bs``: a sum over the residue bins."""
+        bs = self.block_size
+        hist, d = c.paged.residues, c.decode_count
+        if j == 1:
+            return hist[(bs - 1 - d) % bs]
+        q, r = divmod(j, bs)
+        need = q * len(c.running) if q else 0
+        for rho in range(bs - r, bs):
+            need += hist[(rho - d) % bs]
         return need
 
-    def longest_decode_run(self, c, k: int) -> int:
-        """The longest run of at most ``k`` decodes whose new blocks fit (the caller made room for one)."""
-        free = c.paged.free_blocks
+    def decode_blocks_each(self, c, k: int) -> list[int]:
+        """New blocks the running decodes need at each of the next ``k`` decode iterations, in order."""
+        bs = self.block_size
+        hist, d = c.paged.residues, c.decode_count
+        return [hist[(-r - d) % bs] for r in range(1, k + 1)]
+
+    def longest_decode_run(self, c, k: int, free: int | None = None) -> int:
+        """The longest run of at most ``k`` decodes whose new blocks fit ``free`` (default: the free blocks; the
+        caller made room for one)."""
+        if free is None:
+            free = c.paged.free_blocks
         if self.decode_blocks_needed(c, k) <= free:
             return k
         lo, hi = 1, k  # need(lo) fits, need(hi) does not

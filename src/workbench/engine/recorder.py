@@ -21,9 +21,10 @@ KIND_NAMES = np.array(["prefill", "decode", "mixed", "preempt"], dtype=object)
 class Recorder:
     """The segment lists; ``classic`` (the paper's engine) keeps no member text."""
 
-    __slots__ = ("classic", "client", "kind", "start", "end", "k", "n", "tokens", "ids", "pids", "ptok", "pprior")
+    __slots__ = ("classic", "client", "kind", "start", "end", "k", "n", "tokens", "ids", "pids", "ptok", "pprior",
+                 "run_ends", "marks")
 
-    def __init__(self, classic: bool) -> None:
+    def __init__(self, classic: bool, mixed: bool = False) -> None:
         self.classic = classic
         self.client: list[int] = []
         self.kind: list[int] = []
@@ -36,6 +37,12 @@ class Recorder:
         self.pids: list[str] = []
         self.ptok: list[str] = []
         self.pprior: list[str] = []  # per prompt piece: its tokens already in the KV cache (paged schedules)
+        # Mixed iterations: a run of decodes (segment -> its iterations' end times, summed one by one as a
+        # stepped loop sums them), and per segment what pushed the boundary it was formed at (-1: the replica's
+        # own last iteration; else (time, 0 during arrivals / 2 from outside, clock sequence)), so that the
+        # timeline lists every iteration in the order a loop stepping each one would have formed them.
+        self.run_ends: dict[int, list[float]] = {}
+        self.marks: list | None = [] if mixed else None
 
     def add(self, client: int, kind: int, start: float, end: float, k: int, n: int, tokens: int) -> int:
         """Append a segment of the paper's engine (no member text); return its index."""
@@ -73,9 +80,11 @@ class Recorder:
         return emit
 
     def add_listed(self, client: int, kind: int, start: float, end: float, k: int, n: int, tokens: int,
-                   ids: str = "", pids: str = "", ptok: str = "", pprior: str = "") -> int:
+                   ids: str = "", pids: str = "", ptok: str = "", pprior: str = "", mark=-1) -> int:
         """Append a segment with its members and prompt pieces as text; return its index."""
         index = self.add(client, kind, start, end, k, n, tokens)
+        if self.marks is not None:
+            self.marks.append(mark)
         self.ids.append(ids)
         self.pids.append(pids)
         self.ptok.append(ptok)

@@ -26,7 +26,7 @@ class Replica:
                  "current", "version", "pending", "admissible", "_just_prefilled", "linear",
                  "a_p", "b_p", "a_d", "b_d", "c_d", "a_m", "predicted_finish", "paged", "prefilling",
                  "prefilling_index", "ids_cache", "skew_aware", "rule_model", "accepting", "draining", "added_s",
-                 "ready_s", "left_s", "forming", "async_cutoff_s", "async_freed")
+                 "ready_s", "left_s", "forming", "async_cutoff_s", "async_freed", "push_mark", "member_ranks")
 
     def __init__(self, index: int, batch_size: int, cost_model: LinearCostModel,
                  kv_capacity_tokens: int | None, speed: float) -> None:
@@ -81,6 +81,9 @@ class Replica:
         # finished at the last iteration end, whose slots and blocks come back one iteration later.
         self.async_cutoff_s = float("inf")
         self.async_freed: list[tuple[int, int]] = []
+        # What pushed its pending boundary (mixed iterations; see Recorder.marks): -1 its own last iteration.
+        self.push_mark = -1
+        self.member_ranks: list[int] = []  # the running decodes' id ranks, sorted (outside the paper's engine)
 
     @property
     def state(self) -> str:
