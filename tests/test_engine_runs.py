@@ -5,26 +5,21 @@ between replicas at equal times (identical requests), arrivals that cut runs, me
 
 from __future__ import annotations
 
-import hashlib
-import tempfile
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import pin_engine  # noqa: E402
 from workbench.engine import build_engine
-from workbench.schedule.schema import write_schedule_files
 from workbench.schedule.validator import validate
 
 
 def _digest(schedule) -> str:
-    h = hashlib.sha256()
-    with tempfile.TemporaryDirectory() as tmp:
-        write_schedule_files(schedule, Path(tmp))
-        for path in sorted(Path(tmp).iterdir()):
-            h.update(path.name.encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
+    return pin_engine.digest(schedule)  # the bytes the pins hash: timeline, requests and metrics
 
 
 def _both(trace, clients, batch, policy="vllm", **options):

@@ -92,3 +92,22 @@ def exact_floats() -> dict[str, str]:
     import pandas as pd
 
     return {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+
+
+def read_json_object(path: str | Path, *, field: str, max_bytes: int, fix: str, size_fix: str | None = None) -> dict:
+    """The JSON object in ``path`` (at most ``max_bytes``; a byte-order mark allowed), else a ConfigError naming
+    ``field``: the file too large, not JSON, or JSON that is not an object."""
+    import json
+
+    from workbench.errors import ConfigError
+
+    path = Path(path)
+    if path.stat().st_size > max_bytes:
+        raise ConfigError(f"{path} is over {max_bytes} bytes.", field=field, fix=size_fix or fix)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not JSON: {exc}.", field=field, fix=fix) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a JSON object.", field=field, fix=fix)
+    return data

@@ -43,7 +43,6 @@ the fit on all rows.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -538,17 +537,11 @@ def read_cluster_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"'{path}' {missing_because(path, folder=False)}.", field="cluster_config",
                           fix="give LLMServingSim's cluster configuration (a JSON file with link_bw, link_latency "
                               "and nodes).")
-    if path.stat().st_size > MAX_CLUSTER_CONFIG_BYTES:
-        raise ConfigError(f"{path} is over {MAX_CLUSTER_CONFIG_BYTES} bytes.", field="cluster_config",
-                          fix="give the cluster configuration, not another JSON file.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not JSON: {exc}.", field="cluster_config",
-                          fix="give LLMServingSim's cluster configuration file.") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} is not a JSON object.", field="cluster_config",
-                          fix="give LLMServingSim's cluster configuration file.")
+    from workbench._paths import read_json_object
+
+    data = read_json_object(path, field="cluster_config", max_bytes=MAX_CLUSTER_CONFIG_BYTES,
+                            fix="give LLMServingSim's cluster configuration file.",
+                            size_fix="give the cluster configuration, not another JSON file.")
     for key, unit in (("link_bw", "GB/s"), ("link_latency", "ns")):
         value = data.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \

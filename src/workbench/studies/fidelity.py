@@ -159,17 +159,11 @@ def read_run(folder: str | Path, workload: str | Path | None = None) -> ServingR
         if not (path / name).is_file():
             raise ConfigError(f"'{path}' has no {name}.", field=name,
                               fix="a run folder holds meta.json (the engine settings) and requests.jsonl.")
-    if (path / "meta.json").stat().st_size > MAX_META_BYTES:
-        raise ConfigError(f"{path / 'meta.json'} is over {MAX_META_BYTES} bytes.", field="meta.json",
-                          fix="give the run's settings file, not another file named meta.json.")
-    try:
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path / 'meta.json'} is not JSON: {exc}.", field="meta.json",
-                          fix="give the meta.json the benchmark wrote.") from None
-    if not isinstance(meta, dict):
-        raise ConfigError(f"{path / 'meta.json'} is not a JSON object.", field="meta.json",
-                          fix="give the meta.json the benchmark wrote.")
+    from workbench._paths import read_json_object
+
+    meta = read_json_object(path / "meta.json", field="meta.json", max_bytes=MAX_META_BYTES,
+                            fix="give the meta.json the benchmark wrote.",
+                            size_fix="give the run's settings file, not another file named meta.json.")
     trace = load_trace(path / "requests.jsonl", format="vllm")
     if len(trace) > MAX_RUN_REQUESTS:
         raise ConfigError(f"the run has {len(trace):,} requests, more than {MAX_RUN_REQUESTS:,}.", field="requests.jsonl",
