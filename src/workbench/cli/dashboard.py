@@ -13,6 +13,7 @@ import importlib.util
 import os
 import signal
 import socket
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,36 +100,36 @@ def voila_command(notebook: Path, port: int, *, cull_idle_s: float = CULL_IDLE_S
 ASSETS_TEMPLATE = "workbench-assets"
 
 
-def plotly_bundle_root() -> Path:
+def plotly_bundle_root() -> tuple[Path, str]:
     """A folder for JUPYTER_PATH whose ``voila/templates/workbench-assets/static/`` holds the installed Plotly's
-    widget bundle, copied once per Plotly version (atomically, so dashboards started together agree)."""
+    widget bundle, copied once per Plotly version (atomically, so dashboards started together agree), and the
+    bundle's path below that folder (the path the page fetches it by, under the server's base URL)."""
     import plotly
 
     version = plotly.__version__
     root = Path(tempfile.gettempdir()) / f"workbench-dashboard-assets-{version}"
-    target = root / "voila" / "templates" / ASSETS_TEMPLATE / "static" / f"plotly-widget-{version}.js"
+    path = f"voila/templates/{ASSETS_TEMPLATE}/static/plotly-widget-{version}.js"
+    target = root / path
     if not target.is_file():
-        source = Path(plotly.__file__).parent / "package_data" / "widgetbundle.js"
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".plotly-widget-")
-        with os.fdopen(fd, "wb") as out:
-            out.write(source.read_bytes())
+        os.close(fd)
+        shutil.copyfile(Path(plotly.__file__).parent / "package_data" / "widgetbundle.js", tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
-    return root
+    return root, path
 
 
 def voila_env() -> dict[str, str]:
     """The environment Voila runs in: ours, with the dashboard's template and Plotly's widget bundle on
     JUPYTER_PATH, and the bundle's path for the kernels (``workbench.viz.widgets.figure_widget``)."""
-    import plotly
-
     from workbench.viz.widgets import PLOTLY_BUNDLE_ENV
 
     env = dict(os.environ)
-    roots = (str(template_root()), str(plotly_bundle_root()), env.get("JUPYTER_PATH"))
+    bundle_root, bundle_path = plotly_bundle_root()
+    roots = (str(template_root()), str(bundle_root), env.get("JUPYTER_PATH"))
     env["JUPYTER_PATH"] = os.pathsep.join(p for p in roots if p)
-    env[PLOTLY_BUNDLE_ENV] = f"voila/templates/{ASSETS_TEMPLATE}/static/plotly-widget-{plotly.__version__}.js"
+    env[PLOTLY_BUNDLE_ENV] = bundle_path
     return env
 
 

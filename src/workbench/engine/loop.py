@@ -162,7 +162,7 @@ class Engine:
         next_epoch = self._next_epoch
         assign, enqueue, boundary = self.dispatcher.assign, self._enqueue, self._boundary
         # The paper's engine with the rule deciding forms each iteration in one call (its hot path).
-        classic = (self.former.classic_boundary if getattr(self.former, "classic", False) and not self.external
+        classic = (self.former.classic_boundary if self.former.classic and not self.external
                    and self.stealing is None else None)
         admit, after_boundary = self.rule.admit, self._after_boundary
         complete = self.former.complete

@@ -279,13 +279,15 @@ def load_sweep_figure(table: pd.DataFrame, metric: str = "ttft_s_p99", *, title:
     symbols = ("circle", "square", "diamond", "triangle-up", "x", "cross", "star", "hexagon")
     dashes = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
     label = readable(metric)
+    share = not log_y and (display_name(metric) or "").endswith("_pct")  # in percent, as in every table
+    value = ".2%" if share else ".4g"
     fig = go.Figure()
     for k, (name, part) in enumerate(table.groupby("policy", sort=False)):
         part = part.sort_values("load")
         fig.add_trace(go.Scatter(x=part["load"], y=part[metric], mode="lines+markers", name=str(name),
                                  marker=dict(symbol=symbols[k % len(symbols)], size=8 + 2 * (k % 3)),
                                  line=dict(dash=dashes[k % len(dashes)]),
-                                 hovertemplate=f"{name}<br>load %{{x:.2f}}<br>{label} %{{y:.4g}}<extra></extra>"))
+                                 hovertemplate=f"{name}<br>load %{{x:.2f}}<br>{label} %{{y:{value}}}<extra></extra>"))
     cap = table.attrs.get("capacity_rps")
     fig.update_layout(
         title=title or f"{label} against load" + (f" (capacity {cap:.1f} requests/s)" if cap else ""),
@@ -293,8 +295,6 @@ def load_sweep_figure(table: pd.DataFrame, metric: str = "ttft_s_p99", *, title:
         hovermode="x unified", legend={"orientation": "h", "y": -0.2}, margin={"l": 70, "r": 20, "t": 60, "b": 90})
     if log_y:
         fig.update_yaxes(type="log", **log_axis_ticks(table[metric].to_numpy(dtype=float)))
-    elif (display_name(metric) or "").endswith("_pct"):  # a share: in percent, as in every table
+    elif share:
         fig.update_yaxes(tickformat=".1%", title_text=f"{label} (%)")
-        for trace in fig.data:
-            trace.hovertemplate = f"{trace.name}<br>load %{{x:.2f}}<br>{label} %{{y:.2%}}<extra></extra>"
     return fig
