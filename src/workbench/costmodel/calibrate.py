@@ -505,6 +505,13 @@ class LinkModel:
         return latency_s + steps * np.asarray(bytes_per_rank, dtype=float) / (self.bandwidth_bytes_per_s
                                                                               * self.efficiency)
 
+    def transfer_s(self, message_bytes, lanes: int = 1):
+        """A point-to-point copy of ``message_bytes`` split over ``lanes`` such links in parallel (a replica of
+        ``lanes`` GPUs sends each GPU's KV shard over its own link): one latency plus bytes over the bandwidth.
+        An infinite bandwidth with zero latency costs nothing (the hand-computed checks use it)."""
+        rate = self.bandwidth_bytes_per_s * self.efficiency * lanes
+        return self.latency_s + (0.0 if math.isinf(rate) else float(message_bytes) / rate)
+
     def figures(self) -> dict[str, Any]:
         """The numbers that price a collective (what a replay compares with a run's declared link)."""
         return {"bandwidth_gbps": self.bandwidth_bytes_per_s / 1e9, "efficiency": self.efficiency,
@@ -573,6 +580,23 @@ def cluster_link(cluster: dict[str, Any]) -> LinkModel:
 #: Server Edition has no NVLink, so ranks talk over PCIe.  0.75 is what NCCL typically reaches of the
 #: PCIe peak for large messages; 15 us covers the kernel launch and NCCL's small-message latency.
 PCIE5_X16 = LinkModel()
+
+#: Links a KV cache can be moved over between a prefill and a decode replica (MODEL.md section 11.10), per
+#: GPU and per direction; a replica of G GPUs moves its G shards over G such links at once.
+#: Fourth-generation NVLink (H100 SXM5, NVIDIA H100 datasheet: 900 GB/s per GPU both directions together);
+#: 0.8 of it as NCCL reaches of the A100's NVLink (the llama-65b preset's link_efficiency), 5 us per copy.
+NVLINK4 = LinkModel(name="NVLink 4 (H100 SXM5)", bandwidth_bytes_per_s=450e9, efficiency=0.8, latency_s=5e-6,
+                    source="NVIDIA H100 Tensor Core GPU datasheet: NVLink 900 GB/s per GPU (450 GB/s each way)")
+#: RDMA between nodes: one 400 Gb/s InfiniBand NDR port per GPU (NVIDIA ConnectX-7; the DGX H100 has eight,
+#: one per GPU; Splitwise, ISCA 2024, moves its KV cache between machines over InfiniBand), 50 GB/s each
+#: way; 0.9 of it as large RDMA writes reach, 10 us per transfer (queue pair set-up and completion).
+RDMA_NDR400 = LinkModel(name="InfiniBand NDR 400 Gb/s RDMA", bandwidth_bytes_per_s=50e9, efficiency=0.9,
+                        latency_s=10e-6, source="NVIDIA ConnectX-7 datasheet: 400 Gb/s InfiniBand NDR per port")
+#: No cost at all: what a hand-computed case or a bound that ignores the link uses.
+INFINITE_LINK = LinkModel(name="infinite", bandwidth_bytes_per_s=math.inf, efficiency=1.0, latency_s=0.0,
+                          source="an idealisation (no transfer cost)")
+#: The links by the names a user types (``Pools(link=...)``, ``workbench simulate --link``).
+LINKS = {"nvlink": NVLINK4, "pcie": PCIE5_X16, "rdma": RDMA_NDR400, "infinite": INFINITE_LINK}
 
 #: GPU memory per device for the KV-capacity estimate (GiB), by meta.yaml ``gpu``.
 GPU_MEMORY_GIB = {

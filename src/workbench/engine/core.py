@@ -46,6 +46,15 @@ from workbench.engine.formers import ExclusiveFormer, MixedFormer
 from workbench.engine.hooks import WorkStealing
 from workbench.engine.kv import PagedKV, PagedKVManager, prefix_block_keys
 from workbench.engine.loop import Engine
+from workbench.engine.pools import (
+    PooledFormer,
+    PoolRouter,
+    plan_pools,
+    pool_router,
+    pooled_schedule,
+    pools_option,
+    stage_weights,
+)
 from workbench.engine.recorder import Recorder
 from workbench.engine.replica import Replica
 from workbench.engine.requests import RequestTable
@@ -68,7 +77,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
              prefix_caching: bool | None = None, cache_at_schedule: bool | None = None,
              full_prompt_admission: bool | None = None, async_scheduling: bool | None = None,
              long_prefill_token_threshold: int | None = None, dp_lockstep: bool | None = None,
-             controller=None, autoscaling=None, controller_params: dict | None = None,
+             controller=None, autoscaling=None, controller_params: dict | None = None, pools=None,
              **params: Any) -> Schedule:
     """Simulate ``trace`` on ``clients`` clients under ``policy``; return the schedule.
 
@@ -92,9 +101,15 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     (default: from :data:`PROGRESS_MIN_REQUESTS` requests on).  ``controller`` (a name of
     :data:`workbench.policies.controllers.CONTROLLERS` or a controller object, with ``controller_params``)
     grows and shrinks the fleet from ``clients`` replicas within ``autoscaling``
-    (:class:`~workbench.policies.controllers.Autoscaling`; MODEL.md section 11.9).
+    (:class:`~workbench.policies.controllers.Autoscaling`; MODEL.md section 11.9).  ``pools`` (a
+    :class:`~workbench.engine.pools.Pools` or a dict of its fields) splits the fleet into prefill and
+    decode pools with the KV cache moved between them over a link (MODEL.md section 11.10); ``clients``
+    is then the pools' size.
     """
     if controller is not None:
+        if pools is not None:
+            raise ConfigError("a controller does not grow or shrink pooled fleets.", field="pools",
+                              fix="leave out controller, or pools.")
         from workbench.engine.autoscale import controlled_run
 
         return controlled_run(build_engine, trace, clients, batch_size, policy, cost_model, controller=controller,
@@ -114,7 +129,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
                           prefix_caching=prefix_caching, cache_at_schedule=cache_at_schedule,
                           full_prompt_admission=full_prompt_admission, async_scheduling=async_scheduling,
                           long_prefill_token_threshold=long_prefill_token_threshold, dp_lockstep=dp_lockstep,
-                          **params)
+                          pools=pools, **params)
     engine.run()
     return engine.schedule()
 
@@ -142,10 +157,15 @@ class _Setup:
                  kv_capacity_tokens=None, lower_bound_s=None, assignment=None, predictor=None, progress=None,
                  iteration=None, token_budget=None, max_partial_prefills=None, kv=None, block_size=None,
                  prefix_caching=None, cache_at_schedule=None, full_prompt_admission=None, async_scheduling=None,
-                 long_prefill_token_threshold=None, dp_lockstep=None, **params) -> None:
+                 long_prefill_token_threshold=None, dp_lockstep=None, pools=None, **params) -> None:
         raw_trace = trace
         self.trace = trace = load_trace(trace)
-        n_clients = positive_int(clients, "clients")
+        pools = pools_option(pools)
+        roles = pools.replica_roles() if pools is not None else None
+        if roles is not None and clients not in (8, len(roles)):  # 8: simulate's default, left as it is
+            raise ConfigError(f"clients is {clients!r} but the pools hold {len(roles)} replicas.", field="clients",
+                              fix="leave clients out with pools (it is the pools' size).")
+        n_clients = positive_int(len(roles) if roles is not None else clients, "clients")
         B = batch_sizes_array(batch_size_option(batch_size), n_clients)
         if np.any(B < 1):
             raise ConfigError(f"batch size {int(B.min())} is below 1.", field="batch_size",
@@ -183,8 +203,13 @@ class _Setup:
             raise ConfigError("mixed iterations need a cost model with iteration_time().", field="cost_model",
                               fix="use a linear or profiled preset.")
         self.n_clients, self.B, self.lower_bound_s, self.progress = n_clients, B, lower_bound_s, progress
-        self.classic = config.classic and self.linear_models  # a measured model is stepped and recorded row by row
         self.steal = bool(policy_obj.params.get("steal", False))
+        self.pools = None
+        if pools is not None:
+            plan = plan_pools(pools, models, policy_obj, config, steal=self.steal)
+            self.pools = plan if plan.disaggregated else None  # every replica mixed: today's engine
+        # A measured model is stepped and recorded row by row; so are pooled replicas (their members listed).
+        self.classic = config.classic and self.linear_models and self.pools is None
         self._policy(policy_obj, assignment)
 
     def _kv_capacities(self, kv_capacity_tokens, n_clients: int) -> list:
@@ -216,6 +241,9 @@ class _Setup:
         weight_model = reference if type(reference) is LinearCostModel else (bound_ref or reference)
         self.reference = reference
         self.weights = weight_model.request_weight_s(self.l, self.o_seen, int(B.max()))
+        if self.pools is not None and assignment is None:
+            self._pool_routers(policy_obj, weight_model)
+            return
         if assignment is not None:
             from workbench.policies.builtin import Assigned
             assignment = np.asarray(assignment)
@@ -231,6 +259,16 @@ class _Setup:
                 trace=self.seen_trace, clients=n_clients, batch_size=B,
                 cost_model=weight_model if same_models(models) else models, params=policy_obj.params,
                 kv_capacity_tokens=self.kv_caps)
+        self.rule = RULES[policy_obj.rule](**policy_obj.params)
+        self.policy = policy_obj
+
+    def _pool_routers(self, policy_obj: Policy, weight_model) -> None:
+        """Pools: a router per stage over its pool, weighing each request by its work at that stage."""
+        plan, B = self.pools, int(self.B.max())
+        self.weights, self.w_decode = stage_weights(weight_model, self.l, self.o_seen, B)
+        front = plan.members["prefill"] + plan.members["mixed"]
+        self.dispatcher = PoolRouter(pool_router(plan.prefill_router, self.weights, len(front)), front)
+        self.decode_router = pool_router(plan.decode_router, self.w_decode, len(plan.members["decode"]))
         self.rule = RULES[policy_obj.rule](**policy_obj.params)
         self.policy = policy_obj
 
@@ -268,6 +306,7 @@ class _Setup:
         ids_text = trace["request_id"].astype(str).tolist() if not self.classic else []
         order_key = ORDERS[self.policy.order](self.l.astype(float), self.o_seen.astype(float), self.arrival)
         self.requests = rq = RequestTable(self.l, self.o, self.o_seen, self.weights, order_key, ids_text, block_keys)
+        self.requests_keys = block_keys
         replicas = [self.replica(self.models[j], int(self.B[j]), self.kv_caps[j], j) for j in range(self.n_clients)]
         overhead = [float(getattr(m, "frontend_overhead_s", 0.0)) for m in self.models]
         if any(overhead) and len(set(overhead)) > 1:
@@ -278,8 +317,10 @@ class _Setup:
         recorder = Recorder(self.classic, config.iteration == "mixed")
         kv_manager = PagedKVManager(rq, config.block_size, config.iteration == "mixed") if config.kv == "paged" else None
         stealing = WorkStealing(replicas, rq, clock) if self.steal else None
-        former = (MixedFormer if config.iteration == "mixed" else ExclusiveFormer)(
-            rq, recorder, clock, kv_manager, config, self.classic, stealing)
+        former = (MixedFormer if config.iteration == "mixed" else PooledFormer if self.pools is not None
+                  else ExclusiveFormer)(rq, recorder, clock, kv_manager, config, self.classic, stealing)
+        if self.pools is not None:
+            former.setup(self.pools, replicas, self.decode_router, self.w_decode.tolist())
         if config.async_scheduling:
             former.arrival_s = (self.arrival + overhead[0]).tolist()  # when each request reached the engine
         if config.dp_lockstep:
@@ -322,16 +363,24 @@ class _Setup:
             described["predictor"] = self.predictor.name
         if not self.classic or self.policy.engine:
             described.update(config.describe())
+        lower_bound_s, pool_bound = self.lower_bound_s, None
+        if self.pools is not None:
+            per_request["prefill_client"] = np.array(engine.former.prefill_client, dtype=np.int64)
+            if lower_bound_s is None:
+                pool_bound = self._pool_bound()
+                lower_bound_s = pool_bound.value_s
         if self.classic:
             schedule = assemble(trace, segments, members, per_request, models, B, n_clients, self.policy.name,
                                 described, self.lower_bound_s, kv_caps)
         else:
             schedule = assemble_general(trace, segments, recorder.texts(), per_request, models, B, n_clients,
-                                        self.policy.name, described, self.lower_bound_s, kv_caps, config,
+                                        self.policy.name, described, lower_bound_s, kv_caps, config,
                                         self._extra(replicas, rq), {"preemptions": rq.preemptions,
                                                                     "cached_tokens": rq.cached,
                                                                     "recomputed_tokens": rq.recomputed},
                                         rq.block_keys)
+        if self.pools is not None:
+            pooled_schedule(schedule, self.pools, engine.former, per_request["prefill_client"], pool_bound)
         if self.steal:
             schedule.metrics["stolen_requests"] = rq.stolen
         if self.predictor is not None:
@@ -339,6 +388,21 @@ class _Setup:
         if engine._changed:
             schedule.metrics.update(replica_lives(replicas, schedule))
         return schedule
+
+    def _pool_bound(self):
+        """The pooled fleet's bound (MODEL.md section 11.10): on the linear model the rules price with."""
+        from workbench.engine.assemble import prefix_bound_prompts
+        from workbench.schedule.bounds import disaggregated_lower_bound
+
+        plan, config, reference = self.pools, self.config, self.reference
+        model = reference if type(reference) is LinearCostModel else reference.bound_model()
+        prompts = None
+        if config.prefix_caching:
+            prompts = prefix_bound_prompts(self.l, self.o, self.requests_keys, config.block_size)[0]
+        # With a prefix cache on the decode pool a copy may move fewer tokens: only its latency is certain.
+        moved = np.array([plan.transfer_s(0 if config.prefix_caching else int(x)) for x in self.l])
+        bound_trace = self.trace[["input_tokens", "output_tokens", "arrival_s"]]
+        return disaggregated_lower_bound(bound_trace, plan.roles, self.B, model, moved, prompts)
 
     def _extra(self, replicas, rq) -> dict:
         config = self.config

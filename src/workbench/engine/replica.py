@@ -8,6 +8,8 @@ instead of engine rows.
 
 from __future__ import annotations
 
+from collections import deque
+
 from workbench.costmodel.linear import LinearCostModel, takes_longest_context
 
 
@@ -26,7 +28,8 @@ class Replica:
                  "current", "version", "pending", "admissible", "_just_prefilled", "linear",
                  "a_p", "b_p", "a_d", "b_d", "c_d", "a_m", "predicted_finish", "paged", "prefilling",
                  "prefilling_index", "ids_cache", "skew_aware", "rule_model", "accepting", "draining", "added_s",
-                 "ready_s", "left_s", "forming", "async_cutoff_s", "async_freed", "push_mark", "member_ranks")
+                 "ready_s", "left_s", "forming", "async_cutoff_s", "async_freed", "push_mark", "member_ranks",
+                 "role", "incoming", "inflight", "held_out")
 
     def __init__(self, index: int, batch_size: int, cost_model: LinearCostModel,
                  kv_capacity_tokens: int | None, speed: float) -> None:
@@ -84,6 +87,14 @@ class Replica:
         # What pushed its pending boundary (mixed iterations; see Recorder.marks): -1 its own last iteration.
         self.push_mark = -1
         self.member_ranks: list[int] = []  # the running decodes' id ranks, sorted (outside the paper's engine)
+        # Its pool (MODEL.md section 11.10; engine.pools): mixed (prefills and decodes its own requests), prefill
+        # or decode.  A decode replica's prefilled requests waiting for a transfer (first come, first served)
+        # and its transfers in flight (a heap of (end, request)); a prefill replica's requests whose prompt KV
+        # it holds until their transfer ends (a heap of (end, request)).
+        self.role = "mixed"
+        self.incoming: deque[int] = deque()
+        self.inflight: list[tuple[float, int]] = []
+        self.held_out: list[tuple[float, int]] = []
 
     @property
     def state(self) -> str:
@@ -159,6 +170,7 @@ class ReplicaView:
                 f"{r.batch_size}, waiting {len(r.waiting)}, kv {self.kv_used_tokens} tokens)")
 
     index = property(lambda self: self._r.index)
+    role = property(lambda self: self._r.role, doc="mixed, prefill or decode (MODEL.md section 11.10)")
     state = property(lambda self: self._r.state)
     clock_s = property(lambda self: self._r.clock_s, doc="when its last iteration boundary was")
     batch_size = property(lambda self: self._r.batch_size)

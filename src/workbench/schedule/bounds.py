@@ -218,3 +218,66 @@ def chunked_lower_bound(trace: pd.DataFrame, clients: int, batch_size, cost_mode
     terms["chunked_aggregate"] = (V + cost_model.a_d * n_iter + (a_m - cost_model.a_d) * n_mixed) / int(clients)
     binding = max(terms, key=terms.get)
     return LowerBound(value_s=_round_down(terms[binding]), terms=terms, binding=binding)
+
+
+DISAGG_TERM_DOCS = {
+    "chain": "a request alone: max_i (a_i + its prefill + its transfer + its o_i - 1 decodes alone)",
+    "prefill_pool": "the prefill pool's work spread over it: (sum b_p l_i + a_p ceil(n/B)) / |P|, "
+                    "plus the shortest tail a last prefill still needs (its transfer and decodes, 0 if o_i = 1)",
+    "decode_pool": "the earliest a transfer can end, plus the decode pool's work spread over it: "
+                   "(sum_i v^d_i + a_d ceil(D/B)) / |D|",
+    "average_work": "with mixed replicas too: sum_i w_i / |J| (every token's work is done somewhere)",
+}
+
+
+def disaggregated_lower_bound(trace: pd.DataFrame, roles: list[str], batch_size, cost_model: LinearCostModel,
+                              transfer_s: np.ndarray, prompt_tokens: np.ndarray | None = None) -> LowerBound:
+    """A lower bound on the makespan of a fleet split into prefill and decode pools (MODEL.md section 11.10).
+
+    ``transfer_s``: per request, the least its KV transfer can take (its link time; the latency alone
+    where a prefix cache may make the copy shorter).  ``prompt_tokens``: the prompt tokens a prefill must
+    compute (default ``l_i``; less with prefix caching).  Assumptions: the linear cost model (a measured one
+    through its linear lower model), every replica of a pool as fast as ``cost_model``, ``B`` the largest
+    batch size of the pool.  Each term holds for every schedule the engine can make:
+
+    * ``chain``: a request's prefill, transfer and decodes happen one after another;
+    * ``prefill_pool``: the prefill stages of all requests are done by the prefill pool (at most ``B``
+      prompts per stage), so its busiest replica works at least the average; after the last prefill ends
+      its request still needs its transfer and decodes;
+    * ``decode_pool``: no decode runs before the first transfer ends, and every decode iteration of every
+      request (at most ``B`` per iteration) is done by the decode pool;
+    * with ``mixed`` replicas in the fleet only ``chain`` (with no transfer) and the average work over all
+      replicas are claimed.
+    """
+    l = trace["input_tokens"].to_numpy(np.int64).astype(float)
+    o = trace["output_tokens"].to_numpy(np.int64).astype(float)
+    a = trace["arrival_s"].to_numpy(float) if "arrival_s" in trace.columns else np.zeros(len(l))
+    computed = l if prompt_tokens is None else np.asarray(prompt_tokens, dtype=float)
+    m = cost_model
+    B = batch_sizes_array(batch_size, len(roles))
+    d = o - 1.0
+    decode_work = m.b_d * d + m.c_d * (d * l + d * (d + 1.0) / 2.0)
+    prefill_alone = m.a_p + m.b_p * computed
+    decode_alone = m.a_d * d + decode_work
+    moved = np.where(o > 1, transfer_s, 0.0)
+    terms: dict[str, float] = {}
+    if "mixed" in roles:
+        terms["chain"] = float(np.max(a + prefill_alone + decode_alone))
+        w = m.request_weight_s(computed, o, int(B.max()))
+        terms["average_work"] = float(np.sum(w) / len(roles))
+    else:
+        P = [j for j, r in enumerate(roles) if r == "prefill"]
+        D = [j for j, r in enumerate(roles) if r == "decode"]
+        n, Bp, Bd = len(l), int(B[P].max()), int(B[D].max())
+        terms["chain"] = float(np.max(a + prefill_alone + moved + decode_alone))
+        tail = np.where(o > 1, moved + decode_alone, 0.0)
+        prefill_pool = (m.b_p * computed.sum() + m.a_p * math.ceil(n / Bp)) / len(P)
+        terms["prefill_pool"] = float(max(prefill_pool, float(np.max(a + prefill_alone))) + tail.min())
+        many = o > 1
+        if many.any():
+            first_end = float(np.min((a + prefill_alone + moved)[many]))
+            D_total = float(d.sum())
+            terms["decode_pool"] = first_end + float((decode_work.sum() + m.a_d * math.ceil(D_total / Bd)) / len(D))
+    binding = max(terms, key=terms.get)
+    value = terms[binding] * (1.0 - BOUND_REL_MARGIN)
+    return LowerBound(value_s=value, terms=terms, binding=binding)

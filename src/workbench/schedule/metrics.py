@@ -74,3 +74,49 @@ def latency_summary(requests: pd.DataFrame, quantiles=(0.5, 0.9, 0.99)) -> pd.Da
     table.columns = [f"p{round(q * 100):d}" for q in quantiles]
     table["mean"] = lat.mean()
     return table
+
+
+def transfer_metrics(transfers: pd.DataFrame | None) -> dict[str, float]:
+    """Totals of a pooled fleet's KV transfers (MODEL.md section 9): how many, their bytes and seconds."""
+    if transfers is None or len(transfers) == 0:
+        return {"transfers": 0, "transfer_bytes": 0.0, "transfer_s_total": 0.0, "transfer_s_mean": 0.0}
+    span = transfers["end_s"].to_numpy(float) - transfers["start_s"].to_numpy(float)
+    return {"transfers": int(len(transfers)), "transfer_bytes": float(transfers["bytes"].to_numpy(float).sum()),
+            "transfer_s_total": float(span.sum()), "transfer_s_mean": float(span.mean())}
+
+
+def serving_metrics(schedule, ttft_slo_s: float | None = None, tpot_slo_s: float | None = None,
+                    gpus: int | None = None) -> dict[str, float]:
+    """What a serving user watches, from a schedule's requests (and transfers, in a pooled fleet).
+
+    TTFT (first token - arrival) and TPOT ((finish - first token) / (o - 1), requests with o > 1) as mean,
+    p50 and p99; with both targets, the share of requests meeting both (``slo_attainment``) and
+    **goodput**: those requests per second of the makespan, and per GPU (DistServe, OSDI 2024, counts the
+    rate a system serves within both targets per GPU; ``gpus`` defaults to clients x gpus_per_replica).
+    Transfer time and bytes come from the transfers table (zero for a colocated fleet).
+    """
+    lat = request_latencies(schedule.requests)
+    o = schedule.requests["output_tokens"].to_numpy()
+    tpot = lat["tpot_s"].to_numpy()[o > 1]
+    ttft = lat["ttft_s"].to_numpy()
+    out: dict[str, float] = {}
+    for name, values in (("ttft", ttft), ("tpot", tpot)):
+        out[f"{name}_mean_s"] = float(values.mean()) if len(values) else 0.0
+        for q in (50, 99):
+            out[f"{name}_p{q}_s"] = float(np.quantile(values, q / 100)) if len(values) else 0.0
+    transfers = getattr(schedule, "transfers", None)
+    out.update(transfer_metrics(transfers))
+    if transfers is not None and len(transfers):
+        span = transfers["end_s"].to_numpy(float) - transfers["start_s"].to_numpy(float)
+        out["transfer_s_p99"] = float(np.quantile(span, 0.99))
+    m = schedule.metrics
+    if gpus is None:
+        gpus = int(m.get("clients", 1)) * int(m.get("gpus_per_replica", 1))
+    out["gpus"] = int(gpus)
+    if ttft_slo_s is not None and tpot_slo_s is not None:
+        met = (lat["ttft_s"].to_numpy() <= ttft_slo_s) & ((o <= 1) | (lat["tpot_s"].to_numpy() <= tpot_slo_s))
+        makespan = float(m.get("makespan_s", schedule.requests["finish_s"].max()))
+        out["slo_attainment"] = float(met.mean())
+        out["goodput_rps"] = float(met.sum() / makespan) if makespan > 0 else 0.0
+        out["goodput_rps_per_gpu"] = out["goodput_rps"] / gpus
+    return out

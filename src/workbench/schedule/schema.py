@@ -35,8 +35,15 @@ REQUEST_COLUMNS = ("request_id", "client", "input_tokens", "output_tokens", "arr
                    "prefill_start_s", "first_token_s", "finish_s")
 #: Written only when present: the output length the schedulers were told (``simulate(predictor=...)``) and,
 #: with paged KV, each request's preemptions, recomputed prompt tokens and prefix-cache hits.
-OPTIONAL_REQUEST_COLUMNS = ("predicted_output_tokens", "preemptions", "recomputed_tokens", "cached_tokens")
+OPTIONAL_REQUEST_COLUMNS = ("predicted_output_tokens", "preemptions", "recomputed_tokens", "cached_tokens",
+                            "prefill_client")
 FILES = ("timeline.csv", "requests.csv", "metrics.json")
+#: Pooled fleets (MODEL.md section 9, "Pools and KV transfers"): one row per KV-cache transfer, written as
+#: ``transfers.csv`` (or ``transfers.parquet``) beside the three files only when the fleet has pools.
+TRANSFER_COLUMNS = ("request_id", "from_client", "to_client", "start_s", "end_s", "tokens", "bytes")
+TRANSFER_FILES = {"csv": "transfers.csv", "parquet": "transfers.parquet"}
+PARQUET_TRANSFER_TYPES = {"from_client": "int", "to_client": "int", "start_s": "float", "end_s": "float",
+                          "tokens": "int", "bytes": "float"}
 #: Written into every output folder; only folders holding it (or empty ones) are ever replaced.
 OUTPUT_MARKER = ".workbench-output"
 
@@ -53,10 +60,12 @@ class Schedule:
 
     def __init__(self, timeline: pd.DataFrame | None = None, requests: pd.DataFrame | None = None,
                  metrics: dict[str, Any] | None = None, runs: pd.DataFrame | None = None,
-                 run_ids: RunMembers | Callable[[], Any] | None = None) -> None:
+                 run_ids: RunMembers | Callable[[], Any] | None = None, transfers: pd.DataFrame | None = None) -> None:
         if timeline is None and runs is None:
             raise ValueError("a Schedule needs a timeline or runs")
         self._timeline = timeline
+        #: Pooled fleets only: one row per KV transfer (TRANSFER_COLUMNS); None otherwise.
+        self.transfers = transfers
         self.requests = requests
         self.metrics = metrics if metrics is not None else {}
         self._runs = runs
@@ -149,7 +158,27 @@ class Schedule:
         if timeline.empty:  # every request has an iteration: nothing downstream can draw or sum no rows
             raise ScheduleFileError(f"timeline.{fmt} in '{folder}' holds no iterations.", field=f"timeline.{fmt}",
                                     fix="write the schedule again (workbench simulate --out ...).")
-        return cls(timeline=timeline, requests=requests, metrics=metrics)
+        return cls(timeline=timeline, requests=requests, metrics=metrics, transfers=read_transfers(folder, fmt))
+
+
+def read_transfers(folder: str | Path, fmt: str | None = None) -> pd.DataFrame | None:
+    """The transfers table of a schedule folder (pooled fleets), or None where the folder has none."""
+    folder = Path(folder)
+    fmt = fmt or schedule_format(folder)
+    path = folder / TRANSFER_FILES[fmt]
+    if not path.exists():
+        return None
+    input_file(path, what="schedule file", field=path.name, max_bytes=MAX_SCHEDULE_FILE_BYTES,
+               error=UnreadableFileError, fix="transfers.csv is a regular file written by workbench.")
+    if fmt == "parquet":
+        return _frame_from_arrow(_read_parquet(path, TRANSFER_COLUMNS, PARQUET_TRANSFER_TYPES))
+    try:
+        frame = pd.read_csv(path, **exact_floats())
+        written = pd.read_csv(path, usecols=["request_id"], dtype=str, keep_default_na=False)["request_id"]
+        frame["request_id"] = _ids_from_text(written)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise ScheduleFileError(f"cannot read the transfers in '{folder}': {exc}.") from None
+    return frame
 
 
 _CSV_TEXT_COLUMNS = {"request_ids": str, "kind": str, "prefill_ids": str, "prefill_tokens": str,
@@ -944,7 +973,7 @@ PARQUET_TIMELINE_TYPES = {"client": "int", "iteration": "int", "kind": "str", "s
 PARQUET_REQUEST_TYPES = {"client": "int", "input_tokens": "int", "output_tokens": "int", "arrival_s": "float",
                          "prefill_start_s": "float", "first_token_s": "float", "finish_s": "float",
                          "predicted_output_tokens": "int", "preemptions": "int", "recomputed_tokens": "int",
-                         "cached_tokens": "int"}
+                         "cached_tokens": "int", "prefill_client": "int"}
 
 
 def _parquet_array(values, want: str | None):
@@ -1037,4 +1066,14 @@ def write_schedule_files(schedule: Schedule, folder: Path, fmt: str = "csv") -> 
         _write_parquet(folder / "requests.parquet",
                        iter([_arrow_table(schedule.requests, request_columns, PARQUET_REQUEST_TYPES)]),
                        request_columns, PARQUET_REQUEST_TYPES)
+    transfers = getattr(schedule, "transfers", None)
+    if transfers is not None:
+        if fmt == "csv":
+            path = folder / TRANSFER_FILES["csv"]
+            _write_csv(path, lambda: _write_frame_csv(path, transfers, list(TRANSFER_COLUMNS)),
+                       lambda: iter([transfers]), list(TRANSFER_COLUMNS))
+        else:
+            _write_parquet(folder / TRANSFER_FILES["parquet"],
+                           iter([_arrow_table(transfers, list(TRANSFER_COLUMNS), PARQUET_TRANSFER_TYPES)]),
+                           list(TRANSFER_COLUMNS), PARQUET_TRANSFER_TYPES)
     (folder / "metrics.json").write_text(json.dumps(_jsonable(schedule.metrics), indent=2) + "\n", encoding="utf-8")
