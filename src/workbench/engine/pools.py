@@ -228,21 +228,16 @@ def stage_weights(model, l: np.ndarray, o: np.ndarray, B: int) -> tuple[np.ndarr
     return prefill, decode
 
 
-def pool_router(name: str, weights: np.ndarray, pool_size: int):
-    """A router over one pool (positions 0..pool_size-1): round-robin, least-work, or the offline packing."""
-    from workbench.policies.builtin import Assigned, LeastWork, RoundRobin
+def pool_router(name: str, weights: np.ndarray, pool_size: int, params: dict | None = None):
+    """A router over one pool (positions 0..pool_size-1): round-robin, least-work, or the offline packing of
+    ``weights`` (the registry's ``offline`` dispatcher, which :mod:`workbench.offline.dispatch` fills)."""
+    from workbench.policies.registry import DISPATCHERS
 
-    if name == "round-robin":
-        return RoundRobin()
-    if name == "least-work":
-        return LeastWork()
-    from workbench.offline import heuristics as H
-
-    W = np.repeat(np.asarray(weights, dtype=float)[:, None], pool_size, axis=1)
-    best = H.lpt(W)
-    if pool_size > 1 and len(W) > 1:
-        best = H.local_search(W, best, time_limit=POOL_PACKING_TIME_S)
-    return Assigned(best)
+    if name != "offline":
+        return DISPATCHERS[name]()
+    return DISPATCHERS["offline"](trace=None, clients=pool_size, batch_size=None, cost_model=None,
+                                  params={"time_limit": 4 * POOL_PACKING_TIME_S, **(params or {})},
+                                  weights_s=weights)
 
 
 class PoolRouter:

@@ -16,11 +16,24 @@ from workbench.policies.registry import (
 OFFLINE_METHODS = ("auto", "lpt", "kk", "ls", "mip", "mip-cold")
 
 
-def offline_dispatcher(*, trace, clients, batch_size, cost_model, params, kv_capacity_tokens=None) -> Dispatcher:
+def offline_dispatcher(*, trace, clients, batch_size, cost_model, params, kv_capacity_tokens=None,
+                       weights_s=None) -> Dispatcher:
     """Bin-pack the whole trace onto the clients (:func:`workbench.offline.assign`); dispatch by that table.
 
     With ``kv_capacity_tokens`` (one per client) no request goes to a client whose cache cannot hold it.
+    ``weights_s`` (one per request) packs those weights instead, onto identical clients, by LPT and the
+    local search (a pool of a disaggregated fleet packs each request's work at its stage; MODEL.md 11.10).
     """
+    if weights_s is not None:
+        import numpy as np
+
+        from workbench.offline import heuristics as H
+
+        W = np.repeat(np.asarray(weights_s, dtype=float)[:, None], clients, axis=1)
+        best = H.lpt(W)
+        if clients > 1 and len(W) > 1:
+            best = H.local_search(W, best, time_limit=params.get("time_limit", 2.0) / 4)
+        return Assigned(best)
     from workbench.offline.binpacking import (
         assign,  # Pyomo loads only when an offline policy runs
     )

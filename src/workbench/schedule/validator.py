@@ -87,7 +87,9 @@ RULES = ("schema", "iterations", "no-overlap", "ids", "prefill-once", "same-clie
          # paged KV and measured cost models, checked by a replay (workbench.schedule.replay)
          "paged-rows", "recompute", "paged-tokens", "kv-blocks",
          # replicas that came and went during the run
-         "replica-life")
+         "replica-life",
+         # pooled fleets: prefill and decode replicas, KV transfers (workbench.schedule.pools)
+         "pools", "transfer", "transfer-memory")
 METRIC_KEYS = ("makespan_s", "lower_bound_s", "gap", "slot_utilization", "busy_utilization", "clients",
                "batch_size", "cost_model", "policy", "params", "version")
 #: Relative tolerance on times: CSV round-trips floats exactly, so this only absorbs summation order.
@@ -559,6 +561,12 @@ def _validate(source, trace, group_rows: int) -> ValidationReport:
         report.add("schema", "requests.csv lists no request (a trace has at least one)")
         return report
 
+    from workbench.schedule.pools import is_pooled
+
+    if is_pooled(metrics):  # prefill and decode pools: a replay of its own (workbench.schedule.pools)
+        return _validate_pooled(source, tl_all if fmt is None else None, rq, metrics, models, B, clients, fmt,
+                                header, trace, report)
+
     # -- paged KV, or a measured cost model: a replay of the whole timeline -----------------------------
     if metrics.get("kv_mode") == "paged" or any(type(m) is not LinearCostModel for m in models):
         # Requests may be preempted and recomputed, or each row is priced on its contexts: the rules are
@@ -612,6 +620,51 @@ def _validate(source, trace, group_rows: int) -> ValidationReport:
     if any(v.rule == "schema" for v in report.violations):
         return report  # the timeline could not be read (e.g. client numbers out of range): stop here
     _check_metrics(rq, rq_ids, metrics, clients, B, models, totals, trace, report)
+    return report
+
+
+def _validate_pooled(source, tl_all, rq, metrics, models, B, clients, fmt, header, trace,
+                     report: ValidationReport) -> ValidationReport:
+    """A pooled fleet's schedule (MODEL.md section 9, "Pools and KV transfers"), from its files or object."""
+    from workbench.schedule.pools import validate_pooled
+    from workbench.schedule.schema import read_transfers
+
+    if fmt is not None:
+        folder = Path(source)
+        tl_all = pd.concat(list(iter_timeline_file(folder, fmt)), ignore_index=True) \
+            if header else pd.DataFrame(columns=TIMELINE_COLUMNS)
+        transfers = read_transfers(folder, fmt)
+    else:
+        transfers = source.transfers
+    try:
+        for col in ("client", "iteration", "n_requests", "tokens"):
+            tl_all[col] = pd.to_numeric(tl_all[col], errors="raise").astype(np.int64)
+        for col in ("start_s", "end_s"):
+            tl_all[col] = pd.to_numeric(tl_all[col], errors="raise").astype(float)
+        rq["prefill_client"] = pd.to_numeric(rq.get("prefill_client", rq["client"]), errors="raise").astype(np.int64)
+        if transfers is not None:
+            for col in ("from_client", "to_client", "tokens"):
+                transfers[col] = pd.to_numeric(transfers[col], errors="raise").astype(np.int64)
+    except (ValueError, TypeError, OverflowError, KeyError) as exc:
+        report.add("schema", f"cannot read the timeline or transfers as numbers: {exc}")
+        return report
+    for frame, cols in ((tl_all, ("client",)), (rq, ("prefill_client",)),
+                        (transfers if transfers is not None else pd.DataFrame(), ("from_client", "to_client"))):
+        for col in cols:
+            if col in frame.columns and ((frame[col] < 0) | (frame[col] >= clients)).any():
+                report.add("schema", f"{col} numbers must be 0..{clients - 1}")
+                return report
+    got = validate_pooled(tl_all, rq, transfers, metrics, models, B, clients, report, close=_close,
+                          examples=_examples, abs_tol_s=ABS_TOL_S, checked=_checked)
+    _check_predictions_and_stealing(rq, metrics, report)
+    report.summary = {"clients": clients, "iterations": int((tl_all["kind"] != "preempt").sum()),
+                      "requests": len(rq), **got}
+    if trace is not None:
+        _checked(report, "trace")
+        rq_ids = rq["request_id"].astype(str).to_numpy()
+        t_ids = trace["request_id"].astype(str).to_numpy()
+        if set(t_ids) != set(rq_ids) or len(t_ids) != len(rq_ids):
+            report.add("trace", "requests.csv and the trace hold different request ids")
     return report
 
 
