@@ -124,3 +124,16 @@ def test_bad_pools_are_refused_naming_the_field(bad, field):
     with pytest.raises(ConfigError) as info:
         simulate(_hand_case(), **bad)
     assert info.value.field == field
+
+
+def test_the_gantt_chart_groups_gpus_by_pool_and_draws_transfers():
+    from workbench.viz.figures import gantt, pool_gantt
+
+    schedule = simulate(_trace(12), pools=Pools(roles=["decode", "prefill", "decode"], link="pcie"))
+    fig = gantt(schedule).to_dict()
+    axis = fig["layout"]["yaxis"]
+    assert axis["ticktext"] == ["prefill · 1", "decode · 0", "decode · 2"]
+    lines = [t for t in fig["data"] if t.get("name") == "KV transfer"]
+    assert len(lines) == 1 and len(lines[0]["x"]) == 3 * len(schedule.transfers)
+    one = [t for t in pool_gantt(schedule, request_id=0).to_dict()["data"] if t.get("name") == "KV transfer"]
+    assert len(one[0]["x"]) == 3

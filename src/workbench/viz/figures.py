@@ -149,6 +149,51 @@ def gantt(schedule: Schedule, *, title: str | None = None, height: int | None = 
     fig.layout.shapes = _marker_shapes(m["makespan_s"], m.get("lower_bound_s"))
     fig.layout.annotations = _marker_labels(m["makespan_s"], m.get("lower_bound_s"))
     fig.layout.meta = {"caption": GANTT_CAPTION}  # reports print it under the chart
+    if isinstance(m.get("roles"), list):
+        _pool_layout(fig, schedule)
+    return fig
+
+
+#: The order pools are drawn in, top to bottom, and the colour of a KV transfer's line.
+POOL_ORDER = ("prefill", "mixed", "decode")
+TRANSFER_COLOR = "#7B2CBF"
+
+
+def _pool_layout(fig: go.Figure, schedule: Schedule, request_id=None) -> None:
+    """A pooled fleet (MODEL.md section 11.10): GPUs grouped by pool, each tick naming its pool, and each KV
+    transfer drawn as a line from its prefill replica at its start to its decode replica at its end
+    (only ``request_id``'s, when given)."""
+    roles = schedule.metrics["roles"]
+    order = [j for pool in POOL_ORDER for j in range(len(roles)) if roles[j] == pool]
+    labels = [f"client {j}" for j in order]
+    fig.update_yaxes(categoryorder="array", categoryarray=labels[::-1], tickvals=labels,
+                     ticktext=[f"{roles[j]} · {j}" for j in order])
+    transfers = schedule.transfers
+    if transfers is None or not len(transfers):
+        return
+    if request_id is not None:
+        transfers = transfers[transfers["request_id"].astype(str) == str(request_id)]
+    n = len(transfers)
+    x = np.full(3 * n, None, dtype=object)
+    y = np.full(3 * n, None, dtype=object)
+    x[0::3], x[1::3] = transfers["start_s"].to_numpy(float), transfers["end_s"].to_numpy(float)
+    y[0::3] = ("client " + transfers["from_client"].astype(str)).to_numpy()
+    y[1::3] = ("client " + transfers["to_client"].astype(str)).to_numpy()
+    text = np.full(3 * n, "", dtype=object)
+    text[0::3] = text[1::3] = [f"request {r}: {t} tokens, {b / 1e6:.1f} MB, {(e - s) * 1e3:.3f} ms"
+                               for r, t, b, s, e in zip(transfers["request_id"], transfers["tokens"],
+                                                        transfers["bytes"], transfers["start_s"], transfers["end_s"])]
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name="KV transfer", text=text,
+                             hovertemplate="%{text}<extra>KV transfer</extra>",
+                             line=dict(color=TRANSFER_COLOR, width=1), marker=dict(size=4, color=TRANSFER_COLOR)))
+
+
+def pool_gantt(schedule: Schedule, request_id=None, *, title: str | None = None) -> go.Figure:
+    """:func:`gantt` of a pooled fleet with only ``request_id``'s transfer drawn (one request's journey: its
+    prefill on the prefill pool, the copy of its KV cache, its decodes on the decode pool)."""
+    fig = gantt(schedule, title=title)
+    fig.data = [t for t in fig.data if t.name != "KV transfer"]
+    _pool_layout(fig, schedule, request_id)
     return fig
 
 
