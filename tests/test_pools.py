@@ -137,3 +137,25 @@ def test_the_gantt_chart_groups_gpus_by_pool_and_draws_transfers():
     assert len(lines) == 1 and len(lines[0]["x"]) == 3 * len(schedule.transfers)
     one = [t for t in pool_gantt(schedule, request_id=0).to_dict()["data"] if t.get("name") == "KV transfer"]
     assert len(one[0]["x"]) == 3
+
+
+def test_the_command_line_simulates_pools_and_refuses_bad_input_in_one_line(tmp_path, capsys):
+    from workbench.cli import main
+
+    trace = tmp_path / "t.csv"
+    _trace(30).to_csv(trace, index=False)
+    out = tmp_path / "a"
+    assert main(["simulate", "--trace", str(trace), "--prefill-replicas", "1", "--decode-replicas", "2",
+                 "--link", "pcie", "--no-transfer-overlap", "--decode-router", "least-work", "--out", str(out)]) == 0
+    assert (out / "transfers.csv").is_file()
+    assert json.loads((out / "metrics.json").read_text())["roles"] == ["prefill", "decode", "decode"]
+    assert main(["validate", str(out), "--trace", str(trace)]) == 0
+    capsys.readouterr()
+    for bad in (["--prefill-replicas", "1", "--decode-replicas", "1", "--link", "pigeon"],
+                ["--prefill-replicas", "1"], ["--prefill-replicas", "1", "--decode-replicas", "1", "--clients", "3"],
+                ["--prefill-replicas", "1", "--decode-replicas", "1", "--policy", "vllm"]):
+        target = tmp_path / "bad"
+        assert main(["simulate", "--trace", str(trace), *bad, "--out", str(target)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "field" in err
+        assert not target.exists()

@@ -121,6 +121,41 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
                         "prefix_tokens, or prefix_hashes)")
 
 
+def add_pool_arguments(p: argparse.ArgumentParser) -> None:
+    """Prefill and decode pools with the KV cache moved between them (MODEL.md section 11.10); --clients is then
+    the pools' size."""
+    g = p.add_argument_group("pools", "disaggregated serving: prefill replicas, decode replicas, the link between")
+    g.add_argument("--prefill-replicas", type=_positive, default=None, help="replicas that only prefill")
+    g.add_argument("--decode-replicas", type=_positive, default=None, help="replicas that only decode")
+    g.add_argument("--link", default=None, help="the link KV caches move over: nvlink, pcie, rdma, infinite "
+                                                "(default nvlink)")
+    g.add_argument("--transfer-overlap", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode replicas compute while transfers into them run (default: on)")
+    g.add_argument("--prefill-router", default=None, help="round-robin, least-work or offline (default: the "
+                                                          "policy's dispatcher where it is one of them)")
+    g.add_argument("--decode-router", default=None, help="round-robin, least-work or offline")
+    g.add_argument("--kv-bytes-per-token", type=float, default=None,
+                   help="a replica's KV bytes per token (default: from the preset's model shape)")
+
+
+def pool_options(args) -> dict[str, Any]:
+    """``{"pools": {...}}`` from the command line, or ``{}`` when no pool option is given."""
+    given = {k: getattr(args, k, None) for k in ("prefill_replicas", "decode_replicas", "link", "transfer_overlap",
+                                                 "prefill_router", "decode_router", "kv_bytes_per_token")}
+    if all(v is None for v in given.values()):
+        return {}
+    for flag in ("prefill_replicas", "decode_replicas"):
+        if given[flag] is None:
+            raise ConfigError(f"--{flag.replace('_', '-')} is missing.", field=f"--{flag.replace('_', '-')}",
+                              fix="give both --prefill-replicas and --decode-replicas with any pool option.")
+    pools = {"prefill": given["prefill_replicas"], "decode": given["decode_replicas"],
+             "link": given["link"] or "nvlink", "prefill_router": given["prefill_router"],
+             "decode_router": given["decode_router"], "kv_bytes_per_token": given["kv_bytes_per_token"]}
+    if given["transfer_overlap"] is not None:
+        pools["overlap"] = given["transfer_overlap"]
+    return {"pools": pools}
+
+
 def add_controller_arguments(p: argparse.ArgumentParser) -> None:
     """A fleet that grows and shrinks with the load (MODEL.md section 11.5); --clients is the starting fleet."""
     g = p.add_argument_group("autoscaling", "a controller that adds and drains replicas while the trace runs")
@@ -245,11 +280,19 @@ def simulate_any(trace, clients, batch_size, policy: str, cost_model, *, dispatc
 
 def run_simulation(args, policy: str | None = None):
     trace, cost_model = load_instance(args)
-    return trace, simulate_any(trace, args.clients, args.batch_size, policy or args.policy, cost_model,
+    pooled = pool_options(args)
+    controlled = {**controller_options(args), **pooled}
+    clients = args.clients
+    if pooled:
+        if clients != 8:  # 8: the default, left as it is
+            raise ConfigError("--clients is the pools' size with --prefill-replicas and --decode-replicas.",
+                              field="--clients", fix="leave --clients out.")
+        clients = pooled["pools"]["prefill"] + pooled["pools"]["decode"]
+    return trace, simulate_any(trace, clients, args.batch_size, policy or args.policy, cost_model,
                                dispatch=getattr(args, "dispatch", None), order=getattr(args, "order", None),
                                rule=getattr(args, "rule", None), kv_capacity_tokens=_kv(args),
                                predictor=getattr(args, "predictor", None), engine=engine_options(args),
-                               controlled=controller_options(args), **policy_params(args))
+                               controlled=controlled, **policy_params(args))
 
 
 def print_table(table: pd.DataFrame, *, file=None) -> None:

@@ -10,6 +10,7 @@ import pandas as pd
 from workbench.cli._common import (
     add_controller_arguments,
     add_engine_arguments,
+    add_pool_arguments,
     add_force_argument,
     check_out,
     out_dir,
@@ -55,6 +56,9 @@ def cmd_simulate(args) -> int:
     print(f"{schedule.policy}: {len(trace)} requests on {m['clients']} clients, makespan {m['makespan_s']:.3f} s, "
           f"lower bound {m['lower_bound_s']:.3f} s (gap {m['gap']:.2%}), slot utilization {m['slot_utilization']:.1%}, "
           f"busy {m['busy_utilization']:.1%}; simulated in {elapsed * 1e3:.0f} ms; wrote {args.out} in {written * 1e3:.0f} ms")
+    if "transfers" in m:
+        print(f"pools {' '.join(m['roles'])}: {m['transfers']} KV transfers over {m['link']['name']}, "
+              f"{m['transfer_bytes'] / 1e9:.2f} GB, {m['transfer_s_mean'] * 1e3:.3f} ms each on average")
     if args.controller is not None:
         from workbench.schedule.capacity import slo_metrics
 
@@ -173,6 +177,7 @@ def register(subparsers) -> None:
     p.add_argument("--format", default="csv", help="csv (default) or parquet: the format of timeline and requests (MODEL.md section 9)")
     p.add_argument("--report", action="store_true", help="also write report.html with the Gantt chart")
     add_controller_arguments(p)
+    add_pool_arguments(p)
     add_force_argument(p)
     p.set_defaults(func=cmd_simulate)
 
