@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from heapq import heappop, heappush, nsmallest
+from heapq import heappop, heappush
 
 import numpy as np
 
@@ -274,6 +274,7 @@ class PooledFormer(ExclusiveFormer):
         self.plan, self.replicas, self.decode_router, self.w_decode = plan, replicas, decode_router, w_decode
         self.decode_pool = [replicas[j] for j in plan.members["decode"]]
         n = len(w_decode)
+        self.longest_prompt = max(self.requests.l) if n else 0
         self.prefill_client = [-1] * n  # where each request was prefilled
         self.transfers: list[tuple] = []  # (request, from, to, start_s, end_s, tokens)
         for c in replicas:
@@ -303,17 +304,26 @@ class PooledFormer(ExclusiveFormer):
 
     def _prompt_admissible(self, c, rq) -> int:
         """Reserved KV on a prefill replica: each admitted prompt holds its ``l_i`` tokens (head-of-line)."""
-        cap = c.kv_capacity_tokens
+        cap, waiting = c.kv_capacity_tokens, c.waiting
+        head = min(c.batch_size, len(waiting))
         if cap is None:
-            return min(c.batch_size, len(c.waiting))
-        room, count = cap - c.kv_reserved_tokens, 0
-        for r in nsmallest(min(c.batch_size, len(c.waiting)), c.waiting):
+            return head
+        room = cap - c.kv_reserved_tokens
+        if room >= head * self.longest_prompt:
+            return head  # every prompt fits: no need to look at the queue
+        # Pop the queue's head and push it back (ranks are distinct, so the order of later pops is the same):
+        # k log n, where a scan of a long queue held back by memory would be n log k at every boundary.
+        taken: list[int] = []
+        while len(taken) < head:
+            r = waiting[0]
             need = rq.l[rq.request_of_rank(r)]
             if need > room:
                 break
             room -= need
-            count += 1
-        return count
+            taken.append(heappop(waiting))
+        for r in taken:
+            heappush(waiting, r)
+        return len(taken)
 
     # -- phase 2 ------------------------------------------------------------------------------------------
     def form(self, c, now: float, m: int) -> bool:
