@@ -122,7 +122,7 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_pool_arguments(p: argparse.ArgumentParser) -> None:
-    """Prefill and decode pools with the KV cache moved between them (MODEL.md section 11.10); --clients is then
+    """Prefill and decode pools with the KV cache moved between them (MODEL.md section 11.11); --clients is then
     the pools' size."""
     g = p.add_argument_group("pools", "disaggregated serving: prefill replicas, decode replicas, the link between")
     g.add_argument("--prefill-replicas", type=_positive, default=None, help="replicas that only prefill")

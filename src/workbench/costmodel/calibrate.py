@@ -581,7 +581,7 @@ def cluster_link(cluster: dict[str, Any]) -> LinkModel:
 #: PCIe peak for large messages; 15 us covers the kernel launch and NCCL's small-message latency.
 PCIE5_X16 = LinkModel()
 
-#: Links a KV cache can be moved over between a prefill and a decode replica (MODEL.md section 11.10), per
+#: Links a KV cache can be moved over between a prefill and a decode replica (MODEL.md section 11.11), per
 #: GPU and per direction; a replica of G GPUs moves its G shards over G such links at once.
 #: Fourth-generation NVLink (H100 SXM5, NVIDIA H100 datasheet: 900 GB/s per GPU both directions together);
 #: 0.8 of it as NCCL reaches of the A100's NVLink (the llama-65b preset's link_efficiency), 5 us per copy.

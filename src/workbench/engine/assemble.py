@@ -129,7 +129,7 @@ def stepped_segments(segments: dict, texts) -> tuple[dict, tuple]:
 
 def stepped_rows(segments: dict) -> tuple[dict, np.ndarray, np.ndarray]:
     """Mixed iterations: each run of decodes as its single iterations, and every row in the order a loop that
-    stepped each iteration would have formed it (MODEL.md 11.10).  Returns the rows, the segment of each (whose
+    stepped each iteration would have formed it (MODEL.md 11.11).  Returns the rows, the segment of each (whose
     texts it repeats) and that order."""
     run_ends, k = segments["run_ends"], segments["k"]
     seg = np.repeat(np.arange(len(k)), k)

@@ -103,7 +103,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     grows and shrinks the fleet from ``clients`` replicas within ``autoscaling``
     (:class:`~workbench.policies.controllers.Autoscaling`; MODEL.md section 11.9).  ``pools`` (a
     :class:`~workbench.engine.pools.Pools` or a dict of its fields) splits the fleet into prefill and
-    decode pools with the KV cache moved between them over a link (MODEL.md section 11.10); ``clients``
+    decode pools with the KV cache moved between them over a link (MODEL.md section 11.11); ``clients``
     is then the pools' size.
     """
     if controller is not None:
@@ -390,7 +390,7 @@ class _Setup:
         return schedule
 
     def _pool_bound(self):
-        """The pooled fleet's bound (MODEL.md section 11.10): on the linear model the rules price with."""
+        """The pooled fleet's bound (MODEL.md section 11.11): on the linear model the rules price with."""
         from workbench.engine.assemble import prefix_bound_prompts
         from workbench.schedule.bounds import disaggregated_lower_bound
 

@@ -1,7 +1,7 @@
 """Pools: replicas that only prefill, only decode, or do both (today's), and the KV cache moved between them.
 
 Disaggregated serving (DistServe, OSDI 2024; Splitwise, ISCA 2024; the disaggregated modes of vLLM and
-NVIDIA Dynamo) is one more choice of the one engine (MODEL.md section 11.10), a *role* per replica:
+NVIDIA Dynamo) is one more choice of the one engine (MODEL.md section 11.11), a *role* per replica:
 
 * ``mixed`` (today's): prefills and decodes its own requests;
 * ``prefill``: runs prefill stages only.  A request's first token is produced there, then its prompt's KV

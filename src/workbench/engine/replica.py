@@ -87,7 +87,7 @@ class Replica:
         # What pushed its pending boundary (mixed iterations; see Recorder.marks): -1 its own last iteration.
         self.push_mark = -1
         self.member_ranks: list[int] = []  # the running decodes' id ranks, sorted (outside the paper's engine)
-        # Its pool (MODEL.md section 11.10; engine.pools): mixed (prefills and decodes its own requests), prefill
+        # Its pool (MODEL.md section 11.11; engine.pools): mixed (prefills and decodes its own requests), prefill
         # or decode.  A decode replica's prefilled requests waiting for a transfer (first come, first served)
         # and its transfers in flight (a heap of (end, request)); a prefill replica's requests whose prompt KV
         # it holds until their transfer ends (a heap of (end, request)).
@@ -170,7 +170,7 @@ class ReplicaView:
                 f"{r.batch_size}, waiting {len(r.waiting)}, kv {self.kv_used_tokens} tokens)")
 
     index = property(lambda self: self._r.index)
-    role = property(lambda self: self._r.role, doc="mixed, prefill or decode (MODEL.md section 11.10)")
+    role = property(lambda self: self._r.role, doc="mixed, prefill or decode (MODEL.md section 11.11)")
     state = property(lambda self: self._r.state)
     clock_s = property(lambda self: self._r.clock_s, doc="when its last iteration boundary was")
     batch_size = property(lambda self: self._r.batch_size)

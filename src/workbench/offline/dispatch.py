@@ -22,7 +22,7 @@ def offline_dispatcher(*, trace, clients, batch_size, cost_model, params, kv_cap
 
     With ``kv_capacity_tokens`` (one per client) no request goes to a client whose cache cannot hold it.
     ``weights_s`` (one per request) packs those weights instead, onto identical clients, by LPT and the
-    local search (a pool of a disaggregated fleet packs each request's work at its stage; MODEL.md 11.10).
+    local search (a pool of a disaggregated fleet packs each request's work at its stage; MODEL.md 11.11).
     """
     if weights_s is not None:
         import numpy as np

@@ -232,7 +232,7 @@ DISAGG_TERM_DOCS = {
 
 def disaggregated_lower_bound(trace: pd.DataFrame, roles: list[str], batch_size, cost_model: LinearCostModel,
                               transfer_s: np.ndarray, prompt_tokens: np.ndarray | None = None) -> LowerBound:
-    """A lower bound on the makespan of a fleet split into prefill and decode pools (MODEL.md section 11.10).
+    """A lower bound on the makespan of a fleet split into prefill and decode pools (MODEL.md section 11.11).
 
     ``transfer_s``: per request, the least its KV transfer can take (its link time; the latency alone
     where a prefix cache may make the copy shorter).  ``prompt_tokens``: the prompt tokens a prefill must

@@ -160,7 +160,7 @@ TRANSFER_COLOR = "#7B2CBF"
 
 
 def _pool_layout(fig: go.Figure, schedule: Schedule, request_id=None) -> None:
-    """A pooled fleet (MODEL.md section 11.10): GPUs grouped by pool, each tick naming its pool, and each KV
+    """A pooled fleet (MODEL.md section 11.11): GPUs grouped by pool, each tick naming its pool, and each KV
     transfer drawn as a line from its prefill replica at its start to its decode replica at its end
     (only ``request_id``'s, when given)."""
     roles = schedule.metrics["roles"]
