@@ -1,5 +1,5 @@
 """Pools: prefill and decode replicas in the one engine, the KV transfer between them, and their schedule
-(MODEL.md sections 9 and 11.10)."""
+(MODEL.md sections 9 and 11.11)."""
 
 from __future__ import annotations
 
