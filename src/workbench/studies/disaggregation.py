@@ -43,8 +43,8 @@ import pandas as pd
 from workbench.errors import ConfigError
 
 STRATEGIES = ("pruned", "grid")
-#: The default ladder of rate multiples (of the trace's own rate).
-RATE_FACTORS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+#: The default ladder of request rates per GPU (req/s): the same per-GPU load for every fleet size.
+RATES_PER_GPU = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 
 
 def _replicas(gpus: int, preset: str) -> tuple[int, int]:
@@ -56,6 +56,14 @@ def _replicas(gpus: int, preset: str) -> tuple[int, int]:
         raise ConfigError(f"{gpus} GPUs do not make two or more replicas of {per} GPUs ({preset}).", field="gpus",
                           fix=f"give a multiple of {per} of at least {2 * per}.")
     return gpus // per, per
+
+
+def _ladder(rates_per_gpu, *, descending: bool = False) -> list[float]:
+    rates = sorted({float(r) for r in rates_per_gpu}, reverse=descending)
+    if not rates or not all(r > 0 for r in rates):
+        raise ConfigError(f"rates per GPU {rates_per_gpu!r} are not all positive.", field="rates_per_gpu",
+                          fix="give e.g. (0.5, 1.0, 2.0).")
+    return rates
 
 
 def base_rate_rps(trace: pd.DataFrame) -> float:
@@ -100,7 +108,7 @@ def pool_slo_bound(trace: pd.DataFrame, model, prefill: int, decode: int, batch_
 
 
 def split_bounds(trace: pd.DataFrame, gpus: int, *, preset: str, batch_size: int, ttft_slo_s: float,
-                 tpot_slo_s: float, goal: float, rate_factors=RATE_FACTORS, link="nvlink",
+                 tpot_slo_s: float, goal: float, rates_per_gpu=RATES_PER_GPU, link="nvlink",
                  prefix_caching: bool = False) -> pd.DataFrame:
     """One row per (split, rate factor): its rate per GPU, its attainment bound's terms, and ``pruned``."""
     from workbench.studies.capacity import scaled
@@ -111,14 +119,15 @@ def split_bounds(trace: pd.DataFrame, gpus: int, *, preset: str, batch_size: int
     moved = _transfer_s(trace, model, link, prefix_caching=prefix_caching)
     rate = base_rate_rps(trace)
     rows = []
-    for factor in sorted(set(float(f) for f in rate_factors)):
+    for per_gpu in _ladder(rates_per_gpu):
+        factor = per_gpu * gpus / rate
         t = scaled(trace, factor)
         for p in range(1, replicas):
             b = pool_slo_bound(t, model, p, replicas - p, batch_size, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s,
                                transfer_s=moved)
             rows.append({"prefill_replicas": p, "decode_replicas": replicas - p, "prefill_gpus": p * per,
                          "decode_gpus": (replicas - p) * per, "factor": factor,
-                         "rate_rps_per_gpu": factor * rate / gpus, **b, "pruned": b["bound"] < goal})
+                         "rate_rps_per_gpu": per_gpu, **b, "pruned": b["bound"] < goal})
     return pd.DataFrame(rows)
 
 
@@ -172,7 +181,7 @@ class SplitResult:
 
 def split_search(trace: pd.DataFrame | str, gpus: int, *, preset: str = "llama2-70b-h100-tp2",
                  batch_size: int = 128, policy: str = "vllm", link="nvlink", ttft_slo_s: float = 1.0,
-                 tpot_slo_s: float = 0.1, goal: float = 0.9, rate_factors=RATE_FACTORS, strategy: str = "pruned",
+                 tpot_slo_s: float = 0.1, goal: float = 0.9, rates_per_gpu=RATES_PER_GPU, strategy: str = "pruned",
                  options: dict | None = None, progress: bool = False) -> SplitResult:
     """The split of ``gpus`` GPUs into prefill and decode replicas with the highest goodput (module docstring).
 
@@ -191,11 +200,11 @@ def split_search(trace: pd.DataFrame | str, gpus: int, *, preset: str = "llama2-
     trace = load_trace(trace)
     prefix = bool((options or {}).get("prefix_caching", False))
     pairs = split_bounds(trace, gpus, preset=preset, batch_size=batch_size, ttft_slo_s=ttft_slo_s,
-                         tpot_slo_s=tpot_slo_s, goal=goal, rate_factors=rate_factors, link=link, prefix_caching=prefix)
+                         tpot_slo_s=tpot_slo_s, goal=goal, rates_per_gpu=rates_per_gpu, link=link, prefix_caching=prefix)
     bound_s = time.perf_counter() - started
     settings = dict(gpus=int(gpus), preset=preset, batch_size=int(batch_size), policy=policy,
                     link=link if isinstance(link, str) else link.name, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s,
-                    goal=goal, rate_factors=sorted(set(float(f) for f in rate_factors)), strategy=strategy,
+                    goal=goal, rates_per_gpu=_ladder(rates_per_gpu), strategy=strategy,
                     base_rate_rps=base_rate_rps(trace), requests=len(trace))
     run = {k: settings[k] for k in ("preset", "batch_size", "policy", "ttft_slo_s", "tpot_slo_s", "gpus")}
     results: dict[int, dict] = {}
@@ -250,13 +259,17 @@ def _tables(pairs: pd.DataFrame, results: dict[int, dict], goal: float) -> tuple
     rows = []
     for p, g in pairs.groupby("prefill_replicas"):
         passed = g[g["passes"]]
-        unpruned = g[~g["pruned"]]
+        # What the search leaves possible: a pair not pruned and not simulated-and-failed.
+        open_ = g[~g["pruned"] & (g["passes"] | ~g["simulated"])]
         best = passed.loc[passed["rate_rps_per_gpu"].idxmax()] if len(passed) else None
+        goodput = float(best["rate_rps_per_gpu"]) if best is not None else 0.0
+        at_most = float(open_["rate_rps_per_gpu"].max()) if len(open_) else 0.0
         rows.append({"prefill_replicas": p, "decode_replicas": int(g["decode_replicas"].iloc[0]),
                      "prefill_gpus": int(g["prefill_gpus"].iloc[0]), "decode_gpus": int(g["decode_gpus"].iloc[0]),
-                     "goodput_bound_rps_per_gpu": float(unpruned["rate_rps_per_gpu"].max()) if len(unpruned) else 0.0,
-                     "goodput_rps_per_gpu": float(best["rate_rps_per_gpu"]) if best is not None else 0.0,
-                     "simulated_goodput": bool(g["simulated"].any()) or not len(unpruned),
+                     "goodput_rps_per_gpu": goodput, "goodput_bound_rps_per_gpu": at_most,
+                     # measured: no rate above the one found is left possible (else the split's goodput is only
+                     # known to be at most its bound, itself at most the best found: the search stopped there)
+                     "simulated_goodput": goodput >= at_most,
                      "ttft_p99_s": float(best["ttft_p99_s"]) if best is not None else np.nan,
                      "tpot_p99_s": float(best["tpot_p99_s"]) if best is not None else np.nan,
                      "simulations": int(g["simulated"].sum())})
@@ -267,9 +280,10 @@ def _tables(pairs: pd.DataFrame, results: dict[int, dict], goal: float) -> tuple
 
 def colocated_goodput(trace: pd.DataFrame | str, gpus: int, *, preset: str = "llama2-70b-h100-tp2",
                       batch_size: int = 128, policies=("paper-baseline", "hybrid", "vllm"), ttft_slo_s: float = 1.0,
-                      tpot_slo_s: float = 0.1, goal: float = 0.9, rate_factors=RATE_FACTORS) -> pd.DataFrame:
+                      tpot_slo_s: float = 0.1, goal: float = 0.9, rates_per_gpu=RATES_PER_GPU,
+                      full: bool = False) -> pd.DataFrame:
     """The same goodput for colocated fleets of ``gpus`` GPUs (every replica ``mixed``), one row per
-    (policy, factor): the ladder is simulated in full (no pool bound to prune it)."""
+    (policy, factor) simulated: from the highest factor down to the first passing (``full``: every factor)."""
     from workbench.engine.core import simulate
     from workbench.studies.capacity import scaled
     from workbench.workload.trace import load_trace
@@ -279,13 +293,16 @@ def colocated_goodput(trace: pd.DataFrame | str, gpus: int, *, preset: str = "ll
     rate = base_rate_rps(trace)
     rows = []
     for policy in policies:
-        for factor in sorted(set(float(f) for f in rate_factors)):
+        for per_gpu in _ladder(rates_per_gpu, descending=not full):
+            factor = per_gpu * gpus / rate
             s = simulate(scaled(trace, factor), replicas, batch_size, policy, preset, progress=False)
-            rows.append({"policy": policy, "factor": factor, "rate_rps_per_gpu": factor * rate / gpus,
+            rows.append({"policy": policy, "factor": factor, "rate_rps_per_gpu": per_gpu,
                          **_attainment(s, ttft_slo_s, tpot_slo_s, gpus)})
+            if not full and rows[-1]["slo_attainment"] >= goal:
+                break  # the highest passing factor of the ladder: goodput is known
     table = pd.DataFrame(rows)
     table["passes"] = table["slo_attainment"] >= goal
-    return table
+    return table.sort_values(["policy", "factor"], kind="stable").reset_index(drop=True)
 
 
 def goodput_of(table: pd.DataFrame) -> pd.DataFrame:
@@ -299,3 +316,39 @@ def goodput_of(table: pd.DataFrame) -> pd.DataFrame:
                      "ttft_p99_s": np.nan if best is None else float(best["ttft_p99_s"]),
                      "tpot_p99_s": np.nan if best is None else float(best["tpot_p99_s"])})
     return pd.DataFrame(rows).set_index("policy")
+
+
+def study(trace: pd.DataFrame | str, gpu_counts=(4, 8, 16), *, preset: str = "llama2-70b-h100-tp2",
+          batch_size: int = 128, policies=("paper-baseline", "hybrid", "vllm"), pool_policy: str = "vllm",
+          link="nvlink", ttft_slo_s: float = 1.0, tpot_slo_s: float = 0.1, goal: float = 0.9,
+          rates_per_gpu=RATES_PER_GPU, options: dict | None = None, progress: bool = False
+          ) -> tuple[pd.DataFrame, dict]:
+    """Disaggregated (best split) against the best colocated policy at each GPU count: one row per (GPUs,
+    fleet) with goodput per GPU, the p99 TTFT and TPOT at that goodput's rate, and which wins.  Returns the
+    table and, per GPU count, the split search and the colocated table (for the figure)."""
+    from workbench.workload.trace import load_trace
+
+    trace = load_trace(trace)
+    rows, detail = [], {}
+    slo = dict(ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s, goal=goal, rates_per_gpu=rates_per_gpu)
+    for gpus in gpu_counts:
+        colo = colocated_goodput(trace, gpus, preset=preset, batch_size=batch_size, policies=policies, **slo)
+        per_policy = goodput_of(colo)
+        split = split_search(trace, gpus, preset=preset, batch_size=batch_size, policy=pool_policy, link=link,
+                             options=options, progress=progress, **slo)
+        detail[gpus] = {"colocated": colo, "split": split}
+        name = per_policy["goodput_rps_per_gpu"].idxmax()
+        best_colo = per_policy.loc[name]
+        rows.append({"gpus": gpus, "fleet": f"colocated {name}", **best_colo.to_dict()})
+        if split.best is None:
+            rows.append({"gpus": gpus, "fleet": "disaggregated (no split passes)", "goodput_rps_per_gpu": 0.0,
+                         "ttft_p99_s": np.nan, "tpot_p99_s": np.nan})
+        else:
+            b = split.splits.loc[split.best]
+            rows.append({"gpus": gpus, "fleet": f"disaggregated {b['prefill_gpus']}P+{b['decode_gpus']}D",
+                         **{k: b[k] for k in ("goodput_rps_per_gpu", "ttft_p99_s", "tpot_p99_s")}})
+    table = pd.DataFrame(rows)
+    best = table.groupby("gpus")["goodput_rps_per_gpu"].transform("max")
+    table["wins"] = (table["goodput_rps_per_gpu"] >= best) & (table["goodput_rps_per_gpu"] > 0)
+    table.attrs.update(preset=preset, batch_size=batch_size, link=str(link), pool_policy=pool_policy, **slo)
+    return table, detail
