@@ -20,8 +20,8 @@ colocated fleet:
 * *alone*: its TTFT is at least ``a_p + b_p l`` and its TPOT at least ``(transfer + decodes alone) / (o - 1)``.
 
 The bound is the least of the three (each caps the share meeting both).  A (split, factor) whose bound is
-below ``goal`` cannot pass and is never simulated; a split whose best passing factor, by the bound, gives no
-more than the best goodput found so far cannot beat it and is not simulated (``strategy="pruned"``).  Both
+below ``goal`` cannot pass and is never simulated; a split whose best passing rate, by the bound, is below
+the best goodput found so far cannot reach it and is not simulated (``strategy="pruned"``).  Both
 prunings are safe: a pruned pair's attainment is below the goal whatever the schedule, and a pruned split's
 goodput is at most its bound.  Within a split the ladder is simulated from its highest unpruned factor
 down, stopping at the first that passes: that is the highest passing factor of the ladder, no monotonicity
@@ -240,11 +240,11 @@ def _search(pairs: pd.DataFrame, simulate_pair, strategy: str) -> None:
     upper = alive.groupby("prefill_replicas")["rate_rps_per_gpu"].max().sort_values(ascending=False, kind="stable")
     best = 0.0
     for p, cap in upper.items():
-        if cap <= best:
-            break  # every split left is bounded by no more than the best found
+        if cap < best:
+            break  # every split left is bounded below the best found (ties are simulated: the grid's choice)
         ladder = alive[alive["prefill_replicas"] == p].sort_values("factor", ascending=False)
         for k, row in ladder.iterrows():
-            if row["rate_rps_per_gpu"] <= best:
+            if row["rate_rps_per_gpu"] < best:
                 break
             if simulate_pair(k):
                 best = float(row["rate_rps_per_gpu"])
@@ -339,7 +339,8 @@ def study(trace: pd.DataFrame | str, gpu_counts=(4, 8, 16), *, preset: str = "ll
         detail[gpus] = {"colocated": colo, "split": split}
         name = per_policy["goodput_rps_per_gpu"].idxmax()
         best_colo = per_policy.loc[name]
-        rows.append({"gpus": gpus, "fleet": f"colocated {name}", **best_colo.to_dict()})
+        label = f"colocated {name}" if best_colo["goodput_rps_per_gpu"] > 0 else "colocated (no policy passes)"
+        rows.append({"gpus": gpus, "fleet": label, **best_colo.to_dict()})
         if split.best is None:
             rows.append({"gpus": gpus, "fleet": "disaggregated (no split passes)", "goodput_rps_per_gpu": 0.0,
                          "ttft_p99_s": np.nan, "tpot_p99_s": np.nan})
@@ -352,3 +353,31 @@ def study(trace: pd.DataFrame | str, gpu_counts=(4, 8, 16), *, preset: str = "ll
     table["wins"] = (table["goodput_rps_per_gpu"] >= best) & (table["goodput_rps_per_gpu"] > 0)
     table.attrs.update(preset=preset, batch_size=batch_size, link=str(link), pool_policy=pool_policy, **slo)
     return table, detail
+
+
+def compare_fleets(trace: pd.DataFrame, gpus: int, *, prefill_gpus: int, preset: str = "llama2-70b-h100-tp2",
+                   batch_size: int = 128, policies=("paper-baseline", "hybrid", "vllm"), pool_policy: str = "vllm",
+                   link="nvlink", ttft_slo_s: float = 1.0, tpot_slo_s: float = 0.1,
+                   options: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """``trace`` as it is on ``gpus`` GPUs: each colocated policy, and ``prefill_gpus`` of them as a prefill
+    pool (the rest decode).  Returns one row per fleet (:func:`~workbench.schedule.metrics.serving_metrics`
+    with both targets) and the schedules by fleet name."""
+    from workbench.engine.core import simulate
+    from workbench.engine.pools import Pools
+    from workbench.schedule.metrics import serving_metrics
+
+    replicas, per = _replicas(gpus, preset)
+    if prefill_gpus % per or not 0 < prefill_gpus // per < replicas:
+        raise ConfigError(f"{prefill_gpus} prefill GPUs do not leave both pools a replica of {per} GPUs.",
+                          field="prefill_gpus", fix=f"give a multiple of {per} below {gpus}.")
+    runs = {f"colocated {p}": simulate(trace, replicas, batch_size, p, preset, progress=False) for p in policies}
+    p = prefill_gpus // per
+    opts = {"progress": False, **_exclusive(pool_policy), **(options or {})}
+    pools = Pools(prefill=p, decode=replicas - p, link=link, **opts.pop("pools", {}))
+    runs[f"disaggregated {prefill_gpus}P+{gpus - prefill_gpus}D"] = simulate(
+        trace, batch_size=batch_size, policy=pool_policy, cost_model=preset, pools=pools, **opts)
+    rows = {name: serving_metrics(s, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s, gpus=gpus)
+            for name, s in runs.items()}
+    cols = ["ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "slo_attainment", "goodput_rps_per_gpu",
+            "transfers", "transfer_s_mean"]
+    return pd.DataFrame.from_dict(rows, orient="index")[cols], runs
