@@ -174,3 +174,11 @@ def test_a_pooled_run_steps_and_answers_decisions_as_a_colocated_one_does():
     assert [v.role for v in engine.replicas] == ["prefill", "decode", "decode"]
     with pytest.raises(ConfigError):
         engine.add_replica("llama-65b", 16)
+
+
+def test_every_replica_mixed_is_todays_engine_byte_for_byte():
+    trace = _trace(30, seed=5)
+    pooled = simulate(trace, policy="hybrid", pools=Pools(roles=["mixed"] * 3))
+    plain = simulate(trace, 3, policy="hybrid")
+    pd.testing.assert_frame_equal(pooled.timeline, plain.timeline)
+    assert pooled.metrics == plain.metrics and pooled.transfers is None
