@@ -186,7 +186,6 @@ def _rows_rules(tl, rows, rq, roles, xf, metrics, models, B, ck: _Check, checked
     by_to = defaultdict(list)
     for i, (_, to, s, e, _) in xf.items():
         by_to[to].append((e, s, i))
-    state: dict = {}
     for j in np.unique(cl).tolist():
         pending = sorted(by_to.get(j, []))  # transfers into j by end
         running, preempted, k, expect_iter, prev_end = set(), set(), 0, 0, -np.inf
@@ -241,7 +240,6 @@ def _rows_rules(tl, rows, rq, roles, xf, metrics, models, B, ck: _Check, checked
                 if client[i] != j and not (kind == "prefill" and pclient[i] == j):
                     ck.report.add("pools", f"{ids[i]} runs on client {j}, "
                                   f"not its prefill or decode client ({where})")
-        state[j] = running
     _durations(tl, models, linear, ck)
     ck.add("decode-count", "each request yields output_tokens tokens; not so for", ids[generated != o])
     ck.add("prefill-once", "each request is prefilled (recomputes aside) once; not so for", ids[prefills < 1])
