@@ -159,3 +159,26 @@ def test_the_command_line_simulates_pools_and_refuses_bad_input_in_one_line(tmp_
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "field" in err
         assert not target.exists()
+
+
+def test_a_pooled_run_steps_and_answers_decisions_as_a_colocated_one_does():
+    from workbench.engine import build_engine
+
+    trace = _trace(30, seed=4)
+    engine = build_engine(trace, policy="paper-baseline", decisions="external", pools=Pools(prefill=1, decode=2))
+    while not engine.done:
+        step = engine.step()
+        if step.decision is not None:
+            engine.decide(step.decision.admissible)
+    assert engine.schedule().makespan_s == simulate(trace, pools=Pools(prefill=1, decode=2)).makespan_s
+    assert [v.role for v in engine.replicas] == ["prefill", "decode", "decode"]
+    with pytest.raises(ConfigError):
+        engine.add_replica("llama-65b", 16)
+
+
+def test_every_replica_mixed_is_todays_engine_byte_for_byte():
+    trace = _trace(30, seed=5)
+    pooled = simulate(trace, policy="hybrid", pools=Pools(roles=["mixed"] * 3))
+    plain = simulate(trace, 3, policy="hybrid")
+    pd.testing.assert_frame_equal(pooled.timeline, plain.timeline)
+    assert pooled.metrics == plain.metrics and pooled.transfers is None

@@ -417,3 +417,31 @@ def test_rules_run_on_files_too(tmp_path, sched):
     sched.write(tmp_path / "s")
     assert validate(tmp_path / "s").rules_violated() == validate(sched).rules_violated() == ["request-times"]
     np.testing.assert_equal(len(validate(tmp_path / "s").checked), len(validate(sched).checked))
+
+
+def _pooled(link="pcie"):
+    from workbench.engine.pools import Pools
+
+    trace = pd.DataFrame({"request_id": [0, 1, 2], "input_tokens": [100, 50, 80], "output_tokens": [4, 3, 5],
+                          "arrival_s": [0.0, 0.0, 0.01]})
+    return trace, simulate(trace, pools=Pools(prefill=1, decode=2, link=link), kv_capacity_tokens=1000)
+
+
+def test_pools_decode_rows_only_on_decode_replicas():
+    trace, s = _pooled()
+    assert validate(s, trace).ok
+    s.metrics["roles"] = ["prefill", "prefill", "decode"]  # replica 1 decodes, but is called a prefill replica
+    assert "pools" in validate(s, trace).rules_violated()
+
+
+def test_transfer_lasts_the_links_time():
+    trace, s = _pooled()
+    s.transfers.loc[0, "end_s"] -= 1e-4
+    assert validate(s, trace).rules_violated() == ["metrics", "transfer"]  # transfer_s_total no longer adds up
+
+
+def test_transfer_memory_within_capacity_on_both_ends():
+    trace, s = _pooled()
+    # The prefill replica starts prompt 2 while prompts 0 and 1 are still being copied out: it holds all three.
+    s.metrics["kv_capacity_tokens"] = [100 + 50 + 80 - 1, 1000, 1000]
+    assert validate(s, trace).rules_violated() == ["transfer-memory"]

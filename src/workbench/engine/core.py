@@ -283,6 +283,9 @@ class _Setup:
 
     def added_replica(self, cost_model, batch_size, kv_capacity_tokens, index: int) -> Replica:
         """:meth:`Engine.add_replica`'s arguments checked as :func:`simulate` checks its own."""
+        if self.pools is not None:
+            raise ConfigError("replicas are not added to pooled fleets while they run (their routers are fixed).",
+                              field="pools", fix="give every replica in Pools(...) before the run.")
         model = cost_models(cost_model, 1)[0]
         size = positive_int(batch_size, "batch_size")
         if self.classic and type(model) is not LinearCostModel:

@@ -290,8 +290,7 @@ class PooledFormer(ExclusiveFormer):
             if not c.waiting:
                 return 0
             rq = self.requests
-            c.admissible = admissible = (self.kv.admissible(c, c.batch_size) if self.paged
-                                         else self._prompt_admissible(c, rq))
+            c.admissible = admissible = self._prompt_admissible(c, rq)
             return admissible
         if role == "decode":
             self._join(c, now)
@@ -306,17 +305,18 @@ class PooledFormer(ExclusiveFormer):
         """Reserved KV on a prefill replica: each admitted prompt holds its ``l_i`` tokens (head-of-line)."""
         cap, waiting = c.kv_capacity_tokens, c.waiting
         head = min(c.batch_size, len(waiting))
-        if cap is None:
+        paged = self.paged
+        if cap is None and not paged:
             return head
-        room = cap - c.kv_reserved_tokens
-        if room >= head * self.longest_prompt:
+        room = c.paged.free_blocks if paged else cap - c.kv_reserved_tokens
+        if not paged and room >= head * self.longest_prompt:
             return head  # every prompt fits: no need to look at the queue
         # Pop the queue's head and push it back (ranks are distinct, so the order of later pops is the same):
         # k log n, where a scan of a long queue held back by memory would be n log k at every boundary.
         taken: list[int] = []
         while len(taken) < head:
-            r = waiting[0]
-            need = rq.l[rq.request_of_rank(r)]
+            i = rq.request_of_rank(waiting[0])
+            need = self._prompt_blocks(c, i) if paged else rq.l[i]
             if need > room:
                 break
             room -= need
@@ -324,6 +324,16 @@ class PooledFormer(ExclusiveFormer):
         for r in taken:
             heappush(waiting, r)
         return len(taken)
+
+    def _prompt_blocks(self, c, i: int) -> int:
+        """Paged: the free blocks admitting request i's prompt takes (as ``PagedKVManager.admissible`` counts)."""
+        kvm, need = c.paged, self.requests.l[i]
+        blocks = kvm.blocks(need)
+        if self.kv.block_keys is not None:
+            keys = self.kv.keys_for(i, need)
+            hit = min(kvm.lookup(keys), (need - 1) // self.kv.block_size)
+            blocks += kvm.new_blocks_for_hits(keys, hit) - hit
+        return blocks
 
     # -- phase 2 ------------------------------------------------------------------------------------------
     def form(self, c, now: float, m: int) -> bool:
@@ -434,12 +444,7 @@ class PooledFormer(ExclusiveFormer):
         if not self.paged:
             cap = c.kv_capacity_tokens
             return cap is None or c.kv_reserved_tokens + rq.l[i] + rq.o[i] <= cap
-        kvm, need = c.paged, rq.l[i]
-        blocks = kvm.blocks(need)
-        if self.kv.block_keys is not None:
-            keys = self.kv.keys_for(i, need)
-            hit = min(kvm.lookup(keys), (need - 1) // self.kv.block_size)
-            blocks += kvm.new_blocks_for_hits(keys, hit) - hit
+        kvm, blocks = c.paged, self._prompt_blocks(c, i)
         # Room for the running decodes' next blocks first: a transfer must not make them preempt.
         grow = self.kv.decode_blocks_needed(c, 1) if c.running else 0
         return blocks + grow <= kvm.free_blocks

@@ -92,7 +92,9 @@ def serving_metrics(schedule, ttft_slo_s: float | None = None, tpot_slo_s: float
     TTFT (first token - arrival) and TPOT ((finish - first token) / (o - 1), requests with o > 1) as mean,
     p50 and p99; with both targets, the share of requests meeting both (``slo_attainment``) and
     **goodput**: those requests per second of the makespan, and per GPU (DistServe, OSDI 2024, counts the
-    rate a system serves within both targets per GPU; ``gpus`` defaults to clients x gpus_per_replica).
+    rate a system serves within both targets per GPU; ``gpus`` defaults to clients x the pooled schedule's
+    ``gpus_per_replica``, and to clients for a colocated one, whose metrics do not record it: pass ``gpus``
+    to compare the two at the same GPU count).
     Transfer time and bytes come from the transfers table (zero for a colocated fleet).
     """
     lat = request_latencies(schedule.requests)

@@ -186,9 +186,12 @@ def _rows_rules(tl, rows, rq, roles, xf, metrics, models, B, ck: _Check, checked
     by_to = defaultdict(list)
     for i, (_, to, s, e, _) in xf.items():
         by_to[to].append((e, s, i))
-    state: dict = {}
     for j in np.unique(cl).tolist():
         pending = sorted(by_to.get(j, []))  # transfers into j by end
+        # Sorted starts and, by end, the latest start still to come: the in-flight count and the overlap test
+        # at a row are then two look-ups, not a scan of every transfer into j at every row.
+        starts = np.sort([s for _, s, _ in pending])
+        first_start_after = np.minimum.accumulate([s for _, s, _ in pending][::-1])[::-1] if pending else starts
         running, preempted, k, expect_iter, prev_end = set(), set(), 0, 0, -np.inf
         for r in np.flatnonzero(cl == j).tolist():
             kind, members, pieces = rows[r]
@@ -224,9 +227,10 @@ def _rows_rules(tl, rows, rq, roles, xf, metrics, models, B, ck: _Check, checked
                 missing = [ids[i] for i in running - listed]
                 if missing:
                     ck.report.add("decode-all", f"{where} leaves out running requests: {ck.examples(missing)}")
-                if not overlap and any(s < end[r] - ck.tol and e > start[r] + ck.tol for e, s, _ in pending):
+                # pending[k:] are the transfers not ended by start + tol (s <= e: every ended one had started).
+                if not overlap and k < len(pending) and first_start_after[k] < end[r] - ck.tol:
                     ck.report.add("transfer", f"{where} computes while a transfer into it runs (overlap is off)")
-                in_flight = sum(1 for e, s, _ in pending if s <= start[r] + ck.tol and e > start[r] + ck.tol)
+                in_flight = int(np.searchsorted(starts, start[r] + ck.tol, side="right")) - k
                 if len(listed) + in_flight > B[j]:
                     ck.report.add("batch-capacity", f"{where} holds more than B requests")
                 expected_tokens = int(sum(l[i] + generated[i] for i in members))
@@ -241,7 +245,6 @@ def _rows_rules(tl, rows, rq, roles, xf, metrics, models, B, ck: _Check, checked
                 if client[i] != j and not (kind == "prefill" and pclient[i] == j):
                     ck.report.add("pools", f"{ids[i]} runs on client {j}, "
                                   f"not its prefill or decode client ({where})")
-        state[j] = running
     _durations(tl, models, linear, ck)
     ck.add("decode-count", "each request yields output_tokens tokens; not so for", ids[generated != o])
     ck.add("prefill-once", "each request is prefilled (recomputes aside) once; not so for", ids[prefills < 1])
@@ -338,14 +341,22 @@ def _memory(tl, rows, rq, roles, xf, metrics, ck: _Check, checked) -> None:
         starts = np.array([s for _, s, _, _, _ in items])
         ends = np.array([e for _, _, e, _, _ in items])
         amount = np.array([a for _, _, _, a, _ in items], dtype=float)
-        for t in np.unique(starts):
-            held = amount[(starts <= t + ck.tol) & (ends > t + ck.tol)].sum()
-            if held > cap:
-                moving = any(s <= t + ck.tol and t + ck.tol < e for fr, to, s, e, _ in xf.values() if j in (fr, to))
-                ck.report.add("transfer-memory" if moving else "kv-capacity",
-                              f"client {j} holds {held:g} {'blocks' if paged else 'KV tokens'} at {t:.9g} s"
-                              + (" while a transfer runs" if moving else "") + f", above its capacity {cap}")
-                break
+        # Held at t: what started by t + tol less what of it ended by then (an interval ends no earlier than it
+        # starts), from sorted cumulative sums: n log n where a mask per start was n^2.
+        ends = np.maximum(ends, starts)
+        by_start, by_end = np.argsort(starts, kind="stable"), np.argsort(ends, kind="stable")
+        s_sorted, e_sorted = starts[by_start], ends[by_end]
+        s_cum = np.concatenate([[0.0], np.cumsum(amount[by_start])])
+        e_cum = np.concatenate([[0.0], np.cumsum(amount[by_end])])
+        times = np.unique(starts)
+        held_at = (s_cum[np.searchsorted(s_sorted, times + ck.tol, side="right")]
+                   - e_cum[np.searchsorted(e_sorted, times + ck.tol, side="right")])
+        over = held_at > cap
+        for t, held in zip(times[over][:1], held_at[over][:1]):  # the first time over capacity
+            moving = any(s <= t + ck.tol and t + ck.tol < e for fr, to, s, e, _ in xf.values() if j in (fr, to))
+            ck.report.add("transfer-memory" if moving else "kv-capacity",
+                          f"client {j} holds {held:g} {'blocks' if paged else 'KV tokens'} at {t:.9g} s"
+                          + (" while a transfer runs" if moving else "") + f", above its capacity {cap}")
 
 
 def _amount(tokens: int, paged: bool, bs: int, cached_tokens: int) -> float:
