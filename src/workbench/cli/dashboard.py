@@ -115,12 +115,13 @@ def plotly_bundle_root() -> tuple[Path, str]:
     widget bundle, copied once per Plotly version (atomically, so dashboards started together agree), and the
     URL path below the server's base URL the page fetches it by.
 
-    The copy starts with :data:`COMPILE_HINT`.  The URL carries a version (``?v=``), so the server says the file
-    may be cached for a year and a second visit uses the browser's cached, compiled code.  The folder also
-    holds :data:`PRELOAD_TEMPLATE`, which the dashboard's template puts in the page's head: an ``import()`` of
-    that same URL at the window's load event, so the bundle is fetched, compiled and run while the page
-    connects to its kernel (it used to be requested only once the widget's state had arrived); the widget's
-    loader then gets the module already evaluated (one module per URL and page).
+    The copy starts with :data:`COMPILE_HINT`.  The URL carries a version (``?v=``), so the server (Tornado)
+    says the file may be cached (ten years); a second visit can then use the browser's cached file and V8's
+    code cache.  The folder also holds :data:`PRELOAD_TEMPLATE`, which the dashboard's template puts in the
+    page's head: an ``import()`` of that same URL at the window's load event, so the bundle is fetched,
+    compiled and run while the page connects to its kernel (it used to be requested only once the widget's
+    state had arrived); the widget's loader then gets the module already evaluated (one module per URL and
+    page).
     """
     import plotly
 
