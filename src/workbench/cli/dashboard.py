@@ -98,16 +98,13 @@ def voila_command(notebook: Path, port: int, *, cull_idle_s: float = CULL_IDLE_S
 
 #: The template whose static folder serves Plotly's widget bundle (a file the browser caches).
 ASSETS_TEMPLATE = "workbench-assets"
-#: The page template (in the bundle's folder, named like the dashboard's template so that Voila's template
-#: loader finds it) that has the browser fetch, compile and run the bundle while the page starts.
-PRELOAD_TEMPLATE = "workbench_preload.html.j2"
 #: V8's explicit compile hint (Chromium 136+): compile every function of the file eagerly, on the thread
 #: that streams it in.  Plotly's bundle wraps its code in nested functions that are all called on load; compiled
 #: lazily, V8 pre-parsed them while streaming, then parsed each again on the main thread when it was
 #: called (about 400 ms of the page's longest task on 2 cores).  Other browsers read it as a comment.
 COMPILE_HINT = "//# allFunctionsCalledOnLoad\n"
 #: Bumped whenever what :func:`plotly_bundle_root` writes changes, so that no older copy is served.
-ASSETS_FORMAT = 3
+ASSETS_FORMAT = 4
 
 
 def plotly_bundle_root() -> tuple[Path, str]:
@@ -117,11 +114,7 @@ def plotly_bundle_root() -> tuple[Path, str]:
 
     The copy starts with :data:`COMPILE_HINT`.  The URL carries a version (``?v=``), so the server (Tornado)
     says the file may be cached (ten years); a second visit can then use the browser's cached file and V8's
-    code cache.  The folder also holds :data:`PRELOAD_TEMPLATE`, which the dashboard's template puts in the
-    page's head: an ``import()`` of that same URL at the window's load event, so the bundle is fetched,
-    compiled and run while the page connects to its kernel (it used to be requested only once the widget's
-    state had arrived); the widget's loader then gets the module already evaluated (one module per URL and
-    page).
+    code cache.
     """
     import plotly
 
@@ -129,22 +122,14 @@ def plotly_bundle_root() -> tuple[Path, str]:
     root = Path(tempfile.gettempdir()) / f"workbench-dashboard-assets-{version}-{ASSETS_FORMAT}"
     name = f"plotly-widget-{version}.js"
     path = f"voila/templates/{ASSETS_TEMPLATE}/static/{name}?v={version}-{ASSETS_FORMAT}"
-    # At the window's load event (Voila's own scripts are in by then), not at once: fetched from the start, the
-    # 5 MB competed with those scripts for the server and the 2 cores and delayed the kernel's connection.
-    preload = ('<script type="module">addEventListener("load", () => '
-               f'import("{{{{ resources.base_url }}}}{path}").catch(() => {{}}), {{once: true}});</script>\n')
-    targets = {root / "voila" / "templates" / ASSETS_TEMPLATE / "static" / name: None,
-               root / "voila" / "templates" / TEMPLATE / PRELOAD_TEMPLATE: preload}
-    for target, text in targets.items():
-        if target.is_file():
-            continue
+    target = root / "voila" / "templates" / ASSETS_TEMPLATE / "static" / name
+    if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".workbench-")
         with os.fdopen(fd, "wb") as out:
-            out.write((COMPILE_HINT if text is None else text).encode())
-            if text is None:
-                with open(Path(plotly.__file__).parent / "package_data" / "widgetbundle.js", "rb") as src:
-                    shutil.copyfileobj(src, out)
+            out.write(COMPILE_HINT.encode())
+            with open(Path(plotly.__file__).parent / "package_data" / "widgetbundle.js", "rb") as src:
+                shutil.copyfileobj(src, out)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     return root, path
