@@ -145,6 +145,7 @@ def uncertainty_figure(table: pd.DataFrame, lower_bound_s: float | None = None, 
     col, label = (("makespan_mean_s", "makespan (s)") if metric == "makespan"
                   else ("gap_closed_mean", "gap closed vs paper-baseline"))
     for policy, sub in table.groupby("policy", sort=False):
+        sub = sub.sort_values("spread")  # a line drawn left to right, whatever order the runs came in
         error = sub["makespan_sd_s"] if metric == "makespan" else None
         fig.add_trace(go.Scatter(x=sub["spread"], y=sub[col], mode="lines+markers", name=policy,
                                  error_y=None if error is None else {"type": "data", "array": error.tolist(),
