@@ -9,7 +9,7 @@ carries its members and prompt pieces, and the per-iteration timeline is expande
 from __future__ import annotations
 
 from collections import Counter
-from functools import cmp_to_key
+from functools import cmp_to_key, partial
 from itertools import chain
 
 import numpy as np
@@ -48,7 +48,8 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
     # Text once per segment, as the Arrow strings the frames hold, then taken per row (no Python string per row).
     stepped = config.iteration == "mixed" and bool(segments.get("run_ends"))
     if stepped:  # every row one iteration, in its final order: the frames below need no reordering
-        segments, (ids, pids, ptok, pprior) = stepped_segments(segments, texts)
+        segments, text_rows = stepped_segments(segments)
+        ids = None  # listed when the timeline is first read (stepped_texts): the metrics need no text
     else:
         ids, pids, ptok, pprior = (pd.array(t, dtype="str") for t in texts)
     seg_client, seg_kind, seg_k = segments["client"], segments["kind"], segments["k"]
@@ -61,7 +62,7 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
         "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
         "tokens": seg_tok * seg_k + seg_n * (seg_k * (seg_k - 1) // 2) * decode,
         "first_tokens": seg_tok, "iterations": seg_k, "first_iteration": first_iter,
-        "last_iteration": first_iter + seg_k - 1, "request_ids": ids,
+        "last_iteration": first_iter + seg_k - 1, **({} if ids is None else {"request_ids": ids}),
     })
     if config.iteration == "mixed":
         # Mixed iterations are single rows in the order they were formed (time order across clients), as the
@@ -77,14 +78,16 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
         # Every row one iteration already (stepped_rows): expand_runs' frame without its copy of every column.
         timeline = pd.DataFrame({"client": seg_client, "iteration": first_iter, "kind": runs["kind"].array,
                                  "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
-                                 "tokens": seg_tok, "request_ids": ids})
+                                 "tokens": seg_tok})
     else:
         timeline = expand_runs(runs, expand_metrics)
     reps = runs["iterations"].to_numpy(np.int64)
     row_kind = np.repeat(kinds, reps)
     timeline["kind"] = row_kind
     timeline.loc[row_kind == "preempt", "iteration"] = -1
-    if config.iteration == "mixed" or config.kv == "paged":
+    if stepped:
+        pass  # the prompt pieces come with the ids (stepped_texts)
+    elif config.iteration == "mixed" or config.kv == "paged":
         # Prompt pieces: the chunks of mixed rows and, with paged KV, the prompts of prefill rows (whose
         # recomputation and cached part the validator checks through prefill_prior).
         if config.iteration != "mixed":
@@ -116,15 +119,29 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
                             params=params, lower_bound_s=lower_bound_s, lower_bound_binding=binding, extra=extra)
     if not same_models(models):
         metrics["cost_model"] = [cost_model_record(m) for m in models]
+    if stepped:
+        return Schedule(requests=requests, metrics=metrics,
+                        expand_timeline=partial(stepped_texts, timeline, texts, text_rows, config.kv == "paged"))
     return Schedule(timeline=timeline, requests=requests, metrics=metrics)
 
 
-def stepped_segments(segments: dict, texts) -> tuple[dict, tuple]:
-    """Mixed iterations with runs of decodes: one row per iteration in stepped order, and its texts."""
+def stepped_segments(segments: dict) -> tuple[dict, np.ndarray]:
+    """Mixed iterations with runs of decodes: one row per iteration in stepped order, and the segment whose
+    texts each row repeats."""
     rows, text_rows, order = stepped_rows(segments)
-    take = text_rows[order]
-    return ({name: column[order] for name, column in rows.items()},
-            tuple(pd.array(t, dtype="str").take(take) for t in texts))
+    return {name: column[order] for name, column in rows.items()}, text_rows[order]
+
+
+def stepped_texts(timeline: pd.DataFrame, texts, text_rows: np.ndarray, paged: bool) -> pd.DataFrame:
+    """The stepped timeline's text columns (members, prompt pieces), listed when the timeline is first read:
+    the run's metrics need none of them, and at a million requests they are most of the schedule's time."""
+    ids, pids, ptok, pprior = (pd.array(t, dtype="str").take(text_rows) for t in texts)
+    timeline["request_ids"] = ids
+    timeline["prefill_ids"] = pids
+    timeline["prefill_tokens"] = ptok
+    if paged:
+        timeline["prefill_prior"] = pprior
+    return timeline
 
 
 def stepped_rows(segments: dict) -> tuple[dict, np.ndarray, np.ndarray]:
