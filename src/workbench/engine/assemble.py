@@ -41,7 +41,7 @@ def first_iterations(seg_client: np.ndarray, iterations: np.ndarray) -> tuple[np
 
 
 def assemble_general(trace, segments, texts, per_request, models, B, n_clients, policy_name, params, lower_bound_s,
-                      kv, config: EngineConfig, extra, request_extra, block_keys) -> Schedule:
+                      kv, config: EngineConfig, extra, request_extra, block_keys, *, id_by_rank=None) -> Schedule:
     """The schedule of a run outside the paper's engine: members recorded per segment, mixed and preempt rows."""
     from workbench.schedule.schema import expand_runs
 
@@ -51,7 +51,7 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
         segments, text_rows = stepped_segments(segments)
         ids = None  # listed when the timeline is first read (stepped_texts): the metrics need no text
     else:
-        ids, pids, ptok, pprior = (pd.array(t, dtype="str") for t in texts)
+        ids, pids, ptok, pprior = text_arrays(texts, id_by_rank)
     seg_client, seg_kind, seg_k = segments["client"], segments["kind"], segments["k"]
     # A preemption is a moment, not an iteration.
     order, first_iter = first_iterations(seg_client, np.where(seg_kind == PREEMPT, 0, seg_k))
@@ -121,7 +121,8 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
         metrics["cost_model"] = [cost_model_record(m) for m in models]
     if stepped:
         return Schedule(requests=requests, metrics=metrics,
-                        expand_timeline=partial(stepped_texts, timeline, texts, text_rows, config.kv == "paged"))
+                        expand_timeline=partial(stepped_texts, timeline, texts, id_by_rank, text_rows,
+                                                        config.kv == "paged"))
     return Schedule(timeline=timeline, requests=requests, metrics=metrics)
 
 
@@ -132,16 +133,55 @@ def stepped_segments(segments: dict) -> tuple[dict, np.ndarray]:
     return {name: column[order] for name, column in rows.items()}, text_rows[order]
 
 
-def stepped_texts(timeline: pd.DataFrame, texts, text_rows: np.ndarray, paged: bool) -> pd.DataFrame:
+def stepped_texts(timeline: pd.DataFrame, texts, id_by_rank, text_rows: np.ndarray, paged: bool) -> pd.DataFrame:
     """The stepped timeline's text columns (members, prompt pieces), listed when the timeline is first read:
     the run's metrics need none of them, and at a million requests they are most of the schedule's time."""
-    ids, pids, ptok, pprior = (pd.array(t, dtype="str").take(text_rows) for t in texts)
+    ids, pids, ptok, pprior = (t.take(text_rows) for t in text_arrays(texts, id_by_rank))
     timeline["request_ids"] = ids
     timeline["prefill_ids"] = pids
     timeline["prefill_tokens"] = ptok
     if paged:
         timeline["prefill_prior"] = pprior
     return timeline
+
+
+def text_arrays(texts, id_by_rank: list[str] | None) -> tuple:
+    """The segments' texts as the Arrow-backed strings the frames hold; members recorded as id ranks are
+    joined here (see Recorder.id_by_rank)."""
+    ids, *pieces = texts
+    return (member_text(ids, id_by_rank), *(pd.array(t, dtype="str") for t in pieces))
+
+
+#: Segments whose members are joined at once (bounds the ranks held as one array).
+MEMBER_CHUNK = 1 << 16
+
+
+def member_text(ids: list, id_by_rank: list[str] | None):
+    """Each segment's ``request_ids``: text as recorded, or its tuple of ranks as their ids joined by spaces
+    (Arrow joins them: no Python string per segment)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if id_by_rank is None:
+        return pd.array(ids, dtype="str")
+    names = pa.array(id_by_rank, pa.large_string())
+    parts = []
+    for lo in range(0, len(ids), MEMBER_CHUNK):
+        part = ids[lo:lo + MEMBER_CHUNK]
+        ranked = np.fromiter((type(x) is tuple for x in part), bool, len(part))
+        lengths = np.fromiter((len(x) if type(x) is tuple else 0 for x in part), np.int64, len(part))
+        offsets = np.zeros(len(part) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.fromiter(chain.from_iterable(x for x in part if type(x) is tuple), np.int64, int(offsets[-1]))
+        joined = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), names.take(pa.array(flat))),
+                                pa.scalar(" ", pa.large_string()))
+        if not ranked.all():
+            joined = pc.if_else(ranked, joined, pa.array([x if type(x) is str else "" for x in part],
+                                                         pa.large_string()))
+        parts.append(joined)
+    if not parts:
+        return pd.array([], dtype="str")
+    return pd.array(pa.chunked_array(parts, pa.large_string()).combine_chunks(), dtype="str")
 
 
 def stepped_rows(segments: dict) -> tuple[dict, np.ndarray, np.ndarray]:

@@ -331,7 +331,7 @@ class _Setup:
                                         self._extra(replicas, rq), {"preemptions": rq.preemptions,
                                                                     "cached_tokens": rq.cached,
                                                                     "recomputed_tokens": rq.recomputed},
-                                        rq.block_keys)
+                                        rq.block_keys, id_by_rank=recorder.id_by_rank)
         if self.steal:
             schedule.metrics["stolen_requests"] = rq.stolen
         if self.predictor is not None:

@@ -76,6 +76,8 @@ class Former:
         self._emit = recorder.emitter(clock)
         if not classic and requests.ids_text:
             self._id_rank, self._id_by_rank = id_ranks(requests.ids_text)
+            if self._id_rank is not None:
+                recorder.id_by_rank = self._id_by_rank
 
     def _joins(self, c, i: int) -> None:
         """Request i joins c's running decodes: its id's rank into the replica's sorted member ranks."""
@@ -94,9 +96,11 @@ class Former:
     _id_rank: list | None = None  # per request, its id's place in id_key order (None: not yet, or ties)
     _id_by_rank: list | None = None
 
-    def running_ids(self, c) -> str:
+    def running_ids(self, c) -> str | tuple:
+        """The running decodes' ids for the recorder: their ranks (joined as text at the end, see
+        Recorder.id_by_rank), or the text where ids tie."""
         if c.ids_cache is None:
-            c.ids_cache = (" ".join(map(self._id_by_rank.__getitem__, c.member_ranks)) if self._id_rank is not None
+            c.ids_cache = (tuple(c.member_ranks) if self._id_rank is not None
                            else self.sorted_ids(map(_second, c.running)))
         return c.ids_cache
 
