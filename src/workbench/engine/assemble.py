@@ -97,17 +97,7 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
         timeline["prefill_tokens"] = ptok
         if config.kv == "paged":
             timeline["prefill_prior"] = pprior
-    requests = pd.DataFrame({
-        "request_id": trace["request_id"].to_numpy(), "client": per_request["client"],
-        "input_tokens": trace["input_tokens"].to_numpy(), "output_tokens": trace["output_tokens"].to_numpy(),
-        "arrival_s": trace["arrival_s"].to_numpy(float), "prefill_start_s": per_request["prefill_start_s"],
-        "first_token_s": per_request["first_token_s"], "finish_s": per_request["finish_s"],
-    })
-    if config.kv == "paged":
-        requests["preemptions"] = np.array(request_extra["preemptions"], dtype=np.int64)
-        requests["recomputed_tokens"] = np.array(request_extra["recomputed_tokens"], dtype=np.int64)
-    if config.prefix_caching:
-        requests["cached_tokens"] = np.array(request_extra["cached_tokens"], dtype=np.int64)
+    requests = general_requests(trace, per_request, request_extra, config)
     binding = "given"
     if lower_bound_s is None:
         lower_bound_s, binding = general_bound(trace, n_clients, B, models, bound_model, kv, config, block_keys)
@@ -124,6 +114,22 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
                         expand_timeline=partial(stepped_texts, timeline, texts, id_by_rank, text_rows,
                                                         config.kv == "paged"))
     return Schedule(timeline=timeline, requests=requests, metrics=metrics)
+
+
+def general_requests(trace, per_request, request_extra, config: EngineConfig) -> pd.DataFrame:
+    """The requests table of a run outside the paper's engine, with its KV columns where they apply."""
+    requests = pd.DataFrame({
+        "request_id": trace["request_id"].to_numpy(), "client": per_request["client"],
+        "input_tokens": trace["input_tokens"].to_numpy(), "output_tokens": trace["output_tokens"].to_numpy(),
+        "arrival_s": trace["arrival_s"].to_numpy(float), "prefill_start_s": per_request["prefill_start_s"],
+        "first_token_s": per_request["first_token_s"], "finish_s": per_request["finish_s"],
+    })
+    if config.kv == "paged":
+        requests["preemptions"] = np.array(request_extra["preemptions"], dtype=np.int64)
+        requests["recomputed_tokens"] = np.array(request_extra["recomputed_tokens"], dtype=np.int64)
+    if config.prefix_caching:
+        requests["cached_tokens"] = np.array(request_extra["cached_tokens"], dtype=np.int64)
+    return requests
 
 
 def stepped_segments(segments: dict) -> tuple[dict, np.ndarray]:
