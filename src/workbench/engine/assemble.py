@@ -24,13 +24,21 @@ from workbench.schedule.members import RunMembers
 from workbench.schedule.schema import Schedule, build_metrics, cost_model_record
 
 
+def client_order(client: np.ndarray) -> np.ndarray:
+    """The stable sort of rows by client: as 16-bit keys where the clients fit (NumPy radix-sorts those, the
+    same permutation several times faster than its merge sort of 64-bit keys)."""
+    if len(client) and 0 <= client.min() and client.max() < 1 << 15:
+        client = client.astype(np.int16)
+    return np.argsort(client, kind="stable")
+
+
 def first_iterations(seg_client: np.ndarray, iterations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The segments in client order, and each one's first iteration number on its client.
 
     Segments were appended in event order, which is time order on each client, so a stable sort
     by client keeps each client's own order; the numbers are running sums of ``iterations``.
     """
-    order = np.argsort(seg_client, kind="stable")
+    order = client_order(seg_client)
     k_sorted = iterations[order]
     client_sorted = seg_client[order]
     ends = np.cumsum(k_sorted)
@@ -58,7 +66,7 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
     decode = seg_kind == DECODE
     seg_n, seg_tok = segments["n"], segments["tokens"]
     runs = pd.DataFrame({
-        "client": seg_client, "kind": np.where(decode, "decode", "prefill"),
+        "client": seg_client, "kind": kind_text(decode.astype(np.int8), ("prefill", "decode")),
         "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
         "tokens": seg_tok * seg_k + seg_n * (seg_k * (seg_k - 1) // 2) * decode,
         "first_tokens": seg_tok, "iterations": seg_k, "first_iteration": first_iter,
@@ -70,7 +78,6 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
         order = np.arange(len(seg_k))
     else:
         runs = runs.iloc[order].reset_index(drop=True)
-    kinds = KIND_NAMES[seg_kind[order]]
     bound_model = models[0] if type(models[0]) is LinearCostModel else getattr(models[0], "bound_model", lambda: None)()
     record_model = models[0]
     expand_metrics = {"clients": n_clients, "cost_model": coefficients_record(models)}
@@ -78,13 +85,13 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
         # Every row one iteration already (stepped_rows): expand_runs' frame without its copy of every column.
         timeline = pd.DataFrame({"client": seg_client, "iteration": first_iter, "kind": runs["kind"].array,
                                  "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
-                                 "tokens": seg_tok})
+                                 "tokens": seg_tok}, copy=False)  # fresh arrays: no consolidating copy
     else:
         timeline = expand_runs(runs, expand_metrics)
     reps = runs["iterations"].to_numpy(np.int64)
-    row_kind = np.repeat(kinds, reps)
-    timeline["kind"] = row_kind
-    timeline.loc[row_kind == "preempt", "iteration"] = -1
+    row_kind = np.repeat(seg_kind[order], reps)
+    timeline["kind"] = kind_text(row_kind, KIND_NAMES)
+    timeline.loc[row_kind == PREEMPT, "iteration"] = -1
     if stepped:
         pass  # the prompt pieces come with the ids (stepped_texts)
     elif config.iteration == "mixed" or config.kv == "paged":
@@ -114,6 +121,14 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
                         expand_timeline=partial(stepped_texts, timeline, texts, id_by_rank, text_rows,
                                                         config.kv == "paged"))
     return Schedule(timeline=timeline, requests=requests, metrics=metrics)
+
+
+def kind_text(codes: np.ndarray, names) -> pd.api.extensions.ExtensionArray:
+    """``names[codes]`` as the Arrow strings a frame holds, taken by Arrow (pandas would convert a NumPy array
+    of Python strings one element at a time)."""
+    import pyarrow as pa
+
+    return pd.array(pa.array(list(names), pa.large_string()).take(pa.array(codes)), dtype="str")
 
 
 def general_requests(trace, per_request, request_extra, config: EngineConfig) -> pd.DataFrame:
@@ -227,13 +242,15 @@ def stepped_order(rows: dict, marks: np.ndarray) -> np.ndarray:
     cross = np.flatnonzero((s[1:] == s[:-1]) & (cl[1:] != cl[:-1]))
     if not len(cross):
         return order
-    prev = previous_iteration(client, rows["kind"])
+    prev: list = []  # previous_iteration, computed when a tie first needs it (ties pushed by arrivals do not)
 
     def pusher(row: int) -> tuple:
         m = marks[row]
         if isinstance(m, tuple):
             return m[0], m[1], m[2], -1
-        p = int(prev[row])
+        if not prev:
+            prev.append(previous_iteration(client, rows["kind"]))
+        p = int(prev[0][row])
         return (start[p] if p >= 0 else -np.inf), 1, 0, p
 
     def compare(a: int, b: int) -> int:
@@ -264,7 +281,7 @@ def stepped_order(rows: dict, marks: np.ndarray) -> np.ndarray:
 
 def previous_iteration(client: np.ndarray, kind: np.ndarray) -> np.ndarray:
     """Per row, the replica's last iteration row (not a preemption) before it (-1: none)."""
-    by_client = np.argsort(client, kind="stable")
+    by_client = client_order(client)
     c = client[by_client]
     position = np.arange(len(c))
     iteration = np.where(kind[by_client] != PREEMPT, position, -1)
@@ -311,7 +328,9 @@ def general_bound(trace, n_clients, B, models, bound_model, kv, config: EngineCo
     alone_l, total_l = prefix_bound_prompts(trace["input_tokens"].to_numpy(np.int64),
                                             trace["output_tokens"].to_numpy(np.int64), block_keys, config.block_size)
     per = instance_bound(trace.assign(input_tokens=alone_l), n_clients, B, models, bound_models, kv, config, True)
-    agg = instance_bound(trace.assign(input_tokens=total_l), n_clients, B, models, bound_models, kv, config, True)
+    # Nothing shared (no prefix columns): both prompts are the same, and so is their bound.
+    agg = (per if np.array_equal(alone_l, total_l) else
+           instance_bound(trace.assign(input_tokens=total_l), n_clients, B, models, bound_models, kv, config, True))
     if per is None or agg is None:
         return float("nan"), None
     terms = {k: v for k, v in agg.terms.items() if k not in PER_REQUEST_TERMS}
@@ -335,6 +354,9 @@ def prefix_bound_prompts(l, o, block_keys, block_size: int) -> tuple[np.ndarray,
     ``r_i = 0``, because that holder's one computed token may lie in the key's block.  Never above ``l_i``.
     """
     counts = Counter(k for keys in block_keys for k in keys)
+    if not counts or max(counts.values()) < 2:  # no key held twice: nothing skipped, nothing charged once
+        alone = np.maximum(np.maximum(l, 0), 1)
+        return alone, np.minimum(alone, l)
     shared = np.array([sum(counts[k] > 1 for k in keys) for keys in block_keys], dtype=np.int64)
     rest = np.maximum(l - shared * block_size, 0)
     on_zero = {k for keys, r in zip(block_keys, rest.tolist()) if r == 0 for k in keys}
