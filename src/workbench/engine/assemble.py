@@ -9,7 +9,7 @@ carries its members and prompt pieces, and the per-iteration timeline is expande
 from __future__ import annotations
 
 from collections import Counter
-from functools import cmp_to_key
+from functools import cmp_to_key, partial
 from itertools import chain
 
 import numpy as np
@@ -24,13 +24,21 @@ from workbench.schedule.members import RunMembers
 from workbench.schedule.schema import Schedule, build_metrics, cost_model_record
 
 
+def client_order(client: np.ndarray) -> np.ndarray:
+    """The stable sort of rows by client: as 16-bit keys where the clients fit (NumPy radix-sorts those, the
+    same permutation several times faster than its merge sort of 64-bit keys)."""
+    if len(client) and 0 <= client.min() and client.max() < 1 << 15:
+        client = client.astype(np.int16)
+    return np.argsort(client, kind="stable")
+
+
 def first_iterations(seg_client: np.ndarray, iterations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The segments in client order, and each one's first iteration number on its client.
 
     Segments were appended in event order, which is time order on each client, so a stable sort
     by client keeps each client's own order; the numbers are running sums of ``iterations``.
     """
-    order = np.argsort(seg_client, kind="stable")
+    order = client_order(seg_client)
     k_sorted = iterations[order]
     client_sorted = seg_client[order]
     ends = np.cumsum(k_sorted)
@@ -41,27 +49,28 @@ def first_iterations(seg_client: np.ndarray, iterations: np.ndarray) -> tuple[np
 
 
 def assemble_general(trace, segments, texts, per_request, models, B, n_clients, policy_name, params, lower_bound_s,
-                      kv, config: EngineConfig, extra, request_extra, block_keys) -> Schedule:
+                      kv, config: EngineConfig, extra, request_extra, block_keys, *, id_by_rank=None) -> Schedule:
     """The schedule of a run outside the paper's engine: members recorded per segment, mixed and preempt rows."""
     from workbench.schedule.schema import expand_runs
 
     # Text once per segment, as the Arrow strings the frames hold, then taken per row (no Python string per row).
     stepped = config.iteration == "mixed" and bool(segments.get("run_ends"))
     if stepped:  # every row one iteration, in its final order: the frames below need no reordering
-        segments, (ids, pids, ptok, pprior) = stepped_segments(segments, texts)
+        segments, text_rows = stepped_segments(segments)
+        ids = None  # listed when the timeline is first read (stepped_texts): the metrics need no text
     else:
-        ids, pids, ptok, pprior = (pd.array(t, dtype="str") for t in texts)
+        ids, pids, ptok, pprior = text_arrays(texts, id_by_rank)
     seg_client, seg_kind, seg_k = segments["client"], segments["kind"], segments["k"]
     # A preemption is a moment, not an iteration.
     order, first_iter = first_iterations(seg_client, np.where(seg_kind == PREEMPT, 0, seg_k))
     decode = seg_kind == DECODE
     seg_n, seg_tok = segments["n"], segments["tokens"]
     runs = pd.DataFrame({
-        "client": seg_client, "kind": np.where(decode, "decode", "prefill"),
+        "client": seg_client, "kind": kind_text(decode.astype(np.int8), ("prefill", "decode")),
         "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
         "tokens": seg_tok * seg_k + seg_n * (seg_k * (seg_k - 1) // 2) * decode,
         "first_tokens": seg_tok, "iterations": seg_k, "first_iteration": first_iter,
-        "last_iteration": first_iter + seg_k - 1, "request_ids": ids,
+        "last_iteration": first_iter + seg_k - 1, **({} if ids is None else {"request_ids": ids}),
     })
     if config.iteration == "mixed":
         # Mixed iterations are single rows in the order they were formed (time order across clients), as the
@@ -69,7 +78,6 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
         order = np.arange(len(seg_k))
     else:
         runs = runs.iloc[order].reset_index(drop=True)
-    kinds = KIND_NAMES[seg_kind[order]]
     bound_model = models[0] if type(models[0]) is LinearCostModel else getattr(models[0], "bound_model", lambda: None)()
     record_model = models[0]
     expand_metrics = {"clients": n_clients, "cost_model": coefficients_record(models)}
@@ -77,14 +85,16 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
         # Every row one iteration already (stepped_rows): expand_runs' frame without its copy of every column.
         timeline = pd.DataFrame({"client": seg_client, "iteration": first_iter, "kind": runs["kind"].array,
                                  "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
-                                 "tokens": seg_tok, "request_ids": ids})
+                                 "tokens": seg_tok}, copy=False)  # fresh arrays: no consolidating copy
     else:
         timeline = expand_runs(runs, expand_metrics)
     reps = runs["iterations"].to_numpy(np.int64)
-    row_kind = np.repeat(kinds, reps)
-    timeline["kind"] = row_kind
-    timeline.loc[row_kind == "preempt", "iteration"] = -1
-    if config.iteration == "mixed" or config.kv == "paged":
+    row_kind = np.repeat(seg_kind[order], reps)
+    timeline["kind"] = kind_text(row_kind, KIND_NAMES)
+    timeline.loc[row_kind == PREEMPT, "iteration"] = -1
+    if stepped:
+        pass  # the prompt pieces come with the ids (stepped_texts)
+    elif config.iteration == "mixed" or config.kv == "paged":
         # Prompt pieces: the chunks of mixed rows and, with paged KV, the prompts of prefill rows (whose
         # recomputation and cached part the validator checks through prefill_prior).
         if config.iteration != "mixed":
@@ -94,17 +104,7 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
         timeline["prefill_tokens"] = ptok
         if config.kv == "paged":
             timeline["prefill_prior"] = pprior
-    requests = pd.DataFrame({
-        "request_id": trace["request_id"].to_numpy(), "client": per_request["client"],
-        "input_tokens": trace["input_tokens"].to_numpy(), "output_tokens": trace["output_tokens"].to_numpy(),
-        "arrival_s": trace["arrival_s"].to_numpy(float), "prefill_start_s": per_request["prefill_start_s"],
-        "first_token_s": per_request["first_token_s"], "finish_s": per_request["finish_s"],
-    })
-    if config.kv == "paged":
-        requests["preemptions"] = np.array(request_extra["preemptions"], dtype=np.int64)
-        requests["recomputed_tokens"] = np.array(request_extra["recomputed_tokens"], dtype=np.int64)
-    if config.prefix_caching:
-        requests["cached_tokens"] = np.array(request_extra["cached_tokens"], dtype=np.int64)
+    requests = general_requests(trace, per_request, request_extra, config)
     binding = "given"
     if lower_bound_s is None:
         lower_bound_s, binding = general_bound(trace, n_clients, B, models, bound_model, kv, config, block_keys)
@@ -116,15 +116,93 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
                             params=params, lower_bound_s=lower_bound_s, lower_bound_binding=binding, extra=extra)
     if not same_models(models):
         metrics["cost_model"] = [cost_model_record(m) for m in models]
+    if stepped:
+        return Schedule(requests=requests, metrics=metrics,
+                        expand_timeline=partial(stepped_texts, timeline, texts, id_by_rank, text_rows,
+                                                        config.kv == "paged"))
     return Schedule(timeline=timeline, requests=requests, metrics=metrics)
 
 
-def stepped_segments(segments: dict, texts) -> tuple[dict, tuple]:
-    """Mixed iterations with runs of decodes: one row per iteration in stepped order, and its texts."""
+def kind_text(codes: np.ndarray, names) -> pd.api.extensions.ExtensionArray:
+    """``names[codes]`` as the Arrow strings a frame holds, taken by Arrow (pandas would convert a NumPy array
+    of Python strings one element at a time)."""
+    import pyarrow as pa
+
+    return pd.array(pa.array(list(names), pa.large_string()).take(pa.array(codes)), dtype="str")
+
+
+def general_requests(trace, per_request, request_extra, config: EngineConfig) -> pd.DataFrame:
+    """The requests table of a run outside the paper's engine, with its KV columns where they apply."""
+    requests = pd.DataFrame({
+        "request_id": trace["request_id"].to_numpy(), "client": per_request["client"],
+        "input_tokens": trace["input_tokens"].to_numpy(), "output_tokens": trace["output_tokens"].to_numpy(),
+        "arrival_s": trace["arrival_s"].to_numpy(float), "prefill_start_s": per_request["prefill_start_s"],
+        "first_token_s": per_request["first_token_s"], "finish_s": per_request["finish_s"],
+    })
+    if config.kv == "paged":
+        requests["preemptions"] = np.array(request_extra["preemptions"], dtype=np.int64)
+        requests["recomputed_tokens"] = np.array(request_extra["recomputed_tokens"], dtype=np.int64)
+    if config.prefix_caching:
+        requests["cached_tokens"] = np.array(request_extra["cached_tokens"], dtype=np.int64)
+    return requests
+
+
+def stepped_segments(segments: dict) -> tuple[dict, np.ndarray]:
+    """Mixed iterations with runs of decodes: one row per iteration in stepped order, and the segment whose
+    texts each row repeats."""
     rows, text_rows, order = stepped_rows(segments)
-    take = text_rows[order]
-    return ({name: column[order] for name, column in rows.items()},
-            tuple(pd.array(t, dtype="str").take(take) for t in texts))
+    return {name: column[order] for name, column in rows.items()}, text_rows[order]
+
+
+def stepped_texts(timeline: pd.DataFrame, texts, id_by_rank, text_rows: np.ndarray, paged: bool) -> pd.DataFrame:
+    """The stepped timeline's text columns (members, prompt pieces), listed when the timeline is first read:
+    the run's metrics need none of them, and at a million requests they are most of the schedule's time."""
+    ids, pids, ptok, pprior = (t.take(text_rows) for t in text_arrays(texts, id_by_rank))
+    timeline["request_ids"] = ids
+    timeline["prefill_ids"] = pids
+    timeline["prefill_tokens"] = ptok
+    if paged:
+        timeline["prefill_prior"] = pprior
+    return timeline
+
+
+def text_arrays(texts, id_by_rank: list[str] | None) -> tuple:
+    """The segments' texts as the Arrow-backed strings the frames hold; members recorded as id ranks are
+    joined here (see Recorder.id_by_rank)."""
+    ids, *pieces = texts
+    return (member_text(ids, id_by_rank), *(pd.array(t, dtype="str") for t in pieces))
+
+
+#: Segments whose members are joined at once (bounds the ranks held as one array).
+MEMBER_CHUNK = 1 << 16
+
+
+def member_text(ids: list, id_by_rank: list[str] | None):
+    """Each segment's ``request_ids``: text as recorded, or its tuple of ranks as their ids joined by spaces
+    (Arrow joins them: no Python string per segment)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if id_by_rank is None:
+        return pd.array(ids, dtype="str")
+    names = pa.array(id_by_rank, pa.large_string())
+    parts = []
+    for lo in range(0, len(ids), MEMBER_CHUNK):
+        part = ids[lo:lo + MEMBER_CHUNK]
+        ranked = np.fromiter((type(x) is tuple for x in part), bool, len(part))
+        lengths = np.fromiter((len(x) if type(x) is tuple else 0 for x in part), np.int64, len(part))
+        offsets = np.zeros(len(part) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.fromiter(chain.from_iterable(x for x in part if type(x) is tuple), np.int64, int(offsets[-1]))
+        joined = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), names.take(pa.array(flat))),
+                                pa.scalar(" ", pa.large_string()))
+        if not ranked.all():
+            joined = pc.if_else(ranked, joined, pa.array([x if type(x) is str else "" for x in part],
+                                                         pa.large_string()))
+        parts.append(joined)
+    if not parts:
+        return pd.array([], dtype="str")
+    return pd.array(pa.chunked_array(parts, pa.large_string()).combine_chunks(), dtype="str")
 
 
 def stepped_rows(segments: dict) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -164,13 +242,15 @@ def stepped_order(rows: dict, marks: np.ndarray) -> np.ndarray:
     cross = np.flatnonzero((s[1:] == s[:-1]) & (cl[1:] != cl[:-1]))
     if not len(cross):
         return order
-    prev = previous_iteration(client, rows["kind"])
+    prev: list = []  # previous_iteration, computed when a tie first needs it (ties pushed by arrivals do not)
 
     def pusher(row: int) -> tuple:
         m = marks[row]
         if isinstance(m, tuple):
             return m[0], m[1], m[2], -1
-        p = int(prev[row])
+        if not prev:
+            prev.append(previous_iteration(client, rows["kind"]))
+        p = int(prev[0][row])
         return (start[p] if p >= 0 else -np.inf), 1, 0, p
 
     def compare(a: int, b: int) -> int:
@@ -201,7 +281,7 @@ def stepped_order(rows: dict, marks: np.ndarray) -> np.ndarray:
 
 def previous_iteration(client: np.ndarray, kind: np.ndarray) -> np.ndarray:
     """Per row, the replica's last iteration row (not a preemption) before it (-1: none)."""
-    by_client = np.argsort(client, kind="stable")
+    by_client = client_order(client)
     c = client[by_client]
     position = np.arange(len(c))
     iteration = np.where(kind[by_client] != PREEMPT, position, -1)
@@ -248,7 +328,9 @@ def general_bound(trace, n_clients, B, models, bound_model, kv, config: EngineCo
     alone_l, total_l = prefix_bound_prompts(trace["input_tokens"].to_numpy(np.int64),
                                             trace["output_tokens"].to_numpy(np.int64), block_keys, config.block_size)
     per = instance_bound(trace.assign(input_tokens=alone_l), n_clients, B, models, bound_models, kv, config, True)
-    agg = instance_bound(trace.assign(input_tokens=total_l), n_clients, B, models, bound_models, kv, config, True)
+    # Nothing shared (no prefix columns): both prompts are the same, and so is their bound.
+    agg = (per if np.array_equal(alone_l, total_l) else
+           instance_bound(trace.assign(input_tokens=total_l), n_clients, B, models, bound_models, kv, config, True))
     if per is None or agg is None:
         return float("nan"), None
     terms = {k: v for k, v in agg.terms.items() if k not in PER_REQUEST_TERMS}
@@ -272,6 +354,9 @@ def prefix_bound_prompts(l, o, block_keys, block_size: int) -> tuple[np.ndarray,
     ``r_i = 0``, because that holder's one computed token may lie in the key's block.  Never above ``l_i``.
     """
     counts = Counter(k for keys in block_keys for k in keys)
+    if not counts or max(counts.values()) < 2:  # no key held twice: nothing skipped, nothing charged once
+        alone = np.maximum(np.maximum(l, 0), 1)
+        return alone, np.minimum(alone, l)
     shared = np.array([sum(counts[k] > 1 for k in keys) for keys in block_keys], dtype=np.int64)
     rest = np.maximum(l - shared * block_size, 0)
     on_zero = {k for keys, r in zip(block_keys, rest.tolist()) if r == 0 for k in keys}

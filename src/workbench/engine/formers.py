@@ -76,6 +76,8 @@ class Former:
         self._emit = recorder.emitter(clock)
         if not classic and requests.ids_text:
             self._id_rank, self._id_by_rank = id_ranks(requests.ids_text)
+            if self._id_rank is not None:
+                recorder.id_by_rank = self._id_by_rank
 
     def _joins(self, c, i: int) -> None:
         """Request i joins c's running decodes: its id's rank into the replica's sorted member ranks."""
@@ -94,9 +96,11 @@ class Former:
     _id_rank: list | None = None  # per request, its id's place in id_key order (None: not yet, or ties)
     _id_by_rank: list | None = None
 
-    def running_ids(self, c) -> str:
+    def running_ids(self, c) -> str | tuple:
+        """The running decodes' ids for the recorder: their ranks (joined as text at the end, see
+        Recorder.id_by_rank), or the text where ids tie."""
         if c.ids_cache is None:
-            c.ids_cache = (" ".join(map(self._id_by_rank.__getitem__, c.member_ranks)) if self._id_rank is not None
+            c.ids_cache = (tuple(c.member_ranks) if self._id_rank is not None
                            else self.sorted_ids(map(_second, c.running)))
         return c.ids_cache
 
@@ -403,8 +407,23 @@ class MixedFormer(Former):
         c.current = None
         if self.stealing is not None:
             self._steal_if_idle(c)
-        preempted_now = self._make_room(c, now) if self.paged else False
-        n_d, budget, chunks = self._continue_chunks(c)
+        if self.paged and not c.prefilling:
+            # Decodes alone (the common boundary): _make_room's and _continue_chunks' blocks in one look-up.
+            kvm = c.paged
+            bs = kvm.block_size
+            need = kvm.residues[(bs - 1 - c.decode_count) % bs] if c.running else 0
+            if need > kvm.capacity_blocks - kvm.used:
+                preempted_now = self._make_room(c, now)
+                n_d, budget, chunks = self._continue_chunks(c)
+            else:
+                preempted_now = False
+                if need or (kvm.free_queue and not (kvm.caching and (kvm.cached_free or kvm.dead_queued))):
+                    kvm._take(need)  # taking no block changes nothing unless it lets the queue's order go
+                n_d = len(c.running)
+                budget, chunks = self.config.token_budget - n_d, []
+        else:
+            preempted_now = self._make_room(c, now) if self.paged else False
+            n_d, budget, chunks = self._continue_chunks(c)
         c.forming = (n_d, budget, chunks, preempted_now)
         held = len(c.async_freed)  # async: the slots of requests that finished at this boundary, still held
         if budget > 0 and c.waiting and c.n_running + held < c.batch_size and not preempted_now:
@@ -496,7 +515,11 @@ class MixedFormer(Former):
         end = self._iteration_end(c, now, n_d, chunks)
         c._just_prefilled = chunks
         ids = self.requests.ids_text
-        if chunks:
+        if len(chunks) == 1:  # one prompt piece (the common mixed row): its texts without a join
+            i, take, done = chunks[0]
+            c.current = self.recorder.add_listed(c.index, MIXED, now, end, 1, n_d, c.ctx_sum, self.running_ids(c),
+                                                 ids[i], str(take), str(done), c.push_mark)
+        elif chunks:
             c.current = self.recorder.add_listed(
                 c.index, MIXED, now, end, 1, n_d, c.ctx_sum, self.running_ids(c),
                 " ".join(ids[ch[0]] for ch in chunks), " ".join(str(ch[1]) for ch in chunks),
@@ -659,6 +682,9 @@ class MixedFormer(Former):
     def _iteration_end(self, c, now: float, n_d: int, chunks: list) -> float:
         ctx = c.ctx_sum
         if c.linear:
+            if len(chunks) == 1:
+                _, P, Q = chunks[0]
+                return now + (c.a_m + c.b_d * n_d + c.c_d * (ctx + Q) + c.b_p * P)
             if chunks:
                 P = sum(ch[1] for ch in chunks)
                 Q = sum(ch[2] for ch in chunks)

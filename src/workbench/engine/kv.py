@@ -269,7 +269,9 @@ def reserved_admissible(c, l: list[int], o: list[int], by_rank: list[int]) -> in
 def prefix_block_keys(trace: pd.DataFrame, block_size: int) -> list[list]:
     """Per request, the keys of the full blocks of its shared prompt prefix (see the module docstring)."""
     n = len(trace)
-    keys: list[list] = [[] for _ in range(n)]
+    # One empty list for every request without a shared prefix (nothing appends to a request's keys: keys_for
+    # slices or concatenates them), not a list each.
+    keys: list[list] = [[]] * n
     if "prefix_id" in trace.columns and "prefix_tokens" in trace.columns:
         pid = trace["prefix_id"].tolist()
         ptok = trace["prefix_tokens"].tolist()

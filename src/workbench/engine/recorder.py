@@ -22,7 +22,7 @@ class Recorder:
     """The segment lists; ``classic`` (the paper's engine) keeps no member text."""
 
     __slots__ = ("classic", "client", "kind", "start", "end", "k", "n", "tokens", "ids", "pids", "ptok", "pprior",
-                 "run_ends", "marks")
+                 "run_ends", "marks", "id_by_rank")
 
     def __init__(self, classic: bool, mixed: bool = False) -> None:
         self.classic = classic
@@ -43,6 +43,9 @@ class Recorder:
         # timeline lists every iteration in the order a loop stepping each one would have formed them.
         self.run_ends: dict[int, list[float]] = {}
         self.marks: list | None = [] if mixed else None
+        # A segment's members may be recorded as a tuple of their ids' ranks (ascending) instead of text: the
+        # ids in rank order (set by the former) turn them into text at the end, in one Arrow pass.
+        self.id_by_rank: list[str] | None = None
 
     def add(self, client: int, kind: int, start: float, end: float, k: int, n: int, tokens: int) -> int:
         """Append a segment of the paper's engine (no member text); return its index."""
@@ -80,9 +83,16 @@ class Recorder:
         return emit
 
     def add_listed(self, client: int, kind: int, start: float, end: float, k: int, n: int, tokens: int,
-                   ids: str = "", pids: str = "", ptok: str = "", pprior: str = "", mark=-1) -> int:
+                   ids: str | tuple = "", pids: str = "", ptok: str = "", pprior: str = "", mark=-1) -> int:
         """Append a segment with its members and prompt pieces as text; return its index."""
-        index = self.add(client, kind, start, end, k, n, tokens)
+        index = len(self.start)  # add(), inline: a segment of every run outside the paper's engine
+        self.client.append(client)
+        self.kind.append(kind)
+        self.start.append(start)
+        self.end.append(end)
+        self.k.append(k)
+        self.n.append(n)
+        self.tokens.append(tokens)
         if self.marks is not None:
             self.marks.append(mark)
         self.ids.append(ids)
@@ -100,7 +110,8 @@ class Recorder:
                 "k": np.array(self.k, dtype=np.int64), "n": np.array(self.n, dtype=np.int64),
                 "tokens": np.array(self.tokens, dtype=np.int64)}
 
-    def texts(self) -> tuple[list[str], list[str], list[str], list[str]]:
+    def texts(self) -> tuple[list, list[str], list[str], list[str]]:
+        """Members (text, or a tuple of id ranks: see ``id_by_rank``), prompt pieces, their tokens and prior."""
         return self.ids, self.pids, self.ptok, self.pprior
 
     def free(self) -> None:

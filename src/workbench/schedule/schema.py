@@ -60,10 +60,12 @@ class Schedule:
 
     def __init__(self, timeline: pd.DataFrame | None = None, requests: pd.DataFrame | None = None,
                  metrics: dict[str, Any] | None = None, runs: pd.DataFrame | None = None,
-                 run_ids: RunMembers | Callable[[], Any] | None = None, transfers: pd.DataFrame | None = None) -> None:
-        if timeline is None and runs is None:
+                 run_ids: RunMembers | Callable[[], Any] | None = None, transfers: pd.DataFrame | None = None,
+                 expand_timeline: Callable[[], pd.DataFrame] | None = None) -> None:
+        if timeline is None and runs is None and expand_timeline is None:
             raise ValueError("a Schedule needs a timeline or runs")
         self._timeline = timeline
+        self._expand = expand_timeline  # builds the timeline on first use (a simulator's text columns)
         #: Pooled fleets only: one row per KV transfer (TRANSFER_COLUMNS); None otherwise.
         self.transfers = transfers
         self.requests = requests
@@ -85,6 +87,8 @@ class Schedule:
     @property
     def timeline(self) -> pd.DataFrame:
         """One row per iteration (MODEL.md section 9), expanded from the runs on first use."""
+        if self._timeline is None and self._expand is not None:
+            self._timeline, self._expand = self._expand(), None
         if self._timeline is None:
             from workbench.schedule.estimate import check_rows
 
@@ -123,7 +127,7 @@ class Schedule:
         """
         if self._runs is not None:
             return self.runs
-        return compact_timeline(self._timeline)
+        return compact_timeline(self.timeline)
 
     def write(self, out_dir: str | Path, format: str = "csv") -> Path:
         """Write the timeline, the requests (``format``: csv or parquet) and ``metrics.json`` into ``out_dir``, atomically."""
@@ -1050,7 +1054,7 @@ def _timeline_tables(schedule: Schedule, columns: list[str]) -> Iterator:
 def write_schedule_files(schedule: Schedule, folder: Path, fmt: str = "csv") -> None:
     """``timeline``, ``requests`` (as CSV or Parquet) and ``metrics.json`` of ``schedule`` into ``folder``."""
     check_format(fmt)
-    source = (schedule._timeline if schedule._timeline is not None or schedule._runs is None
+    source = (schedule.timeline if schedule._timeline is not None or schedule._runs is None
               else schedule.runs_without_ids())  # the runs' ids are listed while writing, chunk by chunk
     columns = _timeline_columns(source.columns)
     request_columns = _request_columns(schedule.requests.columns)
