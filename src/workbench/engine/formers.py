@@ -407,8 +407,23 @@ class MixedFormer(Former):
         c.current = None
         if self.stealing is not None:
             self._steal_if_idle(c)
-        preempted_now = self._make_room(c, now) if self.paged else False
-        n_d, budget, chunks = self._continue_chunks(c)
+        if self.paged and not c.prefilling:
+            # Decodes alone (the common boundary): _make_room's and _continue_chunks' blocks in one look-up.
+            kvm = c.paged
+            bs = kvm.block_size
+            need = kvm.residues[(bs - 1 - c.decode_count) % bs] if c.running else 0
+            if need > kvm.capacity_blocks - kvm.used:
+                preempted_now = self._make_room(c, now)
+                n_d, budget, chunks = self._continue_chunks(c)
+            else:
+                preempted_now = False
+                if need or (kvm.free_queue and not (kvm.caching and (kvm.cached_free or kvm.dead_queued))):
+                    kvm._take(need)  # taking no block changes nothing unless it lets the queue's order go
+                n_d = len(c.running)
+                budget, chunks = self.config.token_budget - n_d, []
+        else:
+            preempted_now = self._make_room(c, now) if self.paged else False
+            n_d, budget, chunks = self._continue_chunks(c)
         c.forming = (n_d, budget, chunks, preempted_now)
         held = len(c.async_freed)  # async: the slots of requests that finished at this boundary, still held
         if budget > 0 and c.waiting and c.n_running + held < c.batch_size and not preempted_now:
@@ -500,7 +515,11 @@ class MixedFormer(Former):
         end = self._iteration_end(c, now, n_d, chunks)
         c._just_prefilled = chunks
         ids = self.requests.ids_text
-        if chunks:
+        if len(chunks) == 1:  # one prompt piece (the common mixed row): its texts without a join
+            i, take, done = chunks[0]
+            c.current = self.recorder.add_listed(c.index, MIXED, now, end, 1, n_d, c.ctx_sum, self.running_ids(c),
+                                                 ids[i], str(take), str(done), c.push_mark)
+        elif chunks:
             c.current = self.recorder.add_listed(
                 c.index, MIXED, now, end, 1, n_d, c.ctx_sum, self.running_ids(c),
                 " ".join(ids[ch[0]] for ch in chunks), " ".join(str(ch[1]) for ch in chunks),
@@ -611,6 +630,7 @@ class MixedFormer(Former):
         # Async: with something else in this iteration it was scheduled while the last one ran; without, vLLM
         # scheduled nothing then and schedules every queued request as soon as the last one's outputs are in.
         strict = cfg.async_scheduling and bool(c.running or chunks)
+        block_keys = kv.block_keys if self.paged else None
         while budget > 0 and m > 0 and c.waiting:
             i = rq.peek_waiting(c)
             need_tokens = l[i] + generated[i]
@@ -624,7 +644,21 @@ class MixedFormer(Former):
                     break
             m -= 1
             hit = 0
-            if self.paged:
+            if self.paged and (block_keys is None or not (block_keys[i] or rq.preemptions[i])):
+                # Nothing of it can be cached (no shared prefix, never computed before): the steps below
+                # without their look-ups, which find nothing.
+                kvm = c.paged
+                first = self._chunk(need_tokens, budget)
+                if kvm.blocks(need_tokens if cfg.full_prompt_admission else first) > kvm.capacity_blocks - kvm.used:
+                    break
+                rq.pop_waiting(c)
+                if block_keys is not None:
+                    kvm.queried_tokens += need_tokens
+                kvm.held[i] = []
+                kvm._take(kvm.blocks(max(first, 1)) if kv.mixed else kvm.blocks(need_tokens))
+                if cfg.cache_at_schedule and block_keys is not None:
+                    kvm.register_private(i, 0, [], first // kvm.block_size)
+            elif self.paged:
                 hit_tokens = kv.hit_tokens(c, i, need_tokens)
                 first = self._chunk(need_tokens - hit_tokens, budget)
                 # The gate (scheduler_reserve_full_isl) asks for the whole prompt's blocks, else the first chunk's.
@@ -663,6 +697,9 @@ class MixedFormer(Former):
     def _iteration_end(self, c, now: float, n_d: int, chunks: list) -> float:
         ctx = c.ctx_sum
         if c.linear:
+            if len(chunks) == 1:
+                _, P, Q = chunks[0]
+                return now + (c.a_m + c.b_d * n_d + c.c_d * (ctx + Q) + c.b_p * P)
             if chunks:
                 P = sum(ch[1] for ch in chunks)
                 Q = sum(ch[2] for ch in chunks)

@@ -85,7 +85,14 @@ class Recorder:
     def add_listed(self, client: int, kind: int, start: float, end: float, k: int, n: int, tokens: int,
                    ids: str | tuple = "", pids: str = "", ptok: str = "", pprior: str = "", mark=-1) -> int:
         """Append a segment with its members and prompt pieces as text; return its index."""
-        index = self.add(client, kind, start, end, k, n, tokens)
+        index = len(self.start)  # add(), inline: a segment of every run outside the paper's engine
+        self.client.append(client)
+        self.kind.append(kind)
+        self.start.append(start)
+        self.end.append(end)
+        self.k.append(k)
+        self.n.append(n)
+        self.tokens.append(tokens)
         if self.marks is not None:
             self.marks.append(mark)
         self.ids.append(ids)
