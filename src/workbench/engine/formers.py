@@ -736,9 +736,13 @@ class MixedFormer(Former):
         c.ctx_sum += n_d
         d = c.decode_count
         running = c.running
+        if not running or running[0][0] > d:
+            return  # nobody finishes (every iteration of a run but its last)
+        rank, ranks = self._id_rank, c.member_ranks
         while running and running[0][0] <= d:
             i = heappop(running)[1]
-            self._leaves(c, i)
+            if rank is not None:  # _leaves, inline
+                del ranks[bisect_left(ranks, rank[i])]
             done = rq.l[i] + rq.o[i]
             c.ctx_sum -= done
             if self.paged:
