@@ -107,3 +107,33 @@ def test_a_preemption_row_stays_with_its_iteration():
     rows = {"start_s": [0.0, 1.0, 1.0, 0.0, 1.0], "client": [0, 0, 0, 1, 1], "kind": [1, 3, 1, 1, 1]}
     marks = [(0.0, 0, 2), -1, -1, (0.0, 0, 1), -1]
     assert _order(rows, marks) == [3, 0, 4, 1, 2]
+
+
+def test_members_recorded_as_ranks_join_as_text():
+    """Members recorded as id ranks (Recorder.id_by_rank) become the text a Python join gives; recorded text is
+    kept; an empty member list is the empty string."""
+    from workbench.engine.assemble import member_text
+
+    names = ["3", "10", "200", "x"]
+    ids = [(0, 1), "10 3", (), (2,), "", (0, 1, 2, 3)]
+    want = ["3 10", "10 3", "", "200", "", "3 10 200 x"]
+    got = member_text(ids, names)
+    assert list(got) == want
+    assert got.dtype == pd.array(want, dtype="str").dtype
+
+
+def test_vllm_timeline_is_listed_on_first_read(tmp_path):
+    """The metrics come from the numbers alone; the texts are listed when the timeline is first read (or
+    written), and it is then the stepped one (the digest covers the written bytes)."""
+    trace, clients, batch, options = CASES["online"]
+    fast, stepped = _both(trace, clients, batch, **options)
+    lazy = fast.schedule()
+    assert lazy._timeline is None  # nothing listed yet
+    assert lazy.metrics == stepped.schedule().metrics
+    assert _digest(lazy) == _digest(stepped.schedule())
+    fast_again = _both(trace, clients, batch, **options)[0].schedule()
+    fast_again.write(tmp_path / "lazy", format="parquet")  # written before anything read the timeline
+    stepped.schedule().write(tmp_path / "stepped", format="parquet")
+    for name in ("timeline.parquet", "requests.parquet"):
+        assert (tmp_path / "lazy" / name).read_bytes() == (tmp_path / "stepped" / name).read_bytes()
+    assert lazy.timeline["request_ids"].str.len().gt(0).any()

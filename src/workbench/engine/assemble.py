@@ -92,18 +92,11 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
     row_kind = np.repeat(seg_kind[order], reps)
     timeline["kind"] = kind_text(row_kind, KIND_NAMES)
     timeline.loc[row_kind == PREEMPT, "iteration"] = -1
-    if stepped:
-        pass  # the prompt pieces come with the ids (stepped_texts)
-    elif config.iteration == "mixed" or config.kv == "paged":
+    if not stepped and (config.iteration == "mixed" or config.kv == "paged"):  # stepped: see stepped_texts
         # Prompt pieces: the chunks of mixed rows and, with paged KV, the prompts of prefill rows (whose
         # recomputation and cached part the validator checks through prefill_prior).
-        if config.iteration != "mixed":
-            rows = np.repeat(order, reps)
-            pids, ptok, pprior = pids.take(rows), ptok.take(rows), pprior.take(rows)
-        timeline["prefill_ids"] = pids
-        timeline["prefill_tokens"] = ptok
-        if config.kv == "paged":
-            timeline["prefill_prior"] = pprior
+        rows = None if config.iteration == "mixed" else np.repeat(order, reps)
+        add_pieces(timeline, [t if rows is None else t.take(rows) for t in (pids, ptok, pprior)], config.kv == "paged")
     requests = general_requests(trace, per_request, request_extra, config)
     binding = "given"
     if lower_bound_s is None:
@@ -157,13 +150,19 @@ def stepped_segments(segments: dict) -> tuple[dict, np.ndarray]:
 def stepped_texts(timeline: pd.DataFrame, texts, id_by_rank, text_rows: np.ndarray, paged: bool) -> pd.DataFrame:
     """The stepped timeline's text columns (members, prompt pieces), listed when the timeline is first read:
     the run's metrics need none of them, and at a million requests they are most of the schedule's time."""
-    ids, pids, ptok, pprior = (t.take(text_rows) for t in text_arrays(texts, id_by_rank))
+    ids, *pieces = (t.take(text_rows) for t in text_arrays(texts, id_by_rank))
     timeline["request_ids"] = ids
+    add_pieces(timeline, pieces, paged)
+    return timeline
+
+
+def add_pieces(timeline: pd.DataFrame, pieces, paged: bool) -> None:
+    """The prompt-piece columns (ids, tokens, and with paged KV the tokens already cached) after the others."""
+    pids, ptok, pprior = pieces
     timeline["prefill_ids"] = pids
     timeline["prefill_tokens"] = ptok
     if paged:
         timeline["prefill_prior"] = pprior
-    return timeline
 
 
 def text_arrays(texts, id_by_rank: list[str] | None) -> tuple:

@@ -630,6 +630,7 @@ class MixedFormer(Former):
         # Async: with something else in this iteration it was scheduled while the last one ran; without, vLLM
         # scheduled nothing then and schedules every queued request as soon as the last one's outputs are in.
         strict = cfg.async_scheduling and bool(c.running or chunks)
+        block_keys = kv.block_keys if self.paged else None
         while budget > 0 and m > 0 and c.waiting:
             i = rq.peek_waiting(c)
             need_tokens = l[i] + generated[i]
@@ -643,7 +644,21 @@ class MixedFormer(Former):
                     break
             m -= 1
             hit = 0
-            if self.paged:
+            if self.paged and (block_keys is None or not (block_keys[i] or rq.preemptions[i])):
+                # Nothing of it can be cached (no shared prefix, never computed before): the steps below
+                # without their look-ups, which find nothing.
+                kvm = c.paged
+                first = self._chunk(need_tokens, budget)
+                if kvm.blocks(need_tokens if cfg.full_prompt_admission else first) > kvm.capacity_blocks - kvm.used:
+                    break
+                rq.pop_waiting(c)
+                if block_keys is not None:
+                    kvm.queried_tokens += need_tokens
+                kvm.held[i] = []
+                kvm._take(kvm.blocks(max(first, 1)) if kv.mixed else kvm.blocks(need_tokens))
+                if cfg.cache_at_schedule and block_keys is not None:
+                    kvm.register_private(i, 0, [], first // kvm.block_size)
+            elif self.paged:
                 hit_tokens = kv.hit_tokens(c, i, need_tokens)
                 first = self._chunk(need_tokens - hit_tokens, budget)
                 # The gate (scheduler_reserve_full_isl) asks for the whole prompt's blocks, else the first chunk's.
@@ -721,9 +736,13 @@ class MixedFormer(Former):
         c.ctx_sum += n_d
         d = c.decode_count
         running = c.running
+        if not running or running[0][0] > d:
+            return  # nobody finishes (every iteration of a run but its last)
+        rank, ranks = self._id_rank, c.member_ranks
         while running and running[0][0] <= d:
             i = heappop(running)[1]
-            self._leaves(c, i)
+            if rank is not None:  # _leaves, inline
+                del ranks[bisect_left(ranks, rank[i])]
             done = rq.l[i] + rq.o[i]
             c.ctx_sum -= done
             if self.paged:
