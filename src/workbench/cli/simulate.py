@@ -57,7 +57,9 @@ def cmd_simulate(args) -> int:
           f"lower bound {m['lower_bound_s']:.3f} s (gap {m['gap']:.2%}), slot utilization {m['slot_utilization']:.1%}, "
           f"busy {m['busy_utilization']:.1%}; simulated in {elapsed * 1e3:.0f} ms; wrote {args.out} in {written * 1e3:.0f} ms")
     if "transfers" in m:
-        print(f"pools {' '.join(m['roles'])}: {m['transfers']} KV transfers over {m['link']['name']}, "
+        counts = {role: m["roles"].count(role) for role in ("prefill", "decode", "mixed") if role in m["roles"]}
+        pools = " + ".join(f"{n} {role}" for role, n in counts.items())
+        print(f"pools {pools}: {m['transfers']} KV transfers over {m['link']['name']}, "
               f"{m['transfer_bytes'] / 1e9:.2f} GB, {m['transfer_s_mean'] * 1e3:.3f} ms each on average")
     if args.controller is not None:
         from workbench.schedule.capacity import slo_metrics
