@@ -337,18 +337,22 @@ class PagedKVManager:
         count = 0
         for r in heapq.nsmallest(min(free_slots, len(c.waiting)), c.waiting):
             i = rq.request_of_rank(r)
-            need = rq.l[i] + rq.generated[i]
-            if self.block_keys is not None:
-                keys = self.keys_for(i, need)
-                hit = min(kvm.lookup(keys), (need - 1) // self.block_size)
-                blocks = kvm.blocks(need) - hit + kvm.new_blocks_for_hits(keys, hit)
-            else:
-                blocks = kvm.blocks(need)
+            blocks = self.admission_blocks(c, i, rq.l[i] + rq.generated[i])
             if blocks > free:
                 break
             free -= blocks
             count += 1
         return count
+
+    def admission_blocks(self, c, i: int, need: int) -> int:
+        """Free blocks that admitting request i for its first ``need`` tokens takes: its blocks less the
+        prefix-cache hits, plus any cached block a hit takes back from the free list."""
+        kvm = c.paged
+        if self.block_keys is None:
+            return kvm.blocks(need)
+        keys = self.keys_for(i, need)
+        hit = min(kvm.lookup(keys), (need - 1) // self.block_size)
+        return kvm.blocks(need) - hit + kvm.new_blocks_for_hits(keys, hit)
 
     def first_chunk_blocks(self, c, i: int, need_tokens: int, hit_tokens: int, first: int) -> int:
         """Blocks that admitting request i for its cached part and a first chunk of ``first`` tokens takes."""

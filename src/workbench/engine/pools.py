@@ -326,14 +326,8 @@ class PooledFormer(ExclusiveFormer):
         return len(taken)
 
     def _prompt_blocks(self, c, i: int) -> int:
-        """Paged: the free blocks admitting request i's prompt takes (as ``PagedKVManager.admissible`` counts)."""
-        kvm, need = c.paged, self.requests.l[i]
-        blocks = kvm.blocks(need)
-        if self.kv.block_keys is not None:
-            keys = self.kv.keys_for(i, need)
-            hit = min(kvm.lookup(keys), (need - 1) // self.kv.block_size)
-            blocks += kvm.new_blocks_for_hits(keys, hit) - hit
-        return blocks
+        """Paged: the free blocks admitting request i's prompt takes."""
+        return self.kv.admission_blocks(c, i, self.requests.l[i])
 
     # -- phase 2 ------------------------------------------------------------------------------------------
     def form(self, c, now: float, m: int) -> bool:

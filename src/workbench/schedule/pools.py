@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.costmodel.linear import LinearCostModel
+from workbench.schedule.schema import TRANSFER_COLUMNS
 
 POOL_RULES = ("pools", "transfer", "transfer-memory")
 
@@ -77,8 +78,7 @@ def validate_pooled(tl: pd.DataFrame, rq: pd.DataFrame, transfers: pd.DataFrame 
             report.add("schema", f"a pooled schedule records metrics.{key}")
             return {}
     if transfers is None:
-        transfers = pd.DataFrame({c: [] for c in ("request_id", "from_client", "to_client", "start_s", "end_s",
-                                                   "tokens", "bytes")})
+        transfers = pd.DataFrame({c: [] for c in TRANSFER_COLUMNS})
     if "prefill_client" not in rq.columns:
         report.add("schema", "a pooled schedule's requests.csv has the column prefill_client")
         return {}
