@@ -265,6 +265,9 @@ def test_pages_leave_no_kernel_and_no_request_leaves_localhost(dashboard, browse
         assert kernels() >= 1
         if load == 0:
             wide = _chart_fits(page)
+            # drawn at its container's width, not at Plotly's default 700 px (a view rendered before its element
+            # was placed, with the bundle already loaded)
+            assert wide["svg"] >= 0.9 * wide["box"] > 1000, wide
             page.set_viewport_size({"width": 800, "height": 1000})
             # the chart follows its container: wait (generously) for the redraw at the new width
             page.wait_for_function("""() => {

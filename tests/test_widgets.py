@@ -304,6 +304,11 @@ def test_dashboard_culls_idle_kernels_preheats_one_and_uses_a_template_without_c
     command = voila_command(dashboard_notebook(), 8123, cull_idle_s=30, cull_interval_s=5, pool_size=1)
     assert "--MappingKernelManager.cull_idle_timeout=30" in command
     assert "--MappingKernelManager.cull_interval=5" in command
+    # the kept-ready kernel is replaced only after its page has drawn (preheating beside it slowed the page)
+    from workbench.cli.dashboard import FILL_DELAY_S
+
+    assert f"--VoilaKernelManager.fill_delay={FILL_DELAY_S:g}" in command and FILL_DELAY_S >= 3
+    assert not any("fill_delay" in a for a in voila_command(dashboard_notebook(), 8123, pool_size=0))
     assert "--MappingKernelManager.cull_connected=False" in command  # an open page keeps its kernel
     assert "--preheat_kernel=True" in command and "--pool_size=1" in command
     assert not any("preheat" in c for c in voila_command(dashboard_notebook(), 8123, pool_size=0))
@@ -313,6 +318,13 @@ def test_dashboard_culls_idle_kernels_preheats_one_and_uses_a_template_without_c
     text = (folder / "index.html.j2").read_text()
     assert "replace(" in text and "fontawesome" in text  # the CDN links it removes
     assert str(template_root()) in voila_env()["JUPYTER_PATH"].split(os.pathsep)
+    # the page imports Plotly's bundle at its load event: the template includes the fragment written beside it
+    from workbench.cli.dashboard import EARLY_IMPORT_TEMPLATE, plotly_bundle_root
+
+    assert f'include "{EARLY_IMPORT_TEMPLATE}"' in text
+    root, path = plotly_bundle_root()
+    fragment = (root / "voila" / "templates" / TEMPLATE / EARLY_IMPORT_TEMPLATE).read_text()
+    assert '"load"' in fragment and path in fragment and str(root) in voila_env()["JUPYTER_PATH"]
 
 
 @pytest.mark.parametrize("argv, needle", [(["--cull-idle", "0"], "--cull-idle"),

@@ -447,7 +447,20 @@ def figure_widget(figure) -> go.FigureWidget:
         loader = ('const config = JSON.parse(document.getElementById("jupyter-config-data")?.textContent || "{}");\n'
                   'const base = new URL(config.baseUrl || "/", window.location.href);\n'
                   f'const bundle = await import(new URL({path!r}, base).href);\n'
-                  'export default bundle.default;\n')
+                  # Plotly sizes a plot from its element when it first draws it; a view rendered before the page
+                  # has placed its element (no width yet) is drawn at Plotly's default 700 px and stays so.
+                  'const laidOut = (el) => new Promise((resolve) => {\n'
+                  '  if (el.isConnected && el.clientWidth > 0) return resolve();\n'
+                  '  const watch = new ResizeObserver(() => {\n'
+                  '    if (el.isConnected && el.clientWidth > 0) { watch.disconnect(); resolve(); }\n'
+                  '  });\n'
+                  '  watch.observe(el);\n'
+                  '});\n'
+                  'export default () => {\n'
+                  '  const widget = bundle.default();\n'
+                  '  return {initialize: (context) => widget.initialize(context),\n'
+                  '          async render(context) { await laidOut(context.el); return widget.render(context); }};\n'
+                  '};\n')
         cls = type("ServedFigureWidget", (go.FigureWidget,), {"_esm": loader})
         _SERVED_BUNDLE_CLASSES[path] = cls
     return cls(figure)
