@@ -89,7 +89,8 @@ def main() -> None:
                 # preheat running beside them.
                 time.sleep(FILL_DELAY_S + 1.0 if pool and i else 0.0)
                 wait_until(lambda: len(kernel_pids(proc.pid)) >= pool, 120)
-                wait_until(lambda: kernels_idle(proc.pid), 120) if pool else None
+                if pool:
+                    wait_until(lambda: kernels_idle(proc.pid), 120)
                 page = context.new_page() if context else browser.new_page(viewport={"width": 1400, "height": 1000})
                 t0 = time.perf_counter()
                 page.goto(url, timeout=180_000)
