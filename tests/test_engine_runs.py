@@ -109,15 +109,43 @@ def test_a_preemption_row_stays_with_its_iteration():
     assert _order(rows, marks) == [3, 0, 4, 1, 2]
 
 
+@pytest.mark.parametrize("case", ["identical-batch", "identical-preempting", "preempting-online"])
+def test_run_rows_look_up_what_the_row_arrays_hold(case):
+    """The stepped timeline's ties read each row's mark and previous iteration from the segments (RunRows), not
+    from arrays over every row: both give the same answer for every row, preemptions and runs included."""
+    from workbench.engine.assemble import RunRows, previous_iteration
+
+    trace, clients, batch, options = CASES[case]
+    engine, _ = _both(trace, clients, batch, **options)
+    segments = engine.recorder.arrays()
+    segments["run_ends"], segments["marks"] = engine.recorder.run_ends, engine.recorder.marks
+    k = segments["k"]
+    assert (k > 1).any() and (segments["kind"] == 3).any() == (case != "identical-batch")
+    seg = np.repeat(np.arange(len(k)), k)
+    r = np.arange(len(seg)) - np.repeat(np.cumsum(k) - k, k)
+    looked_up = RunRows(segments, seg, r)
+    marks = np.empty(len(k), dtype=object)
+    marks[:] = segments["marks"]
+    marks = marks[seg]
+    marks[r > 0] = -1
+    previous = previous_iteration(segments["client"][seg], segments["kind"][seg])
+    assert [looked_up[row] for row in range(len(seg))] == list(marks)
+    assert [looked_up.previous(row) for row in range(len(seg))] == previous.tolist()
+
+
 def test_members_recorded_as_ranks_join_as_text():
-    """Members recorded as id ranks (Recorder.id_by_rank) become the text a Python join gives; recorded text is
-    kept; an empty member list is the empty string."""
+    """Members recorded as references to id ranks (Recorder.id_by_rank: ``offset << 32 | count`` into the flat
+    array of ranks) become the text a Python join gives, a list named twice included; recorded text is kept; an
+    empty member list is the empty string."""
+    from array import array
+
     from workbench.engine.assemble import member_text
 
     names = ["3", "10", "200", "x"]
-    ids = [(0, 1), "10 3", (), (2,), "", (0, 1, 2, 3)]
-    want = ["3 10", "10 3", "", "200", "", "3 10 200 x"]
-    got = member_text(ids, names)
+    flat = array("q", [0, 1, 2, 0, 1, 2, 3])
+    ids = [0 << 32 | 2, "10 3", 2 << 32 | 0, 2 << 32 | 1, "", 3 << 32 | 4, 0 << 32 | 2]
+    want = ["3 10", "10 3", "", "200", "", "3 10 200 x", "3 10"]
+    got = member_text(ids, names, flat)
     assert list(got) == want
     assert got.dtype == pd.array(want, dtype="str").dtype
 

@@ -227,3 +227,19 @@ def test_cli_takes_the_vllm_semantics_options(tmp_path, capsys):
     assert main(["simulate", "--trace", "gsm8k-test", "--policy", "chunked-prefill", "--max-partial-prefills", "2",
                  "--out", str(tmp_path / "no")]) == 2
     assert "can never bind" in capsys.readouterr().err and not (tmp_path / "no").exists()
+
+
+def test_a_dead_run_taken_in_part_stays_cached_content():
+    """A finished request's own blocks enter the free queue as one run of dead cached blocks.  A take that
+    evicts part of it leaves the rest counted as cached content (its rest was once queued as anonymous blocks,
+    so the pool reported blocks cached after they had been evicted)."""
+    kv = PagedKV(capacity_tokens=4 * 16, block_size=16, caching=True)
+    kv.held[0] = []
+    kv._take(4)
+    kv.register_private(0, 0, [], 4)
+    kv.release(0, 4, finished=True)
+    assert (kv.cached_blocks, kv.free_blocks) == (4, 4)
+    kv._take(1)
+    assert (kv.cached_blocks, kv.free_blocks) == (3, 3)
+    kv._take(3)
+    assert (kv.cached_blocks, kv.free_blocks, kv.anon_queued) == (0, 0, 0)

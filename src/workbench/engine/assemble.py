@@ -49,7 +49,8 @@ def first_iterations(seg_client: np.ndarray, iterations: np.ndarray) -> tuple[np
 
 
 def assemble_general(trace, segments, texts, per_request, models, B, n_clients, policy_name, params, lower_bound_s,
-                      kv, config: EngineConfig, extra, request_extra, block_keys, *, id_by_rank=None) -> Schedule:
+                      kv, config: EngineConfig, extra, request_extra, block_keys, *, id_by_rank=None,
+                      member_flat=None) -> Schedule:
     """The schedule of a run outside the paper's engine: members recorded per segment, mixed and preempt rows."""
     from workbench.schedule.schema import expand_runs
 
@@ -59,38 +60,26 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
         segments, text_rows = stepped_segments(segments)
         ids = None  # listed when the timeline is first read (stepped_texts): the metrics need no text
     else:
-        ids, pids, ptok, pprior = text_arrays(texts, id_by_rank)
+        ids, pids, ptok, pprior = text_arrays(texts, id_by_rank, member_flat)
     seg_client, seg_kind, seg_k = segments["client"], segments["kind"], segments["k"]
     # A preemption is a moment, not an iteration.
     order, first_iter = first_iterations(seg_client, np.where(seg_kind == PREEMPT, 0, seg_k))
-    decode = seg_kind == DECODE
     seg_n, seg_tok = segments["n"], segments["tokens"]
-    runs = pd.DataFrame({
-        "client": seg_client, "kind": kind_text(decode.astype(np.int8), ("prefill", "decode")),
-        "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
-        "tokens": seg_tok * seg_k + seg_n * (seg_k * (seg_k - 1) // 2) * decode,
-        "first_tokens": seg_tok, "iterations": seg_k, "first_iteration": first_iter,
-        "last_iteration": first_iter + seg_k - 1, **({} if ids is None else {"request_ids": ids}),
-    })
-    if config.iteration == "mixed":
-        # Mixed iterations are single rows in the order they were formed (time order across clients), as the
-        # chunked-prefill timeline has always been written.
-        order = np.arange(len(seg_k))
-    else:
-        runs = runs.iloc[order].reset_index(drop=True)
     bound_model = models[0] if type(models[0]) is LinearCostModel else getattr(models[0], "bound_model", lambda: None)()
     record_model = models[0]
-    expand_metrics = {"clients": n_clients, "cost_model": coefficients_record(models)}
     if stepped:
-        # Every row one iteration already (stepped_rows): expand_runs' frame without its copy of every column.
-        timeline = pd.DataFrame({"client": seg_client, "iteration": first_iter, "kind": runs["kind"].array,
-                                 "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
-                                 "tokens": seg_tok}, copy=False)  # fresh arrays: no consolidating copy
+        # Every row one iteration already, in its final order (stepped_rows): the timeline's frame at once, from
+        # fresh arrays (no consolidating copy), without the frame of runs that expand_runs would take.
+        order, row_kind = np.arange(len(seg_k)), seg_kind
+        timeline = pd.DataFrame({"client": seg_client, "iteration": first_iter,
+                                 "kind": kind_text(seg_kind, KIND_NAMES), "start_s": segments["start_s"],
+                                 "end_s": segments["end_s"], "n_requests": seg_n, "tokens": seg_tok}, copy=False)
     else:
-        timeline = expand_runs(runs, expand_metrics)
-    reps = runs["iterations"].to_numpy(np.int64)
-    row_kind = np.repeat(seg_kind[order], reps)
-    timeline["kind"] = kind_text(row_kind, KIND_NAMES)
+        runs, order = segment_runs(segments, ids, order, first_iter, config)
+        timeline = expand_runs(runs, {"clients": n_clients, "cost_model": coefficients_record(models)})
+        reps = runs["iterations"].to_numpy(np.int64)
+        row_kind = np.repeat(seg_kind[order], reps)
+        timeline["kind"] = kind_text(row_kind, KIND_NAMES)
     timeline.loc[row_kind == PREEMPT, "iteration"] = -1
     if not stepped and (config.iteration == "mixed" or config.kv == "paged"):  # stepped: see stepped_texts
         # Prompt pieces: the chunks of mixed rows and, with paged KV, the prompts of prefill rows (whose
@@ -112,8 +101,28 @@ def assemble_general(trace, segments, texts, per_request, models, B, n_clients, 
     if stepped:
         return Schedule(requests=requests, metrics=metrics,
                         expand_timeline=partial(stepped_texts, timeline, texts, id_by_rank, text_rows,
-                                                        config.kv == "paged"))
+                                                config.kv == "paged", member_flat))
     return Schedule(timeline=timeline, requests=requests, metrics=metrics)
+
+
+def segment_runs(segments: dict, ids, order: np.ndarray, first_iter: np.ndarray, config: EngineConfig):
+    """The segments as a frame of runs for expand_runs (a decode run's tokens summed over its iterations), in
+    the timeline's order, and that order (mixed iterations: as formed, time order across clients)."""
+    seg_client, seg_kind, seg_k = segments["client"], segments["kind"], segments["k"]
+    decode = seg_kind == DECODE
+    seg_n, seg_tok = segments["n"], segments["tokens"]
+    runs = pd.DataFrame({
+        "client": seg_client, "kind": kind_text(decode.astype(np.int8), ("prefill", "decode")),
+        "start_s": segments["start_s"], "end_s": segments["end_s"], "n_requests": seg_n,
+        "tokens": seg_tok * seg_k + seg_n * (seg_k * (seg_k - 1) // 2) * decode,
+        "first_tokens": seg_tok, "iterations": seg_k, "first_iteration": first_iter,
+        "last_iteration": first_iter + seg_k - 1, **({} if ids is None else {"request_ids": ids}),
+    })
+    if config.iteration == "mixed":
+        # Mixed iterations are single rows in the order they were formed (time order across clients), as the
+        # chunked-prefill timeline has always been written.
+        return runs, np.arange(len(seg_k))
+    return runs.iloc[order].reset_index(drop=True), order
 
 
 def kind_text(codes: np.ndarray, names) -> pd.api.extensions.ExtensionArray:
@@ -147,10 +156,11 @@ def stepped_segments(segments: dict) -> tuple[dict, np.ndarray]:
     return {name: column[order] for name, column in rows.items()}, text_rows[order]
 
 
-def stepped_texts(timeline: pd.DataFrame, texts, id_by_rank, text_rows: np.ndarray, paged: bool) -> pd.DataFrame:
+def stepped_texts(timeline: pd.DataFrame, texts, id_by_rank, text_rows: np.ndarray, paged: bool,
+                  flat=None) -> pd.DataFrame:
     """The stepped timeline's text columns (members, prompt pieces), listed when the timeline is first read:
     the run's metrics need none of them, and at a million requests they are most of the schedule's time."""
-    ids, *pieces = (t.take(text_rows) for t in text_arrays(texts, id_by_rank))
+    ids, *pieces = (t.take(text_rows) for t in text_arrays(texts, id_by_rank, flat))
     timeline["request_ids"] = ids
     add_pieces(timeline, pieces, paged)
     return timeline
@@ -165,35 +175,38 @@ def add_pieces(timeline: pd.DataFrame, pieces, paged: bool) -> None:
         timeline["prefill_prior"] = pprior
 
 
-def text_arrays(texts, id_by_rank: list[str] | None) -> tuple:
+def text_arrays(texts, id_by_rank: list[str] | None, flat=None) -> tuple:
     """The segments' texts as the Arrow-backed strings the frames hold; members recorded as id ranks are
     joined here (see Recorder.id_by_rank)."""
     ids, *pieces = texts
-    return (member_text(ids, id_by_rank), *(pd.array(t, dtype="str") for t in pieces))
+    return (member_text(ids, id_by_rank, flat), *(pd.array(t, dtype="str") for t in pieces))
 
 
 #: Segments whose members are joined at once (bounds the ranks held as one array).
 MEMBER_CHUNK = 1 << 16
 
 
-def member_text(ids: list, id_by_rank: list[str] | None):
-    """Each segment's ``request_ids``: text as recorded, or its tuple of ranks as their ids joined by spaces
-    (Arrow joins them: no Python string per segment)."""
+def member_text(ids: list, id_by_rank: list[str] | None, flat=None):
+    """Each segment's ``request_ids``: text as recorded, or the ids of its ranks joined by spaces, where the
+    integer ``offset << 32 | count`` names ``count`` ranks at ``offset`` of ``flat`` (Recorder.member_flat).
+    Arrow joins them: no Python string per segment."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if id_by_rank is None:
         return pd.array(ids, dtype="str")
     names = pa.array(id_by_rank, pa.large_string())
+    ranks = np.frombuffer(flat, dtype=np.int64) if flat is not None and len(flat) else np.empty(0, np.int64)
     parts = []
     for lo in range(0, len(ids), MEMBER_CHUNK):
         part = ids[lo:lo + MEMBER_CHUNK]
-        ranked = np.fromiter((type(x) is tuple for x in part), bool, len(part))
-        lengths = np.fromiter((len(x) if type(x) is tuple else 0 for x in part), np.int64, len(part))
+        ranked = np.fromiter((type(x) is int for x in part), bool, len(part))
+        ref = np.fromiter((x if type(x) is int else 0 for x in part), np.int64, len(part))
+        at, lengths = ref >> 32, ref & 0xFFFFFFFF
         offsets = np.zeros(len(part) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        flat = np.fromiter(chain.from_iterable(x for x in part if type(x) is tuple), np.int64, int(offsets[-1]))
-        joined = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), names.take(pa.array(flat))),
+        where = np.repeat(at - offsets[:-1], lengths) + np.arange(int(offsets[-1]))  # each list's ranks in flat
+        joined = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), names.take(pa.array(ranks[where]))),
                                 pa.scalar(" ", pa.large_string()))
         if not ranked.all():
             joined = pc.if_else(ranked, joined, pa.array([x if type(x) is str else "" for x in part],
@@ -225,16 +238,41 @@ def stepped_rows(segments: dict) -> tuple[dict, np.ndarray, np.ndarray]:
     starts[np.cumsum(run_k) - run_k] = segments["start_s"][runs]
     end[rows], start[rows] = ends, starts
     out["start_s"], out["end_s"] = start, end
-    marks = np.empty(len(k), dtype=object)
-    marks[:] = segments["marks"]
-    marks = marks[seg]
-    marks[r > 0] = -1  # a run's later iterations: each pushed by the one before it
-    return out, seg, stepped_order(out, marks)
+    runs_rows = RunRows(segments, seg, r)
+    return out, seg, stepped_order(out, runs_rows, runs_rows.previous)
 
 
-def stepped_order(rows: dict, marks: np.ndarray) -> np.ndarray:
+class RunRows:
+    """Per row of the stepped timeline, what pushed its boundary (its segment's mark; a run's later iterations:
+    the one before it) and the replica's iteration before it, looked up from the segments as ties need them:
+    a million rows have a few thousand ties."""
+
+    def __init__(self, segments: dict, seg: np.ndarray, r: np.ndarray) -> None:
+        self.marks, self.k = segments["marks"], segments["k"]
+        self.client, self.kind = segments["client"], segments["kind"]
+        self.seg, self.r = seg, r
+        self.first_row = np.cumsum(self.k) - self.k
+        self._previous_segment: np.ndarray | None = None
+
+    def __getitem__(self, row: int):
+        return -1 if self.r[row] > 0 else self.marks[self.seg[row]]
+
+    def previous(self, row: int) -> int:
+        """previous_iteration(...)[row], from the segments: the run's iteration before it, or the last row of the
+        replica's last segment before it that is not a preemption (-1: none)."""
+        if self.r[row] > 0:
+            return row - 1
+        if self._previous_segment is None:
+            self._previous_segment = previous_iteration(self.client, self.kind)
+        p = int(self._previous_segment[self.seg[row]])
+        return int(self.first_row[p] + self.k[p] - 1) if p >= 0 else -1
+
+
+def stepped_order(rows: dict, marks, previous=None) -> np.ndarray:
     """Rows in time order; at equal times across replicas, in the order a stepping loop takes their boundaries:
-    by what pushed each boundary (its clock sequence), recursively through the iterations that pushed them."""
+    by what pushed each boundary (its clock sequence), recursively through the iterations that pushed them.
+    ``marks[row]``: what pushed the row's boundary; ``previous(row)``: the replica's iteration before it (default:
+    from ``previous_iteration`` over the rows)."""
     start, client = rows["start_s"], rows["client"]
     order = np.argsort(start, kind="stable")  # each replica's rows are already in its own order
     s, cl = start[order], client[order]
@@ -247,9 +285,12 @@ def stepped_order(rows: dict, marks: np.ndarray) -> np.ndarray:
         m = marks[row]
         if isinstance(m, tuple):
             return m[0], m[1], m[2], -1
-        if not prev:
-            prev.append(previous_iteration(client, rows["kind"]))
-        p = int(prev[0][row])
+        if previous is not None:
+            p = previous(row)
+        else:
+            if not prev:
+                prev.append(previous_iteration(client, rows["kind"]))
+            p = int(prev[0][row])
         return (start[p] if p >= 0 else -np.inf), 1, 0, p
 
     def compare(a: int, b: int) -> int:
@@ -259,9 +300,8 @@ def stepped_order(rows: dict, marks: np.ndarray) -> np.ndarray:
                 return -1 if ka < kb else (1 if ka > kb else 0)
             a, b = ka[3], kb[3]
 
-    order = order.tolist()
     lo_done = -1
-    for x in cross.tolist():
+    for x in cross.tolist():  # each tie reordered in place (the order array stays NumPy: a million rows)
         if x < lo_done:
             continue
         lo, hi = x, x + 1
@@ -270,12 +310,12 @@ def stepped_order(rows: dict, marks: np.ndarray) -> np.ndarray:
         while hi + 1 < len(s) and s[hi + 1] == s[x]:
             hi += 1
         groups: dict[int, list[int]] = {}
-        for row in order[lo:hi + 1]:
+        for row in order[lo:hi + 1].tolist():
             groups.setdefault(int(client[row]), []).append(row)
         ranked = sorted(groups.values(), key=cmp_to_key(lambda ga, gb: compare(ga[0], gb[0])))
         order[lo:hi + 1] = [row for group in ranked for row in group]
         lo_done = hi + 1
-    return np.array(order, dtype=np.int64)
+    return order.astype(np.int64, copy=False)
 
 
 def previous_iteration(client: np.ndarray, kind: np.ndarray) -> np.ndarray:

@@ -381,7 +381,8 @@ class _Setup:
                                         self._extra(replicas, rq), {"preemptions": rq.preemptions,
                                                                     "cached_tokens": rq.cached,
                                                                     "recomputed_tokens": rq.recomputed},
-                                        rq.block_keys, id_by_rank=recorder.id_by_rank)
+                                        rq.block_keys, id_by_rank=recorder.id_by_rank,
+                                        member_flat=recorder.member_flat)
         if self.pools is not None:
             pooled_schedule(schedule, self.pools, engine.former, per_request["prefill_client"], pool_bound)
         if self.steal:

@@ -24,8 +24,8 @@ import heapq
 import math
 from bisect import bisect_left, insort
 from heapq import heappop, heappush
-from itertools import accumulate
-from operator import itemgetter
+from itertools import accumulate, repeat
+from operator import add, itemgetter, mul
 
 from workbench.engine.kv import reserved_admissible
 from workbench.engine.recorder import DECODE, MIXED, PREEMPT, PREFILL
@@ -96,12 +96,17 @@ class Former:
     _id_rank: list | None = None  # per request, its id's place in id_key order (None: not yet, or ties)
     _id_by_rank: list | None = None
 
-    def running_ids(self, c) -> str | tuple:
-        """The running decodes' ids for the recorder: their ranks (joined as text at the end, see
-        Recorder.id_by_rank), or the text where ids tie."""
+    def running_ids(self, c) -> str | int:
+        """The running decodes' ids for the recorder: a reference to their ranks, appended to the recorder's
+        flat array when they changed (joined as text at the end, see Recorder.id_by_rank), or the text where
+        ids tie."""
         if c.ids_cache is None:
-            c.ids_cache = (tuple(c.member_ranks) if self._id_rank is not None
-                           else self.sorted_ids(map(_second, c.running)))
+            if self._id_rank is not None:
+                flat = self.recorder.member_flat
+                c.ids_cache = len(flat) << 32 | len(c.member_ranks)
+                flat.extend(c.member_ranks)  # array to array: the machine integers copied
+            else:
+                c.ids_cache = self.sorted_ids(map(_second, c.running))
         return c.ids_cache
 
     def sorted_ids(self, rows) -> str:
@@ -548,12 +553,18 @@ class MixedFormer(Former):
             return False
         k = c.running[0][0] - c.decode_count
         if k > 1 and self.paged:
-            # Blocks for the first iteration were taken (_continue_chunks); later ones while they fit.
-            k = self.kv.longest_decode_run(c, k, c.paged.free_blocks + self.kv.decode_blocks_needed(c, 1))
+            kvm = c.paged
+            # Blocks for the first iteration were taken (_continue_chunks); later ones while they fit.  Each
+            # decode needs at most ceil(k / block_size) more in k iterations: when that fits, all k do.
+            free = kvm.capacity_blocks - kvm.used
+            if -(-k // kvm.block_size) * n_d > free:
+                k = self.kv.longest_decode_run(c, k, free + self.kv.decode_blocks_needed(c, 1))
         if k <= 1:
             return False
         base, c_d, S = c.a_d + c.b_d * n_d, c.c_d, c.ctx_sum
-        ends = list(accumulate([base + c_d * (S + n_d * r) for r in range(k)], initial=now))
+        # Iteration r lasts base + c_d (S + n_d r); summed one by one from now, as stepping sums them.
+        ends = list(accumulate(map(add, repeat(base, k), map(mul, repeat(c_d, k), range(S, S + n_d * k, n_d))),
+                               initial=now))
         del ends[0]
         c.async_cutoff_s = now
         rec = self.recorder
@@ -625,12 +636,13 @@ class MixedFormer(Former):
         rq, kv = self.requests, self.kv
         l, o, generated = rq.l, rq.o, rq.generated
         max_partial = self.config.max_partial_prefills
-        partial = sum(1 for ch in chunks if ch[2] + ch[1] < l[ch[0]] + generated[ch[0]])
+        partial = sum(1 for ch in chunks if ch[2] + ch[1] < l[ch[0]] + generated[ch[0]]) if chunks else 0
         cfg = self.config
         # Async: with something else in this iteration it was scheduled while the last one ran; without, vLLM
         # scheduled nothing then and schedules every queued request as soon as the last one's outputs are in.
         strict = cfg.async_scheduling and bool(c.running or chunks)
         block_keys = kv.block_keys if self.paged else None
+        cap = cfg.long_prefill_token_threshold
         while budget > 0 and m > 0 and c.waiting:
             i = rq.peek_waiting(c)
             need_tokens = l[i] + generated[i]
@@ -648,16 +660,23 @@ class MixedFormer(Former):
                 # Nothing of it can be cached (no shared prefix, never computed before): the steps below
                 # without their look-ups, which find nothing.
                 kvm = c.paged
-                first = self._chunk(need_tokens, budget)
-                if kvm.blocks(need_tokens if cfg.full_prompt_admission else first) > kvm.capacity_blocks - kvm.used:
+                bs = kvm.block_size
+                take = self._chunk(need_tokens, budget) if cap else (need_tokens if need_tokens < budget else budget)
+                if -(-(need_tokens if cfg.full_prompt_admission else take) // bs) > kvm.capacity_blocks - kvm.used:
                     break
                 rq.pop_waiting(c)
                 if block_keys is not None:
                     kvm.queried_tokens += need_tokens
                 kvm.held[i] = []
-                kvm._take(kvm.blocks(max(first, 1)) if kv.mixed else kvm.blocks(need_tokens))
-                if cfg.cache_at_schedule and block_keys is not None:
-                    kvm.register_private(i, 0, [], first // kvm.block_size)
+                kvm._take(-(-max(take, 1) // bs) if kv.mixed else -(-need_tokens // bs))
+                # Its first chunk's blocks are its own (nobody else can hit them), so caching them as scheduled
+                # changes nothing before the chunk's end registers them (_complete_chunks): not done here.
+                self._prefill_entry(c, i, 0, now)
+                chunks.append((i, take, 0))
+                budget -= take
+                if take < need_tokens:
+                    partial += 1
+                continue
             elif self.paged:
                 hit_tokens = kv.hit_tokens(c, i, need_tokens)
                 first = self._chunk(need_tokens - hit_tokens, budget)
@@ -673,19 +692,24 @@ class MixedFormer(Former):
             else:
                 rq.pop_waiting(c)
                 c.kv_reserved_tokens += l[i] + o[i]
-            entry = [i, hit]
-            c.prefilling.append(entry)
-            c.prefilling_index[i] = entry
-            rq.admissions += 1
-            rq.admit_seq[i] = rq.admissions
-            if rq.prefill_start[i] != rq.prefill_start[i]:
-                rq.prefill_start[i] = now
+            self._prefill_entry(c, i, hit, now)
             take = self._chunk(need_tokens - hit, budget)
             chunks.append((i, take, hit))
             budget -= take
             if hit + take < need_tokens:
                 partial += 1
-            c.n_running = len(c.running) + len(c.prefilling)
+        c.n_running = len(c.running) + len(c.prefilling)
+
+    def _prefill_entry(self, c, i: int, hit: int, now: float) -> None:
+        """Admitted request i enters c's prompts under way (with ``hit`` tokens cached) in admission order."""
+        entry = [i, hit]
+        c.prefilling.append(entry)
+        c.prefilling_index[i] = entry
+        rq = self.requests
+        rq.admissions += 1
+        rq.admit_seq[i] = rq.admissions
+        if rq.prefill_start[i] != rq.prefill_start[i]:
+            rq.prefill_start[i] = now
 
     def _measured_args(self, c, n_d: int, chunks: list) -> tuple:
         """A measured cost model's iteration_time arguments for this iteration (the lockstep re-prices it)."""
@@ -753,11 +777,17 @@ class MixedFormer(Former):
     def _complete_chunks(self, c, end: float, chunks: list) -> None:
         rq = self.requests
         l, o, generated = rq.l, rq.o, rq.generated
+        # A prompt with nothing shared, never preempted, whose blocks are registered again before they are
+        # freed (vLLM's semantics cache a request's blocks when it finishes; a preemption registers them too):
+        # only its own blocks, which nobody else can hit, so its count is left to that registration.
+        own_later = self.config.cache_at_schedule and self.kv is not None and self.kv.block_keys is not None
+        block_keys, preemptions = (self.kv.block_keys, rq.preemptions) if own_later else (None, None)
+        rank = self._id_rank
         for i, take, _ in chunks:
             entry = c.prefilling_index[i]
             entry[1] += take
             need = l[i] + generated[i]
-            if self.paged:
+            if self.paged and not (own_later and not block_keys[i] and not preemptions[i]):
                 self.kv.register(c, i, entry[1])
             if rq.preemptions[i] and take:  # after a preemption, also one before the first token
                 rq.recomputed[i] += take
@@ -773,7 +803,8 @@ class MixedFormer(Former):
             else:
                 rq.gen_base[i] = c.decode_count - g
                 heappush(c.running, (o[i] + rq.gen_base[i], i))
-                self._joins(c, i)
+                if rank is not None:  # _joins, inline
+                    insort(c.member_ranks, rank[i])
                 if self.paged:
                     self.kv.join(c, i)
                 rq.predicted_finish[i] = c.decode_count - 1 + max(rq.seen[i] - generated[i], 1)

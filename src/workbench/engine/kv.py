@@ -217,19 +217,24 @@ class PagedKV:
     def _take(self, blocks: int) -> None:
         """Allocate ``blocks`` free blocks, evicting the least recently freed cached content first in line."""
         self.used += blocks
-        if not self.caching or not (self.cached_free or self.dead_queued):
+        cached_free = self.cached_free
+        if not self.caching or not (cached_free or self.dead_queued):
             if self.free_queue:
                 self.free_queue.clear()  # nothing cached is left to evict: the order no longer matters
                 self.anon_queued = 0
             return
         # The free queue's head is taken first: never-used blocks are older than any freed one.
-        never_used = self.capacity_blocks - (self.used - blocks) - self._queued_blocks()
-        blocks -= min(blocks, max(0, never_used))
-        queue, cached_free = self.free_queue, self.cached_free
+        never_used = (self.capacity_blocks - (self.used - blocks)
+                      - (len(cached_free) + self.anon_queued + self.dead_queued))  # _queued_blocks(), inline
+        if never_used >= blocks:
+            return
+        if never_used > 0:
+            blocks -= never_used
+        queue = self.free_queue
         while blocks > 0 and queue:
             key, stamp = queue[0]
             if key is None or key is DEAD:
-                take = min(blocks, stamp)
+                take = blocks if blocks < stamp else stamp
                 blocks -= take
                 if key is None:
                     self.anon_queued -= take
@@ -238,7 +243,7 @@ class PagedKV:
                 if take == stamp:
                     queue.popleft()
                 else:
-                    queue[0] = (None, stamp - take)
+                    queue[0] = (key, stamp - take)  # the rest of the run, of the same kind
                 continue
             queue.popleft()
             if cached_free.get(key) == stamp:
@@ -386,16 +391,14 @@ class PagedKVManager:
                 c.paged.register_private(i, len(shared), shared, tokens // self.block_size)
 
     def join(self, c, i: int) -> None:
-        """Request i starts decoding on c (its gen_base set): count its block residue."""
-        self._residue(c, i, 1)
+        """Request i starts decoding on c (its gen_base set): count its block residue (see decode_blocks_needed)."""
+        rq = self.requests
+        c.paged.residues[(rq.l[i] - 2 - rq.gen_base[i]) % self.block_size] += 1
 
     def leave(self, c, i: int) -> None:
         """Request i stops decoding on c (finished or preempted), before its gen_base changes."""
-        self._residue(c, i, -1)
-
-    def _residue(self, c, i: int, delta: int) -> None:
         rq = self.requests
-        c.paged.residues[(rq.l[i] - 2 - rq.gen_base[i]) % self.block_size] += delta
+        c.paged.residues[(rq.l[i] - 2 - rq.gen_base[i]) % self.block_size] -= 1
 
     def decode_blocks_needed(self, c, j: int) -> int:
         """New blocks the running decodes need for ``j`` more decode iterations.

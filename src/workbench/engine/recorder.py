@@ -10,6 +10,7 @@ prompt pieces and their tokens already in the KV cache as text, as it is formed.
 
 from __future__ import annotations
 
+from array import array
 from heapq import heappush
 
 import numpy as np
@@ -22,7 +23,7 @@ class Recorder:
     """The segment lists; ``classic`` (the paper's engine) keeps no member text."""
 
     __slots__ = ("classic", "client", "kind", "start", "end", "k", "n", "tokens", "ids", "pids", "ptok", "pprior",
-                 "run_ends", "marks", "id_by_rank")
+                 "run_ends", "marks", "id_by_rank", "member_flat")
 
     def __init__(self, classic: bool, mixed: bool = False) -> None:
         self.classic = classic
@@ -43,9 +44,13 @@ class Recorder:
         # timeline lists every iteration in the order a loop stepping each one would have formed them.
         self.run_ends: dict[int, list[float]] = {}
         self.marks: list | None = [] if mixed else None
-        # A segment's members may be recorded as a tuple of their ids' ranks (ascending) instead of text: the
-        # ids in rank order (set by the former) turn them into text at the end, in one Arrow pass.
+        # A segment's members may be recorded as their ids' ranks (ascending) instead of text: the integer
+        # ``offset << 32 | count`` names ``count`` ranks at ``offset`` of ``member_flat`` (every member list the run
+        # recorded, one after another, as machine integers: no object per list for the cyclic collector to walk
+        # after the run), and the ids in rank order (set by the former) turn them into text at the end, in one
+        # Arrow pass.
         self.id_by_rank: list[str] | None = None
+        self.member_flat = array("q")
 
     def add(self, client: int, kind: int, start: float, end: float, k: int, n: int, tokens: int) -> int:
         """Append a segment of the paper's engine (no member text); return its index."""
@@ -111,7 +116,7 @@ class Recorder:
                 "tokens": np.array(self.tokens, dtype=np.int64)}
 
     def texts(self) -> tuple[list, list[str], list[str], list[str]]:
-        """Members (text, or a tuple of id ranks: see ``id_by_rank``), prompt pieces, their tokens and prior."""
+        """Members (text, or a reference to id ranks: see ``id_by_rank``), prompt pieces, their tokens and prior."""
         return self.ids, self.pids, self.ptok, self.pprior
 
     def free(self) -> None:

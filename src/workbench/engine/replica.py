@@ -8,6 +8,7 @@ instead of engine rows.
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 
 from workbench.costmodel.linear import LinearCostModel, takes_longest_context
@@ -86,7 +87,7 @@ class Replica:
         self.async_freed: list[tuple[int, int]] = []
         # What pushed its pending boundary (mixed iterations; see Recorder.marks): -1 its own last iteration.
         self.push_mark = -1
-        self.member_ranks: list[int] = []  # the running decodes' id ranks, sorted (outside the paper's engine)
+        self.member_ranks = array("q")  # the running decodes' id ranks, sorted (outside the paper's engine)
         # Its pool (MODEL.md section 11.11; engine.pools): mixed (prefills and decodes its own requests), prefill
         # or decode.  A decode replica's prefilled requests waiting for a transfer (first come, first served)
         # and its transfers in flight (a heap of (end, request)); a prefill replica's requests whose prompt KV
