@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from functools import cmp_to_key, partial
-from itertools import chain
 
 import numpy as np
 import pandas as pd
@@ -232,7 +231,10 @@ def stepped_rows(segments: dict) -> tuple[dict, np.ndarray, np.ndarray]:
     run_k = k[runs]
     first = (np.cumsum(k) - k)[runs]
     rows = np.repeat(first, run_k) + (np.arange(int(run_k.sum())) - np.repeat(np.cumsum(run_k) - run_k, run_k))
-    ends = np.fromiter(chain.from_iterable(run_ends[i] for i in runs.tolist()), dtype=float, count=len(rows))
+    # Each run's ends: ``count`` doubles at ``offset`` of run_flat (Recorder.run_ends), gathered in run order.
+    ref = np.fromiter((run_ends[i] for i in runs.tolist()), np.int64, len(runs))
+    ends = np.frombuffer(segments["run_flat"], dtype=float)[np.repeat((ref >> 32) - (np.cumsum(run_k) - run_k), run_k)
+                                                            + np.arange(len(rows))] if len(rows) else np.empty(0)
     starts = np.empty_like(ends)
     starts[1:] = ends[:-1]
     starts[np.cumsum(run_k) - run_k] = segments["start_s"][runs]

@@ -347,7 +347,8 @@ class _Setup:
         rq, recorder, replicas = engine.requests, engine.recorder, engine._replicas
         config, trace = self.config, self.trace
         segments = recorder.arrays()
-        segments["run_ends"], segments["marks"] = recorder.run_ends, recorder.marks
+        segments["run_ends"], segments["run_flat"] = recorder.run_ends, recorder.run_flat
+        segments["marks"] = recorder.marks
         members, per_request = rq.arrays()
         recorder.free()
         rq.free()

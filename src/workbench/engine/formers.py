@@ -570,7 +570,8 @@ class MixedFormer(Former):
         rec = self.recorder
         c.current = index = rec.add_listed(c.index, DECODE, now, ends[-1], k, n_d, S, self.running_ids(c),
                                            "", "", "", c.push_mark)
-        rec.run_ends[index] = ends
+        rec.run_ends[index] = len(rec.run_flat) << 32 | k
+        rec.run_flat.fromlist(ends)
         c._just_prefilled = ()
         self.clock.at(c, ends[-1])
         c.push_mark = -1
@@ -581,17 +582,18 @@ class MixedFormer(Former):
         index = c.current
         if index is None:
             return
-        ends = self.recorder.run_ends.get(index)
-        if ends is None:
-            return
-        r = bisect_left(ends, t)
-        if r >= len(ends) - 1:
-            return
-        del ends[r + 1:]
         rec = self.recorder
+        ref = rec.run_ends.get(index)
+        if ref is None:
+            return
+        at, count = ref >> 32, ref & 0xFFFFFFFF
+        r = bisect_left(rec.run_flat, t, at, at + count) - at
+        if r >= count - 1:
+            return
+        rec.run_ends[index] = at << 32 | (r + 1)
         rec.k[index] = r + 1
-        rec.end[index] = ends[r]
-        self.clock.at(c, ends[r])
+        rec.end[index] = end = rec.run_flat[at + r]
+        self.clock.at(c, end)
         c.push_mark = -1
 
     def _end_run(self, c, index: int, k: int) -> None:
@@ -601,7 +603,8 @@ class MixedFormer(Former):
             c.paged.grow_each(self.kv.decode_blocks_each(c, k)[1:])
         c.decode_count += k - 1
         c.ctx_sum += self.recorder.n[index] * (k - 1)
-        c.async_cutoff_s = self.recorder.run_ends[index][k - 2]  # the last iteration's start
+        rec = self.recorder
+        c.async_cutoff_s = rec.run_flat[(rec.run_ends[index] >> 32) + k - 2]  # the last iteration's start
 
     #: Lockstep (a data-parallel group of an expert-parallel model): the replicas (set by the engine's
     #: builder) and the iterations formed at the group's current boundary: [time, [replica, ...]].

@@ -23,7 +23,7 @@ class Recorder:
     """The segment lists; ``classic`` (the paper's engine) keeps no member text."""
 
     __slots__ = ("classic", "client", "kind", "start", "end", "k", "n", "tokens", "ids", "pids", "ptok", "pprior",
-                 "run_ends", "marks", "id_by_rank", "member_flat")
+                 "run_ends", "run_flat", "marks", "id_by_rank", "member_flat")
 
     def __init__(self, classic: bool, mixed: bool = False) -> None:
         self.classic = classic
@@ -39,10 +39,13 @@ class Recorder:
         self.ptok: list[str] = []
         self.pprior: list[str] = []  # per prompt piece: its tokens already in the KV cache (paged schedules)
         # Mixed iterations: a run of decodes (segment -> its iterations' end times, summed one by one as a
-        # stepped loop sums them), and per segment what pushed the boundary it was formed at (-1: the replica's
-        # own last iteration; else (time, 0 during arrivals / 2 from outside, clock sequence)), so that the
-        # timeline lists every iteration in the order a loop stepping each one would have formed them.
-        self.run_ends: dict[int, list[float]] = {}
+        # stepped loop sums them, as ``offset << 32 | count``: ``count`` doubles at ``offset`` of ``run_flat``, no
+        # list for the cyclic collector to walk after the run), and per segment what pushed the boundary it was
+        # formed at (-1: the replica's own last iteration; else (time, 0 during arrivals / 2 from outside, clock
+        # sequence)), so that the timeline lists every iteration in the order a loop stepping each one would
+        # have formed them.
+        self.run_ends: dict[int, int] = {}
+        self.run_flat = array("d")
         self.marks: list | None = [] if mixed else None
         # A segment's members may be recorded as their ids' ranks (ascending) instead of text: the integer
         # ``offset << 32 | count`` names ``count`` ranks at ``offset`` of ``member_flat`` (every member list the run
