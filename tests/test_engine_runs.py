@@ -78,12 +78,13 @@ def test_runs_in_the_chunked_prefill_policy_with_reserved_kv():
 
 
 def _order(rows, marks):
-    from workbench.engine.assemble import stepped_order
+    from workbench.engine.assemble import previous_iteration, stepped_order
 
     rows = {key: np.array(value) for key, value in rows.items()}
     m = np.empty(len(marks), dtype=object)
     m[:] = marks
-    return stepped_order(rows, m).tolist()
+    previous = previous_iteration(rows["client"], rows["kind"])
+    return stepped_order(rows, m, lambda row: int(previous[row])).tolist()
 
 
 def test_equal_times_across_replicas_follow_what_pushed_each_boundary():

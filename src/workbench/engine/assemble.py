@@ -270,29 +270,23 @@ class RunRows:
         return int(self.first_row[p] + self.k[p] - 1) if p >= 0 else -1
 
 
-def stepped_order(rows: dict, marks, previous=None) -> np.ndarray:
+def stepped_order(rows: dict, marks, previous) -> np.ndarray:
     """Rows in time order; at equal times across replicas, in the order a stepping loop takes their boundaries:
     by what pushed each boundary (its clock sequence), recursively through the iterations that pushed them.
-    ``marks[row]``: what pushed the row's boundary; ``previous(row)``: the replica's iteration before it (default:
-    from ``previous_iteration`` over the rows)."""
+    ``marks[row]``: what pushed the row's boundary; ``previous(row)``: the replica's iteration before it (see
+    previous_iteration; :class:`RunRows` gives both)."""
     start, client = rows["start_s"], rows["client"]
     order = np.argsort(start, kind="stable")  # each replica's rows are already in its own order
     s, cl = start[order], client[order]
     cross = np.flatnonzero((s[1:] == s[:-1]) & (cl[1:] != cl[:-1]))
     if not len(cross):
         return order
-    prev: list = []  # previous_iteration, computed when a tie first needs it (ties pushed by arrivals do not)
 
     def pusher(row: int) -> tuple:
         m = marks[row]
         if isinstance(m, tuple):
             return m[0], m[1], m[2], -1
-        if previous is not None:
-            p = previous(row)
-        else:
-            if not prev:
-                prev.append(previous_iteration(client, rows["kind"]))
-            p = int(prev[0][row])
+        p = previous(row)
         return (start[p] if p >= 0 else -np.inf), 1, 0, p
 
     def compare(a: int, b: int) -> int:

@@ -645,7 +645,6 @@ class MixedFormer(Former):
         # scheduled nothing then and schedules every queued request as soon as the last one's outputs are in.
         strict = cfg.async_scheduling and bool(c.running or chunks)
         block_keys = kv.block_keys if self.paged else None
-        cap = cfg.long_prefill_token_threshold
         while budget > 0 and m > 0 and c.waiting:
             i = rq.peek_waiting(c)
             need_tokens = l[i] + generated[i]
@@ -663,23 +662,17 @@ class MixedFormer(Former):
                 # Nothing of it can be cached (no shared prefix, never computed before): the steps below
                 # without their look-ups, which find nothing.
                 kvm = c.paged
-                bs = kvm.block_size
-                take = self._chunk(need_tokens, budget) if cap else (need_tokens if need_tokens < budget else budget)
-                if -(-(need_tokens if cfg.full_prompt_admission else take) // bs) > kvm.capacity_blocks - kvm.used:
+                first = self._chunk(need_tokens, budget)
+                if kvm.blocks(need_tokens if cfg.full_prompt_admission else first) > kvm.capacity_blocks - kvm.used:
                     break
                 rq.pop_waiting(c)
                 if block_keys is not None:
                     kvm.queried_tokens += need_tokens
                 kvm.held[i] = []
-                kvm._take(-(-max(take, 1) // bs) if kv.mixed else -(-need_tokens // bs))
+                kvm._take(kvm.blocks(max(first, 1)) if kv.mixed else kvm.blocks(need_tokens))
                 # Its first chunk's blocks are its own (nobody else can hit them), so caching them as scheduled
                 # changes nothing before the chunk's end registers them (_complete_chunks): not done here.
-                self._prefill_entry(c, i, 0, now)
-                chunks.append((i, take, 0))
-                budget -= take
-                if take < need_tokens:
-                    partial += 1
-                continue
+                take = first  # nothing cached: the chunk is the one just checked
             elif self.paged:
                 hit_tokens = kv.hit_tokens(c, i, need_tokens)
                 first = self._chunk(need_tokens - hit_tokens, budget)
@@ -692,27 +685,23 @@ class MixedFormer(Former):
                 rq.cached[i] += hit
                 if cfg.cache_at_schedule:
                     kv.register(c, i, hit + first)  # cached as scheduled: a request behind it hits these now
+                take = self._chunk(need_tokens - hit, budget)
             else:
                 rq.pop_waiting(c)
                 c.kv_reserved_tokens += l[i] + o[i]
-            self._prefill_entry(c, i, hit, now)
-            take = self._chunk(need_tokens - hit, budget)
+                take = self._chunk(need_tokens, budget)
+            entry = [i, hit]
+            c.prefilling.append(entry)
+            c.prefilling_index[i] = entry
+            rq.admissions += 1
+            rq.admit_seq[i] = rq.admissions
+            if rq.prefill_start[i] != rq.prefill_start[i]:
+                rq.prefill_start[i] = now
             chunks.append((i, take, hit))
             budget -= take
             if hit + take < need_tokens:
                 partial += 1
         c.n_running = len(c.running) + len(c.prefilling)
-
-    def _prefill_entry(self, c, i: int, hit: int, now: float) -> None:
-        """Admitted request i enters c's prompts under way (with ``hit`` tokens cached) in admission order."""
-        entry = [i, hit]
-        c.prefilling.append(entry)
-        c.prefilling_index[i] = entry
-        rq = self.requests
-        rq.admissions += 1
-        rq.admit_seq[i] = rq.admissions
-        if rq.prefill_start[i] != rq.prefill_start[i]:
-            rq.prefill_start[i] = now
 
     def _measured_args(self, c, n_d: int, chunks: list) -> tuple:
         """A measured cost model's iteration_time arguments for this iteration (the lockstep re-prices it)."""
@@ -783,14 +772,12 @@ class MixedFormer(Former):
         # A prompt with nothing shared, never preempted, whose blocks are registered again before they are
         # freed (vLLM's semantics cache a request's blocks when it finishes; a preemption registers them too):
         # only its own blocks, which nobody else can hit, so its count is left to that registration.
-        own_later = self.config.cache_at_schedule and self.kv is not None and self.kv.block_keys is not None
-        block_keys, preemptions = (self.kv.block_keys, rq.preemptions) if own_later else (None, None)
-        rank = self._id_rank
+        own_later = self.paged and self.config.cache_at_schedule and self.kv.block_keys is not None
         for i, take, _ in chunks:
             entry = c.prefilling_index[i]
             entry[1] += take
             need = l[i] + generated[i]
-            if self.paged and not (own_later and not block_keys[i] and not preemptions[i]):
+            if self.paged and not (own_later and not self.kv.block_keys[i] and not rq.preemptions[i]):
                 self.kv.register(c, i, entry[1])
             if rq.preemptions[i] and take:  # after a preemption, also one before the first token
                 rq.recomputed[i] += take
@@ -806,8 +793,7 @@ class MixedFormer(Former):
             else:
                 rq.gen_base[i] = c.decode_count - g
                 heappush(c.running, (o[i] + rq.gen_base[i], i))
-                if rank is not None:  # _joins, inline
-                    insort(c.member_ranks, rank[i])
+                self._joins(c, i)
                 if self.paged:
                     self.kv.join(c, i)
                 rq.predicted_finish[i] = c.decode_count - 1 + max(rq.seen[i] - generated[i], 1)

@@ -391,14 +391,16 @@ class PagedKVManager:
                 c.paged.register_private(i, len(shared), shared, tokens // self.block_size)
 
     def join(self, c, i: int) -> None:
-        """Request i starts decoding on c (its gen_base set): count its block residue (see decode_blocks_needed)."""
-        rq = self.requests
-        c.paged.residues[(rq.l[i] - 2 - rq.gen_base[i]) % self.block_size] += 1
+        """Request i starts decoding on c (its gen_base set): count its block residue."""
+        self._residue(c, i, 1)
 
     def leave(self, c, i: int) -> None:
         """Request i stops decoding on c (finished or preempted), before its gen_base changes."""
+        self._residue(c, i, -1)
+
+    def _residue(self, c, i: int, delta: int) -> None:
         rq = self.requests
-        c.paged.residues[(rq.l[i] - 2 - rq.gen_base[i]) % self.block_size] -= 1
+        c.paged.residues[(rq.l[i] - 2 - rq.gen_base[i]) % self.block_size] += delta
 
     def decode_blocks_needed(self, c, j: int) -> int:
         """New blocks the running decodes need for ``j`` more decode iterations.
