@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from workbench._paths import write_atomically
 from workbench.cli._common import print_table
 from workbench.errors import ConfigError
 
@@ -17,16 +16,7 @@ def _write_json(path: Path, data: dict) -> None:
     """Write beside the target and rename, so a failure leaves no half-written preset."""
     from workbench.costmodel.profiled import preset_json
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(preset_json(data))
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a preset is an ordinary file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(path, preset_json(data).encode("utf-8"))
 
 
 def _check_out(path: str | None, option: str) -> Path | None:

@@ -13,7 +13,6 @@ import importlib.util
 import os
 import signal
 import socket
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import time
 import webbrowser
 from pathlib import Path
 
+from workbench._paths import write_atomically
 from workbench.errors import ConfigError
 
 HOST = "127.0.0.1"
@@ -91,8 +91,8 @@ def voila_command(notebook: Path, port: int, *, cull_idle_s: float = CULL_IDLE_S
     ``pool_size`` > 0, that many preheated kernels wait for the next page (Voila never culls them); a taken one is
     replaced :data:`FILL_DELAY_S` seconds later, once its page has drawn.
     """
-    pool = (["--preheat_kernel=True", f"--pool_size={int(pool_size)}", f"--VoilaKernelManager.fill_delay={FILL_DELAY_S:g}"]
-            if pool_size > 0 else [])
+    pool = (["--preheat_kernel=True", f"--pool_size={int(pool_size)}",
+             f"--VoilaKernelManager.fill_delay={FILL_DELAY_S:g}"] if pool_size > 0 else [])
     return [sys.executable, "-m", "voila", str(notebook), f"--port={port}", f"--Voila.ip={HOST}",
             "--no-browser", "--Voila.port_retries=0", "--show_tracebacks=True", "--theme=light",
             f"--template={TEMPLATE}",
@@ -139,22 +139,13 @@ def plotly_bundle_root() -> tuple[Path, str]:
     early_import = ('<script type="module">\n'
                     f'window.addEventListener("load", () => import("{{{{ resources.base_url }}}}{path}"));\n'
                     '</script>\n')
-    targets = {root / "voila" / "templates" / ASSETS_TEMPLATE / "static" / name: None,
-               root / "voila" / "templates" / TEMPLATE / EARLY_IMPORT_TEMPLATE: early_import}
-    for target, text in targets.items():
-        if target.is_file():
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".workbench-")
-        with os.fdopen(fd, "wb") as out:
-            if text is None:
-                out.write(COMPILE_HINT.encode())
-                with open(Path(plotly.__file__).parent / "package_data" / "widgetbundle.js", "rb") as src:
-                    shutil.copyfileobj(src, out)
-            else:
-                out.write(text.encode())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
+    bundle = root / "voila" / "templates" / ASSETS_TEMPLATE / "static" / name
+    if not bundle.is_file():
+        source = Path(plotly.__file__).parent / "package_data" / "widgetbundle.js"
+        write_atomically(bundle, COMPILE_HINT.encode() + source.read_bytes())
+    fragment = root / "voila" / "templates" / TEMPLATE / EARLY_IMPORT_TEMPLATE
+    if not fragment.is_file():
+        write_atomically(fragment, early_import.encode())
     return root, path
 
 

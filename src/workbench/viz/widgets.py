@@ -435,7 +435,8 @@ def figure_widget(figure) -> go.FigureWidget:
     received it over the kernel's socket and compiled it afresh (about 1 s of a first render on 2 cores).
     Where the dashboard serves that bundle as a static file (it sets :data:`PLOTLY_BUNDLE_ENV`), the
     widget's module is a short loader that imports the file (and draws once the widget's element has a
-    width): the browser caches the file, and compiles it once per visit at most.  Anywhere else (JupyterLab, nbval) the widget is Plotly's own.
+    width): the browser caches the file, and compiles it once per visit at most.  Anywhere else (JupyterLab,
+    nbval) the widget is Plotly's own.
     """
     import os
 
