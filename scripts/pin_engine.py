@@ -2,6 +2,8 @@
 
     python scripts/pin_engine.py            # writes tests/golden/engine.json
     python scripts/pin_engine.py --check    # compares with it, prints every case that differs
+    python scripts/pin_engine.py --check --workers 2   # the same, each case whose replicas never interact
+                                                       # run in 2 parallel shards (engine.shards)
 
 ``tests/test_golden.py`` pins each policy's gsm8k makespan in the paper's engine; this pins the
 whole schedule (timeline, requests and metrics, as written by ``write_schedule_files``) for a
@@ -91,8 +93,9 @@ def digest(schedule) -> str:
     return h.hexdigest()
 
 
-def schedules():
-    """Each case's name, its trace, and its schedule (or the refusal's text)."""
+def schedules(workers: int | None = None, sharded: list | None = None):
+    """Each case's name, its trace, and its schedule (or the refusal's text); ``workers``: in that many shards
+    where the case's replicas never interact (their names appended to ``sharded``), else in one process."""
     import workbench
     from workbench.errors import ConfigError
 
@@ -102,20 +105,36 @@ def schedules():
         batch_size = kwargs.pop("batch_size", 8)
         cost_model = kwargs.pop("cost_model", "llama2-70b-h100-tp4")
         try:
-            yield name, data[trace], workbench.simulate(data[trace], 4, batch_size, cost_model=cost_model, **kwargs)
+            try:
+                schedule = workbench.simulate(data[trace], 4, batch_size, cost_model=cost_model,
+                                              **kwargs, **({} if workers is None else {"workers": workers}))
+                if sharded is not None:
+                    sharded.append(name)
+            except ConfigError as exc:
+                if workers is None or exc.field != "workers":
+                    raise
+                schedule = workbench.simulate(data[trace], 4, batch_size, cost_model=cost_model, **kwargs)
+            yield name, data[trace], schedule
         except ConfigError as exc:
             yield name, data[trace], "refused: " + str(exc)
 
 
-def pins() -> dict[str, str]:
-    return {name: s if isinstance(s, str) else digest(s) for name, _, s in schedules()}
+def pins(workers: int | None = None, sharded: list | None = None) -> dict[str, str]:
+    return {name: s if isinstance(s, str) else digest(s) for name, _, s in schedules(workers, sharded)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare with the pinned file instead of writing it")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="run each case whose replicas never interact in this many parallel shards")
     args = parser.parse_args()
-    got = pins()
+    if args.workers is not None and not args.check:
+        parser.error("--workers is for --check: the pins are written from one process")
+    sharded: list[str] = []
+    got = pins(args.workers, sharded)
+    if args.workers is not None:
+        print(f"{len(sharded)} cases ran in {args.workers} shards")
     if args.check:
         want = json.loads(OUT.read_text())
         bad = [k for k in want if got.get(k) != want[k]]

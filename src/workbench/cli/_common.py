@@ -256,7 +256,7 @@ def params_for(policy: str, params: dict[str, Any]) -> dict[str, Any]:
 
 def simulate_any(trace, clients, batch_size, policy: str, cost_model, *, dispatch=None, order=None, rule=None,
                  kv_capacity_tokens=None, predictor=None, engine: dict[str, Any] | None = None,
-                 controlled: dict[str, Any] | None = None, **params):
+                 controlled: dict[str, Any] | None = None, workers: int | None = None, **params):
     """:func:`workbench.engine.simulate` with the command line's engine options (one engine for every policy).
 
     ``params`` are checked against the policy's typed schema first (unknown keys refused, text parsed), and
@@ -275,7 +275,7 @@ def simulate_any(trace, clients, batch_size, policy: str, cost_model, *, dispatc
                _models(cost_model, len(cost_model)))
     return simulate(trace, clients, batch_size, policy, cost_model, dispatch=dispatch, order=order, rule=rule,
                     kv_capacity_tokens=kv_capacity_tokens, predictor=predictor, **options, **(controlled or {}),
-                    **params)
+                    workers=workers, **params)
 
 
 def run_simulation(args, policy: str | None = None):
@@ -292,7 +292,7 @@ def run_simulation(args, policy: str | None = None):
                                dispatch=getattr(args, "dispatch", None), order=getattr(args, "order", None),
                                rule=getattr(args, "rule", None), kv_capacity_tokens=_kv(args),
                                predictor=getattr(args, "predictor", None), engine=engine_options(args),
-                               controlled=controlled, **policy_params(args))
+                               controlled=controlled, workers=getattr(args, "workers", None), **policy_params(args))
 
 
 def print_table(table: pd.DataFrame, *, file=None) -> None:

@@ -178,6 +178,10 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="folder for timeline.csv, requests.csv, metrics.json")
     p.add_argument("--format", default="csv", help="csv (default) or parquet: the format of timeline and requests (MODEL.md section 9)")
     p.add_argument("--report", action="store_true", help="also write report.html with the Gantt chart")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes for a run whose replicas never interact (round-robin or offline dispatch); the "
+                        "schedule is the same byte for byte (default: from 20,000 requests, the cores available; "
+                        "1: one process)")
     add_controller_arguments(p)
     add_pool_arguments(p)
     add_force_argument(p)

@@ -16,6 +16,8 @@
 * :mod:`~workbench.engine.recorder` and :mod:`~workbench.engine.assemble` - the segments and the schedule;
 * :mod:`~workbench.engine.lifecycle` - replicas that come and go;
 * :mod:`~workbench.engine.pools` - prefill and decode pools and the KV transfer between them;
+* :mod:`~workbench.engine.shards` - a run whose replicas never interact, in parallel processes
+  (``workers``; the same schedule, byte for byte);
 * :mod:`~workbench.engine.chunked` - the chunked-prefill entry point and its cost formula.
 """
 
@@ -40,8 +42,9 @@ from workbench.engine.kv import PagedKV, PagedKVManager  # noqa: F401
 from workbench.engine.loop import Engine, Step  # noqa: F401
 from workbench.engine.pools import ROLES, STAGE_ROUTERS, Pools  # noqa: F401
 from workbench.engine.replica import ClientState, Replica, ReplicaView  # noqa: F401
+from workbench.engine.shards import SHARD_MIN_REQUESTS  # noqa: F401
 
 __all__ = ["CHUNKED_POLICIES", "DEFAULT_BLOCK_SIZE", "DEFAULT_TOKEN_BUDGET", "ENGINE_OPTIONS", "ITERATION_MODES",
            "KV_MODES", "PROGRESS_MIN_REQUESTS", "ClientState", "Decision", "Engine", "EngineConfig", "PagedKV",
-           "PagedKVManager", "Pools", "ROLES", "Replica", "ReplicaView", "STAGE_ROUTERS", "Step", "build_engine", "mixed_iteration_time",
-           "prefill_chunks", "simulate", "simulate_chunked"]
+           "PagedKVManager", "Pools", "ROLES", "Replica", "ReplicaView", "SHARD_MIN_REQUESTS", "STAGE_ROUTERS", "Step",
+           "build_engine", "mixed_iteration_time", "prefill_chunks", "simulate", "simulate_chunked"]

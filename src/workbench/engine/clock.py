@@ -19,7 +19,7 @@ import numpy as np
 class EventClock:
     """The boundaries still to come and the arrivals not yet taken."""
 
-    __slots__ = ("events", "seq", "arrival_order", "arrival_s", "next_arrival")
+    __slots__ = ("events", "seq", "arrival_order", "arrival_s", "rank", "next_arrival")
 
     def __init__(self, engine_arrival_s: np.ndarray) -> None:
         self.events: list[tuple[float, int, int, int]] = []
@@ -28,6 +28,8 @@ class EventClock:
         self.arrival_order = by_arrival.tolist()
         self.arrival_s = engine_arrival_s[by_arrival].tolist()
         self.arrival_s.append(math.inf)  # a sentinel: the stream never runs dry
+        # Each arrival's position in the run's arrival order (a shard's clock takes part of it: engine.shards).
+        self.rank = list(range(len(self.arrival_order)))
         self.next_arrival = 0  # position in arrival order of the next request to arrive
 
     def at(self, replica, t: float) -> None:

@@ -15,7 +15,9 @@ The engine's parts, each in its own module (MODEL.md sections 1 and 11; ``docs/e
 * the **recorder** (:mod:`~workbench.engine.recorder`) and the assembly of the schedule
   (:mod:`~workbench.engine.assemble`);
 * the **loop** (:mod:`~workbench.engine.loop`): :class:`~workbench.engine.loop.Engine`, with the cost
-  model injected into every replica.
+  model injected into every replica;
+* the **shards** (:mod:`~workbench.engine.shards`): replicas that never interact, run through the same
+  loop in parallel processes.
 
 How an iteration is formed and how KV memory is held are choices of one loop
 (:class:`~workbench.engine.config.EngineConfig`), never a second simulator.
@@ -58,6 +60,7 @@ from workbench.engine.pools import (
 from workbench.engine.recorder import Recorder
 from workbench.engine.replica import Replica
 from workbench.engine.requests import RequestTable
+from workbench.engine.shards import shard_plan, workers_option
 from workbench.errors import ConfigError
 from workbench.policies.registry import DISPATCHERS, ORDERS, RULES, Policy, resolve_policy
 from workbench.schedule.metrics import batch_sizes_array
@@ -78,7 +81,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
              full_prompt_admission: bool | None = None, async_scheduling: bool | None = None,
              long_prefill_token_threshold: int | None = None, dp_lockstep: bool | None = None,
              controller=None, autoscaling=None, controller_params: dict | None = None, pools=None,
-             **params: Any) -> Schedule:
+             workers: int | None = None, **params: Any) -> Schedule:
     """Simulate ``trace`` on ``clients`` clients under ``policy``; return the schedule.
 
     ``cost_model`` is a preset name, a cost model, or one per client.
@@ -104,12 +107,19 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
     (:class:`~workbench.policies.controllers.Autoscaling`; MODEL.md section 11.9).  ``pools`` (a
     :class:`~workbench.engine.pools.Pools` or a dict of its fields) splits the fleet into prefill and
     decode pools with the KV cache moved between them over a link (MODEL.md section 11.11); ``clients``
-    is then the pools' size.
+    is then the pools' size.  ``workers`` runs a run whose replicas never interact (round-robin or offline
+    dispatch; no stealing, pools or lock-step) in that many parallel processes, with the same schedule
+    byte for byte (:mod:`~workbench.engine.shards`; default: runs from
+    :data:`~workbench.engine.shards.SHARD_MIN_REQUESTS` requests over the cores available, 1: one process).
     """
     if controller is not None:
         if pools is not None:
             raise ConfigError("a controller does not grow or shrink pooled fleets.", field="pools",
                               fix="leave out controller, or pools.")
+        if workers_option(workers) not in (None, 1):
+            raise ConfigError(f"workers {workers} needs replicas that never interact, but a controller adds and "
+                              "drains them as the run goes.", field="workers",
+                              fix="leave workers out with a controller.")
         from workbench.engine.autoscale import controlled_run
 
         return controlled_run(build_engine, trace, clients, batch_size, policy, cost_model, controller=controller,
@@ -129,7 +139,7 @@ def simulate(trace: pd.DataFrame | str, clients: int = 8, batch_size: int | list
                           prefix_caching=prefix_caching, cache_at_schedule=cache_at_schedule,
                           full_prompt_admission=full_prompt_admission, async_scheduling=async_scheduling,
                           long_prefill_token_threshold=long_prefill_token_threshold, dp_lockstep=dp_lockstep,
-                          pools=pools, **params)
+                          pools=pools, workers=workers, **params)
     engine.run()
     return engine.schedule()
 
@@ -157,8 +167,9 @@ class _Setup:
                  kv_capacity_tokens=None, lower_bound_s=None, assignment=None, predictor=None, progress=None,
                  iteration=None, token_budget=None, max_partial_prefills=None, kv=None, block_size=None,
                  prefix_caching=None, cache_at_schedule=None, full_prompt_admission=None, async_scheduling=None,
-                 long_prefill_token_threshold=None, dp_lockstep=None, pools=None, **params) -> None:
+                 long_prefill_token_threshold=None, dp_lockstep=None, pools=None, workers=None, **params) -> None:
         raw_trace = trace
+        self.workers = workers_option(workers)
         self.trace = trace = load_trace(trace)
         pools = pools_option(pools)
         roles = pools.replica_roles() if pools is not None else None
@@ -335,10 +346,17 @@ class _Setup:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=n, desc="simulating", unit="request", leave=False, mininterval=0.5)
+        coupled = ("its iterations are decided outside (decisions='external')" if external
+                   else "work stealing moves requests between replicas" if stealing is not None
+                   else "its pools hand requests from prefill to decode replicas" if self.pools is not None
+                   else "its replicas step in lock-step (dp_lockstep)" if config.dp_lockstep else "")
+        shards = shard_plan(self.workers, n_requests=n, weights=self.weights, replicas=replicas,
+                            dispatcher=self.dispatcher, arrival_order=clock.arrival_order,
+                            coupled=coupled)
         return Engine(trace=trace, replicas=replicas, requests=rq, clock=clock, recorder=recorder, former=former,
                       dispatcher=self.dispatcher, rule=self.rule, stealing=stealing,
                       mixed=config.iteration == "mixed", external=external, new_replica=self.added_replica,
-                      finish=self.finish, bar=bar)
+                      finish=self.finish, bar=bar, shards=shards)
 
     def finish(self, engine: Engine) -> Schedule:
         """The schedule of the finished run (see :mod:`workbench.engine.assemble`)."""

@@ -19,7 +19,9 @@ for byte (``engine.assemble.stepped_rows``).
 
 A caller may drive the loop (``Engine.step()``, ``Engine.run(until_s=...)``), read
 the replicas between steps (``Engine.replicas``), answer the iteration decisions itself
-(``decisions="external"``), and add or drain replicas while it runs.
+(``decisions="external"``), and add or drain replicas while it runs.  A whole ``run()`` from the start of
+a run whose replicas never interact goes through this loop once per shard of its replicas, in parallel
+processes (:mod:`workbench.engine.shards`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from heapq import heappop, heappush
 
 from workbench.engine.hooks import Decision
 from workbench.engine.replica import ReplicaView
+from workbench.engine.shards import ShardedRun
 from workbench.errors import ConfigError
 from workbench.policies.registry import HOLD
 
@@ -50,7 +53,7 @@ class Engine:
     """One run of a trace on a set of replicas; built by :func:`workbench.engine.core.build_engine`."""
 
     def __init__(self, *, trace, replicas, requests, clock, recorder, former, dispatcher, rule, stealing,
-                 mixed: bool, external: bool, new_replica, finish, bar=None) -> None:
+                 mixed: bool, external: bool, new_replica, finish, bar=None, shards=None) -> None:
         self.trace = trace
         self._replicas = replicas  # Replica objects; the list grows with add_replica
         self.requests, self.clock, self.recorder, self.former = requests, clock, recorder, former
@@ -68,6 +71,7 @@ class Engine:
         self._changed = False  # whether replicas came or went (the schedule then lists their lives)
         self.done = False
         self._schedule = None
+        self._shards = shards  # a ShardPlan (engine.shards): a whole run() from the start runs in parallel shards
 
     # -- reading it -------------------------------------------------------------------------------------
     @property
@@ -99,7 +103,11 @@ class Engine:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            self.done = self._advance(math.inf if until_s is None else float(until_s))
+            if until_s is None and self._shards is not None and self._untouched():
+                self.done = ShardedRun(self, self._shards).run()
+            else:
+                self.done = self._advance(math.inf if until_s is None else float(until_s))
+            self._shards = None
         finally:
             if collecting:
                 gc.enable()
@@ -142,6 +150,10 @@ class Engine:
         self._schedule = self._finish(self)
         return self._schedule
 
+    def _untouched(self) -> bool:
+        clock = self.clock
+        return clock.next_arrival == 0 and not clock.events and not len(self.recorder) and not self._changed
+
     def _refuse_if_waiting(self) -> None:
         if self._pending is not None:
             raise ConfigError("the engine is waiting for a decision.", field="admit",
@@ -157,7 +169,7 @@ class Engine:
     def _advance(self, until_s: float) -> bool:
         """Take events in time order up to ``until_s``; return whether every event has been taken."""
         clock = self.clock
-        events, arrival_s, arrival_order = clock.events, clock.arrival_s, clock.arrival_order
+        events, arrival_s, arrival_order, arrival_rank = clock.events, clock.arrival_s, clock.arrival_order, clock.rank
         state = self._replicas
         next_epoch = self._next_epoch
         assign, enqueue, boundary = self.dispatcher.assign, self._enqueue, self._boundary
@@ -188,7 +200,7 @@ class Engine:
             now = nxt
             if t_ep < t_arr and t_ep <= t_ev:
                 for i, j in self.dispatcher.release(t_ep, state):
-                    enqueue(i, j, t_ep)
+                    enqueue(i, j, t_ep, len(arrival_order) + clock.seq)  # after every arrival of the instant
                 continue
             if t_arr <= t_ev:
                 # Arrivals first at equal times, so a boundary sees every request that has arrived.  Without
@@ -200,7 +212,7 @@ class Engine:
                     j = int(assign(i, t_arr, state))
                     if j == HOLD and next_epoch is not None:
                         break
-                    enqueue(i, j, t_arr)
+                    enqueue(i, j, t_arr, arrival_rank[ptr - 1])
                     if next_epoch is not None or arrival_s[ptr] != t_arr:
                         break
                 continue
@@ -252,8 +264,12 @@ class Engine:
         if c.draining and not c.pending and not c.holds_work():
             c.left_s = now  # drained: it leaves at its last boundary
 
-    def _enqueue(self, i: int, j: int, t: float) -> None:
-        """Queue request ``i`` at replica ``j`` at time ``t`` (an arrival, or a release of a held request)."""
+    def _enqueue(self, i: int, j: int, t: float, key: int) -> None:
+        """Queue request ``i`` at replica ``j`` at time ``t`` (an arrival, or a release of a held request).
+
+        ``key`` orders what the request pushes among the pushes of the instant (Recorder.marks): its position in
+        the run's arrival order, or past every arrival for a release; so the order is the same when the replicas
+        run in shards, each with its own clock (engine.shards)."""
         state = self._replicas
         if not 0 <= j < len(state):
             raise ConfigError(f"dispatcher sent request row {i} to client {j}.", field="dispatch",
@@ -270,7 +286,7 @@ class Engine:
             c.version += 1
             c.pending = True
             clock.seq += 1
-            c.push_mark = (t, 0, clock.seq)
+            c.push_mark = (t, 0, key)
             heappush(clock.events, (max(c.clock_s, t), clock.seq, c.index, c.version))
         else:
             if c.n_running < c.batch_size and self._cut_runs:

@@ -97,6 +97,22 @@ class Replica:
         self.inflight: list[tuple[float, int]] = []
         self.held_out: list[tuple[float, int]] = []
 
+    #: What a run changes (the rest is the replica's make, fixed when it is built); engine.shards moves it.
+    RUN_STATE = ("waiting", "running", "n_running", "ctx_sum", "decode_count", "clock_s", "outstanding_s",
+                 "kv_reserved_tokens", "current", "version", "pending", "admissible", "_just_prefilled", "paged",
+                 "prefilling", "prefilling_index", "ids_cache", "accepting", "draining", "added_s", "ready_s",
+                 "left_s", "forming", "async_cutoff_s", "async_freed", "push_mark", "member_ranks", "role",
+                 "incoming", "inflight", "held_out")
+
+    def run_state(self) -> dict:
+        return {name: getattr(self, name) for name in self.RUN_STATE}
+
+    def set_run_state(self, state: dict, segment_offset: int) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+        if type(self.current) is int and self.current >= 0:
+            self.current += segment_offset  # its last segment's index, now among this run's
+
     @property
     def state(self) -> str:
         if self.left_s == self.left_s:

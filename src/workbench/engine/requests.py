@@ -94,6 +94,38 @@ class RequestTable:
                        "first_token_s": np.array(self.first_token), "finish_s": np.array(self.finish)}
         return members, per_request
 
+    # -- shards (engine.shards) ---------------------------------------------------------------------------------
+    SHARD_FIELDS = ("client_of", "prefill_start", "first_token", "finish", "pre_seg", "last_seg", "generated",
+                    "gen_base", "admit_seq", "preemptions", "cached", "recomputed", "predicted_finish")
+    SEGMENT_FIELDS = ("pre_seg", "last_seg")  # segment indices: moved with the shard's segments
+
+    def shard_state(self, rows: list[int]) -> dict:
+        """What a shard's run wrote of its requests (``rows``) and the counters it moved."""
+        state = {name: [getattr(self, name)[i] for i in rows] for name in self.SHARD_FIELDS}
+        state["counts"] = (self.admissions, self.preempt_count, self.finished, self.stolen)
+        return state
+
+    def set_shard_state(self, rows: list[int], state: dict, segment_offset: int) -> None:
+        """Take a shard's requests as its process left them; its segments start at ``segment_offset`` here."""
+        for name in self.SHARD_FIELDS:
+            values, target = state[name], getattr(self, name)
+            if name in self.SEGMENT_FIELDS:
+                values = [v + segment_offset if v >= 0 else v for v in values]
+            for i, v in zip(rows, values):
+                target[i] = v
+        admissions, preempt_count, finished, stolen = state["counts"]
+        # Admission and preemption numbers order requests within one replica only: any increasing count will do.
+        self.admissions += admissions
+        self.preempt_count += preempt_count
+        self.finished += finished
+        self.stolen += stolen
+
+    def move_segments(self, where) -> None:
+        """The segments were reordered: segment ``k`` is now ``where[k]``."""
+        for name in self.SEGMENT_FIELDS:
+            values = getattr(self, name)
+            values[:] = [int(where[v]) if v >= 0 else v for v in values]
+
     def free(self) -> None:
         """Drop the lists once they are arrays (at a million requests they hold about 0.4 GB of objects)."""
         for spent in (self.pre_seg, self.last_seg, self.client_of, self.prefill_start, self.first_token,

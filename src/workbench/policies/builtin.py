@@ -44,6 +44,12 @@ class RoundRobin:
         self._next += 1
         return j
 
+    def in_advance(self, arrival_order: list[int], n_clients: int) -> np.ndarray:
+        """Each request's client, known before the run: it depends on the arrival order alone."""
+        client = np.empty(len(arrival_order), dtype=np.int64)
+        client[np.asarray(arrival_order, dtype=np.int64)] = (self._next + np.arange(len(arrival_order))) % n_clients
+        return client
+
 
 class LeastWork:
     """Join the client with the least outstanding work (sum of ``w_i`` assigned and unfinished).
@@ -82,6 +88,9 @@ class Assigned:
 
     def assign(self, request: int, now_s: float, clients: list[ClientView]) -> int:
         return int(self.assignment[request])
+
+    def in_advance(self, arrival_order: list[int], n_clients: int) -> np.ndarray:
+        return self.assignment
 
 
 DISPATCHERS["round-robin"] = lambda **_: RoundRobin()

@@ -123,7 +123,12 @@ HOLD = -1
 
 
 class Dispatcher(Protocol):
-    """Sends each arriving request to a client (or, with deferred dispatch, answers :data:`HOLD`)."""
+    """Sends each arriving request to a client (or, with deferred dispatch, answers :data:`HOLD`).
+
+    One whose choice never depends on the clients' state may also have ``in_advance(arrival_order,
+    n_clients) -> array`` (each request's client, before the run): its replicas never interact, so the engine
+    may run them in parallel shards (:mod:`workbench.engine.shards`).
+    """
 
     def assign(self, request: int, now_s: float, clients: list[ClientView]) -> int: ...
 
