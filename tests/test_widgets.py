@@ -322,9 +322,10 @@ def test_dashboard_culls_idle_kernels_preheats_one_and_uses_a_template_without_c
     from workbench.cli.dashboard import EARLY_IMPORT_TEMPLATE, plotly_bundle_root
 
     assert f'include "{EARLY_IMPORT_TEMPLATE}"' in text
-    root, path = plotly_bundle_root()
+    root, path, basic = plotly_bundle_root()
     fragment = (root / "voila" / "templates" / TEMPLATE / EARLY_IMPORT_TEMPLATE).read_text()
-    assert '"load"' in fragment and path in fragment and str(root) in voila_env()["JUPYTER_PATH"]
+    # the bundle the Gantt chart draws with: the basic build where it fits the installed Plotly
+    assert '"load"' in fragment and (basic or path) in fragment and str(root) in voila_env()["JUPYTER_PATH"]
 
 
 @pytest.mark.parametrize("argv, needle", [(["--cull-idle", "0"], "--cull-idle"),
@@ -408,3 +409,47 @@ def test_figure_widget_fetches_plotly_as_a_file_only_where_the_dashboard_serves_
     fig = figure_widget(go.Figure(go.Bar(x=[1], y=[2])))
     assert isinstance(fig, go.FigureWidget) and len(fig._esm) < 1_000 and path in fig._esm
     assert fig.data[0].y == (2,)
+
+
+def test_the_gantt_chart_loads_the_basic_plotly_build_and_other_figures_the_full_one(monkeypatch):
+    """Issue 28: a first render spent about 0.5 s compiling and running the whole of plotly.js (maps, 3-D,
+    WebGL) to draw bars and lines; the dashboard serves plotly.js's basic build for figures it can draw."""
+    import hashlib
+
+    import plotly
+    import plotly.graph_objects as go
+
+    from workbench.cli.dashboard import COMPILE_HINT, voila_env
+    from workbench.viz.figures import gantt
+    from workbench.viz.widgets import (BASIC_BUNDLE, BASIC_PROVENANCE, PLOTLY_BASIC_BUNDLE_ENV, PLOTLY_BUNDLE_ENV,
+                                       FunctionPanel, basic_traces, figure_widget, run_schedule)
+    import ipywidgets
+
+    built = json.loads(BASIC_PROVENANCE.read_text())
+    data = BASIC_BUNDLE.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == built["sha256"] and len(data) == built["bytes"] < 2_000_000
+    assert basic_traces() == {"bar", "pie", "scatter"}
+    env = voila_env()
+    if built["plotly"] != plotly.__version__:  # another Plotly: its own full bundle only
+        assert PLOTLY_BASIC_BUNDLE_ENV not in env
+        pytest.skip(f"the basic build is for plotly {built['plotly']}, this is {plotly.__version__}")
+    full, basic = env[PLOTLY_BUNDLE_ENV], env[PLOTLY_BASIC_BUNDLE_ENV]
+    served = Path(env["JUPYTER_PATH"].split(os.pathsep)[1]) / basic.partition("?v=")[0]
+    assert served.read_bytes() == COMPILE_HINT.encode() + data
+    monkeypatch.setenv(PLOTLY_BUNDLE_ENV, full)
+    monkeypatch.setenv(PLOTLY_BASIC_BUNDLE_ENV, basic)
+    from workbench.workload.trace import load_trace
+
+    chart = figure_widget(gantt(run_schedule(load_trace("gsm8k-test").iloc[:40], clients=2, batch_size=4)))
+    assert {t.type for t in chart.data} <= {"bar", "scatter"} and basic in chart._esm and full not in chart._esm
+    heat = figure_widget(go.Figure(go.Heatmap(z=[[1, 2]])))
+    assert full in heat._esm and basic not in heat._esm
+    # a panel whose figure turns into one the basic build cannot draw gets a new widget, on the full bundle
+    kind = {"trace": "bar"}
+    panel = FunctionPanel(lambda n: go.Figure(go.Bar(y=[n]) if kind["trace"] == "bar" else go.Heatmap(z=[[n]])),
+                          {"n": ipywidgets.IntSlider(value=2, min=1, max=5)}, debounce_s=0)
+    first = panel.figure
+    assert basic in first._esm
+    kind["trace"] = "heatmap"
+    panel.refresh()
+    assert panel.figure is not first and full in panel.figure._esm

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -115,50 +116,65 @@ EARLY_IMPORT_TEMPLATE = "workbench_plotly_import.html.j2"
 #: called (about 400 ms of the page's longest task on 2 cores).  Other browsers read it as a comment.
 COMPILE_HINT = "//# allFunctionsCalledOnLoad\n"
 #: Bumped whenever what :func:`plotly_bundle_root` writes changes, so that no older copy is served.
-ASSETS_FORMAT = 5
+ASSETS_FORMAT = 6
 
 
-def plotly_bundle_root() -> tuple[Path, str]:
+def plotly_bundle_root() -> tuple[Path, str, str | None]:
     """A folder for JUPYTER_PATH whose ``voila/templates/workbench-assets/static/`` holds the installed Plotly's
     widget bundle, copied once per Plotly version (atomically, so dashboards started together agree), and the
-    URL path below the server's base URL the page fetches it by.
+    URL paths below the server's base URL the page fetches it by: the full bundle's, and the basic build's
+    (:data:`workbench.viz.widgets.BASIC_BUNDLE`: bars, pies and scatter, what the Gantt chart draws; None
+    where the installed Plotly is not the version it was built for).
 
-    The copy starts with :data:`COMPILE_HINT`.  The URL carries a version (``?v=``), so the server (Tornado)
-    says the file may be cached (ten years); a second visit can then use the browser's cached file and V8's
+    Each copy starts with :data:`COMPILE_HINT`.  The URLs carry a version (``?v=``), so the server (Tornado)
+    says the files may be cached (ten years); a second visit can then use the browser's cached file and V8's
     code cache.  The folder also holds :data:`EARLY_IMPORT_TEMPLATE`: a module script that imports the bundle
-    when the page's ``load`` event fires.  Plotly's code then runs while the page waits for its kernel's
-    widget state (the main thread is otherwise idle there) instead of after it, when the widget first asks for
-    it; the widget's own import of the same URL gets the module already evaluated.
+    the Gantt chart draws with when the page's ``load`` event fires.  Plotly's code then runs while the page
+    waits for its kernel's widget state (the main thread is otherwise idle there) instead of after it, when the
+    widget first asks for it; the widget's own import of the same URL gets the module already evaluated.
     """
     import plotly
 
+    from workbench.viz.widgets import BASIC_BUNDLE, BASIC_PROVENANCE
+
     version = plotly.__version__
-    root = Path(tempfile.gettempdir()) / f"workbench-dashboard-assets-{version}-{ASSETS_FORMAT}"
-    name = f"plotly-widget-{version}.js"
-    path = f"voila/templates/{ASSETS_TEMPLATE}/static/{name}?v={version}-{ASSETS_FORMAT}"
-    early_import = ('<script type="module">\n'
-                    f'window.addEventListener("load", () => import("{{{{ resources.base_url }}}}{path}"));\n'
-                    '</script>\n')
-    bundle = root / "voila" / "templates" / ASSETS_TEMPLATE / "static" / name
-    if not bundle.is_file():
-        source = Path(plotly.__file__).parent / "package_data" / "widgetbundle.js"
-        write_atomically(bundle, COMPILE_HINT.encode() + source.read_bytes())
+    built = json.loads(BASIC_PROVENANCE.read_text())
+    basic = built["plotly"] == version
+    # One folder per Plotly version and basic build (a rebuild for the same version must not serve the old one).
+    tag = f"{version}-{ASSETS_FORMAT}" + (f"-{built['sha256'][:12]}" if basic else "")
+    root = Path(tempfile.gettempdir()) / f"workbench-dashboard-assets-{tag}"
+    static = root / "voila" / "templates" / ASSETS_TEMPLATE / "static"
+    sources = {"full": Path(plotly.__file__).parent / "package_data" / "widgetbundle.js"}
+    if basic:
+        sources["basic"] = BASIC_BUNDLE
+    paths = {}
+    for kind, source in sources.items():
+        name = f"plotly-widget-{version}.js" if kind == "full" else f"plotly-widget-basic-{version}.js"
+        if not (static / name).is_file():
+            write_atomically(static / name, COMPILE_HINT.encode() + source.read_bytes())
+        paths[kind] = f"voila/templates/{ASSETS_TEMPLATE}/static/{name}?v={version}-{ASSETS_FORMAT}"
+    early = "{{ resources.base_url }}" + paths.get("basic", paths["full"])
     fragment = root / "voila" / "templates" / TEMPLATE / EARLY_IMPORT_TEMPLATE
     if not fragment.is_file():
-        write_atomically(fragment, early_import.encode())
-    return root, path
+        write_atomically(fragment, ('<script type="module">\n'
+                                    f'window.addEventListener("load", () => import("{early}"));\n'
+                                    '</script>\n').encode())
+    return root, paths["full"], paths.get("basic")
 
 
 def voila_env() -> dict[str, str]:
-    """The environment Voila runs in: ours, with the dashboard's template and Plotly's widget bundle on
-    JUPYTER_PATH, and the bundle's path for the kernels (``workbench.viz.widgets.figure_widget``)."""
-    from workbench.viz.widgets import PLOTLY_BUNDLE_ENV
+    """The environment Voila runs in: ours, with the dashboard's template and Plotly's widget bundles on
+    JUPYTER_PATH, and the bundles' paths for the kernels (``workbench.viz.widgets.figure_widget``)."""
+    from workbench.viz.widgets import PLOTLY_BASIC_BUNDLE_ENV, PLOTLY_BUNDLE_ENV
 
     env = dict(os.environ)
-    bundle_root, bundle_path = plotly_bundle_root()
+    bundle_root, bundle_path, basic_path = plotly_bundle_root()
     roots = (str(template_root()), str(bundle_root), env.get("JUPYTER_PATH"))
     env["JUPYTER_PATH"] = os.pathsep.join(p for p in roots if p)
     env[PLOTLY_BUNDLE_ENV] = bundle_path
+    env.pop(PLOTLY_BASIC_BUNDLE_ENV, None)
+    if basic_path is not None:
+        env[PLOTLY_BASIC_BUNDLE_ENV] = basic_path
     return env
 
 

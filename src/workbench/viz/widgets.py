@@ -33,6 +33,7 @@ synchronously; the debounce only applies to changes made in a browser.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import tempfile
 import time
@@ -425,7 +426,20 @@ def timeline_steps(schedule: Schedule, max_steps: int = MAX_PLAYER_STEPS) -> np.
 #: Set by ``workbench dashboard`` for its kernels: the path, under the server's base URL, where the page can
 #: fetch Plotly's widget bundle as a file (see :func:`figure_widget`).
 PLOTLY_BUNDLE_ENV = "WORKBENCH_PLOTLY_WIDGET_PATH"
+#: Set beside it where the dashboard also serves the basic build of that bundle (:data:`BASIC_BUNDLE`).
+PLOTLY_BASIC_BUNDLE_ENV = "WORKBENCH_PLOTLY_BASIC_WIDGET_PATH"
+#: Plotly's widget built with plotly.js's basic bundle, a quarter of the full one's size, and its provenance:
+#: the plotly version it was built for and the trace types it draws (``scripts/build_plotly_basic.py``).
+BASIC_BUNDLE = Path(__file__).parent / "plotly_basic" / "widgetbundle-basic.js"
+BASIC_PROVENANCE = BASIC_BUNDLE.with_name("provenance.json")
 _SERVED_BUNDLE_CLASSES: dict[str, type] = {}
+
+
+@functools.lru_cache(maxsize=1)
+def basic_traces() -> frozenset[str]:
+    import json
+
+    return frozenset(json.loads(BASIC_PROVENANCE.read_text())["traces"])
 
 
 def figure_widget(figure) -> go.FigureWidget:
@@ -435,14 +449,29 @@ def figure_widget(figure) -> go.FigureWidget:
     received it over the kernel's socket and compiled it afresh (about 1 s of a first render on 2 cores).
     Where the dashboard serves that bundle as a static file (it sets :data:`PLOTLY_BUNDLE_ENV`), the
     widget's module is a short loader that imports the file (and draws once the widget's element has a
-    width): the browser caches the file, and compiles it once per visit at most.  Anywhere else (JupyterLab,
-    nbval) the widget is Plotly's own.
+    width): the browser caches the file, and compiles it once per visit at most.  A figure whose traces are
+    all of the basic build's types (bars, pies, scatter: the Gantt chart) loads that build instead, where the
+    dashboard serves it (:data:`PLOTLY_BASIC_BUNDLE_ENV`).  Anywhere else (JupyterLab, nbval) the widget is
+    Plotly's own.
     """
+    return served_class(figure)(figure)
+
+
+def served_bundle(figure) -> str | None:
+    """The path of the bundle a widget of ``figure`` loads in the dashboard (None: Plotly's own widget)."""
     import os
 
-    path = os.environ.get(PLOTLY_BUNDLE_ENV)
+    basic = os.environ.get(PLOTLY_BASIC_BUNDLE_ENV)
+    if basic and all(trace.type in basic_traces() for trace in getattr(figure, "data", ())):
+        return basic
+    return os.environ.get(PLOTLY_BUNDLE_ENV)
+
+
+def served_class(figure) -> type:
+    """The FigureWidget class :func:`figure_widget` makes for ``figure`` (one class per bundle it loads)."""
+    path = served_bundle(figure)
     if not path:
-        return go.FigureWidget(figure)
+        return go.FigureWidget
     cls = _SERVED_BUNDLE_CLASSES.get(path)
     if cls is None:
         loader = ('const config = JSON.parse(document.getElementById("jupyter-config-data")?.textContent || "{}");\n'
@@ -464,7 +493,7 @@ def figure_widget(figure) -> go.FigureWidget:
                   '};\n')
         cls = type("ServedFigureWidget", (go.FigureWidget,), {"_esm": loader})
         _SERVED_BUNDLE_CLASSES[path] = cls
-    return cls(figure)
+    return cls
 
 
 def responsive(fig: go.FigureWidget) -> go.FigureWidget:
@@ -760,6 +789,7 @@ class FunctionPanel(widgets.VBox):
         self.error = widgets.HTML("")
         self.output = widgets.HTML("")
         self.figure: go.FigureWidget | None = None
+        self._figure_bundle: str | None = None  # the bundle the figure's widget loads (see served_bundle)
         self.result: Any = None
         self.debouncer = Debouncer(self.refresh, debounce_s)
         self._body = widgets.VBox([self.output])
@@ -788,8 +818,11 @@ class FunctionPanel(widgets.VBox):
         self.result = result
         self.error.value = ""
         if isinstance(result, go.Figure):
-            if self.figure is None or len(self.figure.data) != len(result.data):
+            # A new widget where the traces changed in number, or in kind beyond what its bundle draws.
+            if (self.figure is None or len(self.figure.data) != len(result.data)
+                    or served_bundle(result) != self._figure_bundle):
                 self.figure = responsive(figure_widget(result))
+                self._figure_bundle = served_bundle(result)
                 self._body.children = [self.figure]
             else:
                 with self.figure.batch_update():
