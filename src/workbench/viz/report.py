@@ -7,8 +7,6 @@ atomically (a temporary file moved into place).
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from workbench._paths import write_atomically
 from workbench._units import readable
 from workbench._version import __version__
 from workbench.errors import ConfigError
@@ -105,20 +104,10 @@ def report_html(title: str, sections: Iterable[tuple[str, Item | list[Item]]], *
 
 def write_report(path: str | Path, title: str, sections: Iterable[tuple[str, Item | list[Item]]], *,
                  subtitle: str = "") -> Path:
-    """Write the report to ``path`` atomically."""
+    """Write the report to ``path`` atomically (:func:`workbench._paths.write_atomically`)."""
     path = Path(path)
     text = report_html(title, sections, subtitle=subtitle)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as exc:
+        return write_atomically(path, text.encode("utf-8"))
+    except OSError as exc:  # a folder that cannot be made or written, a full disk: one line, nothing left behind
         raise ConfigError(f"cannot write '{path}': {exc.strerror}.", field="out", fix="choose a writable folder.") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
