@@ -104,7 +104,7 @@ def report_html(title: str, sections: Iterable[tuple[str, Item | list[Item]]], *
 
 def write_report(path: str | Path, title: str, sections: Iterable[tuple[str, Item | list[Item]]], *,
                  subtitle: str = "") -> Path:
-    """Write the report to ``path`` atomically (:func:`workbench._paths.write_atomically`)."""
+    """Write the report to ``path`` atomically (through a temporary file beside it, renamed once complete)."""
     path = Path(path)
     text = report_html(title, sections, subtitle=subtitle)
     try:
