@@ -126,8 +126,9 @@ class Recorder:
         return self.ids, self.pids, self.ptok, self.pprior
 
     # -- shards (engine.shards): a run's replicas split over processes, their segments gathered here -------
-    SHARD_FIELDS = ("client", "kind", "start", "end", "k", "n", "tokens", "ids", "pids", "ptok", "pprior", "marks",
-                    "run_ends", "run_flat", "member_flat")
+    #: The lists with one entry per segment (``marks`` too, outside the paper's engine).
+    SEGMENT_LISTS = ("client", "kind", "start", "end", "k", "n", "tokens", "ids", "pids", "ptok", "pprior")
+    SHARD_FIELDS = (*SEGMENT_LISTS, "marks", "run_ends", "run_flat", "member_flat")
 
     def shard_fields(self) -> dict:
         """What a shard's run recorded (the recorder of a forked process that started empty)."""
@@ -137,12 +138,14 @@ class Recorder:
         """Append a shard's segments after this recorder's, their references into the flat arrays moved past
         this recorder's own; return the index of the shard's first segment."""
         offset = len(self.start)
-        for name in ("client", "kind", "start", "end", "k", "n", "tokens", "pids", "ptok", "pprior"):
-            getattr(self, name).extend(fields[name])
+        members = len(self.member_flat) << 32
+        for name in self.SEGMENT_LISTS:
+            values = fields[name]
+            if name == "ids":  # references to member ranks: past this recorder's own
+                values = [x + members if type(x) is int else x for x in values]
+            getattr(self, name).extend(values)
         if self.marks is not None:
             self.marks.extend(fields["marks"])
-        members = len(self.member_flat) << 32
-        self.ids.extend([x + members if type(x) is int else x for x in fields["ids"]])
         self.member_flat.extend(fields["member_flat"])
         ends = len(self.run_flat) << 32
         self.run_ends.update({index + offset: ref + ends for index, ref in fields["run_ends"].items()})
@@ -150,14 +153,12 @@ class Recorder:
         return offset
 
     def reorder(self, order: list[int]) -> None:
-        """Put the segments in ``order`` (a permutation of their indices); runs of decodes keep their ends."""
-        for name in ("client", "kind", "start", "end", "k", "n", "tokens", "ids", "pids", "ptok", "pprior", "marks"):
+        """Put the segments in ``order`` (a permutation of their indices).  Only for a recorder with no run of
+        decodes (``run_ends`` empty): a run's iteration ends are not moved."""
+        for name in (*self.SEGMENT_LISTS, "marks"):
             values = getattr(self, name)
-            if values is not None and values:
+            if values:
                 values[:] = [values[i] for i in order]
-        if self.run_ends:
-            where = {old: new for new, old in enumerate(order)}
-            self.run_ends = {where[index]: ref for index, ref in self.run_ends.items()}
 
     def free(self) -> None:
         for spent in (self.client, self.kind, self.start, self.end, self.k, self.n, self.tokens):

@@ -819,10 +819,10 @@ class FunctionPanel(widgets.VBox):
         self.error.value = ""
         if isinstance(result, go.Figure):
             # A new widget where the traces changed in number, or in kind beyond what its bundle draws.
-            if (self.figure is None or len(self.figure.data) != len(result.data)
-                    or served_bundle(result) != self._figure_bundle):
+            bundle = served_bundle(result)
+            if self.figure is None or len(self.figure.data) != len(result.data) or bundle != self._figure_bundle:
                 self.figure = responsive(figure_widget(result))
-                self._figure_bundle = served_bundle(result)
+                self._figure_bundle = bundle
                 self._body.children = [self.figure]
             else:
                 with self.figure.batch_update():
